@@ -1,0 +1,357 @@
+"""The daemon's configuration: one TOML file, validated with pydantic, defaults for everything.
+
+Environment variables override the file: `AVATAR_BRIDGE__SECTION__FIELD=value` (value parsed as TOML, so
+`AVATAR_BRIDGE__VIDEO__FPS=30` and `AVATAR_BRIDGE__OSC__ENABLED=false` work). Errors name the field, the
+bad value and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "AVATAR_BRIDGE__"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _rgb(value: Any) -> tuple[float, float, float]:
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) != 6:
+            raise ValueError("use a hex colour like '#00ff00' or a list of three numbers in [0, 1]")
+        return (int(text[0:2], 16) / 255.0, int(text[2:4], 16) / 255.0, int(text[4:6], 16) / 255.0)
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        rgb = tuple(float(v) for v in value)
+        if all(0.0 <= v <= 1.0 for v in rgb):
+            return rgb  # type: ignore[return-value]
+    raise ValueError("use a hex colour like '#00ff00' or a list of three numbers in [0, 1]")
+
+
+class VideoConfig(Section):
+    fps: Literal[25, 30, 60] = 25
+    width: int = Field(512, ge=64, le=3840)
+    height: int = Field(512, ge=64, le=2160)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (H.264 and I420 need even sizes)")
+        return v
+
+
+class AudioConfig(Section):
+    source: Literal["file", "microphone", "webrtc", "silence"] = "file"
+    file: Path | None = None  # None: the embedded demo clip
+    device: str | int | None = None  # microphone name or index; None: the system default
+    realtime: bool = True  # pace a file source in real time (False: as fast as the pipeline takes it)
+    loop: bool = False
+
+
+class ProceduralFaceConfig(Section):
+    attack_ms: float = Field(12.0, gt=0, le=500)
+    release_ms: float = Field(90.0, gt=0, le=2000)
+    gain: float = Field(1.0, gt=0, le=10)
+    max_jaw: float = Field(0.35, gt=0, le=1.0)
+
+
+class DiffPoseTalkConfig(Section):
+    checkpoint: Path | None = None
+    stats: Path | None = None
+    style: Path | None = None
+    shape: Path | None = None
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int = Field(20, ge=1, le=1000)
+    hop_frames: int = Field(5, ge=1, le=100)
+    lookahead_frames: int = Field(3, ge=0, le=50)
+    audio_context_s: float = Field(2.0, ge=0.0, le=30.0)
+    cfg_audio: float = 1.15
+    cfg_style: float = 3.0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FaceConfig(Section):
+    driver: Literal["procedural", "diffposetalk"] = "procedural"
+    procedural: ProceduralFaceConfig = ProceduralFaceConfig()
+    diffposetalk: DiffPoseTalkConfig = DiffPoseTalkConfig()
+
+
+class AvatarConfig(Section):
+    kind: Literal["demo", "flashavatar"] = "demo"
+    renderer: Literal["auto", "cpu", "gsplat"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    transparent: bool = False
+    zoom: float = Field(1.0, gt=0.1, le=10.0)
+    # FlashAvatar: a trained checkpoint and the FLAME files it was trained with.
+    checkpoint: Path | None = None
+    flame_model: Path | None = None
+    flame_masks: Path | None = None
+    flame_mesh: Path | None = None  # FlameMesh.obj (UV template); None: next to the checkpoint or the FLAME file
+    eyelids_dir: Path | None = None  # folder with l_eyelid.npy and r_eyelid.npy
+    tracker_frame: Path | None = None  # a metrical-tracker .frame for shape and camera
+    shape: Path | None = None  # alternatively a .npy / .npz with the 300 shape coefficients
+
+    @field_validator("background", mode="before")
+    @classmethod
+    def _bg(cls, v: Any) -> tuple[float, float, float]:
+        return _rgb(v)
+
+    @model_validator(mode="after")
+    def _flashavatar_files(self) -> AvatarConfig:
+        if self.kind == "flashavatar":
+            missing = [n for n in ("checkpoint", "flame_model") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(
+                    "avatar.kind = 'flashavatar' needs " + " and ".join(f"avatar.{m}" for m in missing)
+                    + " (paths to chkpnt*.pth and FLAME 2020 generic_model.pkl)"
+                )
+        return self
+
+
+class PipelineConfig(Section):
+    render_queue: int = Field(2, ge=1, le=16)
+    sink_queue: int = Field(3, ge=1, le=64)
+    av_delay_ms: float | Literal["auto"] = "auto"  # audio → presentation delay; auto = driver latency + margin
+    margin_ms: float = Field(60.0, ge=0, le=2000)
+
+
+class RecorderConfig(Section):
+    path: Path | None = None
+    crf: int = Field(20, ge=0, le=51)
+    preset: str = "veryfast"
+
+
+class VirtualCamConfig(Section):
+    enabled: bool = False
+    device: str | None = None
+    backend: str | None = None
+    mirror: bool = False
+    fmt: Literal["auto", "rgb", "i420", "nv12"] = "auto"
+
+
+class PassthroughConfig(Section):
+    enabled: bool = False
+    device: str | int | None = None
+    delay_ms: float | Literal["auto"] = "auto"
+
+
+class OutputsConfig(Section):
+    record: RecorderConfig = RecorderConfig()
+    snapshot_dir: Path | None = None
+    virtualcam: VirtualCamConfig = VirtualCamConfig()
+    passthrough: PassthroughConfig = PassthroughConfig()
+
+
+class HttpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _token_when_wide(self) -> HttpConfig:
+        if self.enabled and self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
+            raise ValueError(
+                f"http.host = {self.host!r} exposes the daemon beyond this machine: set http.token "
+                "(a long random string; clients send 'Authorization: Bearer <token>')"
+            )
+        return self
+
+
+class WebRTCConfig(Section):
+    codec: Literal["vp8", "h264"] = "vp8"
+    bitrate_kbps: int = Field(2500, ge=100, le=50_000)
+    whip_url: str | None = None
+    whip_token: str | None = None
+
+
+class OscConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=0, le=65535)
+    allow: list[str] = Field(default_factory=list)  # source addresses allowed when bound wider than loopback
+
+
+class VmcConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(39539, ge=0, le=65535)
+
+
+class MidiConfig(Section):
+    enabled: bool = True
+    input: str | None = None  # port name substring; None: every input port
+    map: Path | None = None
+
+
+class IdleConfig(Section):
+    blink: bool = True
+    blink_amount: float = Field(1.0, ge=0, le=1)
+    gaze: bool = True
+    gaze_amount: float = Field(1.0, ge=0, le=2)
+    sway: bool = True
+    sway_amount: float = Field(1.0, ge=0, le=3)
+
+
+class PresetsConfig(Section):
+    dir: Path | None = None  # None: the presets shipped with the package
+
+
+class Config(Section):
+    video: VideoConfig = VideoConfig()
+    audio: AudioConfig = AudioConfig()
+    face: FaceConfig = FaceConfig()
+    avatar: AvatarConfig = AvatarConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    http: HttpConfig = HttpConfig()
+    webrtc: WebRTCConfig = WebRTCConfig()
+    osc: OscConfig = OscConfig()
+    vmc: VmcConfig = VmcConfig()
+    midi: MidiConfig = MidiConfig()
+    idle: IdleConfig = IdleConfig()
+    presets: PresetsConfig = PresetsConfig()
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        given = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            field = str(err["loc"][-1])
+            section = ".".join(str(p) for p in err["loc"][:-1]) or "the top level"
+            lines.append(f"  {loc}: unknown setting {field!r} in {section}; check its spelling against the README")
+        elif kind == "literal_error":
+            lines.append(f"  {loc} = {given!r} is not allowed: {msg}")
+        else:
+            shown = "" if isinstance(given, dict) else f" = {given!r}"
+            lines.append(f"  {loc}{shown}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"environment override {'.'.join(path)}: {key} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare string
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ) if environ is None else environ
+    data: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+            _set_path(data, path, _parse_env_value(raw))
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read, merge (file < environment < explicit overrides) and validate; raises ConfigError."""
+    data: dict[str, Any] = {}
+    origin = "the defaults"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file to --config")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}; fix the syntax at that place") from exc
+        base = path.parent
+        data = _resolve_relative_paths(data, base)
+    env = env_overrides(environ)
+    if env:
+        origin += " with AVATAR_BRIDGE__ environment overrides"
+    data = _merge(_merge(data, env), overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+_PATH_KEYS = {
+    ("audio", "file"),
+    ("avatar", "checkpoint"),
+    ("avatar", "flame_model"),
+    ("avatar", "flame_masks"),
+    ("avatar", "flame_mesh"),
+    ("avatar", "eyelids_dir"),
+    ("avatar", "tracker_frame"),
+    ("avatar", "shape"),
+    ("outputs", "snapshot_dir"),
+    ("midi", "map"),
+    ("presets", "dir"),
+}
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a config file are relative to the file, not to the working directory."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((base / Path(value).expanduser()).resolve()) if not value.startswith("~") else value
+        return value
+
+    for section, key in _PATH_KEYS:
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            node[key] = fix(node[key])
+    for sub in ("diffposetalk",):
+        node = data.get("face", {}).get(sub) if isinstance(data.get("face"), dict) else None
+        if isinstance(node, dict):
+            for key in ("checkpoint", "stats", "style", "shape"):
+                if key in node:
+                    node[key] = fix(node[key])
+    rec = data.get("outputs", {}).get("record") if isinstance(data.get("outputs"), dict) else None
+    if isinstance(rec, dict) and "path" in rec:
+        rec["path"] = fix(rec["path"])
+    return data

@@ -1,0 +1,1 @@
+"""The daemon's one aiohttp server: panel, JSON API, WebRTC signaling (JSON offer/answer and WHEP), metrics."""
