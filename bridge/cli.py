@@ -1,0 +1,68 @@
+"""`avatar-bridge`: the command line. Sub-commands live in `bridge.commands.*`, one module per area."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__
+
+COMMAND_MODULES = (
+    "bridge.commands.core",  # demo, run, devices
+    "bridge.commands.doctor",
+    "bridge.commands.bench",
+    "bridge.commands.avatar",
+    "bridge.commands.face",
+    "bridge.commands.presets",
+    "bridge.commands.midi",
+    "bridge.commands.calibrate",
+)
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one message with its remedy, never as a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatar-bridge",
+        description="Put a 3D-Gaussian head avatar, driven by your voice and live controls, into calls and streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"avatar-bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from bridge.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError) as exc:
+        print(f"avatar-bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `avatar-bridge` CLI; each module exposes `register(subparsers)`."""
