@@ -110,7 +110,7 @@ def bench_render(cfg: Config, seconds: float) -> list[Row]:
             avatar = build("avatar", kind, sub, config=sub, cfg=sub, width=w, height=h, device=sub.avatar.device,
                            renderer=renderer, checkpoint=sub.avatar.checkpoint, flame_model=sub.avatar.flame_model)
             counter = iter(range(1 << 30))
-            fps, runs = timed(lambda a=avatar: a.render(seq[next(counter) % len(seq)]), seconds)
+            fps, runs = timed(lambda a=avatar, c=counter: a.render(seq[next(c) % len(seq)]), seconds)
             rows.append(Row("render", label, fps, detail=f"{runs} frames, device {avatar.device}"))
         except Exception as exc:
             rows.append(Row("render", label, skipped=f"{type(exc).__name__}: {exc}"))
@@ -153,7 +153,7 @@ def bench_face(cfg: Config, seconds: float) -> list[Row]:
                 return made + len(d.flush())
 
             frames = run()
-            per_s, runs = timed(run, seconds, min_runs=1)
+            per_s, _ = timed(run, seconds, min_runs=1)
             rows.append(Row("face", label, per_s * frames, detail=f"{frames} frames per 4 s of audio; "
                             f"latency {1000 * float(driver.latency):.0f} ms, {per_s * 4:.0f}x real time"))
         except Exception as exc:
