@@ -62,6 +62,17 @@ def timed(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> tuple[
     return runs / (time.perf_counter() - start), runs
 
 
+def _cycle(fn: Callable[[Any], object], items: list[Any]) -> Callable[[], object]:
+    """A no-argument call that feeds `fn` the next item, round and round."""
+    state = {"i": 0}
+
+    def call() -> object:
+        state["i"] += 1
+        return fn(items[state["i"] % len(items)])
+
+    return call
+
+
 def _params_sequence(n: int) -> list[Any]:
     from bridge.face_params import FaceParams
 
@@ -109,8 +120,7 @@ def bench_render(cfg: Config, seconds: float) -> list[Row]:
             sub.avatar.device = "cuda" if renderer == "gsplat" else "cpu"  # type: ignore[assignment]
             avatar = build("avatar", kind, sub, config=sub, cfg=sub, width=w, height=h, device=sub.avatar.device,
                            renderer=renderer, checkpoint=sub.avatar.checkpoint, flame_model=sub.avatar.flame_model)
-            counter = iter(range(1 << 30))
-            fps, runs = timed(lambda a=avatar, c=counter: a.render(seq[next(c) % len(seq)]), seconds)
+            fps, runs = timed(_cycle(avatar.render, seq), seconds)
             rows.append(Row("render", label, fps, detail=f"{runs} frames, device {avatar.device}"))
         except Exception as exc:
             rows.append(Row("render", label, skipped=f"{type(exc).__name__}: {exc}"))
@@ -132,7 +142,7 @@ def bench_face(cfg: Config, seconds: float) -> list[Row]:
     rows = []
     audio = _speech_like(4.0)
     fps_v = cfg.video.fps
-    drivers = [("procedural", None)]
+    drivers: list[tuple[str, str | None]] = [("procedural", None)]
     dpt = cfg.face.diffposetalk.checkpoint
     drivers.append(("diffposetalk", None if dpt else "face.diffposetalk.checkpoint not configured"))
     for name, reason in drivers:
