@@ -211,6 +211,14 @@ class IdleConfig(Section):
     sway_amount: float = Field(default=1.0, ge=0, le=3)
 
 
+class MixerConfig(Section):
+    fade_ms: float = Field(400.0, ge=0, le=30_000)  # default fade of presets, emotions and hold buttons
+    easing: Literal["linear", "smooth", "cubic", "sine", "out"] = "smooth"
+    # Per FaceParams group (expression, jaw, eyes, eyelids, neck, head, translation) or per control target
+    # (e.g. "blend/jawOpen"): "add" to lip sync or "override" it. Defaults: add on expression and jaw.
+    modes: dict[str, Literal["add", "override"]] = Field(default_factory=dict)
+
+
 class PresetsConfig(Section):
     dir: Path | None = None  # None: the presets shipped with the package
 
@@ -228,6 +236,7 @@ class Config(Section):
     vmc: VmcConfig = VmcConfig()
     midi: MidiConfig = MidiConfig()
     idle: IdleConfig = IdleConfig()
+    mixer: MixerConfig = MixerConfig()
     presets: PresetsConfig = PresetsConfig()
 
 
