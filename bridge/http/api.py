@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bridge import registry
+from bridge.interfaces import ControlEvent
 
 if TYPE_CHECKING:
     from bridge.daemon import Daemon
@@ -62,6 +63,7 @@ class LiveStats:
 
 
 LIVE_KEY: web.AppKey[LiveStats] = web.AppKey("live_stats", LiveStats)
+WATCH_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("frame_watch", asyncio.Task)
 VIEWERS_KEY = "viewer_count"  # app[...] may hold a callable returning the number of WebRTC viewers
 
 
@@ -216,10 +218,10 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app[LIVE_KEY] = LiveStats()
 
     async def start_watch(app: web.Application) -> None:
-        app["frame_watch"] = asyncio.get_running_loop().create_task(_watch_frames(app, daemon))
+        app[WATCH_KEY] = asyncio.get_running_loop().create_task(_watch_frames(app, daemon))
 
     async def stop_watch(app: web.Application) -> None:
-        task = app.get("frame_watch")
+        task = app.get(WATCH_KEY)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -312,10 +314,11 @@ def setup(app: web.Application, daemon: Daemon) -> None:
             return _error(400, f"invalid idle setting: {exc}", "booleans for blink/gaze/sway, amounts in range")
         for key in body:
             setattr(idle, key, getattr(updated, key))
-        mixer = getattr(daemon, "mixer", None)
-        hook = getattr(mixer, "set_idle", None)
-        if callable(hook):
-            hook(idle)
+        # The mixer's idle life takes amounts through the shared control vocabulary (0 turns a feature off).
+        for kind in ("blink", "gaze", "sway"):
+            if kind in body or f"{kind}_amount" in body:
+                amount = float(getattr(idle, f"{kind}_amount")) if getattr(idle, kind) else 0.0
+                daemon.emit_control(ControlEvent(f"idle/{kind}", (amount,), source="http"))
         return web.json_response(idle.model_dump())
 
     async def openapi(_: web.Request) -> web.Response:

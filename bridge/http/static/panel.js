@@ -45,14 +45,15 @@ const ARKIT_NAMES = [
   "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight",
   "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "tongueOut",
 ];
-// FLAME channels of FaceParams, by face region: [name, count, min, max, labels]
+// FLAME channels by face region: [target, components, min, max, labels]. A multi-value target (flame/jaw)
+// is sent whole: each slider is one component and a change sends all components of its target.
 const FLAME_GROUPS = [
-  ["jaw", [["jaw", 3, -0.5, 0.5, ["open (x)", "side (y)", "twist (z)"]]]],
-  ["eyes", [["eyes", 6, -0.6, 0.6, ["left x", "left y", "left z", "right x", "right y", "right z"]],
-            ["eyelids", 2, 0, 1, ["left lid", "right lid"]]]],
-  ["head & neck", [["head", 3, -0.8, 0.8, ["pitch", "yaw", "roll"]], ["neck", 3, -0.6, 0.6, ["pitch", "yaw", "roll"]],
-                   ["translation", 3, -0.1, 0.1, ["x", "y", "z"]]]],
-  ["expression", [["expression", 100, -3, 3, null]]],
+  ["jaw", [["flame/jaw", 3, -0.5, 0.5, ["open (x)", "side (y)", "twist (z)"]]]],
+  ["eyes", [["gaze", 2, -1, 1, ["gaze x", "gaze y"]],
+            ["flame/eyelids", 2, -0.3, 1, ["left lid", "right lid"]],
+            ["flame/eyes", 6, -0.6, 0.6, ["left x", "left y", "left z", "right x", "right y", "right z"]]]],
+  ["head & neck", [["head", 3, -1, 1, ["pitch", "yaw", "roll"]], ["flame/neck", 3, -0.8, 0.8, ["x", "y", "z"]]]],
+  ["expression", [["flame/expression", 100, -3, 3, null]]],
 ];
 
 function arkitRegion(name) {
@@ -60,63 +61,40 @@ function arkitRegion(name) {
   return "other";
 }
 
-function flameRegion(target) {
-  const part = target.split("/")[1] || "";
-  for (const [region, chans] of FLAME_GROUPS) if (chans.some((c) => c[0] === part)) return region;
-  return "other";
-}
-
-function defaultVocabulary() {
-  const arkit = ARKIT_NAMES.map((n) => ({ target: "blend/" + n, label: n, min: 0, max: 1, group: arkitRegion(n) }));
-  const flame = [];
+function flameControls(ranges) {
+  const out = [];
   for (const [region, chans] of FLAME_GROUPS) {
-    for (const [name, count, min, max, labels] of chans) {
+    for (const [target, count, min0, max0, labels] of chans) {
+      const r = ranges[target === "flame/expression" ? "flame/expression/<0-99>" : target];
+      const [min, max] = r || [min0, max0];
       for (let i = 0; i < count; i++) {
-        flame.push({ target: `flame/${name}/${i}`, label: labels ? `${name} ${labels[i]}` : `${name} ${i}`,
+        if (target === "flame/expression") {
+          out.push({ target: `${target}/${i}`, label: `expression ${i}`, min, max, group: region });
+        } else {
+          out.push({ target, index: i, size: count, label: `${target.replace("flame/", "")} ${labels[i]}`,
                      min, max, group: region });
+        }
       }
     }
   }
-  return { arkit, flame, presets: [], emotions: [] };
+  return out;
 }
 
-// Accepts the shapes GET /api/controls may answer with; anything missing falls back to the built-in list.
+// GET /api/controls answers with the control vocabulary: {targets: [{target, args, range, ...}], arkit: [52 names],
+// flame: {group: [start, n]}, presets: [...], emotions: [...]}. Missing parts fall back to the built-in lists.
 function normalizeControls(data) {
-  const vocab = defaultVocabulary();
-  if (!data) return vocab;
-  let items = Array.isArray(data) ? data : (data.controls || []);
-  if (!Array.isArray(items)) items = Object.entries(items).map(([target, v]) => ({ target, ...(v || {}) }));
-  const seen = new Map();
-  const add = (it) => {
-    const c = typeof it === "string" ? { target: it } : { ...it };
-    c.target = c.target || c.address || c.name;
-    if (!c.target) return;
-    if (!c.target.includes("/")) c.target = "blend/" + c.target;
-    const leaf = c.target.split("/").slice(1).join("/");
-    c.label = c.label || leaf;
-    c.min = Number.isFinite(c.min) ? c.min : (c.range ? c.range[0] : 0);
-    c.max = Number.isFinite(c.max) ? c.max : (c.range ? c.range[1] : 1);
-    seen.set(c.target, c);
-  };
-  items.forEach(add);
-  for (const key of ["arkit", "blendshapes", "flame"]) if (Array.isArray(data[key])) data[key].forEach(add);
-  const arkit = [], flame = [];
-  for (const c of seen.values()) {
-    if (c.target.startsWith("blend/") || c.target.startsWith("arkit/")) arkit.push({ ...c, group: c.group || c.region || arkitRegion(c.label) });
-    else if (c.target.startsWith("flame/")) flame.push({ ...c, group: c.group || c.region || flameRegion(c.target) });
-    else if (c.target.startsWith("preset/")) vocab.presets.push(c.target.slice(7));
-    else if (c.target.startsWith("emotion/")) vocab.emotions.push(c.target.slice(8));
-  }
-  if (arkit.length) vocab.arkit = arkit;
-  if (flame.length) {
-    const have = new Set(flame.map((c) => c.target));
-    vocab.flame = flame.concat(vocab.flame.filter((c) => !have.has(c.target)));
-  }
-  const names = (v) => (Array.isArray(v) ? v.map((p) => (typeof p === "string" ? p : p.name)).filter(Boolean) : []);
-  vocab.presets.push(...names(data.presets));
-  vocab.emotions.push(...names(data.emotions));
-  return vocab;
+  data = data || {};
+  const ranges = {};
+  for (const t of data.targets || []) if (t && t.target && t.range) ranges[t.target] = t.range;
+  const arkitRange = ranges["blend/<arkit>"] || [0, 1];
+  const names = Array.isArray(data.arkit) && data.arkit.length ? data.arkit : ARKIT_NAMES;
+  const arkit = names.map((n) => ({ target: "blend/" + n, label: n, min: arkitRange[0], max: arkitRange[1],
+                                    group: arkitRegion(n) }));
+  const list = (v) => (Array.isArray(v) ? v.map((p) => (typeof p === "string" ? p : p && p.name)).filter(Boolean) : []);
+  return { arkit, flame: flameControls(ranges), presets: list(data.presets), emotions: list(data.emotions) };
 }
+
+function defaultVocabulary() { return normalizeControls(null); }
 
 // ---------------------------------------------------------------- sliders
 const sliders = new Map(); // target -> {input, output}
@@ -131,15 +109,21 @@ async function flush() {
     while (pending.size) {
       const [target, value] = pending.entries().next().value;
       pending.delete(target);
-      await api("/api/control", { target, values: [value] });
+      await api("/api/control", { target, values: value });
     }
     showError(null);
   } catch (err) { showError(err); }
   finally { sending = false; }
 }
 
-function sendControl(target, value) {
-  pending.set(target, value);
+function sendControl(c, value) {
+  if (c.size) {
+    const values = [];
+    for (let i = 0; i < c.size; i++) values.push(Number(sliders.get(c.target + "#" + i).input.value));
+    pending.set(c.target, values);
+  } else {
+    pending.set(c.target, [value]);
+  }
   flush();
 }
 
@@ -155,17 +139,19 @@ function makeSlider(c, container) {
   input.step = c.step || (c.max - c.min) / 200;
   input.value = c.default !== undefined ? c.default : Math.min(Math.max(0, c.min), c.max);
   input.dataset.target = c.target;
+  if (c.size) input.dataset.index = c.index;
   const out = document.createElement("output");
   out.textContent = Number(input.value).toFixed(2);
   input.addEventListener("input", () => {
     out.textContent = Number(input.value).toFixed(2);
-    sendControl(c.target, Number(input.value));
+    sendControl(c, Number(input.value));
   });
   input.addEventListener("pointerdown", () => { dragging = c.target; });
+  input.addEventListener("blur", () => { if (dragging === c.target) dragging = null; });
   input.addEventListener("pointerup", () => { dragging = null; });
   row.append(name, input, out);
   container.append(row);
-  sliders.set(c.target, { input, out });
+  sliders.set(c.size ? c.target + "#" + c.index : c.target, { input, out });
 }
 
 function buildTab(el, controls) {
@@ -194,9 +180,12 @@ function buildButtons(el, names, prefix) {
     b.textContent = name;
     b.dataset.target = prefix + name;
     b.addEventListener("click", async () => {
+      const on = !b.classList.contains("active");
       try {
-        await api("/api/control", { target: prefix + name, values: [Number($("fade").value)] });
-        for (const other of el.querySelectorAll("button")) other.classList.toggle("active", other === b);
+        // value (1 = fully in, 0 = out), then the fade time in seconds
+        await api("/api/control", { target: prefix + name, values: [on ? 1 : 0, Number($("fade").value)] });
+        if (prefix === "emotion/") for (const other of el.querySelectorAll("button")) other.classList.remove("active");
+        b.classList.toggle("active", on);
         showError(null);
       } catch (err) { showError(err); }
     });
@@ -210,12 +199,18 @@ function applyState(state) {
   if (!manual || typeof manual !== "object") return;
   const entries = Array.isArray(manual) ? manual.map((m) => [m.target, m.value ?? m.values]) : Object.entries(manual);
   for (const [target, raw] of entries) {
-    const s = sliders.get(target) || sliders.get("blend/" + target);
-    const value = Array.isArray(raw) ? raw[0] : (raw && typeof raw === "object" ? raw.value : raw);
-    if (!s || typeof value !== "number" || dragging === target || pending.has(target)) continue;
-    if (document.activeElement === s.input) continue;
-    s.input.value = value;
-    s.out.textContent = value.toFixed(2);
+    if (dragging === target || pending.has(target)) continue;
+    const values = Array.isArray(raw) ? raw : [raw];
+    values.forEach((value, i) => {
+      const s = sliders.get(Array.isArray(raw) ? target + "#" + i : target);
+      if (!s || typeof value !== "number" || document.activeElement === s.input) return;
+      s.input.value = value;
+      s.out.textContent = value.toFixed(2);
+    });
+    if (target.startsWith("preset/") || target.startsWith("emotion/")) {
+      const b = document.querySelector(`button[data-target="${target}"]`);
+      if (b) b.classList.toggle("active", values[0] > 0.5);
+    }
   }
 }
 
@@ -364,7 +359,11 @@ async function main() {
   let vocab;
   try { vocab = normalizeControls(await api("/api/controls")); } catch (err) { showError(err); vocab = defaultVocabulary(); }
   if (!vocab.presets.length) {
-    try { vocab.presets = normalizeControls({ presets: await api("/api/presets") }).presets; } catch (_) { /* none */ }
+    try {
+      const p = await api("/api/presets");
+      const v = normalizeControls(Array.isArray(p) ? { presets: p } : p);
+      vocab.presets = v.presets; vocab.emotions = vocab.emotions.length ? vocab.emotions : v.emotions;
+    } catch (_) { /* no presets endpoint */ }
   }
   window.panel.vocabulary = vocab;
   buildTab($("tab-arkit"), vocab.arkit);
