@@ -177,7 +177,7 @@ class Page:
     async def click(self, selector: str) -> None:
         """A real mouse click at the centre of the element."""
         box = await self.eval(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         x, y = box

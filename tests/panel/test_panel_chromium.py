@@ -100,7 +100,7 @@ async def check_preset_fade(page: Page, daemon: Any) -> None:
         if level >= 0.999:
             break
         await asyncio.sleep(0.05)
-    assert seen[-1] >= 0.999, f"preset {name} never reached full weight: {seen[-5:]}"
+    assert seen[-1] >= 0.999, f"preset {name} never reached full weight: {seen[-5:]} {daemon.mixer.state()} {browser_errors(page)}"
     middle = [v for v in seen if 0.05 < v < 0.95]
     assert len(middle) >= 3, f"no fade observed, levels {seen}"
     assert all(b >= a - 1e-6 for a, b in zip(seen, seen[1:])), "the fade is not monotonic"
@@ -128,3 +128,7 @@ async def test_panel_in_chromium() -> None:
                 await page.wait_for("document.getElementById('preview').videoWidth > 0", timeout=20)
         finally:
             await browser.close()
+
+
+def browser_errors(page: Page) -> list[str]:
+    return page.browser.console[-5:]
