@@ -4,6 +4,7 @@ DevTools protocol, checked against the daemon's mixer and the frames it renders.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -103,7 +104,7 @@ async def check_preset_fade(page: Page, daemon: Any) -> None:
     assert seen[-1] >= 0.999, f"preset {name} never reached full weight: {seen[-5:]} {daemon.mixer.state()} {browser_errors(page)}"
     middle = [v for v in seen if 0.05 < v < 0.95]
     assert len(middle) >= 3, f"no fade observed, levels {seen}"
-    assert all(b >= a - 1e-6 for a, b in zip(seen, seen[1:])), "the fade is not monotonic"
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(seen)), "the fade is not monotonic"
     assert await page.eval(f"document.querySelector('button[data-target=\"preset/{name}\"]').classList"
                            ".contains('active')")
 
