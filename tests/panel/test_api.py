@@ -72,7 +72,7 @@ async def test_status_metrics_openapi_and_idle() -> None:
         assert families["avatar_bridge_fps"]["type"] == "gauge"
         assert families["avatar_bridge_frames_observed_total"]["type"] == "counter"
         assert families["avatar_bridge_frames_observed_total"]["samples"][""] > 5  # type: ignore[index]
-        for value in families["avatar_bridge_stage_seconds"]["samples"].values():  # type: ignore[union-attr]
+        for value in families["avatar_bridge_stage_seconds"]["samples"].values():  # type: ignore[attr-defined]
             assert math.isfinite(value) and value >= 0
 
         async with http.get(f"{base}/api/openapi.json") as r:
