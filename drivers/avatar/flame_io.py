@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import importlib
 import io
 import os
 import pickle
@@ -68,10 +69,9 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
 def _multiarray() -> Any:
     """NumPy's multiarray module under its 2.x name, or its 1.x name on old NumPy (no deprecation warning)."""
     try:
-        import numpy._core.multiarray as multiarray
+        return importlib.import_module("numpy._core.multiarray")
     except ImportError:  # NumPy 1.x
-        import numpy.core.multiarray as multiarray
-    return multiarray
+        return importlib.import_module("numpy.core.multiarray")
 
 
 def _np_reconstruct() -> Any:
