@@ -70,7 +70,7 @@ def test_refuses_pickled_objects(tmp_path: Path) -> None:
 def test_wrong_structures(tmp_path: Path) -> None:
     p = tmp_path / "c.pth"
     torch.save((1, 2), p)
-    with pytest.raises(CheckpointError, match="tuple of length 2.*deform_model, gaussians, iteration"):
+    with pytest.raises(CheckpointError, match=r"tuple of length 2.*deform_model, gaussians, iteration"):
         load_checkpoint(p)
     deform, gauss, it = _upstream_tuple()
     torch.save((deform, gauss[:11], it), p)
