@@ -75,7 +75,9 @@ def load_tracker_file(path: Path | str) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        from drivers.avatar.flashavatar import unpickling_reason
+
+        first = unpickling_reason(exc)
         raise TrackerFrameError(f"refusing to load {path}: it contains objects other than arrays ({first})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise TrackerFrameError(f"{path} is truncated or not a tracker checkpoint ({type(exc).__name__}: "

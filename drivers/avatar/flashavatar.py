@@ -110,11 +110,21 @@ class FlashAvatarCheckpoint:
         return int(sum(v.numel() for v in self.mlp_state.values()))
 
 
+def unpickling_reason(exc: BaseException) -> str:
+    """The informative line of torch's weights-only refusal (the global it met), not its generic advice."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    hit = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), None)
+    return (hit or (lines[0] if lines else type(exc).__name__))[:200]
+
+
 def _torch_load(path: Path) -> Any:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a torch checkpoint (not a zip archive; truncated or another format); "
+                              "copy the chkpnt*.pth again from the training machine")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = unpickling_reason(exc)
         raise CheckpointError(
             f"refusing to load {path}: it contains objects other than tensors and plain containers ({first}); "
             "FlashAvatar checkpoints never do, so this file is not one (or has been tampered with)"

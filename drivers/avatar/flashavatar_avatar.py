@@ -18,7 +18,7 @@ import torch
 from bridge.face_params import FaceParams
 from bridge.interfaces import RenderedImage
 from drivers.avatar.camera import default_camera, head_motion, load_tracker_frame, tracker_camera
-from drivers.avatar.flashavatar import FlashAvatarModel, FlashFrame
+from drivers.avatar.flashavatar import FlashAvatarModel, FlashFrame, quat_product
 from drivers.avatar.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,25 @@ def load_shape(path: Path | str) -> np.ndarray:
     if arr.size < 300:
         arr = np.concatenate([arr, np.zeros(300 - arr.size, np.float32)])
     return arr[:300]
+
+
+def _matrix_to_quat(r: torch.Tensor) -> torch.Tensor:
+    """(3,3) rotation → (4,) quaternion (w, x, y, z), robust for every angle."""
+    m = r.double()
+    tr = float(m.trace())
+    if tr > 0:
+        s = (tr + 1.0) ** 0.5 * 2
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(torch.argmax(torch.diagonal(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = float((1.0 + m[i, i] - m[j, j] - m[k, k]).clamp_min(1e-12) ** 0.5) * 2
+        v = [0.0, 0.0, 0.0]
+        v[i] = 0.25 * s
+        v[j] = float(m[j, i] + m[i, j]) / s
+        v[k] = float(m[k, i] + m[i, k]) / s
+        q = [float(m[k, j] - m[j, k]) / s, *v]
+    return torch.tensor([float(x) for x in q], dtype=torch.float32)
 
 
 @dataclass
@@ -165,9 +184,15 @@ class FlashAvatarAvatar:
     def _select_renderer(name: str, device: str) -> SplatRenderer:
         try:
             from drivers.avatar.renderers import select_renderer
-        except ImportError as exc:
-            raise AvatarSetupError(f"no splatting renderer is available ({exc})") from None
-        return select_renderer(name, device)  # type: ignore[no-any-return]
+        except ImportError:
+            select_renderer = None
+        if select_renderer is not None:
+            return select_renderer(name, device)  # type: ignore[no-any-return]
+        if name in ("auto", "cpu"):
+            from drivers.avatar.render_cpu import CpuSplatRenderer
+
+            return CpuSplatRenderer()
+        raise AvatarSetupError(f"renderer {name!r} is not available in this build; use 'cpu'")
 
     def _choose_precision(self, precision: str) -> None:
         if precision == "fp32":
@@ -238,6 +263,27 @@ class FlashAvatarAvatar:
         cam = Camera(viewmat, self.base_camera.K, self.width, self.height, self.base_camera.near,
                      self.base_camera.far)
         return Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree), cam
+
+    def set_view(self, viewmat: np.ndarray | torch.Tensor) -> None:
+        """Replace the base world→camera matrix (e.g. per-frame tracker cameras) in place, so a captured CUDA
+        graph keeps reading it."""
+        v = torch.as_tensor(np.asarray(viewmat, np.float32) if isinstance(viewmat, np.ndarray) else viewmat)
+        self.base_camera.viewmat.copy_(v.to(self.base_camera.viewmat.dtype).reshape(4, 4))
+
+    def world_gaussians(self, params: FaceParams, apply_head_motion: bool = True) -> Gaussians:
+        """Gaussians of a frame in FLAME's frame, optionally moved rigidly by the frame's head motion (means and
+        orientations; view-dependent SH colour stays in the head's frame). A standalone copy on the CPU."""
+        frame = self.model.frame_from_arrays(params.expression, params.to_6d()["jaw"], params.to_6d()["eyes"],
+                                             params.eyelids)
+        with torch.no_grad():
+            means, quats, scales = (x[0].float().cpu() for x in self.model.gaussians_batch(frame))
+        if apply_head_motion:
+            m = torch.as_tensor(self._motion(params), dtype=torch.float32)
+            means = means @ m[:3, :3].T + m[:3, 3]
+            quats = torch.nn.functional.normalize(quat_product(_matrix_to_quat(m[:3, :3]).expand_as(quats), quats),
+                                                  dim=-1)
+        mdl = self.model
+        return Gaussians(means, quats, scales, mdl.opacities.cpu(), mdl.sh.cpu(), mdl.sh_degree)
 
     def render(self, params: FaceParams) -> RenderedImage:
         g, cam = self.gaussians(params)

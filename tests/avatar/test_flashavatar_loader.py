@@ -93,11 +93,11 @@ def test_truncated_and_foreign_bytes(tmp_path: Path) -> None:
     raw = good.read_bytes()
     bad = tmp_path / "trunc.pth"
     bad.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(bad)
     txt = tmp_path / "notes.pth"
     txt.write_text("hello")
-    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(txt)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pth")
