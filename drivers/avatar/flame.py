@@ -70,11 +70,15 @@ def to_matrix(pose: torch.Tensor, joints: int) -> torch.Tensor:
                      f"got {flat.shape[1]}")
 
 
-def batch_rigid_transform(rot: torch.Tensor, joints: torch.Tensor, parents: list[int]) -> torch.Tensor:
-    """World transforms of each joint relative to its rest position, (B,J,4,4)."""
+def batch_rigid_transform(rot: torch.Tensor, joints: torch.Tensor, parents: list[int],
+                          parent_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """World transforms of each joint relative to its rest position, (B,J,4,4). `parent_idx` (device tensor of
+    parents[1:]) avoids a host→device index upload per call, which CUDA graph capture forbids."""
     b, j = joints.shape[:2]
+    if parent_idx is None:
+        parent_idx = torch.tensor(parents[1:], device=joints.device)
     rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
+    rel[:, 1:] = joints[:, 1:] - joints.index_select(1, parent_idx)
     local = torch.zeros(b, j, 4, 4, dtype=rot.dtype, device=rot.device)
     local[..., :3, :3] = rot
     local[..., :3, 3] = rel
@@ -119,6 +123,7 @@ class FlameModel:
         self.parents = [int(p) for p in parents]
         if any(not (-1 <= p < i) for i, p in enumerate(self.parents)):
             raise FlameFileError(f"kintree_table parents {self.parents} are not a valid tree ordered root first")
+        self._parent_idx = torch.tensor(self.parents[1:], dtype=torch.long, device=self.device)
         self.faces = torch.as_tensor(np.asarray(arrays["f"], dtype=np.int64), device=self.device)
         self.l_eyelid = None if l_eyelid is None else t(l_eyelid)
         self.r_eyelid = None if r_eyelid is None else t(r_eyelid)
@@ -195,7 +200,7 @@ class FlameModel:
         b = v_shaped.shape[0]
         pose_feature = (rots[:, 1:] - self._eye3).reshape(b, -1)
         v_posed = v_shaped + (pose_feature @ self.posedirs).reshape(b, -1, 3)
-        world = batch_rigid_transform(rots, joints, self.parents)  # (B,J,4,4)
+        world = batch_rigid_transform(rots, joints, self.parents, self._parent_idx)  # (B,J,4,4)
         skin = (self.weights @ world.reshape(b, N_JOINTS, 16)).reshape(b, -1, 4, 4)
         return (skin[..., :3, :3] @ v_posed[..., None])[..., 0] + skin[..., :3, 3]
 

@@ -170,6 +170,7 @@ class FlashAvatarAvatar:
         self._cuda = dev.type == "cuda"
         self._host_in = torch.zeros(1, PACK, dtype=torch.float32, pin_memory=self._cuda)
         self._dev_in = torch.zeros(1, PACK, dtype=torch.float32, device=dev)
+        self._uploaded = torch.cuda.Event() if self._cuda else None  # guards reuse of the pinned input buffer
         if self._cuda:
             self._choose_precision(mlp_precision)
         elif mlp_precision == "fp16":
@@ -251,8 +252,13 @@ class FlashAvatarAvatar:
 
     def gaussians(self, params: FaceParams) -> tuple[Gaussians, Camera]:
         """Posed Gaussians and the camera for one frame (device tensors)."""
-        self._host_in.copy_(self.pack(params))
+        packed = self.pack(params)
+        if self._uploaded is not None:
+            self._uploaded.synchronize()  # the previous upload has left the pinned buffer
+        self._host_in.copy_(packed)
         self._dev_in.copy_(self._host_in, non_blocking=self._cuda)
+        if self._uploaded is not None:
+            self._uploaded.record()
         with torch.no_grad():
             if self._graph is not None and self._static_out is not None:
                 self._graph.replay()

@@ -107,3 +107,23 @@ def test_cli_render_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "12975" in capsys.readouterr().out
     assert main(["avatar", "info", str(seq)]) == 2
     assert "not a torch checkpoint" in capsys.readouterr().err
+
+
+def test_config_builds_the_driver(tmp_path: Path) -> None:
+    """`[avatar] kind = "flashavatar"` plus its files is enough for the daemon to build this driver."""
+    from bridge import registry
+    from bridge.config import load_config
+
+    kw = _kwargs(tmp_path)
+    cfg_file = tmp_path / "bridge.toml"
+    cfg_file.write_text(
+        "[video]\nwidth = 64\nheight = 64\n[avatar]\nkind = 'flashavatar'\nrenderer = 'cpu'\ndevice = 'cpu'\n"
+        + "".join(f"{k} = '{kw[k]}'\n" for k in ("checkpoint", "flame_model", "flame_masks", "flame_mesh",
+                                                 "eyelids_dir", "shape"))
+    )
+    cfg = load_config(cfg_file, environ={})
+    fields = cfg.avatar.model_dump()
+    av = registry.create("avatar", cfg.avatar.kind, **fields, width=cfg.video.width, height=cfg.video.height)
+    img = av.render(FaceParams.neutral())
+    assert img.rgb.shape == (64, 64, 3)
+    assert img.rgb[0, 0].tolist() == [0, 0, 0]  # the config's background (black by default)
