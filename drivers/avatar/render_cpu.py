@@ -192,36 +192,60 @@ class CpuSplatRenderer:
     def _pairs(
         proj: Projected, W: int, H: int, s: RasterSettings
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pixel index, depth rank, alpha) for every pixel centre in each Gaussian's box with alpha >= 1/255."""
+        """(pixel index, depth rank, alpha) for every pixel centre in each Gaussian's box with alpha >= 1/255.
+
+        Gaussians are bucketed by box size; each bucket is evaluated as a dense (Gaussians x box pixels)
+        block by broadcasting, which avoids per-pair gathers, and then compacted.
+        """
         dev = proj.mean2d.device
         mx, my = proj.mean2d[:, 0], proj.mean2d[:, 1]
         rx, ry = proj.radius[:, 0].float(), proj.radius[:, 1].float()
         # Pixel x whose centre x + 0.5 lies within [mx - rx, mx + rx], clipped to the image.
-        x0 = torch.ceil(mx - rx - 0.5).clamp(0, W - 1).long()
-        x1 = torch.floor(mx + rx - 0.5).clamp(-1, W - 1).long()
-        y0 = torch.ceil(my - ry - 0.5).clamp(0, H - 1).long()
-        y1 = torch.floor(my + ry - 0.5).clamp(-1, H - 1).long()
-        bw = (x1 - x0 + 1).clamp_min(0)
-        bh = (y1 - y0 + 1).clamp_min(0)
-        counts = bw * bh
-        total = int(counts.sum())
-        if total == 0:
+        x0 = torch.ceil(mx - rx - 0.5).clamp(0, W - 1)
+        x1 = torch.floor(mx + rx - 0.5).clamp(-1, W - 1)
+        y0 = torch.ceil(my - ry - 0.5).clamp(0, H - 1)
+        y1 = torch.floor(my + ry - 0.5).clamp(-1, H - 1)
+        bw = (x1 - x0 + 1).clamp_min(0).long()
+        bh = (y1 - y0 + 1).clamp_min(0).long()
+        sizes = torch.tensor(_bucket_sizes(max(W, H)), device=dev)
+        bx = torch.bucketize(bw, sizes)
+        by = torch.bucketize(bh, sizes)
+        live = (bw > 0) & (bh > 0)
+        bucket = torch.where(live, bx * len(sizes) + by, torch.full_like(bx, -1))
+        order = torch.argsort(bucket)
+        bucket_sorted = bucket[order]
+        ids, counts = torch.unique_consecutive(bucket_sorted, return_counts=True)
+        out_pix, out_gid, out_alpha = [], [], []
+        start = 0
+        for bid, cnt in zip(ids.tolist(), counts.tolist()):
+            sel = order[start : start + cnt]
+            start += cnt
+            if bid < 0:
+                continue
+            sx, sy = int(sizes[bid // len(sizes)]), int(sizes[bid % len(sizes)])
+            ox = torch.arange(sx, device=dev, dtype=torch.float32)
+            oy = torch.arange(sy, device=dev, dtype=torch.float32)
+            gx0, gy0 = x0[sel], y0[sel]
+            px = gx0[:, None] + ox[None, :]  # (n, sx)
+            py = gy0[:, None] + oy[None, :]  # (n, sy)
+            inx = px <= x1[sel][:, None]
+            iny = py <= y1[sel][:, None]
+            dx = (mx[sel][:, None] - 0.5) - px  # (n, sx)
+            dy = (my[sel][:, None] - 0.5) - py  # (n, sy)
+            cg = proj.conic[sel]
+            a, b, c = cg[:, 0:1, None], cg[:, 1:2, None], cg[:, 2:3, None]
+            dxe, dye = dx[:, None, :], dy[:, :, None]  # (n, 1, sx), (n, sy, 1)
+            sigma = 0.5 * (a * dxe * dxe + c * dye * dye) + b * dxe * dye  # (n, sy, sx)
+            alpha = torch.clamp_max(proj.opacity[sel][:, None, None] * torch.exp(-sigma), s.max_alpha)
+            keep = (alpha >= s.min_alpha) & (sigma >= 0) & inx[:, None, :] & iny[:, :, None]
+            pix = (py[:, :, None] * W + px[:, None, :]).long()
+            out_pix.append(pix[keep])
+            out_gid.append(sel[:, None, None].expand_as(pix)[keep])
+            out_alpha.append(alpha[keep])
+        if not out_pix:
             empty = torch.zeros(0, dtype=torch.int64, device=dev)
             return empty, empty, torch.zeros(0, device=dev)
-        gid = torch.repeat_interleave(torch.arange(len(counts), device=dev), counts, output_size=total)
-        starts = torch.cumsum(counts, 0) - counts
-        local = torch.arange(total, device=dev) - starts[gid]
-        bwg = bw[gid]
-        ly = torch.div(local, bwg, rounding_mode="floor")
-        px = x0[gid] + (local - ly * bwg)
-        py = y0[gid] + ly
-        dx = mx[gid] - (px.float() + 0.5)
-        dy = my[gid] - (py.float() + 0.5)
-        cg = proj.conic[gid]
-        sigma = 0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) + cg[:, 1] * dx * dy
-        alpha = torch.clamp_max(proj.opacity[gid] * torch.exp(-sigma), s.max_alpha)
-        keep = ((alpha >= s.min_alpha) & (sigma >= 0)).nonzero().squeeze(1)
-        return (py * W + px)[keep], gid[keep], alpha[keep]
+        return torch.cat(out_pix), torch.cat(out_gid), torch.cat(out_alpha)
 
     @staticmethod
     def _composite(
@@ -256,6 +280,14 @@ class CpuSplatRenderer:
             [torch.bincount(pix, weights=wc[:, ch], minlength=n_pixels) for ch in range(3)], dim=-1
         ).float()
         return rgb, acc
+
+
+def _bucket_sizes(limit: int) -> list[int]:
+    """Box widths the pair generator pads to: exact for small boxes, then growing by about 1.3x."""
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    while sizes[-1] < limit:
+        sizes.append(int(sizes[-1] * 1.3) + 1)
+    return sizes
 
 
 def look_at(
