@@ -204,11 +204,19 @@ class MidiConfig(Section):
 
 class IdleConfig(Section):
     blink: bool = True
-    blink_amount: float = Field(1.0, ge=0, le=1)
+    blink_amount: float = Field(default=1.0, ge=0, le=1)
     gaze: bool = True
-    gaze_amount: float = Field(1.0, ge=0, le=2)
+    gaze_amount: float = Field(default=1.0, ge=0, le=2)
     sway: bool = True
-    sway_amount: float = Field(1.0, ge=0, le=3)
+    sway_amount: float = Field(default=1.0, ge=0, le=3)
+
+
+class MixerConfig(Section):
+    fade_ms: float = Field(400.0, ge=0, le=30_000)  # default fade of presets, emotions and hold buttons
+    easing: Literal["linear", "smooth", "cubic", "sine", "out"] = "smooth"
+    # Per FaceParams group (expression, jaw, eyes, eyelids, neck, head, translation) or per control target
+    # (e.g. "blend/jawOpen"): "add" to lip sync or "override" it. Defaults: add on expression and jaw.
+    modes: dict[str, Literal["add", "override"]] = Field(default_factory=dict)
 
 
 class PresetsConfig(Section):
@@ -228,6 +236,7 @@ class Config(Section):
     vmc: VmcConfig = VmcConfig()
     midi: MidiConfig = MidiConfig()
     idle: IdleConfig = IdleConfig()
+    mixer: MixerConfig = MixerConfig()
     presets: PresetsConfig = PresetsConfig()
 
 

@@ -1,0 +1,335 @@
+"""OSC control surface: Stream Deck (Bitfocus Companion, OSC plugins), TouchOSC, scripts.
+
+Addresses (prefix ``/avatar``), each with zero or more numeric arguments:
+``/avatar/preset/happy`` (fade in), ``/avatar/preset/happy 0.5 [fade_s]``, ``/avatar/emotion/sad [v]``,
+``/avatar/blend/jawOpen 0.7``, ``/avatar/gaze x y``, ``/avatar/head pitch yaw roll``, ``/avatar/blink``,
+``/avatar/reset``, ``/avatar/flame/expression/3 1.2``, ``/avatar/hold/preset/smile 1|0``,
+``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``.
+Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar/get/<target>`` →
+``/avatar/value/<target> v...``, ``/avatar/state`` → ``/avatar/state "<json>"``.
+
+UDP (and TCP on the same port: OSC 1.0 length-prefixed or OSC 1.1 SLIP frames). Anything malformed —
+truncated packets, wrong types, unknown addresses, NaN/inf, oversized bundles — is counted and ignored;
+handling a packet never blocks, so a flood cannot stall the render loop. Binds 127.0.0.1 by default; bound
+wider, only loopback and the addresses/networks in ``allow`` may send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import math
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pythonosc import osc_packet
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from bridge.interfaces import ControlEvent, ControlSink
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65_507
+MAX_MESSAGES_PER_PACKET = 256
+MAX_ARGS = 16
+MAX_TCP_FRAME = 65_536
+REPLIES_PER_SECOND = 50.0
+
+StateFn = Callable[[], dict[str, Any]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow(entries: Iterable[str]) -> list[Network]:
+    """Addresses or CIDR networks; raises ValueError naming the bad entry."""
+    nets: list[Network] = []
+    for e in entries:
+        try:
+            nets.append(ipaddress.ip_network(e.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"allow-list entry {e!r} is not an IP address or network (e.g. 192.168.1.20 "
+                             "or 192.168.1.0/24)") from None
+    return nets
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def numbers(args: Iterable[Any]) -> tuple[float, ...] | None:
+    """OSC arguments as finite floats (bools as 0/1, numeric strings parsed); None when any is not."""
+    out: list[float] = []
+    for a in args:
+        if isinstance(a, bool):
+            out.append(1.0 if a else 0.0)
+        elif isinstance(a, (int, float)):
+            out.append(float(a))
+        elif isinstance(a, str):
+            try:
+                out.append(float(a))
+            except ValueError:
+                return None
+        else:
+            return None
+        if not math.isfinite(out[-1]):
+            return None
+    return tuple(out)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: OscServerBase) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.server.handle_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.server.counters["socket_errors"] += 1
+
+
+class OscServerBase:
+    """UDP/TCP OSC server core: source filtering, parsing, counters, replies; subclasses route messages."""
+
+    name = "osc"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, allow: Iterable[str] = (), tcp: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.allow = parse_allow(allow)
+        self.tcp = tcp
+        self.counters: dict[str, int] = {
+            "packets": 0, "messages": 0, "accepted": 0, "malformed": 0, "unknown": 0, "bad_args": 0,
+            "denied": 0, "oversized": 0, "replies": 0, "socket_errors": 0, "tcp_connections": 0,
+        }
+        self.last_error = ""
+        self._emit: ControlSink | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.AbstractServer | None = None
+        self._reply_tokens = REPLIES_PER_SECOND
+        self._reply_time = time.monotonic()
+        self.bound: tuple[str, int] | None = None
+        if not _is_loopback(host) and not self.allow:
+            log.warning("%s: bound to %s but osc allow-list is empty: only this machine may send; "
+                        "add the senders' addresses to the allow list", self.name, host)
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    async def start(self, emit: ControlSink) -> None:
+        self._emit = emit
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, self.port))
+        except OSError as exc:
+            raise OSError(f"{self.name}: cannot listen on UDP {self.host}:{self.port}: {exc.strerror or exc}; "
+                          "choose another port in the config or stop the program using it") from None
+        self._transport = transport  # type: ignore[assignment]
+        raw = transport.get_extra_info("socket")
+        if raw is not None:  # room for bursts (VMC bundles at 60 fps, a Stream Deck page of buttons)
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        sock = transport.get_extra_info("sockname")
+        self.bound = (sock[0], sock[1])
+        if self.tcp:
+            try:
+                self._tcp_server = await asyncio.start_server(self._tcp_client, self.host, self.bound[1])
+            except OSError as exc:
+                log.warning("%s: TCP on port %d unavailable (%s); UDP only", self.name, self.bound[1], exc)
+        log.info("%s: listening on %s:%d", self.name, *self.bound)
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+            await self._tcp_server.wait_closed()
+            self._tcp_server = None
+
+    # ---- input ---------------------------------------------------------------------------------------
+    def allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if ip.is_loopback:
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+            if ip.is_loopback:
+                return True
+        return any(ip in net for net in self.allow)
+
+    def handle_datagram(self, data: bytes, addr: tuple[Any, ...], reply: Callable[[bytes], None] | None = None) -> None:
+        """One packet: never raises (a bug in a handler is counted, not propagated to the loop)."""
+        self.counters["packets"] += 1
+        if not self.allowed(str(addr[0])):
+            self.counters["denied"] += 1
+            return
+        if len(data) > MAX_DATAGRAM:
+            self.counters["oversized"] += 1
+            return
+        try:
+            packet = osc_packet.OscPacket(data)
+            messages = packet.messages
+        except RecursionError:
+            self._bad("malformed", "bundle nested too deeply")
+            return
+        except Exception as exc:
+            self._bad("malformed", f"unparseable packet: {str(exc)[:120]}")
+            return
+        if len(messages) > MAX_MESSAGES_PER_PACKET:
+            self.counters["oversized"] += 1
+            messages = messages[:MAX_MESSAGES_PER_PACKET]
+        send = reply or (lambda payload: self._send(payload, addr))
+        for timed in messages:
+            self.counters["messages"] += 1
+            try:
+                msg = timed.message
+                params = list(msg.params)
+                if len(params) > MAX_ARGS:
+                    self._bad("bad_args", f"{msg.address[:80]}: more than {MAX_ARGS} arguments")
+                    continue
+                self.handle_message(msg.address, params, send)
+            except Exception as exc:
+                self._bad("malformed", f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    def _bad(self, counter: str, why: str) -> None:
+        self.counters[counter] += 1
+        self.last_error = why
+
+    def emit(self, target: str, values: tuple[float, ...] = ()) -> None:
+        if self._emit is not None:
+            self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic()))
+            self.counters["accepted"] += 1
+
+    def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
+        raise NotImplementedError
+
+    # ---- replies -------------------------------------------------------------------------------------
+    def _send(self, payload: bytes, addr: tuple[Any, ...]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(payload, addr)
+
+    def reply(self, send: Callable[[bytes], None], address: str, *args: float | str) -> None:
+        """Send a message back, rate-limited so a flood of queries cannot be turned into a flood of replies."""
+        now = time.monotonic()
+        self._reply_tokens = min(REPLIES_PER_SECOND, self._reply_tokens + (now - self._reply_time) * REPLIES_PER_SECOND)
+        self._reply_time = now
+        if self._reply_tokens < 1:
+            return
+        self._reply_tokens -= 1
+        b = OscMessageBuilder(address)
+        for a in args:
+            b.add_arg(a)
+        send(b.build().dgram)
+        self.counters["replies"] += 1
+
+    # ---- TCP (OSC 1.0 int32 size prefix, or OSC 1.1 SLIP) ----------------------------------------------
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.counters["tcp_connections"] += 1
+        if not self.allowed(str(peer[0])):
+            self.counters["denied"] += 1
+            writer.close()
+            return
+        slip: bool | None = None
+
+        def send(payload: bytes) -> None:
+            if slip:
+                writer.write(b"\xc0" + payload.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0")
+            else:
+                writer.write(len(payload).to_bytes(4, "big") + payload)
+
+        try:
+            while True:
+                if slip is None:
+                    first = await reader.readexactly(1)
+                    slip = first == b"\xc0"
+                    if not slip:
+                        rest = await reader.readexactly(3)
+                        size = int.from_bytes(first + rest, "big")
+                        if size > MAX_TCP_FRAME:
+                            self.counters["oversized"] += 1
+                            break
+                        self.handle_datagram(await reader.readexactly(size), peer, send)
+                    continue
+                if slip:
+                    frame = await reader.readuntil(b"\xc0")
+                    body = frame[:-1]
+                    if body:
+                        body = body.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
+                        self.handle_datagram(body, peer, send)
+                else:
+                    size = int.from_bytes(await reader.readexactly(4), "big")
+                    if size > MAX_TCP_FRAME:
+                        self.counters["oversized"] += 1
+                        break
+                    self.handle_datagram(await reader.readexactly(size), peer, send)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class OscControlSurface(OscServerBase):
+    """The `/avatar/...` address scheme (see the module docstring)."""
+
+    name = "osc"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        allow: Iterable[str] = (),
+        state: StateFn | None = None,
+        prefix: str = "/avatar",
+        tcp: bool = True,
+    ) -> None:
+        super().__init__(host, port, allow, tcp)
+        self.state = state
+        self.prefix = prefix.rstrip("/")
+
+    @classmethod
+    def from_config(cls, cfg: Any, state: StateFn | None = None) -> OscControlSurface:
+        return cls(cfg.host, cfg.port, cfg.allow, state=state)
+
+    def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
+        if not address.startswith(self.prefix + "/"):
+            self._bad("unknown", f"unknown address {address[:80]!r}; use {self.prefix}/...")
+            return
+        target = address[len(self.prefix) + 1 :]
+        if not target or len(target) > 200:
+            self._bad("unknown", "empty or overlong address")
+            return
+        if target == "ping":
+            self.reply(reply, self.prefix + "/pong", *[a for a in args if isinstance(a, (int, float, str))][:4])
+            return
+        if target == "state" or target.startswith("get/"):
+            self._answer(target, reply)
+            return
+        values = numbers(args)
+        if values is None:
+            self._bad("bad_args", f"{address[:80]}: arguments must be finite numbers")
+            return
+        self.emit(target, values)
+
+    def _answer(self, target: str, reply: Callable[[bytes], None]) -> None:
+        state = self.state() if self.state else {}
+        if target == "state":
+            text = json.dumps({"manual": state.get("manual", {})}, separators=(",", ":"))
+            self.reply(reply, self.prefix + "/state", text[:8000])
+            return
+        name = target[len("get/") :]
+        value = state.get("manual", {}).get(name, 0.0)
+        vals = value if isinstance(value, list) else [value]
+        self.reply(reply, f"{self.prefix}/value/{name}", *[float(v) for v in vals])
