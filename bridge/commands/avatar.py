@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.cli import UserError
+from bridge.errors import UserError
 
 _FILE_OPTS = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape")
 
@@ -94,25 +94,15 @@ def _avatar_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _make_avatar(args: argparse.Namespace) -> Any:
-    from drivers.avatar.camera import TrackerFrameError
-    from drivers.avatar.flame_io import FlameFileError
-    from drivers.avatar.flashavatar import CheckpointError
-    from drivers.avatar.flashavatar_avatar import AvatarSetupError, FlashAvatarAvatar
-    from drivers.avatar.obj import ObjError
+    from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
 
-    try:
-        return FlashAvatarAvatar(**_avatar_kwargs(args))
-    except (CheckpointError, FlameFileError, TrackerFrameError, AvatarSetupError, ObjError) as exc:
-        raise UserError(str(exc)) from None
+    return FlashAvatarAvatar(**_avatar_kwargs(args))  # its setup errors are UserErrors
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from drivers.avatar.flashavatar import PE_DIM, CheckpointError, load_checkpoint
+    from drivers.avatar.flashavatar import PE_DIM, load_checkpoint
 
-    try:
-        ck = load_checkpoint(args.checkpoint)
-    except CheckpointError as exc:
-        raise UserError(str(exc)) from None
+    ck = load_checkpoint(args.checkpoint)
     layers = " → ".join([str(ck.input_dim)] + [str(ck.hidden_dim)] * ck.hidden_layers + [str(ck.output_dim)])
     print(f"checkpoint:     {args.checkpoint}")
     print(f"iteration:      {ck.iteration}")
@@ -136,15 +126,12 @@ def load_sequence(path: Path) -> dict[str, np.ndarray]:
     from bridge.rotations import axis_angle_to_rotation_6d
 
     if path.is_dir():
-        from drivers.avatar.camera import TrackerFrameError, load_tracker_frame
+        from drivers.avatar.camera import load_tracker_frame
 
         files = sorted(path.glob("*.frame"))
         if not files:
             raise UserError(f"{path} has no .frame files")
-        try:
-            frames = [load_tracker_frame(f) for f in files]
-        except TrackerFrameError as exc:
-            raise UserError(str(exc)) from None
+        frames = [load_tracker_frame(f) for f in files]
         eye6 = np.array([1, 0, 0, 0, 1, 0], np.float32)
 
         def col(name: str, n: int, default: np.ndarray) -> np.ndarray:

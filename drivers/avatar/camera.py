@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.errors import UserError
 from bridge.rotations import axis_angle_to_matrix as np_axis_angle_to_matrix
 from drivers.avatar.gaussians import Camera
 
@@ -28,7 +29,7 @@ FAR = 1e10
 GREEN = (0.0, 1.0, 0.0)  # upstream's training/eval background
 
 
-class TrackerFrameError(ValueError):
+class TrackerFrameError(UserError, ValueError):
     """A tracker `.frame` file is missing, unsafe or lacks what FlashAvatar needs."""
 
 

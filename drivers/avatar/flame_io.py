@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.errors import UserError
+
 N_VERTICES = 5023
 N_JOINTS = 5
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 CACHE_VERSION = 1
 
 
-class FlameFileError(ValueError):
+class FlameFileError(UserError, ValueError):
     """A FLAME-related file is missing, truncated, foreign or unsafe; the message says which and what to do."""
 
 

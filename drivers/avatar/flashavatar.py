@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bridge.errors import UserError
 from drivers.avatar.flame import BoundFlame, FlameModel, to_matrix
 from drivers.avatar.flame_io import FlameFileError, load_masks
 from drivers.avatar.gaussians import Gaussians
@@ -39,7 +40,7 @@ UV_SIZE = 128
 GAUSSIAN_TUPLE_LEN = 12
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """The checkpoint is missing, damaged, unsafe or not a FlashAvatar checkpoint; the text says what to do."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.errors import UserError
 from bridge.face_params import FaceParams
 from bridge.interfaces import RenderedImage
 from drivers.avatar.camera import default_camera, head_motion, load_tracker_frame, tracker_camera
@@ -28,7 +29,7 @@ PACK = COND + 16  # condition + 4x4 head motion
 FP16_TOLERANCE = 5e-4  # max |tanh output| difference fp16 vs fp32 accepted for the fast MLP
 
 
-class AvatarSetupError(ValueError):
+class AvatarSetupError(UserError, ValueError):
     """The FlashAvatar configuration cannot be used; the message says which file or value and what to do."""
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.errors import UserError
 
-class ObjError(ValueError):
+
+class ObjError(UserError, ValueError):
     """The file is not a readable triangle OBJ with UVs."""
 
 
