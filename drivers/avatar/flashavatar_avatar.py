@@ -181,6 +181,14 @@ class FlashAvatarAvatar:
         if self._cuda and cuda_graph:
             self._capture_graph()
 
+    @classmethod
+    def from_config(cls, config: Any) -> FlashAvatarAvatar:
+        """Build from the daemon's `Config` (its video size and [avatar] section)."""
+        a = config.avatar
+        keys = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape",
+                "renderer", "device", "background", "transparent", "zoom")
+        return cls(width=config.video.width, height=config.video.height, **{k: getattr(a, k) for k in keys})
+
     # -- setup ---------------------------------------------------------------------------------------------
     @staticmethod
     def _select_renderer(name: str, device: str) -> SplatRenderer:

@@ -127,3 +127,7 @@ def test_config_builds_the_driver(tmp_path: Path) -> None:
     img = av.render(FaceParams.neutral())
     assert img.rgb.shape == (64, 64, 3)
     assert img.rgb[0, 0].tolist() == [0, 0, 0]  # the config's background (black by default)
+    from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
+
+    again = FlashAvatarAvatar.from_config(cfg)
+    assert np.array_equal(again.render(FaceParams.neutral()).rgb, img.rgb)
