@@ -1,0 +1,250 @@
+"""`avatar-bridge avatar ...`: inspect a FlashAvatar checkpoint, render a FLAME parameter sequence offline, and
+export the posed Gaussians of a frame to a 3DGS `.ply`.
+
+Heavy imports (torch, PyAV, the config) happen inside the commands so `avatar-bridge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import UserError
+
+_FILE_OPTS = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape")
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("avatar", help="FlashAvatar tools: info, offline render, .ply export")
+    avsub = parser.add_subparsers(dest="avatar_command", metavar="ACTION")
+
+    info = avsub.add_parser("info", help="what a FlashAvatar checkpoint contains and which FLAME files it needs")
+    info.add_argument("checkpoint", type=Path, help="chkpnt*.pth from FlashAvatar's training")
+    info.set_defaults(func=cmd_info)
+
+    render = avsub.add_parser("render", help="render a FLAME parameter sequence to a video file")
+    _avatar_args(render)
+    render.add_argument("--params", type=Path, required=True,
+                        help=".npz with expr/jaw_pose/eyes_pose/eyelids per frame (tracker or DiffPoseTalk output), "
+                        "'params' (F,120) FaceParams vectors, or a folder of metrical-tracker .frame files")
+    render.add_argument("--out", type=Path, required=True, help="output video (.mp4)")
+    render.add_argument("--fps", type=int, default=25)
+    render.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    render.add_argument("--camera", choices=("tracker", "default"), default="tracker",
+                        help="per-frame tracker cameras when the parameters carry them, else the fixed framing")
+    render.set_defaults(func=cmd_render)
+
+    ply = avsub.add_parser("export-ply", help="write the posed Gaussians of one frame as a standard 3DGS .ply")
+    _avatar_args(ply)
+    ply.add_argument("--params", type=Path, help="parameter sequence as for 'render' (default: neutral face)")
+    ply.add_argument("--frame", type=int, default=0, help="frame index in --params")
+    ply.add_argument("--out", type=Path, required=True)
+    ply.add_argument("--world", action="store_true",
+                     help="keep FLAME coordinates (default: apply the frame's head motion, if any)")
+    ply.set_defaults(func=cmd_export_ply)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _avatar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="daemon config TOML whose [avatar] section names the files")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--flame-model", type=Path, help="FLAME 2020 generic_model.pkl (or a converted .npz)")
+    p.add_argument("--flame-masks", type=Path, help="FLAME_masks.pkl")
+    p.add_argument("--flame-mesh", type=Path, help="FlashAvatar's FlameMesh.obj")
+    p.add_argument("--eyelids-dir", type=Path, help="folder with l_eyelid.npy and r_eyelid.npy")
+    p.add_argument("--tracker-frame", type=Path, help="metrical-tracker .frame for shape and camera")
+    p.add_argument("--shape", type=Path, help=".npy/.npz with the 300 shape coefficients")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--zoom", type=float, default=1.0)
+    p.add_argument("--background", default="#00ff00", help="hex colour (FlashAvatar trains on green)")
+    p.add_argument("--renderer", choices=("auto", "cpu", "gsplat"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _hex(text: str) -> tuple[float, float, float]:
+    t = text.strip().lstrip("#")
+    if len(t) != 6:
+        raise UserError(f"--background {text!r}: use a hex colour like '#00ff00'")
+    try:
+        return (int(t[0:2], 16) / 255.0, int(t[2:4], 16) / 255.0, int(t[4:6], 16) / 255.0)
+    except ValueError:
+        raise UserError(f"--background {text!r}: use a hex colour like '#00ff00'") from None
+
+
+def _avatar_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if args.config is not None:
+        from bridge.config import load_config
+
+        cfg = load_config(args.config).avatar
+        kw = {k: getattr(cfg, k) for k in _FILE_OPTS}
+    for k in _FILE_OPTS:
+        v = getattr(args, k)
+        if v is not None:
+            kw[k] = v
+    if kw.get("checkpoint") is None or kw.get("flame_model") is None:
+        raise UserError("give --checkpoint and --flame-model (or --config with avatar.checkpoint/flame_model)")
+    kw.update(width=args.width, height=args.height, zoom=args.zoom, background=_hex(args.background),
+              renderer=args.renderer, device=args.device)
+    return kw
+
+
+def _make_avatar(args: argparse.Namespace) -> Any:
+    from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
+
+    return FlashAvatarAvatar(**_avatar_kwargs(args))  # its setup errors are UserErrors
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from drivers.avatar.flashavatar import PE_DIM, load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    layers = " → ".join([str(ck.input_dim)] + [str(ck.hidden_dim)] * ck.hidden_layers + [str(ck.output_dim)])
+    print(f"checkpoint:     {args.checkpoint}")
+    print(f"iteration:      {ck.iteration}")
+    print(f"Gaussians:      {ck.num_gaussians}")
+    print(f"SH degree:      {ck.active_sh_degree} (stored coefficients: {ck.features_rest.shape[1] + 1})")
+    print(f"deformation MLP: {layers} (ReLU, tanh head), {ck.num_mlp_params:,} parameters; "
+          f"input = PE({PE_DIM}) + expr 100 + jaw 6 + eyes 12 + eyelids 2")
+    scale = np.exp(ck.scaling_base.numpy())
+    print(f"base scales:    median {np.median(scale) * 1000:.2f} mm")
+    print("needs:          FLAME 2020 generic_model.pkl (the model the tracker used), FLAME_masks.pkl "
+          "('boundary'), FlashAvatar's FlameMesh.obj (UV layout, 128x128 raster), l_eyelid.npy / r_eyelid.npy, "
+          "and the subject's shape (tracker .frame or --shape)")
+    if ck.num_gaussians == 13453:
+        print("                13453 Gaussians = the released FLAME 2020 masks + FlameMesh.obj at UV 128")
+    return 0
+
+
+def load_sequence(path: Path) -> dict[str, np.ndarray]:
+    """Parameter sequence → dict with expr (F,100), jaw6 (F,6), eyes12 (F,12), eyelids (F,2), head/neck/
+    translation (F,3) axis-angle, and optionally per-frame tracker cameras R (F,3,3), t (F,3)."""
+    from bridge.rotations import axis_angle_to_rotation_6d
+
+    if path.is_dir():
+        from drivers.avatar.camera import load_tracker_frame
+
+        files = sorted(path.glob("*.frame"))
+        if not files:
+            raise UserError(f"{path} has no .frame files")
+        frames = [load_tracker_frame(f) for f in files]
+        eye6 = np.array([1, 0, 0, 0, 1, 0], np.float32)
+
+        def col(name: str, n: int, default: np.ndarray) -> np.ndarray:
+            return np.stack([getattr(f, name) if getattr(f, name) is not None else default for f in frames])
+
+        return {"expr": col("expr", 100, np.zeros(100, np.float32)), "jaw6": col("jaw6", 6, eye6),
+                "eyes12": col("eyes12", 12, np.tile(eye6, 2)), "eyelids": col("eyelids", 2, np.zeros(2, np.float32)),
+                "R": np.stack([f.R for f in frames]), "t": np.stack([f.t for f in frames])}
+    if not path.is_file():
+        raise UserError(f"parameter file {path} does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npz ({exc})") from None
+    keys = set(z.files)
+    if "params" in keys:
+        v = np.asarray(z["params"], np.float32).reshape(-1, 120)
+        jaw, eyes = v[:, 100:103], v[:, 103:109].reshape(-1, 2, 3)
+        return {"expr": v[:, :100], "jaw6": axis_angle_to_rotation_6d(jaw).astype(np.float32),
+                "eyes12": axis_angle_to_rotation_6d(eyes).reshape(-1, 12).astype(np.float32),
+                "eyelids": v[:, 109:111], "neck": v[:, 111:114], "head": v[:, 114:117], "translation": v[:, 117:120]}
+    ekey = next((k for k in ("expr", "exp", "expression") if k in keys), None)
+    if ekey is None:
+        raise UserError(f"{path} has none of expr/exp/expression or params (keys: {sorted(keys)})")
+    expr = np.asarray(z[ekey], np.float32)
+    expr = expr.reshape(expr.shape[0], -1)
+    n = expr.shape[0]
+    if expr.shape[1] < 100:
+        expr = np.concatenate([expr, np.zeros((n, 100 - expr.shape[1]), np.float32)], axis=1)
+
+    def rot6(key_options: tuple[str, ...], joints: int) -> np.ndarray:
+        k = next((k for k in key_options if k in keys), None)
+        if k is None:
+            return np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (n, joints))
+        a = np.asarray(z[k], np.float32).reshape(n, -1)
+        if a.shape[1] == joints * 6:
+            return a
+        if a.shape[1] == joints * 3:
+            return axis_angle_to_rotation_6d(a.reshape(n, joints, 3)).reshape(n, joints * 6).astype(np.float32)
+        raise UserError(f"{path}: {k} has {a.shape[1]} values per frame; expected {joints * 3} or {joints * 6}")
+
+    out = {"expr": expr[:, :100], "jaw6": rot6(("jaw_pose", "jaw"), 1), "eyes12": rot6(("eyes_pose", "eyes"), 2),
+           "eyelids": np.asarray(z["eyelids"], np.float32).reshape(n, 2) if "eyelids" in keys
+           else np.zeros((n, 2), np.float32)}
+    for name, opts in (("head", ("head", "global_pose", "rot")), ("neck", ("neck", "neck_pose"))):
+        k = next((k for k in opts if k in keys), None)
+        if k is not None:
+            a = np.asarray(z[k], np.float32).reshape(n, -1)
+            if a.shape[1] != 3:
+                raise UserError(f"{path}: {k} must be axis-angle (F,3)")
+            out[name] = a
+    return out
+
+
+def _face_params(seq: dict[str, np.ndarray], i: int) -> Any:
+    from bridge.face_params import FaceParams
+
+    p = FaceParams.from_6d(seq["expr"][i], seq["jaw6"][i], seq["eyes12"][i], seq["eyelids"][i])
+    changes = {k: seq[k][i] for k in ("head", "neck", "translation") if k in seq}
+    return p.copy(**changes) if changes else p
+
+
+def _tracker_view(avatar: Any, seq: dict[str, np.ndarray], i: int) -> None:
+    view = np.eye(4, dtype=np.float32)
+    view[:3, :3], view[:3, 3] = seq["R"][i], seq["t"][i]
+    avatar.set_view(view)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import time
+
+    seq = load_sequence(args.params)
+    avatar = _make_avatar(args)
+    n = len(seq["expr"]) if args.max_frames <= 0 else min(args.max_frames, len(seq["expr"]))
+    try:
+        import av
+    except ImportError:
+        raise UserError("writing video needs PyAV (pip install av)") from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    per_frame_cam = args.camera == "tracker" and "R" in seq
+    t0 = time.perf_counter()
+    with av.open(str(args.out), "w") as container:
+        stream = container.add_stream("libx264", rate=args.fps)
+        stream.width, stream.height, stream.pix_fmt = avatar.width, avatar.height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for i in range(n):
+            if per_frame_cam:
+                _tracker_view(avatar, seq, i)
+            img = avatar.render(_face_params(seq, i))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img.rgb), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    dt = time.perf_counter() - t0
+    print(f"wrote {n} frames to {args.out} ({n / max(dt, 1e-9):.1f} frames/s, {avatar.info()['renderer']} renderer)")
+    avatar.close()
+    return 0
+
+
+def cmd_export_ply(args: argparse.Namespace) -> int:
+    from bridge.face_params import FaceParams
+    from drivers.avatar.ply_export import write_ply
+
+    avatar = _make_avatar(args)
+    params = FaceParams.neutral()
+    if args.params is not None:
+        seq = load_sequence(args.params)
+        if not 0 <= args.frame < len(seq["expr"]):
+            raise UserError(f"--frame {args.frame} is outside the {len(seq['expr'])} frames of {args.params}")
+        params = _face_params(seq, args.frame)
+    g = avatar.world_gaussians(params, apply_head_motion=not args.world)
+    write_ply(g, args.out)
+    print(f"wrote {len(g)} Gaussians (SH degree {g.sh_degree}) to {args.out}")
+    avatar.close()
+    return 0
