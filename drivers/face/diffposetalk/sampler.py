@@ -135,8 +135,8 @@ def combine(results: torch.Tensor, g: GuidedInputs, n_motions: int, threshold: t
     if threshold is not None:
         ratio, lo, hi = threshold
         flat = results[:, -n_motions:].reshape(results.shape[0], -1).abs()
-        s = torch.quantile(flat, ratio, dim=1).clamp(min=lo, max=hi)[:, None, None]
-        results = torch.clamp(results, min=-s, max=s)
+        bound = torch.quantile(flat, ratio, dim=1).clamp(min=lo, max=hi)[:, None, None]
+        results = torch.clamp(results, min=-bound, max=bound)
     parts = [r[:, -n_motions:] for r in results.chunk(g.n_entries)]
     out = parts[0]
     if g.mode == "incremental":
