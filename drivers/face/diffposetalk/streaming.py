@@ -48,7 +48,8 @@ class StreamingOptions:
 
 
 class RunningNorm:
-    """Mean and unbiased std of every sample seen so far (float64 sums)."""
+    """Mean and unbiased std of every sample consumed so far (float64 sums): the streaming stand-in for
+    upstream's whole-clip z-score, equal to it once the whole clip has been consumed."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -89,6 +90,7 @@ class StreamingEngine:
         self.origin = 0  # absolute sample index of self.audio[0]
         self.received = 0
         self.norm = RunningNorm()
+        self.norm_end = 0  # absolute sample index up to which `norm` has seen audio
         self.next_frame = 0
         self.prev_motion = model.start_motion_feat.detach().clone()
         self.prev_audio = model.start_audio_feat.detach().clone()
@@ -102,7 +104,6 @@ class StreamingEngine:
     def feed(self, samples: NDArray[np.floating]) -> None:
         x = np.asarray(samples, np.float32).reshape(-1)
         if x.size:
-            self.norm.update(x)
             self.audio = np.concatenate([self.audio, x])
             self.received += x.size
 
@@ -127,6 +128,9 @@ class StreamingEngine:
         real_end = min(self.received, (self.next_frame + self.opt.hop_frames + self.opt.lookahead_frames) * self.spf)
         end = max(s0 + win, -(-real_end // win) * win)
         ctx_start = max(self.origin, s0 - self.context)
+        if real_end > self.norm_end:  # statistics of the audio this hop may use, independent of chunking
+            self.norm.update(self.audio[self.norm_end - self.origin: real_end - self.origin])
+            self.norm_end = real_end
         mean, std = self.norm.stats()
         seg = (self.audio[ctx_start - self.origin: real_end - self.origin] - mean) / (std + 1e-5)
         pad_value = 0.0 if a.pad_mode == "zero" or seg.size == 0 else float(seg[-1])
