@@ -88,7 +88,7 @@ def test_truncated_and_garbage_files(tmp_path: Path) -> None:
     data = _file("dpt_tiny_nohead.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 3])
-    with pytest.raises(CheckpointError, match="truncated|readable"):
+    with pytest.raises(CheckpointError, match=r"truncated|readable"):
         load_checkpoint(cut)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint" * 10)
@@ -110,20 +110,20 @@ def test_foreign_checkpoints(raw: dict, tmp_path: Path) -> None:
 def test_mismatches_name_the_key(raw: dict, tmp_path: Path) -> None:
     state = dict(raw["model"])
     state["denoising_net.PE"] = torch.zeros(1, 50, 256)
-    with pytest.raises(CheckpointError, match="denoising_net.PE"):
+    with pytest.raises(CheckpointError, match=r"denoising_net\.PE"):
         load_checkpoint(_save(tmp_path, {"args": raw["args"], "model": state, "iter": 0}))
     args = argparse.Namespace(**{**vars(raw["args"]), "n_layers": 3})
-    with pytest.raises(CheckpointError, match="denoising_net.transformer.layers"):
+    with pytest.raises(CheckpointError, match=r"denoising_net\.transformer\.layers"):
         load_checkpoint(_save(tmp_path, {"args": args, "model": raw["model"], "iter": 0}, "b.pt"))
     state = dict(raw["model"])
     state["audio_encoder.encoder.layers.0.attention.q_proj.weight"] = torch.zeros(768, 700)
     ck = load_checkpoint(_save(tmp_path, {"args": raw["args"], "model": state, "iter": 0}, "c.pt"))
-    with pytest.raises(CheckpointError, match="q_proj.weight"):
+    with pytest.raises(CheckpointError, match=r"q_proj\.weight"):
         DiffPoseTalkModel.from_checkpoint(ck)
     state = dict(raw["model"])
     del state["denoising_net.motion_dec.0.bias"]
     ck = load_checkpoint(_save(tmp_path, {"args": raw["args"], "model": state, "iter": 0}, "d.pt"))
-    with pytest.raises(CheckpointError, match="motion_dec.0.bias"):
+    with pytest.raises(CheckpointError, match=r"motion_dec\.0\.bias"):
         DiffPoseTalkModel.from_checkpoint(ck)
 
 
@@ -143,7 +143,7 @@ def test_style_shape_and_stats_files(tmp_path: Path) -> None:
     assert load_shape(tmp_path / "seq.npy").shape == (100,)
     stats = load_stats(_file("stats_head.npz"))
     assert stats["exp_mean"].shape == (50,) and stats["pose_std"].shape == (6,)
-    np.savez(tmp_path / "st.npz", **{k: v for k, v in stats.items() if k != "pose_std"})
+    np.savez(tmp_path / "st.npz", **{k: v for k, v in stats.items() if k != "pose_std"})  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="pose_std"):
         load_stats(tmp_path / "st.npz")
     with zipfile.ZipFile(tmp_path / "z.npz", "w") as z:
