@@ -1,0 +1,337 @@
+"""Low-latency streaming DiffPoseTalk: 16 kHz chunks in, one FaceParams per 25 fps frame out.
+
+Each hop generates one model window whose first K = hop + lookahead positions are real frames (the rest is
+zero audio with indicator 0, the truncated-window case the model was trained on). The first `hop` frames are
+emitted; the `lookahead` ones are kept as predictions and cross-faded into the next hop's first frames, so hops
+join smoothly. The last 10 emitted frames (and their audio features) are the next hop's motion condition,
+exactly as upstream carries windows over. HuBERT sees `audio_context_s` of past audio, the hop, the lookahead
+and zeros up to the window end; audio is z-scored with running statistics over everything received so far.
+The initial noise x_T is drawn once and reused for every hop (as upstream reuses it across windows).
+
+With hop = 100, lookahead ≥ the clip and unlimited context, the hops are upstream's windows and the output
+equals whole-clip generation (same noise): see tests/face/test_diffposetalk_streaming.py.
+
+`StreamingEngine` is the synchronous core; `DiffPoseTalkFaceDriver` runs it on its own thread so `push()`
+returns at once with whatever frames are ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from bridge.face_params import FaceParams
+from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_shape, load_stats, load_style
+from drivers.face.diffposetalk.mapping import OutputMapping, denormalise
+from drivers.face.diffposetalk.model import DiffPoseTalkModel
+from drivers.face.diffposetalk.offline import normalise_shape
+from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, sample_window, torch_noise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    hop_frames: int = 5
+    lookahead_frames: int = 3
+    audio_context_s: float = 2.0
+    crossfade: bool = True
+
+
+class RunningNorm:
+    """Mean and unbiased std of every sample consumed so far (float64 sums): the streaming stand-in for
+    upstream's whole-clip z-score, equal to it once the whole clip has been consumed."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s1 = 0.0
+        self.s2 = 0.0
+
+    def update(self, x: NDArray[np.float32]) -> None:
+        x64 = x.astype(np.float64)
+        self.n += x64.size
+        self.s1 += float(x64.sum())
+        self.s2 += float((x64 * x64).sum())
+
+    def stats(self) -> tuple[float, float]:
+        if self.n < 2:
+            return 0.0, 1.0
+        mean = self.s1 / self.n
+        var = max(self.s2 - self.n * mean * mean, 0.0) / (self.n - 1)
+        return mean, math.sqrt(var)
+
+
+class StreamingEngine:
+    """Hop-by-hop generation in normalised motion units. Not thread-safe: one caller at a time."""
+
+    def __init__(self, model: DiffPoseTalkModel, shape_norm: NDArray[np.float32], style: NDArray[np.float32] | None,
+                 noise: NoiseFn, sampler: SamplerOptions, options: StreamingOptions) -> None:
+        a = model.args
+        if options.hop_frames < 1 or options.hop_frames > a.n_motions:
+            raise ValueError(f"hop_frames must be in [1, {a.n_motions}]")
+        if options.lookahead_frames < 0:
+            raise ValueError("lookahead_frames must be >= 0")
+        self.model, self.sampler, self.opt, self.noise = model, sampler, options, noise
+        self.spf = a.samples_per_frame
+        dev = model.device
+        self.shape = torch.as_tensor(shape_norm, device=dev).reshape(1, -1)
+        self.style = None if style is None else torch.as_tensor(style, device=dev).reshape(1, -1)
+        self.context = int(min(options.audio_context_s, 1e6) * SAMPLE_RATE) // self.spf * self.spf
+        self.audio = np.zeros(0, np.float32)
+        self.origin = 0  # absolute sample index of self.audio[0]
+        self.received = 0
+        self.norm = RunningNorm()
+        self.norm_end = 0  # absolute sample index up to which `norm` has seen audio
+        self.next_frame = 0
+        self.prev_motion = model.start_motion_feat.detach().clone()
+        self.prev_audio = model.start_audio_feat.detach().clone()
+        self.pending: torch.Tensor | None = None  # lookahead predictions for frames next_frame...
+        self.x_T: torch.Tensor | None = None
+
+    @property
+    def latency_frames(self) -> int:
+        return self.opt.hop_frames + self.opt.lookahead_frames
+
+    def feed(self, samples: NDArray[np.floating]) -> None:
+        x = np.asarray(samples, np.float32).reshape(-1)
+        if x.size:
+            self.audio = np.concatenate([self.audio, x])
+            self.received += x.size
+
+    def frames_available(self) -> int:
+        return self.received // self.spf - self.next_frame
+
+    def ready(self) -> bool:
+        return self.frames_available() >= self.opt.hop_frames + self.opt.lookahead_frames
+
+    @torch.no_grad()
+    def step(self, final: bool = False) -> torch.Tensor:
+        """Generate one hop; returns the emitted frames (n, D) (empty when nothing can be emitted)."""
+        a = self.model.args
+        dev = self.model.device
+        avail = self.frames_available()
+        if avail <= 0 or (not final and not self.ready()):
+            return torch.zeros(0, a.motion_dim, device=dev)
+        k = min(self.opt.hop_frames + self.opt.lookahead_frames, a.n_motions, avail)
+        emit = min(self.opt.hop_frames, k)
+        s0 = self.next_frame * self.spf
+        win = a.window_samples
+        real_end = min(self.received, (self.next_frame + self.opt.hop_frames + self.opt.lookahead_frames) * self.spf)
+        end = max(s0 + win, -(-real_end // win) * win)
+        ctx_start = max(self.origin, s0 - self.context)
+        if real_end > self.norm_end:  # statistics of the audio this hop may use, independent of chunking
+            self.norm.update(self.audio[self.norm_end - self.origin: real_end - self.origin])
+            self.norm_end = real_end
+        mean, std = self.norm.stats()
+        seg = (self.audio[ctx_start - self.origin: real_end - self.origin] - mean) / (std + 1e-5)
+        pad_value = 0.0 if a.pad_mode == "zero" or seg.size == 0 else float(seg[-1])
+        wav = np.full(end - ctx_start, pad_value, np.float32)
+        wav[: seg.size] = seg
+        feats = self.model.audio_features(torch.as_tensor(wav, device=dev).unsqueeze(0), (end - ctx_start) // self.spf)
+        off = (s0 - ctx_start) // self.spf
+        window_feat = feats[:, off: off + a.n_motions]
+        indicator = None
+        if a.use_indicator:
+            indicator = torch.zeros(1, a.n_motions, device=dev)
+            indicator[:, :k] = 1
+        first = self.next_frame == 0
+        x0, self.x_T = sample_window(self.model, window_feat, self.shape, self.style,
+                                     None if first else self.prev_motion, None if first else self.prev_audio,
+                                     self.x_T, indicator, self.noise, self.sampler)
+        out = x0[0, :emit].clone()
+        if self.opt.crossfade and self.pending is not None and self.pending.shape[0] > 0:
+            n = min(self.pending.shape[0], emit)
+            w = torch.arange(1, n + 1, device=dev, dtype=out.dtype).unsqueeze(1) / (self.pending.shape[0] + 1)
+            out[:n] = (1 - w) * self.pending[:n] + w * out[:n]
+        self.pending = x0[0, emit:k].clone()
+        p = a.n_prev_motions
+        self.prev_motion = torch.cat([self.prev_motion, out.unsqueeze(0)], dim=1)[:, -p:]
+        self.prev_audio = torch.cat([self.prev_audio, window_feat[:, :emit]], dim=1)[:, -p:]
+        self.next_frame += emit
+        keep_from = max(0, self.next_frame * self.spf - self.context - self.spf)
+        if keep_from > self.origin:
+            self.audio = self.audio[keep_from - self.origin:]
+            self.origin = keep_from
+        return out
+
+    def finish(self) -> list[torch.Tensor]:
+        """Audio ended: emit every remaining whole frame."""
+        out = []
+        while self.frames_available() > 0:
+            out.append(self.step(final=True))
+        return out
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("face.diffposetalk.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+class DiffPoseTalkFaceDriver:
+    """The FaceDriver: model work on a worker thread; push() never waits for the model."""
+
+    name = "diffposetalk"
+
+    def __init__(self, checkpoint: str | Path | None = None, stats: str | Path | None = None,
+                 style: str | Path | None = None, shape: str | Path | None = None, sampler: str = "ddim",
+                 steps: int = 20, hop_frames: int = 5, lookahead_frames: int = 3, audio_context_s: float = 2.0,
+                 cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto",
+                 fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
+        if model is None:
+            if checkpoint is None:
+                raise ValueError("face.diffposetalk.checkpoint is not set: point it at a DiffPoseTalk iter_*.pt")
+            model = DiffPoseTalkModel.from_checkpoint(load_checkpoint(checkpoint), _device(device))
+        if stats is None:
+            raise ValueError("face.diffposetalk.stats is not set: point it at the stats_train.npz of the checkpoint")
+        a = model.args
+        if fps != a.fps:
+            raise ValueError(f"DiffPoseTalk generates {a.fps} fps but the video runs at {fps}; set video.fps = {a.fps}")
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"face.diffposetalk.sampler must be 'ddpm' or 'ddim', not {sampler!r}")
+        self.fps = fps
+        self.model = model
+        self.stats = load_stats(stats)
+        self.style = load_style(style, a.d_style) if style is not None else None
+        raw_shape = load_shape(shape) if shape is not None else np.zeros(100, np.float32)
+        self.shape_norm = normalise_shape(raw_shape, self.stats)
+        conds = tuple(c for c in a.guiding_conditions if c != "style" or self.style is not None)
+        scales = tuple(cfg_audio if c == "audio" else cfg_style for c in conds)
+        self.sampler = SamplerOptions(kind=sampler, steps=steps, cfg_cond=conds, cfg_scale=scales)
+        self.options = StreamingOptions(hop_frames, lookahead_frames, audio_context_s)
+        self.seed = seed
+        self.mapping = mapping or OutputMapping()
+        self._lock = threading.Condition()
+        self._inbox: deque[NDArray[np.float32] | None] = deque()
+        self._outbox: list[FaceParams] = []
+        self._error: BaseException | None = None
+        self._busy = False
+        self._stop = False
+        self._generation = 0
+        self.start_pts = 0.0
+        self._expected_pts: float | None = None
+        self._engine = self._new_engine()
+        self._thread = threading.Thread(target=self._run, name="diffposetalk", daemon=True)
+        self._thread.start()
+
+    # --------------------------------------------------------------------------------------- protocol
+    @property
+    def latency(self) -> float:
+        return (self.options.hop_frames + self.options.lookahead_frames) / self.fps
+
+    def reset(self, start_pts: float) -> None:
+        with self._lock:
+            self._generation += 1
+            self._inbox.clear()
+            self._lock.wait_for(lambda: not self._busy)
+            self._outbox.clear()
+            self._engine = self._new_engine()
+            self.start_pts = start_pts
+            self._expected_pts = None
+
+    def push(self, chunk: AudioChunk) -> list[FaceParams]:
+        if chunk.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"DiffPoseTalk needs {SAMPLE_RATE} Hz audio, got {chunk.sample_rate} Hz")
+        samples = np.asarray(chunk.samples, np.float32).reshape(-1)
+        with self._lock:
+            self._raise_error()
+            if self._expected_pts is None:
+                if chunk.pts > self.start_pts:  # the stream began before this chunk: silence for the gap
+                    samples = np.concatenate([np.zeros(round((chunk.pts - self.start_pts) * SAMPLE_RATE), np.float32),
+                                              samples])
+            else:
+                gap = round((chunk.pts - self._expected_pts) * SAMPLE_RATE)
+                if gap > SAMPLE_RATE // self.fps:  # lost audio: fill with silence to keep frames on the clock
+                    samples = np.concatenate([np.zeros(gap, np.float32), samples])
+                elif gap < -(SAMPLE_RATE // self.fps):  # overlap: drop what was already received
+                    samples = samples[min(-gap, samples.size):]
+            self._expected_pts = chunk.end_pts
+            if samples.size:
+                self._inbox.append(samples)
+                self._lock.notify_all()
+            return self._take()
+
+    def flush(self) -> list[FaceParams]:
+        with self._lock:
+            self._inbox.append(None)
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: (not self._inbox and not self._busy) or self._error is not None)
+            self._raise_error()
+            return self._take()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._thread.join(timeout=5)
+
+    # --------------------------------------------------------------------------------------- internals
+    def _new_engine(self) -> StreamingEngine:
+        dev = self.model.device
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        return StreamingEngine(self.model, self.shape_norm, self.style, torch_noise(gen, dev), self.sampler,
+                               self.options)
+
+    def _take(self) -> list[FaceParams]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"DiffPoseTalk generation failed: {err}") from err
+
+    def _frames(self, motion: torch.Tensor, first_index: int) -> list[FaceParams]:
+        if motion.shape[0] == 0:
+            return []
+        exp, pose = denormalise(motion.float().cpu().numpy(), self.stats, self.model.args.predict_head_pose)
+        out = []
+        for i in range(exp.shape[0]):
+            t = self.start_pts + (first_index + i) / self.fps
+            out.append(self.mapping.to_face_params(exp[i], pose[i], pts=t, audio_time=t))
+        return out
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._stop or bool(self._inbox))
+                if self._stop:
+                    return
+                item = self._inbox.popleft()
+                self._busy = True
+                engine, generation = self._engine, self._generation
+            try:
+                made: list[FaceParams] = []
+                if item is None:
+                    for motion in engine.finish():
+                        made += self._frames(motion, engine.next_frame - motion.shape[0])
+                else:
+                    engine.feed(item)
+                    while engine.ready():
+                        with self._lock:
+                            if generation != self._generation or self._stop:
+                                break
+                        motion = engine.step()
+                        made += self._frames(motion, engine.next_frame - motion.shape[0])
+                with self._lock:
+                    if generation == self._generation:
+                        self._outbox.extend(made)
+            except Exception as exc:  # surfaced to the caller on its next push/flush
+                log.exception("DiffPoseTalk generation failed")
+                with self._lock:
+                    self._error = exc
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._lock.notify_all()
