@@ -9,6 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from bridge import __version__
+from bridge.errors import UserError
+
+__all__ = ["UserError", "build_parser", "main"]
 
 COMMAND_MODULES = (
     "bridge.commands.core",  # demo, run, devices
@@ -20,10 +23,6 @@ COMMAND_MODULES = (
     "bridge.commands.midi",
     "bridge.commands.calibrate",
 )
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one message with its remedy, never as a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -204,11 +204,11 @@ class MidiConfig(Section):
 
 class IdleConfig(Section):
     blink: bool = True
-    blink_amount: float = Field(1.0, ge=0, le=1)
+    blink_amount: float = Field(default=1.0, ge=0, le=1)
     gaze: bool = True
-    gaze_amount: float = Field(1.0, ge=0, le=2)
+    gaze_amount: float = Field(default=1.0, ge=0, le=2)
     sway: bool = True
-    sway_amount: float = Field(1.0, ge=0, le=3)
+    sway_amount: float = Field(default=1.0, ge=0, le=3)
 
 
 class MixerConfig(Section):

@@ -8,7 +8,7 @@ capture time of the audio that drove it (None when no audio did), so sinks can a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,8 +76,9 @@ class FaceParams:
         return cls(pts=pts)
 
     def copy(self, **changes: object) -> FaceParams:
-        fresh = replace(self, **{k: np.array(getattr(self, k)) for k in self.LAYOUT})
-        return replace(fresh, **changes) if changes else fresh
+        arrays: dict[str, Any] = {k: np.array(getattr(self, k)) for k in self.LAYOUT}
+        arrays.update(changes)
+        return replace(self, **arrays)
 
     def to_vector(self) -> F32:
         return np.concatenate([np.asarray(getattr(self, k), np.float32).reshape(-1) for k in self.LAYOUT])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from typing import Generic, TypeVar
 
@@ -61,10 +62,8 @@ class Subscription(Generic[T]):
             self.closed = True
             self._cond.notify_all()
         if self._loop is not None and self._event is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._event.set)
-            except RuntimeError:
-                pass
 
 
 class Broadcast(Generic[T]):

@@ -14,6 +14,7 @@ DRIVERS: dict[str, dict[str, str]] = {
         "file": "drivers.audio.file:FileAudioSource",
         "microphone": "drivers.audio.microphone:MicrophoneAudioSource",
         "silence": "drivers.audio.file:SilenceAudioSource",
+        "webrtc": "drivers.audio.webrtc_in:WebRTCAudioSource",
     },
     "face": {
         "procedural": "drivers.face.procedural:ProceduralFaceDriver",

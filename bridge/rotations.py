@@ -29,7 +29,7 @@ def axis_angle_to_matrix(aa: FloatArray) -> NDArray[np.float64]:
     skew = np.stack(
         [zero, -aa[..., 2], aa[..., 1], aa[..., 2], zero, -aa[..., 0], -aa[..., 1], aa[..., 0], zero], axis=-1
     ).reshape(k.shape)
-    return np.where(small[..., None], eye + skew, rot)
+    return np.asarray(np.where(small[..., None], eye + skew, rot), dtype=np.float64)
 
 
 def matrix_to_axis_angle(mat: FloatArray) -> NDArray[np.float64]:
@@ -59,8 +59,8 @@ def matrix_to_axis_angle(mat: FloatArray) -> NDArray[np.float64]:
 
 def matrix_to_rotation_6d(mat: FloatArray) -> NDArray[np.float64]:
     """First two rows of the matrix, flattened: (..., 3, 3) → (..., 6)."""
-    mat = np.asarray(mat, dtype=np.float64)
-    return mat[..., :2, :].reshape(*mat.shape[:-2], 6)
+    rows = np.asarray(mat, dtype=np.float64)
+    return rows[..., :2, :].reshape(*rows.shape[:-2], 6)
 
 
 def rotation_6d_to_matrix(d6: FloatArray) -> NDArray[np.float64]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PipelineStats:
         with self._lock:
             return self._counters.get(name, 0)
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             stages = {
                 name: {"count": s.count, "dropped": s.dropped, **s.percentiles()} for name, s in self._stages.items()
@@ -68,10 +69,10 @@ class PipelineStats:
     def report(self) -> str:
         snap = self.snapshot()
         lines = [f"{'stage':<18}{'count':>8}{'dropped':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
-        for name, s in snap["stages"].items():  # type: ignore[union-attr]
+        for name, s in snap["stages"].items():
             lines.append(
                 f"{name:<18}{s['count']:>8}{s['dropped']:>9}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
             )
-        for name, value in snap["counters"].items():  # type: ignore[union-attr]
+        for name, value in snap["counters"].items():
             lines.append(f"{name:<36}{value:>9}")
         return "\n".join(lines)

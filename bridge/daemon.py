@@ -1,0 +1,280 @@
+"""The daemon: builds drivers from the config, runs the pipeline threads, and serves HTTP, OSC, VMC and MIDI
+on one asyncio loop until stopped (SIGINT/SIGTERM, the end of a file, or a duration)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge import registry
+from bridge.clock import MediaClock
+from bridge.config import Config
+from bridge.errors import UserError
+from bridge.fanout import Broadcast
+from bridge.interfaces import (
+    AudioChunk,
+    AudioSource,
+    Avatar,
+    ControlEvent,
+    ControlSurface,
+    FaceDriver,
+    FrameSink,
+    VideoFrame,
+)
+from bridge.pipeline import ParamsMixer, Pipeline
+from bridge.stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+
+def build_avatar(config: Config) -> Avatar:
+    a = config.avatar
+    common: dict[str, Any] = {
+        "width": config.video.width,
+        "height": config.video.height,
+        "renderer": a.renderer,
+        "device": a.device,
+        "background": a.background,
+        "transparent": a.transparent,
+        "zoom": a.zoom,
+    }
+    if a.kind == "flashavatar":
+        for key in ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape"):
+            common[key] = getattr(a, key)
+    avatar: Avatar = registry.create("avatar", a.kind, **common)
+    return avatar
+
+
+def build_audio_source(config: Config) -> AudioSource:
+    a = config.audio
+    if a.source == "file":
+        kwargs: dict[str, Any] = {"path": a.file, "realtime": a.realtime, "loop": a.loop}
+    elif a.source == "microphone":
+        kwargs = {"device": a.device}
+    elif a.source == "silence":
+        kwargs = {"realtime": True}
+    else:
+        kwargs = {}
+    source: AudioSource = registry.create("audio", a.source, **kwargs)
+    return source
+
+
+def build_face_driver(config: Config, avatar: Avatar) -> FaceDriver:
+    f = config.face
+    fps = config.video.fps
+    if f.driver == "procedural":
+        channels: dict[str, int] = getattr(avatar, "expression_channels", {}) or {}
+        kwargs: dict[str, Any] = f.procedural.model_dump()
+        kwargs.update(fps=fps, pucker_channel=channels.get("pucker"), wide_channel=channels.get("wide"))
+    else:
+        kwargs = f.diffposetalk.model_dump()
+        kwargs["fps"] = fps
+        if kwargs.get("checkpoint") is None:
+            raise UserError(
+                "face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt file) and "
+                "face.diffposetalk.stats (stats_train.npz); see install/models.md"
+            )
+    driver: FaceDriver = registry.create("face", f.driver, **kwargs)
+    return driver
+
+
+def build_mixer(config: Config, avatar: Avatar) -> ParamsMixer | None:
+    import importlib
+
+    try:
+        mixer_module = importlib.import_module("bridge.mixer")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bridge.mixer":
+            raise
+        return None
+    created: ParamsMixer = mixer_module.create_mixer(config, avatar.name)
+    return created
+
+
+def build_sinks(config: Config, record: Path | None = None) -> list[FrameSink]:
+    sinks: list[FrameSink] = []
+    out = config.outputs
+    path = record or out.record.path
+    if path is not None:
+        sinks.append(registry.create("sink", "recorder", path=path, crf=out.record.crf, preset=out.record.preset))
+    if out.snapshot_dir is not None:
+        sinks.append(registry.create("sink", "snapshot", directory=out.snapshot_dir))
+    if out.virtualcam.enabled:
+        vc = out.virtualcam
+        sinks.append(
+            registry.create("sink", "virtualcam", device=vc.device, backend=vc.backend, mirror=vc.mirror, fmt=vc.fmt)
+        )
+    return sinks
+
+
+class Daemon:
+    """Owns the pipeline and every network-facing part. One per process."""
+
+    def __init__(
+        self,
+        config: Config,
+        duration: float | None = None,
+        record: Path | None = None,
+        live: bool | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        say = progress or (lambda _msg: None)
+        self.config = config
+        self.clock = MediaClock(config.video.fps)
+        self.stats = PipelineStats()
+        say(f"loading the {config.avatar.kind} avatar")
+        self.avatar = build_avatar(config)
+        say(f"starting the {config.face.driver} face driver")
+        self.face_driver = build_face_driver(config, self.avatar)
+        self.audio_source = build_audio_source(config)
+        self.mixer = build_mixer(config, self.avatar)
+        if live is None:
+            live = not (config.audio.source == "file" and not config.audio.realtime)
+        av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
+        self.pipeline = Pipeline(
+            self.clock,
+            self.audio_source,
+            self.face_driver,
+            self.avatar,
+            stats=self.stats,
+            mixer=self.mixer,
+            live=live,
+            duration=duration,
+            render_queue=config.pipeline.render_queue,
+            sink_queue=config.pipeline.sink_queue,
+            av_delay=av_delay,
+            margin=config.pipeline.margin_ms / 1000.0,
+        )
+        self._initial_sinks = build_sinks(config, record)
+        self.control_surfaces: list[ControlSurface] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running = False
+        self.http_port: int | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._http_runner: Any = None
+
+    # --- the contract other parts use -----------------------------------------------------------------
+
+    @property
+    def frames(self) -> Broadcast[VideoFrame]:
+        return self.pipeline.frames
+
+    @property
+    def audio_out(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_out
+
+    @property
+    def audio_in(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_in
+
+    @property
+    def av_delay(self) -> float:
+        return self.pipeline.av_delay
+
+    def add_sink(self, sink: FrameSink) -> None:
+        self.pipeline.add_sink(sink)
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        self.pipeline.remove_sink(sink)
+
+    def emit_control(self, event: ControlEvent) -> None:
+        if self.mixer is not None and hasattr(self.mixer, "apply"):
+            self.mixer.apply(event)
+
+    def request_stop(self) -> None:
+        """Thread-safe: ask `serve()` to shut down."""
+        if self.loop is not None and self._stop_event is not None:
+            self.loop.call_soon_threadsafe(self._stop_event.set)
+
+    # --- running ---------------------------------------------------------------------------------------
+
+    async def _start_http(self) -> None:
+        if not self.config.http.enabled:
+            return
+        from aiohttp import web
+
+        from bridge.http.app import build_app
+
+        runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserError(
+                f"cannot serve HTTP on {self.config.http.host}:{self.config.http.port} ({exc.strerror}); "
+                "another program uses that port: set http.port to a free one (0 picks any), or stop the other daemon"
+            ) from exc
+        self._http_runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+
+    async def _start_controls(self) -> None:
+        try:
+            from bridge.control_setup import create_control_surfaces
+        except ModuleNotFoundError as exc:
+            if exc.name != "bridge.control_setup":
+                raise
+            return
+        for surface in create_control_surfaces(self):
+            try:
+                await surface.start(self.emit_control)
+                self.control_surfaces.append(surface)
+            except UserError as exc:
+                log.warning("control input %s is off: %s", surface.name, exc)
+
+    async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
+        """Run until stopped; returns a process exit code."""
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self.loop.add_signal_handler(sig, self._stop_event.set)
+                installed.append(sig)
+        if hasattr(signal, "SIGUSR1"):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self.loop.add_signal_handler(signal.SIGUSR1, lambda: print(self.stats.report(), file=sys.stderr))
+                installed.append(signal.SIGUSR1)
+        self.pipeline.on_finished = self.request_stop
+        try:
+            await self._start_http()
+            await self._start_controls()
+            for sink in self._initial_sinks:
+                self.pipeline.add_sink(sink)
+            self.pipeline.start()
+            self.running = True
+            if ready is not None:
+                ready(self)
+            await self._stop_event.wait()
+        finally:
+            self.running = False
+            await self.shutdown()
+            for sig in installed:
+                with contextlib.suppress(Exception):
+                    self.loop.remove_signal_handler(sig)
+        if self.pipeline.error is not None:
+            raise self.pipeline.error
+        return 0
+
+    async def shutdown(self) -> None:
+        for surface in self.control_surfaces:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(surface.stop(), 1.0)
+        self.control_surfaces.clear()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.pipeline.stop, 2.0)
+        if self._http_runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_runner.cleanup(), 2.0)
+            self._http_runner = None
+        with contextlib.suppress(Exception):
+            self.avatar.close()

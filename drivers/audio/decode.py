@@ -1,0 +1,48 @@
+"""Decode any audio PyAV can read into 16 kHz mono float32, the format every AudioSource delivers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+
+from bridge.errors import UserError
+from bridge.interfaces import SAMPLE_RATE
+
+
+def iter_decoded(path: Path | str, sample_rate: int = SAMPLE_RATE) -> Iterator[NDArray[np.float32]]:
+    """Yield float32 mono blocks at `sample_rate` as the file decodes; raises UserError for unusable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"audio file {path} does not exist; give the path of a speech recording (wav, mp3, ogg, ...)")
+    try:
+        container = av.open(str(path))
+    except (av.error.InvalidDataError, av.error.FFmpegError, OSError) as exc:
+        raise UserError(f"audio file {path} could not be opened ({exc}); is it an audio or video file?") from exc
+    with container:
+        if not container.streams.audio:
+            raise UserError(f"{path} has no audio stream; give a file that contains speech audio")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        except av.error.FFmpegError as exc:
+            raise UserError(f"audio file {path} is damaged or truncated ({exc}); re-export or re-record it") from exc
+
+
+def decode_audio(path: Path | str, sample_rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
+    """The whole file as one float32 mono array."""
+    blocks = list(iter_decoded(path, sample_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def demo_clip_path() -> Path:
+    """The speech clip that ships with the package (espeak-ng, about 13 s)."""
+    return Path(__file__).with_name("data") / "demo_speech.ogg"

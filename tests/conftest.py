@@ -1,0 +1,50 @@
+"""Shared test helpers: real media made on the fly (no binary fixtures needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_audio_file(path: Path, samples: np.ndarray, rate: int, channels: int = 1, codec: str | None = None) -> Path:
+    """Encode float samples (n,) or (n, channels) to a real audio file with PyAV."""
+    data = np.asarray(samples, np.float32)
+    if data.ndim == 1:
+        data = np.repeat(data[:, None], channels, axis=1)
+    codec = codec or {"wav": "pcm_s16le", ".ogg": "libopus", "mp3": "mp3"}.get(path.suffix.lstrip("."), "pcm_s16le")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono" if data.shape[1] == 1 else "stereo"
+        fmt = "s16" if codec == "pcm_s16le" else ("fltp" if codec != "libopus" else "flt")
+        frame = av.AudioFrame.from_ndarray(
+            (np.clip(data, -1, 1) * 32767).astype(np.int16).reshape(1, -1) if fmt == "s16"  # packed: interleaved
+            else (data.T.copy() if fmt == "fltp" else data.reshape(1, -1)),
+            format=fmt,
+            layout=stream.layout.name,
+        )
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def speechlike(tmp_path: Path) -> Path:
+    """A 2 s syllable-like signal (voiced bursts with pauses) at 44.1 kHz stereo WAV."""
+    rate = 44100
+    t = np.arange(int(2.0 * rate)) / rate
+    envelope = (np.sin(2 * np.pi * 2.5 * t) > 0.2).astype(np.float32)
+    voice = 0.4 * np.sin(2 * np.pi * 180 * t) + 0.2 * np.sin(2 * np.pi * 900 * t)
+    return write_audio_file(tmp_path / "speech.wav", (voice * envelope).astype(np.float32), rate, channels=2)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
