@@ -39,6 +39,7 @@ MODES = ("absolute", "relative", "momentary", "toggle", "trigger")
 CURVES = ("linear", "exp", "log", "scurve")
 ENCODINGS = ("twos", "signed_bit", "offset")
 MOMENTARY_TARGETS = ("blink", "reset")
+ARITY = {"gaze": 2, "head": 3, "flame/jaw": 3, "flame/eyes": 6, "flame/neck": 3, "flame/head": 3, "flame/eyelids": 2}
 DEFAULT_MAP = PRESETS_DIR / "midi" / "learned.toml"
 
 
@@ -55,13 +56,15 @@ class Binding:
     min: float = 0.0
     max: float = 1.0
     curve: str = "linear"
-    mode: str = "absolute"
+    mode: str = ""  # empty: absolute for cc/pitch bend, momentary for notes (trigger for blink/reset)
     encoding: str = "twos"
     step: float = 0.01
     arg: int = 0  # which value of a multi-value target (gaze x = 0, y = 1)
     fade: float | None = None
 
     def __post_init__(self) -> None:
+        if not self.mode:
+            self.mode = default_mode(self.kind, self.target)
         problems = []
         if self.kind not in KINDS:
             problems.append(f"kind {self.kind!r} (use {', '.join(KINDS)})")
@@ -87,6 +90,12 @@ class Binding:
 
     def to_toml(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def default_mode(kind: str, target: str) -> str:
+    if kind == "note":
+        return "trigger" if target in MOMENTARY_TARGETS else "momentary"
+    return "absolute"
 
 
 def shape(x: float, curve: str) -> float:
@@ -189,20 +198,13 @@ class MidiMapper:
         if self.last_touched is None:
             raise MidiError("no MIDI control was moved yet; move a fader or press a pad first")
         kind, channel, number = self.last_touched
-        mode = options.pop("mode", None) or self._default_mode(kind, target)
-        b = Binding(kind=kind, target=target, control=number, channel=channel, mode=mode, **options)
+        b = Binding(kind=kind, target=target, control=number, channel=channel, **options)
         self.map.bind(b)
         self.learned.append(b.to_toml())
         self.learning = None
         if self.map.path is not None:
             self.map.save()
         return b
-
-    @staticmethod
-    def _default_mode(kind: str, target: str) -> str:
-        if kind == "note":
-            return "trigger" if target in MOMENTARY_TARGETS else "momentary"
-        return "absolute"
 
     def status(self) -> dict[str, Any]:
         return {"learning": self.learning is not None, "target": self.learning or None,
@@ -278,11 +280,11 @@ class MidiMapper:
             x = raw
         value = b.min + (b.max - b.min) * shape(x, b.curve)
         fade = _fade(b) or (0.0,)
-        if b.arg == 0 and not self._multi.get(b.target):
+        arity = max(ARITY.get(b.target, 1), b.arg + 1)
+        if arity == 1:
             return ControlEvent(b.target, (value, *fade), source="midi")
-        vals = self._multi.setdefault(b.target, [])
-        while len(vals) <= b.arg:
-            vals.append(0.0)
+        # Multi-value targets (gaze x/y on two knobs): keep the other values where they were.
+        vals = self._multi.setdefault(b.target, [0.0] * arity)
         vals[b.arg] = value
         return ControlEvent(b.target, (*vals, *fade), source="midi")
 
@@ -313,6 +315,7 @@ class MidiControlSurface:
         self.port_filter = port_filter
         self.poll_interval = poll_interval
         self.error: str | None = None
+        self.backend_missing = False
         self.ports: dict[str, Any] = {}
         self._emit: ControlSink | None = None
         self._task: asyncio.Task[None] | None = None
@@ -349,6 +352,8 @@ class MidiControlSurface:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
+            if self.backend_missing:
+                return  # no sequencer on this machine: polling would only repeat the same error
             await self._scan()
 
     async def _scan(self) -> None:
@@ -358,6 +363,7 @@ class MidiControlSurface:
             if self.error != str(exc):
                 log.warning("midi: %s", exc)
             self.error = str(exc)
+            self.backend_missing = True
             return
         self.error = None
         wanted = [n for n in names if not self.port_filter or self.port_filter.lower() in n.lower()]
