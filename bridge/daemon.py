@@ -51,17 +51,18 @@ def build_avatar(config: Config) -> Avatar:
     return avatar
 
 
-def build_audio_source(config: Config) -> AudioSource:
+def build_audio_source(config: Config, name: str | None = None, device: str | int | None = None) -> AudioSource:
     a = config.audio
-    if a.source == "file":
+    name = name or a.source
+    if name == "file":
         kwargs: dict[str, Any] = {"path": a.file, "realtime": a.realtime, "loop": a.loop}
-    elif a.source == "microphone":
-        kwargs = {"device": a.device}
-    elif a.source == "silence":
+    elif name == "microphone":
+        kwargs = {"device": device if device is not None else a.device}
+    elif name == "silence":
         kwargs = {"realtime": True}
     else:
         kwargs = {}
-    source: AudioSource = registry.create("audio", a.source, **kwargs)
+    source: AudioSource = registry.create("audio", name, **kwargs)
     return source
 
 
@@ -186,6 +187,31 @@ class Daemon:
     def emit_control(self, event: ControlEvent) -> None:
         if self.mixer is not None and hasattr(self.mixer, "apply"):
             self.mixer.apply(event)
+
+    @property
+    def muted(self) -> bool:
+        return self.pipeline.muted
+
+    def set_muted(self, value: bool) -> None:
+        """Silence the input for lip sync and outputs (the avatar keeps its idle life)."""
+        self.pipeline.muted = bool(value)
+
+    @property
+    def frozen(self) -> bool:
+        return self.pipeline.frozen
+
+    def set_frozen(self, value: bool) -> None:
+        """Hold the current picture; outputs keep receiving frames at the frame rate."""
+        self.pipeline.frozen = bool(value)
+
+    def set_audio_source(self, source: str, device: str | int | None = None) -> None:
+        """Switch the audio input while running (blocking: opens the device; raises UserError)."""
+        new = build_audio_source(self.config, source, device)
+        self.pipeline.replace_source(new)
+        self.audio_source = new
+        self.config.audio.source = source  # type: ignore[assignment]
+        if source == "microphone":
+            self.config.audio.device = device
 
     def request_stop(self) -> None:
         """Thread-safe: ask `serve()` to shut down."""

@@ -22,14 +22,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from bridge.clock import MediaClock
 from bridge.face_params import FaceParams
 from bridge.fanout import Broadcast
-from bridge.interfaces import AudioChunk, AudioSource, Avatar, FaceDriver, FrameSink, StreamInfo, VideoFrame
+from bridge.interfaces import (
+    AudioChunk,
+    AudioSource,
+    Avatar,
+    FaceDriver,
+    FrameSink,
+    RenderedImage,
+    StreamInfo,
+    VideoFrame,
+)
 from bridge.sinks import SinkRunner
 from bridge.stats import PipelineStats
 
 log = logging.getLogger(__name__)
+
+RESYNC_S = 0.05  # capture-time jitter below this is absorbed; above it the timeline resyncs
+MAX_GAP_S = 5.0  # a longer dropout is filled with this much silence only
 
 
 class ParamsMixer(Protocol):
@@ -139,6 +153,9 @@ class Pipeline:
         self.error: BaseException | None = None
         self.on_finished: Callable[[], None] | None = None
         self._threads: list[threading.Thread] = []
+        self.muted = False  # the face driver and the outputs get silence instead of the input
+        self.frozen = False  # the last frame is shown again instead of rendering new ones
+        self._source_lock = threading.Lock()
 
     # --- sinks -------------------------------------------------------------------------------------------
 
@@ -193,6 +210,13 @@ class Pipeline:
             if self.on_finished is not None:
                 self.on_finished()
 
+    def replace_source(self, source: AudioSource) -> None:
+        """Switch audio input while running; the new source continues the same timeline."""
+        source.start(self.clock.now)
+        with self._source_lock:
+            old, self.source = self.source, source
+        old.stop()
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every thread; returns within about `timeout` seconds."""
         self._stop.set()
@@ -219,13 +243,16 @@ class Pipeline:
 
     def _audio_loop(self) -> None:
         first = True
+        expected = 0.0  # media time where the next chunk should start
         while not self._stop.is_set():
-            chunk = self.source.read(timeout=0.1)
+            with self._source_lock:
+                source = self.source
+            chunk = source.read(timeout=0.1)
             if chunk is None:
-                error = getattr(self.source, "error", None)
+                error = getattr(source, "error", None)
                 if error is not None:
                     raise error
-                if self.source.finished:
+                if source.finished and source is self.source:
                     break
                 continue
             if first:
@@ -233,24 +260,47 @@ class Pipeline:
                 self.info.extra["origin"] = self.stream_origin
                 self._origin_ready.set()
                 first = False
-            self.audio_in.publish(chunk)
-            shifted = AudioChunk(chunk.samples, chunk.pts + self.av_delay, chunk.sample_rate)
-            self.audio_out.publish(shifted)
-            for runner in self.sinks:
-                runner.put_audio(shifted)
-            with self._face_cond:
-                if len(self._face_queue) == self._face_queue.maxlen:
-                    self.stats.drop("face")
-                self._face_queue.append(chunk)
-                self._face_cond.notify()
-            if not self.live:
-                self._wait_face_backlog()
+                expected = chunk.pts
+            for piece in self._contiguous(chunk, expected):
+                expected = piece.end_pts
+                self._forward(piece)
         with self._face_cond:
             self._face_queue.append(None)
             self._face_cond.notify()
         if first:  # the source ended without any audio
             self.audio_origin = self.clock.now()
             self._origin_ready.set()
+
+    def _contiguous(self, chunk: AudioChunk, expected: float) -> list[AudioChunk]:
+        """Keep the audio timeline gapless: the face driver counts samples, so a dropout (a device
+        reconnecting, a source switch) becomes silence, and capture-time jitter is absorbed."""
+        drift = chunk.pts - expected
+        if abs(drift) <= RESYNC_S:
+            return [AudioChunk(chunk.samples, expected, chunk.sample_rate)]
+        if drift > 0:
+            gap = np.zeros(int(round(min(drift, MAX_GAP_S) * chunk.sample_rate)), np.float32)
+            self.stats.incr("audio_gaps")
+            filled = AudioChunk(gap, expected, chunk.sample_rate)
+            return [filled, AudioChunk(chunk.samples, filled.end_pts, chunk.sample_rate)]
+        skip = int(round(-drift * chunk.sample_rate))  # overlaps audio already delivered
+        rest = chunk.samples[skip:]
+        return [AudioChunk(rest, expected, chunk.sample_rate)] if rest.size else []
+
+    def _forward(self, chunk: AudioChunk) -> None:
+        if self.muted:
+            chunk = AudioChunk(np.zeros_like(chunk.samples), chunk.pts, chunk.sample_rate)
+        self.audio_in.publish(chunk)
+        shifted = AudioChunk(chunk.samples, chunk.pts + self.av_delay, chunk.sample_rate)
+        self.audio_out.publish(shifted)
+        for runner in self.sinks:
+            runner.put_audio(shifted)
+        with self._face_cond:
+            if len(self._face_queue) == self._face_queue.maxlen:
+                self.stats.drop("face")
+            self._face_queue.append(chunk)
+            self._face_cond.notify()
+        if not self.live:
+            self._wait_face_backlog()
 
     def _wait_face_backlog(self) -> None:
         """Offline mode: keep at most about a second of audio ahead of the face driver."""
@@ -352,8 +402,11 @@ class Pipeline:
             if job is None:
                 break
             t0 = time.perf_counter()
-            image = self.avatar.render(job.params)
-            self.stats.time("render", time.perf_counter() - t0)
+            if self.frozen and self.last_frame is not None:
+                image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
+            else:
+                image = self.avatar.render(job.params)
+                self.stats.time("render", time.perf_counter() - t0)
             frame = VideoFrame(
                 rgb=image.rgb,
                 pts=job.pts,

@@ -1,0 +1,394 @@
+"""The JSON API beside the controls: status, audio source/output pickers, mute/freeze, idle life, OpenAPI.
+
+Controls and presets (`/api/state`, `/api/controls`, `/api/control`, presets) live in `api_controls`; this
+module covers everything else the panel shows or changes. Every change goes through the daemon or the
+mixer, the same path OSC and MIDI use, so the panel is just one more control surface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bridge import registry
+from bridge.interfaces import ControlEvent
+
+if TYPE_CHECKING:
+    from bridge.daemon import Daemon
+
+
+@dataclass
+class LiveStats:
+    """What the frames themselves tell: delivered fps and glass-to-glass latency (audio capture → frame out)."""
+
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    frames: int = 0
+    last_index: int | None = None
+    skipped: int = 0  # frame indices never seen by this observer (dropped upstream or too slow to take)
+
+    def observe(self, index: int, arrival: float, latency: float | None) -> None:
+        self.frames += 1
+        if self.last_index is not None and index > self.last_index + 1:
+            self.skipped += index - self.last_index - 1
+        self.last_index = index
+        self.arrivals.append(arrival)
+        if latency is not None:
+            self.latencies.append(latency)
+
+    def fps(self, now: float, window: float = 2.0) -> float:
+        recent = [t for t in self.arrivals if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def latency_ms(self) -> dict[str, float | None]:
+        if not self.latencies:
+            return {"last": None, "mean": None, "max": None}
+        values = list(self.latencies)[-64:]
+        return {
+            "last": values[-1] * 1000.0,
+            "mean": sum(values) / len(values) * 1000.0,
+            "max": max(values) * 1000.0,
+        }
+
+
+LIVE_KEY: web.AppKey[LiveStats] = web.AppKey("live_stats", LiveStats)
+WATCH_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("frame_watch", asyncio.Task)
+VIEWERS_KEY = "viewer_count"  # app[...] may hold a callable returning the number of WebRTC viewers
+
+
+def _gpu_memory() -> dict[str, Any] | None:
+    """CUDA memory of this process, only when torch is already loaded (never imports torch here)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return None
+        free, total = torch.cuda.mem_get_info()
+        return {
+            "allocated_bytes": int(torch.cuda.memory_allocated()),
+            "reserved_bytes": int(torch.cuda.memory_reserved()),
+            "device_free_bytes": int(free),
+            "device_total_bytes": int(total),
+            "device": str(torch.cuda.get_device_name()),
+        }
+    except Exception:  # a driver error must not break the status page
+        return None
+
+
+def viewer_count(app: web.Application, daemon: Daemon) -> int:
+    counter = app.get(VIEWERS_KEY)
+    if callable(counter):
+        with contextlib.suppress(Exception):
+            return int(counter())
+    for name in ("viewer_count", "viewers"):
+        value = getattr(daemon, name, None)
+        if callable(value):
+            with contextlib.suppress(Exception):
+                value = value()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, (list, set, dict, tuple)):
+            return len(value)
+    return 0
+
+
+ACTIVITY_SOURCES = ("osc", "vmc", "midi", "http", "webrtc")
+
+
+def control_activity(counters: dict[str, int]) -> dict[str, int]:
+    """Control events per source, from the pipeline counters (e.g. "control/osc", "osc.events", "midi")."""
+    out = dict.fromkeys(ACTIVITY_SOURCES, 0)
+    for name, value in counters.items():
+        low = name.lower()
+        for src in ACTIVITY_SOURCES:
+            if src in low.replace(".", "/").split("/") or low.startswith(src) or low.endswith(src):
+                out[src] += int(value)
+                break
+    return out
+
+
+def status_snapshot(app: web.Application, daemon: Daemon) -> dict[str, Any]:
+    """Everything the status strip and `/metrics` show, in one JSON-able dict."""
+    live = app[LIVE_KEY]
+    snap = daemon.stats.snapshot()
+    stages: dict[str, dict[str, float]] = snap.get("stages", {})  # type: ignore[assignment]
+    counters: dict[str, int] = snap.get("counters", {})  # type: ignore[assignment]
+    dropped = sum(int(s.get("dropped", 0)) for s in stages.values())
+    cfg = daemon.config
+    return {
+        "running": bool(getattr(daemon, "running", False)),
+        "time": daemon.clock.now(),
+        "fps": round(live.fps(time.monotonic()), 2),
+        "target_fps": cfg.video.fps,
+        "size": [cfg.video.width, cfg.video.height],
+        "frames": live.frames,
+        "dropped": dropped,
+        "stages": stages,
+        "counters": counters,
+        "latency_ms": {
+            "glass_to_glass": live.latency_ms(),
+            "av_delay": float(getattr(daemon, "av_delay", 0.0)) * 1000.0,
+        },
+        "gpu": _gpu_memory(),
+        "viewers": viewer_count(app, daemon),
+        "control_activity": control_activity(counters),
+        "muted": bool(getattr(daemon, "muted", False)),
+        "frozen": bool(getattr(daemon, "frozen", False)),
+        "avatar": getattr(getattr(daemon, "avatar", None), "name", None),
+        "audio_source": getattr(getattr(daemon, "audio_source", None), "name", cfg.audio.source),
+    }
+
+
+async def _watch_frames(app: web.Application, daemon: Daemon) -> None:
+    live = app[LIVE_KEY]
+    sub = daemon.frames.subscribe(maxsize=8, loop=asyncio.get_running_loop())
+    try:
+        while True:
+            frame = await sub.aget()
+            if frame is None:
+                return
+            now = daemon.clock.now()
+            latency = None if frame.audio_time is None else max(0.0, now - frame.audio_time)
+            live.observe(frame.index, time.monotonic(), latency)
+    finally:
+        sub.close()
+
+
+def _error(status: int, message: str, fix: str) -> web.Response:
+    return web.json_response({"error": message, "fix": fix}, status=status)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body is not JSON", "fix": "send a JSON object"}),
+            content_type="application/json",
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be a JSON object", "fix": "send {...}"}),
+            content_type="application/json",
+        )
+    return body
+
+
+def _bool_field(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if not isinstance(value, bool):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"{name!r} must be true or false, got {value!r}", "fix": f'{{"{name}": true}}'}),
+            content_type="application/json",
+        )
+    return value
+
+
+def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """Audio inputs and outputs through PortAudio; an empty list and the reason when it is unusable."""
+    try:
+        import sounddevice as sd
+
+        devices = sd.query_devices()
+    except Exception as exc:  # OSError without PortAudio, PortAudioError without a sound server
+        return [], [], f"audio devices unavailable: {exc}"
+    inputs, outputs = [], []
+    for index, dev in enumerate(devices):
+        entry = {"index": index, "name": dev["name"], "hostapi": int(dev["hostapi"])}
+        if dev["max_input_channels"] > 0:
+            inputs.append({**entry, "channels": int(dev["max_input_channels"])})
+        if dev["max_output_channels"] > 0:
+            outputs.append({**entry, "channels": int(dev["max_output_channels"])})
+    return inputs, outputs, None
+
+
+def setup(app: web.Application, daemon: Daemon) -> None:
+    app[LIVE_KEY] = LiveStats()
+
+    async def start_watch(app: web.Application) -> None:
+        app[WATCH_KEY] = asyncio.get_running_loop().create_task(_watch_frames(app, daemon))
+
+    async def stop_watch(app: web.Application) -> None:
+        task = app.get(WATCH_KEY)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(start_watch)
+    app.on_cleanup.append(stop_watch)
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(status_snapshot(app, daemon))
+
+    async def audio(_: web.Request) -> web.Response:
+        inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
+        cfg = daemon.config
+        return web.json_response(
+            {
+                "sources": registry.names("audio"),
+                "source": cfg.audio.source,
+                "device": cfg.audio.device,
+                "inputs": inputs,
+                "outputs": outputs,
+                "output": cfg.outputs.passthrough.device,
+                "passthrough": cfg.outputs.passthrough.enabled,
+                "problem": problem,
+            }
+        )
+
+    async def select_source(request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        source = body.get("source", daemon.config.audio.source)
+        device = body.get("device", daemon.config.audio.device)
+        if source not in registry.names("audio") and source != "webrtc":
+            return _error(400, f"unknown audio source {source!r}", f"choose one of {registry.names('audio')}")
+        if device is not None and not isinstance(device, (str, int)):
+            return _error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
+        switch = getattr(daemon, "set_audio_source", None)
+        if not callable(switch):
+            return _error(501, "this daemon cannot switch audio sources while running",
+                          "set audio.source / audio.device in the config and restart")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: switch(source, device))
+        except Exception as exc:
+            return _error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
+                          "pick another device from GET /api/audio")
+        return web.json_response({"source": source, "device": device})
+
+    async def select_output(request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        device = body.get("device")
+        if device is not None and not isinstance(device, (str, int)):
+            return _error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
+        switch = getattr(daemon, "set_audio_output", None)
+        if not callable(switch):
+            return _error(501, "this daemon cannot switch the audio output while running",
+                          "set outputs.passthrough.device in the config and restart")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: switch(device))
+        except Exception as exc:
+            return _error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
+        return web.json_response({"device": device})
+
+    def _toggle(name: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            body = await _json_object(request)
+            value = _bool_field(body, name)
+            setter = getattr(daemon, f"set_{name}", None)
+            if callable(setter):
+                setter(value)
+            elif hasattr(daemon, name):
+                setattr(daemon, name, value)
+            else:
+                return _error(501, f"this daemon has no {name} switch", "update avatar-bridge")
+            return web.json_response({name: bool(getattr(daemon, name, value))})
+
+        return handler
+
+    async def get_idle(_: web.Request) -> web.Response:
+        return web.json_response(daemon.config.idle.model_dump())
+
+    async def set_idle(request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        idle = daemon.config.idle
+        known = set(type(idle).model_fields)
+        unknown = sorted(set(body) - known)
+        if unknown:
+            return _error(400, f"unknown idle setting(s) {unknown}", f"use any of {sorted(known)}")
+        try:
+            updated = idle.model_validate({**idle.model_dump(), **body})
+        except Exception as exc:
+            return _error(400, f"invalid idle setting: {exc}", "booleans for blink/gaze/sway, amounts in range")
+        for key in body:
+            setattr(idle, key, getattr(updated, key))
+        # The mixer's idle life takes amounts through the shared control vocabulary (0 turns a feature off).
+        for kind in ("blink", "gaze", "sway"):
+            if kind in body or f"{kind}_amount" in body:
+                amount = float(getattr(idle, f"{kind}_amount")) if getattr(idle, kind) else 0.0
+                daemon.emit_control(ControlEvent(f"idle/{kind}", (amount,), source="http"))
+        return web.json_response(idle.model_dump())
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/audio", audio)
+    app.router.add_post("/api/audio/source", select_source)
+    app.router.add_post("/api/audio/output", select_output)
+    app.router.add_post("/api/mute", _toggle("muted"))
+    app.router.add_post("/api/freeze", _toggle("frozen"))
+    app.router.add_get("/api/idle", get_idle)
+    app.router.add_post("/api/idle", set_idle)
+    app.router.add_get("/api/openapi.json", openapi)
+
+
+def _op(summary: str, body: dict[str, Any] | None = None, method_ok: str = "OK") -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": method_ok},
+            "400": {"description": "bad input: {error, fix}"},
+            "401": {"description": "missing or wrong bearer token"},
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _obj(**props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+_NUM = {"type": "number"}
+_BOOL = {"type": "boolean"}
+_STR = {"type": "string"}
+_DEV = {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "avatar-bridge",
+        "version": "0.1.0",
+        "description": "Control and observe a running avatar-bridge daemon. When http.token is set, send "
+        "'Authorization: Bearer <token>' (or ?token= for the panel page) on every path but /health.",
+    },
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/health": {"get": {**_op("liveness for supervisors (no token needed)"), "security": []}},
+        "/metrics": {"get": _op("Prometheus text exposition")},
+        "/panel/": {"get": _op("the control panel (HTML)")},
+        "/api/status": {"get": _op("fps, dropped frames, stage timings, latency, GPU memory, viewers, activity")},
+        "/api/state": {"get": _op("mixer state: manual controls and the mixed FaceParams")},
+        "/api/controls": {"get": _op("the control vocabulary: ARKit controls, FLAME channels, presets")},
+        "/api/control": {"post": _op("apply a control event", _obj(target=_STR, values={"type": "array", "items": _NUM}))},
+        "/api/audio": {"get": _op("audio sources, input and output devices, current selection")},
+        "/api/audio/source": {"post": _op("switch the audio source", _obj(source=_STR, device=_DEV))},
+        "/api/audio/output": {"post": _op("switch the delayed-audio output device", _obj(device=_DEV))},
+        "/api/mute": {"post": _op("mute or unmute the delayed audio", _obj(muted=_BOOL))},
+        "/api/freeze": {"post": _op("freeze or unfreeze the picture", _obj(frozen=_BOOL))},
+        "/api/idle": {
+            "get": _op("idle-life settings"),
+            "post": _op(
+                "change idle-life settings (any subset)",
+                _obj(blink=_BOOL, blink_amount=_NUM, gaze=_BOOL, gaze_amount=_NUM, sway=_BOOL, sway_amount=_NUM),
+            ),
+        },
+        "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
+        "/api/openapi.json": {"get": _op("this document")},
+    },
+}

@@ -1,0 +1,128 @@
+"""Prometheus metrics at `/metrics`, written in the text exposition format (version 0.0.4) by hand.
+
+The numbers are the same snapshot the panel's status strip shows (`bridge.http.api.status_snapshot`), so a
+dashboard and the panel never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bridge.http.api import status_snapshot
+
+if TYPE_CHECKING:
+    from bridge.daemon import Daemon
+
+PREFIX = "avatar_bridge_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metric_name(raw: str) -> str:
+    name = _NAME_OK.sub("_", raw)
+    return name if not name[:1].isdigit() else "_" + name
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Exposition:
+    """Collects families in order; each family has one HELP, one TYPE and its samples."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._seen: set[str] = set()
+
+    def family(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        full = PREFIX + metric_name(name) + ("_total" if kind == "counter" else "")
+        if full in self._seen:
+            raise ValueError(f"metric family {full} written twice")
+        self._seen.add(full)
+        self._lines.append(f"# HELP {full} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
+        self._lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            if labels:
+                body = ",".join(f'{metric_name(k)}="{_label_value(v)}"' for k, v in labels.items())
+                self._lines.append(f"{full}{{{body}}} {_number(value)}")
+            else:
+                self._lines.append(f"{full} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def render_metrics(status: dict[str, Any]) -> str:
+    out = Exposition()
+    out.family("up", "gauge", "1 while the pipeline is running", [({}, 1.0 if status["running"] else 0.0)])
+    out.family("fps", "gauge", "frames per second delivered to sinks over the last 2 s", [({}, status["fps"])])
+    out.family("target_fps", "gauge", "configured frame rate", [({}, status["target_fps"])])
+    out.family("frames_observed", "counter", "frames published by the renderer", [({}, status["frames"])])
+    stages: dict[str, dict[str, float]] = status["stages"]
+    out.family(
+        "stage_dropped",
+        "counter",
+        "frames dropped at a pipeline stage because it was late",
+        [({"stage": name}, s.get("dropped", 0)) for name, s in sorted(stages.items())],
+    )
+    out.family(
+        "stage_runs",
+        "counter",
+        "timed executions of a pipeline stage",
+        [({"stage": name}, s.get("count", 0)) for name, s in sorted(stages.items())],
+    )
+    quantiles: list[tuple[dict[str, str], float]] = []
+    for name, s in sorted(stages.items()):
+        for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms")):
+            quantiles.append(({"stage": name, "quantile": q}, float(s.get(key, 0.0)) / 1000.0))
+    out.family("stage_seconds", "gauge", "stage duration quantiles over the recent window", quantiles)
+    g2g = status["latency_ms"]["glass_to_glass"]
+    lat = [({"stat": k}, v / 1000.0) for k, v in sorted(g2g.items()) if v is not None]
+    out.family("glass_to_glass_seconds", "gauge", "audio capture to frame delivery", lat)
+    out.family("av_delay_seconds", "gauge", "configured audio-to-presentation delay",
+               [({}, status["latency_ms"]["av_delay"] / 1000.0)])
+    out.family("viewers", "gauge", "connected WebRTC viewers", [({}, status["viewers"])])
+    out.family(
+        "control_events",
+        "counter",
+        "control events received, per source",
+        [({"source": k}, v) for k, v in sorted(status["control_activity"].items())],
+    )
+    out.family(
+        "pipeline_counter",
+        "counter",
+        "raw pipeline counters",
+        [({"name": k}, v) for k, v in sorted(status["counters"].items())],
+    )
+    gpu = status.get("gpu")
+    gpu_samples = (
+        [({"kind": "allocated"}, gpu["allocated_bytes"]), ({"kind": "reserved"}, gpu["reserved_bytes"])]
+        if gpu
+        else []
+    )
+    out.family("gpu_memory_bytes", "gauge", "CUDA memory of the daemon (absent without CUDA)", gpu_samples)
+    out.family("muted", "gauge", "1 while the delayed audio is muted", [({}, 1.0 if status["muted"] else 0.0)])
+    out.family("frozen", "gauge", "1 while the picture is frozen", [({}, 1.0 if status["frozen"] else 0.0)])
+    return out.text()
+
+
+def setup(app: web.Application, daemon: Daemon) -> None:
+    async def metrics(_: web.Request) -> web.Response:
+        body = render_metrics(status_snapshot(app, daemon))
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/metrics", metrics)
