@@ -30,6 +30,7 @@ from typing import Any
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge.errors import UserError
 from bridge.interfaces import ControlEvent, ControlSink
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class OscServerBase:
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, self.port))
         except OSError as exc:
-            raise OSError(f"{self.name}: cannot listen on UDP {self.host}:{self.port}: {exc.strerror or exc}; "
+            raise UserError(f"{self.name}: cannot listen on UDP {self.host}:{self.port}: {exc.strerror or exc}; "
                           "choose another port in the config or stop the program using it") from None
         self._transport = transport  # type: ignore[assignment]
         raw = transport.get_extra_info("socket")
