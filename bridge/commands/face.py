@@ -65,7 +65,13 @@ def generate_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from bridge.cli import UserError
-    from drivers.face.diffposetalk.checkpoint import CheckpointError, load_checkpoint, load_shape, load_stats, load_style
+    from drivers.face.diffposetalk.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        load_shape,
+        load_stats,
+        load_style,
+    )
     from drivers.face.diffposetalk.model import DiffPoseTalkModel
     from drivers.face.diffposetalk.offline import generate
     from drivers.face.diffposetalk.sampler import SamplerOptions, torch_noise
