@@ -144,7 +144,7 @@ def fit_targets(
             continue
         scale = observed / gain
         named = d * mask
-        align = float(named @ t / max(np.linalg.norm(named), 1e-12))
+        align = float(named @ t) / max(float(np.linalg.norm(named)), 1e-12)
         expr = (scale * (B @ c)).astype(np.float32)
         results.append(FitResult(name, expr, f"alignment {align:.2f}, reach {observed * 1000:.2f} mm", align,
                                  observed))
