@@ -99,8 +99,8 @@ def _target_vector(target: Target, emb: LandmarkEmbedding) -> tuple[NDArray[np.f
             return None
         t[r] = np.asarray(d) / max(float(np.linalg.norm(d)), 1e-12)
         mask[r] = 1.0
-    t = t.reshape(-1)
-    return t / np.linalg.norm(t), mask.reshape(-1)
+    flat = t.reshape(-1)
+    return flat / np.linalg.norm(flat), mask.reshape(-1)
 
 
 def fit_targets(
