@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge.interfaces import ControlEvent
 from drivers.control.osc import OscControlSurface
 from tests.control.conftest import make_mixer
 
@@ -18,7 +19,11 @@ def test_streamdeck_buttons_are_accepted_by_the_osc_server() -> None:
     data = json.loads((EXAMPLES / "streamdeck" / "buttons.json").read_text())
     mixer = make_mixer()
     server = OscControlSurface("127.0.0.1", 0, state=mixer.state, tcp=False)
-    server._emit = mixer.apply
+
+    def emit(event: ControlEvent) -> None:
+        mixer.apply(event)
+
+    server._emit = emit
     sent = 0
     for button in data["buttons"]:
         for key in ("press", "release"):
