@@ -60,6 +60,8 @@ def build_audio_source(config: Config, name: str | None = None, device: str | in
         kwargs = {"device": device if device is not None else a.device}
     elif name == "silence":
         kwargs = {"realtime": True}
+    elif name == "webrtc" and a.webrtc_mix:
+        kwargs = {"mix": registry.create("audio", "microphone", device=device if device is not None else a.device)}
     else:
         kwargs = {}
     source: AudioSource = registry.create("audio", name, **kwargs)
