@@ -278,6 +278,32 @@ def setup(app: web.Application, daemon: Daemon) -> None:
 
         await INBOX.close()
 
+    async def passthrough_get(_: web.Request) -> web.Response:
+        from drivers.output.passthrough import measured_delay
+
+        pt = daemon.passthrough
+        cfg = daemon.config.outputs.passthrough
+        return web.json_response({"enabled": pt is not None, "device": cfg.device, "mode": cfg.delay_ms,
+                                  "delay_ms": pt.delay * 1000.0 if pt is not None else (
+                                      measured_delay(daemon) * 1000.0 if cfg.delay_ms == "auto" else cfg.delay_ms),
+                                  "underruns": pt.line.underruns if pt is not None else 0})
+
+    async def passthrough_set(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            value = body["delay_ms"]
+            if value != "auto":
+                value = float(value)
+                if not 0 <= value <= 5000:
+                    raise ValueError
+        except Exception:
+            return web.json_response({"error": "delay_ms must be 'auto' or a number of ms in 0..5000",
+                                      "fix": 'send {"delay_ms": 180} or {"delay_ms": "auto"}'}, status=400)
+        daemon.config.outputs.passthrough.delay_ms = value
+        if daemon.passthrough is not None:
+            daemon.passthrough.set_delay(value)
+        return await passthrough_get(request)
+
     app.on_startup.append(start_whip)
     app.on_shutdown.append(stop_all)
     app.router.add_post("/api/webrtc/offer", json_offer)
@@ -287,5 +313,7 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_route("OPTIONS", "/whep", whep_options)
     app.router.add_delete("/whep/{id}", delete_peer)
     app.router.add_patch("/whep/{id}", whep_patch)
+    app.router.add_get("/api/passthrough", passthrough_get)
+    app.router.add_post("/api/passthrough", passthrough_set)
     app.router.add_get("/viewer", viewer_page)
     app.router.add_get("/viewer.js", viewer_script)
