@@ -220,8 +220,8 @@ class DiffPoseTalkFaceDriver:
 
     def __init__(self, checkpoint: str | Path | None = None, stats: str | Path | None = None,
                  style: str | Path | None = None, shape: str | Path | None = None, sampler: str = "ddim",
-                 steps: int = 20, hop_frames: int = 5, lookahead_frames: int = 3, audio_context_s: float = 2.0,
-                 cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto",
+                 steps: int = 5, hop_frames: int = 4, lookahead_frames: int = 1, audio_context_s: float = 2.0,
+                 cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto", tf32: bool = True,
                  fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
         if model is None:
             if checkpoint is None:
@@ -230,6 +230,8 @@ class DiffPoseTalkFaceDriver:
         if stats is None:
             raise ValueError("face.diffposetalk.stats is not set: point it at the stats_train.npz of the checkpoint")
         a = model.args
+        if tf32 and model.device.type == "cuda":  # process-wide; the avatar's fp16/fp32 paths are unaffected by it
+            torch.backends.cuda.matmul.allow_tf32 = True
         if fps != a.fps:
             raise ValueError(f"DiffPoseTalk generates {a.fps} fps but the video runs at {fps}; set video.fps = {a.fps}")
         if sampler not in ("ddpm", "ddim"):
