@@ -69,8 +69,9 @@ def build_avatar(golden: Path, width: int, height: int, device: str, splat: Any,
     from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
 
     z = np.load(golden / "golden_seed0.npz")
+    flame = golden / "flame_synthetic.npz"  # a converted copy (smaller to ship), else the original pickle
     return FlashAvatarAvatar(
-        checkpoint=golden / "chkpnt_seed0.pth", flame_model=golden / "flame_synthetic.pkl",
+        checkpoint=golden / "chkpnt_seed0.pth", flame_model=flame if flame.is_file() else golden / "flame_synthetic.pkl",
         flame_masks=golden / "FLAME_masks_synthetic.pkl", flame_mesh=golden / "FlameMesh.obj", eyelids_dir=golden,
         shape=z["shape"], width=width, height=height, device=device, background=GREEN, splat_renderer=splat,
         **extra,

@@ -62,6 +62,7 @@ class AudioConfig(Section):
     device: str | int | None = None  # microphone name or index; None: the system default
     realtime: bool = True  # pace a file source in real time (False: as fast as the pipeline takes it)
     loop: bool = False
+    webrtc_mix: bool = False  # source 'webrtc': also mix in the local microphone (audio.device)
 
 
 class ProceduralFaceConfig(Section):
@@ -181,6 +182,7 @@ class WebRTCConfig(Section):
     bitrate_kbps: int = Field(2500, ge=100, le=50_000)
     whip_url: str | None = None
     whip_token: str | None = None
+    max_viewers: int = Field(8, ge=1, le=64)  # aiortc encodes once per viewer: each costs one encoder
 
 
 class OscConfig(Section):

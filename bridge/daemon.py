@@ -60,6 +60,8 @@ def build_audio_source(config: Config, name: str | None = None, device: str | in
         kwargs = {"device": device if device is not None else a.device}
     elif name == "silence":
         kwargs = {"realtime": True}
+    elif name == "webrtc" and a.webrtc_mix:
+        kwargs = {"mix": registry.create("audio", "microphone", device=device if device is not None else a.device)}
     else:
         kwargs = {}
     source: AudioSource = registry.create("audio", name, **kwargs)
@@ -159,6 +161,7 @@ class Daemon:
         self.http_port: int | None = None
         self._stop_event: asyncio.Event | None = None
         self._http_runner: Any = None
+        self.passthrough: Any = None  # drivers.output.passthrough.AudioPassthrough when enabled
 
     # --- the contract other parts use -----------------------------------------------------------------
 
@@ -212,6 +215,19 @@ class Daemon:
         self.config.audio.source = source  # type: ignore[assignment]
         if source == "microphone":
             self.config.audio.device = device
+
+    def set_audio_output(self, device: str | int | None) -> None:
+        """Play the delayed speech on `device` (blocking: opens it; raises UserError)."""
+        from drivers.output.passthrough import AudioPassthrough
+
+        cfg = self.config.outputs.passthrough
+        new = AudioPassthrough(self, device=device, delay_ms=cfg.delay_ms)
+        new.start()
+        old, self.passthrough = self.passthrough, new
+        if old is not None:
+            old.stop()
+        cfg.device = device
+        cfg.enabled = True
 
     def request_stop(self) -> None:
         """Thread-safe: ask `serve()` to shut down."""
@@ -277,6 +293,11 @@ class Daemon:
             for sink in self._initial_sinks:
                 self.pipeline.add_sink(sink)
             self.pipeline.start()
+            if self.config.outputs.passthrough.enabled:
+                try:
+                    await self.loop.run_in_executor(None, self.set_audio_output, self.config.outputs.passthrough.device)
+                except UserError as exc:
+                    log.warning("delayed audio passthrough is off: %s", exc)
             self.running = True
             if ready is not None:
                 ready(self)
@@ -297,6 +318,9 @@ class Daemon:
                 await asyncio.wait_for(surface.stop(), 1.0)
         self.control_surfaces.clear()
         loop = asyncio.get_running_loop()
+        if self.passthrough is not None:
+            self.passthrough.stop()
+            self.passthrough = None
         await loop.run_in_executor(None, self.pipeline.stop, 2.0)
         if self._http_runner is not None:
             with contextlib.suppress(Exception):

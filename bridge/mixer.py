@@ -273,8 +273,13 @@ class Mixer:
         parts = target.split("/")
         if parts[0] in ("preset", "emotion") and len(parts) == 2:
             kind, name = parts
+            if (kind == "preset" and self.library is not None and self.library.get(kind, name) is None
+                    and self.library.get("emotion", name) is not None):
+                kind, target = "emotion", f"emotion/{name}"  # /avatar/preset/happy: emotions are presets too
             if self.library is None or self.library.get(kind, name) is None:
                 known = self.library.names(kind) if self.library else []
+                if kind == "preset" and self.library is not None:
+                    known = known + self.library.names("emotion")
                 raise ControlError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}")
             value = clamp(values[0], 0.0, 1.0) if values else 1.0
             return _Cmd("level", target=target, values=(value,), fade=_fade_arg(values, 1), kind=kind, name=name)

@@ -160,7 +160,7 @@ class Pipeline:
     # --- sinks -------------------------------------------------------------------------------------------
 
     def add_sink(self, sink: FrameSink) -> SinkRunner:
-        runner = SinkRunner(sink, self.info, self.stats, video_queue=self.sink_queue)
+        runner = SinkRunner(sink, self.info, self.stats, video_queue=self.sink_queue, now=self.clock.now)
         runner.start()
         with self._runners_lock:
             self._runners.append(runner)

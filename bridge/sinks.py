@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 
 from bridge.interfaces import AudioChunk, FrameSink, StreamInfo, VideoFrame
 from bridge.stats import PipelineStats
@@ -15,9 +16,11 @@ log = logging.getLogger(__name__)
 
 class SinkRunner:
     def __init__(
-        self, sink: FrameSink, info: StreamInfo, stats: PipelineStats, video_queue: int = 3, audio_seconds: float = 10.0
+        self, sink: FrameSink, info: StreamInfo, stats: PipelineStats, video_queue: int = 3, audio_seconds: float = 10.0,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self.sink = sink
+        self.now = now  # the media clock: glass-to-glass latency per sink (audio capture → frame handed out)
         self.info = info
         self.stats = stats
         self.stage = f"sink:{sink.name}"
@@ -77,6 +80,8 @@ class SinkRunner:
                     started = time.perf_counter()
                     self.sink.write_video(frame)
                     self.stats.time(self.stage, time.perf_counter() - started)
+                    if self.now is not None and frame.audio_time is not None:
+                        self.stats.time(f"g2g:{self.sink.name}", self.now() - frame.audio_time)
             except BaseException as exc:
                 self._fail(exc, "failed")
                 break

@@ -140,6 +140,10 @@ def status_snapshot(app: web.Application, daemon: Daemon) -> dict[str, Any]:
         "latency_ms": {
             "glass_to_glass": live.latency_ms(),
             "av_delay": float(getattr(daemon, "av_delay", 0.0)) * 1000.0,
+            "per_sink": {  # glass-to-glass (audio capture → frame out) per output
+                name[4:]: {k: s[k] for k in ("p50_ms", "p95_ms", "p99_ms", "count")}
+                for name, s in stages.items() if name.startswith("g2g:")
+            },
         },
         "gpu": _gpu_memory(),
         "viewers": viewer_count(app, daemon),

@@ -26,8 +26,9 @@ def _avatar(width: int, height: int, **extra: object):  # type: ignore[no-untype
     from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
 
     z = np.load(GOLDEN / "golden_seed0.npz")
+    flame = GOLDEN / "flame_synthetic.npz"  # a converted copy where the pickle was too large to ship
     return FlashAvatarAvatar(
-        checkpoint=GOLDEN / "chkpnt_seed0.pth", flame_model=GOLDEN / "flame_synthetic.pkl",
+        checkpoint=GOLDEN / "chkpnt_seed0.pth", flame_model=flame if flame.is_file() else GOLDEN / "flame_synthetic.pkl",
         flame_masks=GOLDEN / "FLAME_masks_synthetic.pkl", flame_mesh=GOLDEN / "FlameMesh.obj", eyelids_dir=GOLDEN,
         shape=z["shape"], width=width, height=height, device="cuda", background=(0.0, 1.0, 0.0), **extra,
     )

@@ -11,8 +11,11 @@ from types import SimpleNamespace
 import aiohttp
 from aiohttp import web
 
+from bridge.clock import MediaClock
 from bridge.config import Config
+from bridge.fanout import Broadcast
 from bridge.http.app import build_app
+from bridge.stats import PipelineStats
 from drivers.control.midi import MidiControlSurface, MidiMap, MidiMapper
 from tests.control.conftest import make_mixer
 from tests.control.osc_helpers import MixerTicker
@@ -32,7 +35,8 @@ async def serve(host: object) -> tuple[web.AppRunner, str]:
 async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> None:
     mixer = make_mixer(presets_dir, fade=0.0)
     midi = MidiControlSurface(MidiMapper(MidiMap(path=presets_dir / "midi" / "learned.toml")))
-    host = SimpleNamespace(config=Config(), mixer=mixer, control_surfaces=[midi], running=True)
+    host = SimpleNamespace(config=Config(), mixer=mixer, control_surfaces=[midi], running=True,
+                           frames=Broadcast(), clock=MediaClock(25), stats=PipelineStats())
     runner, url = await serve(host)
     try:
         with MixerTicker(mixer) as ticker:

@@ -209,3 +209,14 @@ def test_create_mixer_from_config_and_capture(presets_dir: Path) -> None:
     assert m.apply(E("preset/my_look"))
     out = run(m, 0.2, 0.4)
     assert abs(out.expression[SMILE] - 0.99) < 1e-4 and abs(out.expression[BROW] - 0.6) < 1e-4
+
+
+def test_preset_address_reaches_an_emotion_of_that_name() -> None:
+    """`/avatar/preset/happy` (the issue's Stream Deck example) fades the "happy" emotion in."""
+    m = make_mixer()
+    assert m.apply(E("preset/happy", ()))
+    out = run(m, 0.0, 2.0)
+    assert m.state()["manual"] == {"emotion/happy": 1.0}
+    assert np.abs(out.expression).max() > 0.1
+    assert not m.apply(E("preset/nosuch", ()))
+    assert "happy" in m.last_error  # the error lists emotions as well

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import random
 import shutil
 import socket
@@ -14,12 +13,12 @@ import threading
 import time
 
 import pytest
-from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from drivers.control.osc import OscControlSurface
 from tests.control.conftest import make_mixer
+from tests.control.osc_fuzz import deep_bundle, huge_bundle, random_packet
 from tests.control.osc_helpers import MixerTicker
 
 SMILE = 0
@@ -145,67 +144,6 @@ def test_allow_list_when_bound_wider() -> None:
         OscControlSurface("0.0.0.0", 0, allow=["my-laptop"])
 
 
-def _message(rng: random.Random) -> bytes:
-    addr = rng.choice([
-        "/avatar/blend/jawOpen", "/avatar/blend/" + "x" * rng.randint(1, 300), "/avatar/gaze", "/avatar/preset/smile",
-        "/avatar/emotion/happy", "/avatar/flame/expression/" + str(rng.randint(-5, 200)), "/avatar/blink",
-        "/avatar/reset", "/avatar/hold/preset/smile", "/nope", "/avatar/", "/avatar/get/gaze", "/VMC/Ext/Blend/Val",
-        "/avatar/idle/sway", "/avatar/toggle/blend/jawOpen", "/avatar/release/gaze",
-    ])
-    b = OscMessageBuilder(addr)
-    for _ in range(rng.randint(0, 20 if rng.random() < 0.05 else 3)):
-        kind = rng.random()
-        if kind < 0.4:
-            b.add_arg(rng.choice([math.nan, math.inf, -math.inf, 1e38, -1e38, rng.uniform(-5, 5)]), "f")
-        elif kind < 0.6:
-            b.add_arg(rng.randint(-(2**31), 2**31 - 1), "i")
-        elif kind < 0.7:
-            b.add_arg("s" * rng.randint(0, 50), "s")
-        elif kind < 0.8:
-            b.add_arg(bytes(rng.randint(1, 40)), "b")
-        elif kind < 0.9:
-            b.add_arg(rng.random() < 0.5)
-        else:
-            b.add_arg(rng.uniform(-1e300, 1e300), "d")
-    return b.build().dgram
-
-
-def _packet(rng: random.Random) -> bytes:
-    r = rng.random()
-    if r < 0.25:
-        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200)))
-    if r < 0.45:
-        m = _message(rng)
-        return m[: rng.randint(0, len(m))]  # truncated
-    if r < 0.5:
-        b = OscBundleBuilder(IMMEDIATELY)
-        for _ in range(rng.randint(1, 30)):
-            b.add_content(OscMessageBuilder("/avatar/blend/jawOpen").build())  # type: ignore[arg-type]
-        data = b.build().dgram
-        return data[:-3] if rng.random() < 0.3 else data
-    if r < 0.52:  # bundle lying about element sizes
-        return b"#bundle\x00" + bytes(8) + struct.pack(">i", rng.choice([-1, 2**31 - 1, 1000])) + bytes(rng.randint(0, 40))
-    return _message(rng)
-
-
-def _huge_bundle() -> bytes:
-    b = OscBundleBuilder(IMMEDIATELY)
-    m = OscMessageBuilder("/avatar/gaze")
-    m.add_arg(0.1)
-    m.add_arg(0.1)
-    built = m.build()
-    for _ in range(1500):  # about 60 KB
-        b.add_content(built)  # type: ignore[arg-type]
-    return b.build().dgram
-
-
-def _deep_bundle(depth: int = 2000) -> bytes:
-    inner = OscMessageBuilder("/avatar/blink").build().dgram
-    for _ in range(depth):
-        inner = b"#bundle\x00" + bytes(7) + b"\x01" + struct.pack(">i", len(inner)) + inner
-    return inner
-
-
 async def test_fuzz_100k_random_packets_over_udp_while_frames_hold() -> None:
     mixer = make_mixer()
     server = OscControlSurface("127.0.0.1", 0, state=mixer.state, tcp=False)
@@ -213,7 +151,7 @@ async def test_fuzz_100k_random_packets_over_udp_while_frames_hold() -> None:
     assert server.bound is not None
     port = server.bound[1]
     rng = random.Random(1234)
-    pool = [_packet(rng) for _ in range(4000)] + [_huge_bundle(), _deep_bundle()]
+    pool = [random_packet(rng) for _ in range(4000)] + [huge_bundle(), deep_bundle()]
     sent = 0
 
     def blast() -> None:

@@ -42,7 +42,8 @@ def chromium_available() -> bool:
 
 
 class Browser:
-    def __init__(self) -> None:
+    def __init__(self, extra_flags: tuple[str, ...] = ()) -> None:
+        self.extra_flags = extra_flags
         self.proc: asyncio.subprocess.Process | None = None
         self.profile = tempfile.mkdtemp(prefix="ab-chromium-")
         self._session: aiohttp.ClientSession | None = None
@@ -54,7 +55,7 @@ class Browser:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank",
+            CHROMIUM, *FLAGS, *self.extra_flags, f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         assert self.proc.stderr is not None

@@ -105,8 +105,8 @@ async def check_preset_fade(page: Page, daemon: Any) -> None:
     middle = [v for v in seen if 0.05 < v < 0.95]
     assert len(middle) >= 3, f"no fade observed, levels {seen}"
     assert all(b >= a - 1e-6 for a, b in itertools.pairwise(seen)), "the fade is not monotonic"
-    assert await page.eval(f"document.querySelector('button[data-target=\"preset/{name}\"]').classList"
-                           ".contains('active')")
+    await page.wait_for(f"document.querySelector('button[data-target=\"preset/{name}\"]').classList"
+                        ".contains('active')", timeout=3)
 
 
 async def test_panel_in_chromium() -> None:

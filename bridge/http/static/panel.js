@@ -173,6 +173,8 @@ function buildTab(el, controls) {
   }
 }
 
+const fading = new Map(); // preset/emotion target → time (ms) its fade ends
+
 function buildButtons(el, names, prefix) {
   el.textContent = "";
   for (const name of names) {
@@ -183,7 +185,10 @@ function buildButtons(el, names, prefix) {
       const on = !b.classList.contains("active");
       try {
         // value (1 = fully in, 0 = out), then the fade time in seconds
-        await api("/api/control", { target: prefix + name, values: [on ? 1 : 0, Number($("fade").value)] });
+        const fade = Number($("fade").value);
+        await api("/api/control", { target: prefix + name, values: [on ? 1 : 0, fade] });
+        // While the fade runs the level is between 0 and 1: keep the button as clicked until it is done.
+        fading.set(prefix + name, Date.now() + (fade + 1.5) * 1000);
         if (prefix === "emotion/") for (const other of el.querySelectorAll("button")) other.classList.remove("active");
         b.classList.toggle("active", on);
         showError(null);
@@ -207,7 +212,7 @@ function applyState(state) {
       s.input.value = value;
       s.out.textContent = value.toFixed(2);
     });
-    if (target.startsWith("preset/") || target.startsWith("emotion/")) {
+    if ((target.startsWith("preset/") || target.startsWith("emotion/")) && !((fading.get(target) || 0) > Date.now())) {
       const b = document.querySelector(`button[data-target="${target}"]`);
       if (b) b.classList.toggle("active", values[0] > 0.5);
     }

@@ -1,0 +1,155 @@
+"""Delayed audio passthrough: the input speech, delayed by the video latency, on an output device that a call
+app uses as its microphone (a PipeWire/PulseAudio null sink, BlackHole, VB-Cable). A virtual camera carries
+no audio; without this the real microphone would run ahead of the rendered mouth.
+
+`DelayLine` is the timing core: samples are placed by their capture time on the media clock and read out
+at `now - delay`, so the output follows the clock (not the device's callback cadence) and the delay can be
+changed while it plays. "auto" delay = the daemon's measured glass-to-glass latency (falls back to
+`av_delay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bridge.interfaces import SAMPLE_RATE, AudioChunk
+
+log = logging.getLogger(__name__)
+
+
+class DelayLine:
+    """A ring of samples indexed by absolute media-clock sample number (rate samples per second)."""
+
+    def __init__(self, rate: int = SAMPLE_RATE, capacity_s: float = 10.0) -> None:
+        self.rate = rate
+        self._buf = np.zeros(int(capacity_s * rate), np.float32)
+        self._written_until: int | None = None  # absolute index after the last written sample
+        self._lock = threading.Lock()
+        self.underruns = 0
+
+    def write(self, chunk: AudioChunk) -> None:
+        start = int(round(chunk.pts * self.rate))
+        data = np.asarray(chunk.samples, np.float32)
+        n = self._buf.size
+        if data.size > n:
+            start, data = start + data.size - n, data[-n:]
+        with self._lock:
+            if self._written_until is not None and start > self._written_until:
+                gap = min(start - self._written_until, n)  # silence over a hole, never stale audio
+                self._put(self._written_until, np.zeros(gap, np.float32))
+            self._put(start, data)
+            end = start + data.size
+            self._written_until = end if self._written_until is None else max(self._written_until, end)
+
+    def _put(self, start: int, data: NDArray[np.float32]) -> None:
+        n = self._buf.size
+        idx = (start + np.arange(data.size)) % n
+        self._buf[idx] = data
+
+    def read(self, media_time: float, frames: int) -> NDArray[np.float32]:
+        """`frames` samples starting at `media_time` (silence where nothing was written or it was overwritten)."""
+        start = int(round(media_time * self.rate))
+        out = np.zeros(frames, np.float32)
+        with self._lock:
+            if self._written_until is None:
+                return out
+            oldest = self._written_until - self._buf.size
+            lo = max(start, oldest)
+            hi = min(start + frames, self._written_until)
+            if hi > lo:
+                idx = np.arange(lo, hi) % self._buf.size
+                out[lo - start : hi - start] = self._buf[idx]
+            if start + frames > self._written_until:
+                self.underruns += 1
+        return out
+
+
+class AudioPassthrough:
+    """Plays `daemon.audio_in` (capture-time stamps) to a sounddevice output, `delay` seconds late."""
+
+    def __init__(self, daemon: Any, device: str | int | None = None, delay_ms: float | str = "auto",
+                 rate: int = 48_000) -> None:
+        self.daemon = daemon
+        self.device_spec = device
+        self.delay_ms = delay_ms
+        self.rate = rate
+        self.line = DelayLine(SAMPLE_RATE)
+        self._stream: Any = None
+        self._sub: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.output_latency = 0.0
+
+    @property
+    def delay(self) -> float:
+        """Seconds from capture to playback, as configured or measured."""
+        if self.delay_ms != "auto":
+            return float(self.delay_ms) / 1000.0
+        return measured_delay(self.daemon)
+
+    def set_delay(self, delay_ms: float | str) -> None:
+        if delay_ms != "auto" and not (0 <= float(delay_ms) <= 5000):
+            raise ValueError(f"delay_ms must be 'auto' or 0..5000 ms, got {delay_ms!r}")
+        self.delay_ms = delay_ms
+
+    def start(self) -> None:
+        from drivers.audio.microphone import find_device, import_sounddevice
+
+        sd = import_sounddevice()
+        index = find_device(sd, self.device_spec, "output")
+        now: Callable[[], float] = self.daemon.clock.now
+        up = self.rate // SAMPLE_RATE
+
+        def callback(outdata: NDArray[np.float32], frames: int, _time: Any, _status: Any) -> None:
+            # The device plays this block output_latency from now: read what was captured `delay` before that.
+            at = now() + self.output_latency - self.delay
+            need = -(-frames // up)
+            mono = np.repeat(self.line.read(at, need), up)[:frames]
+            outdata[:] = mono[:, None]
+
+        self._stream = sd.OutputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
+                                       callback=callback, latency="low")
+        self.output_latency = float(self._stream.latency)
+        self._sub = self.daemon.audio_in.subscribe(maxsize=500)
+        self._thread = threading.Thread(target=self._feed, name="passthrough", daemon=True)
+        self._thread.start()
+        self._stream.start()
+
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            chunk = self._sub.get(timeout=0.2)
+            if chunk is not None:
+                self.line.write(chunk)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sub is not None:
+            self._sub.close()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception as exc:
+                log.debug("closing the passthrough output: %s", exc)
+            self._stream = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device_spec, "delay_ms": self.delay * 1000.0, "mode": self.delay_ms,
+                "underruns": self.line.underruns, "running": self._stream is not None}
+
+
+def measured_delay(daemon: Any) -> float:
+    """The video latency as measured on the sinks (median glass-to-glass), else the pipeline's av_delay."""
+    stages = daemon.stats.snapshot().get("stages", {})
+    medians = [s["p50_ms"] for name, s in stages.items() if name.startswith("g2g:") and s.get("count", 0) >= 10]
+    if medians:
+        return min(medians) / 1000.0
+    return float(daemon.av_delay)

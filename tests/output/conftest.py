@@ -1,0 +1,121 @@
+"""Helpers for output tests: a real daemon (from the panel tests) and a real aiortc viewer on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from tests.panel.conftest import running_daemon
+
+__all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "watch"]
+
+
+def base_url(daemon: Any) -> str:
+    return f"http://127.0.0.1:{daemon.http_port}"
+
+
+def hub_of(daemon: Any) -> Any:
+    from bridge.http.signaling import HUB_KEY
+
+    return daemon._http_runner.app[HUB_KEY]
+
+
+@dataclass
+class ReceivedMedia:
+    """(arrival monotonic time, pts, time_base) of every decoded frame, per kind."""
+
+    video: list[tuple[float, int, Any]] = field(default_factory=list)
+    audio: list[tuple[float, int, Any]] = field(default_factory=list)
+    last_image: Any = None
+    audio_peak: float = 0.0
+
+
+@dataclass
+class Viewer:
+    pc: RTCPeerConnection
+    media: ReceivedMedia
+    tasks: list[asyncio.Task[None]]
+    peer_id: str | None = None
+    location: str | None = None
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
+                await task
+        await self.pc.close()
+
+
+async def _consume(track: Any, media: ReceivedMedia) -> None:
+    import numpy as np
+
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            frame = await track.recv()
+            entry = (time.monotonic(), int(frame.pts), frame.time_base)
+            if track.kind == "video":
+                media.video.append(entry)
+                media.last_image = frame
+            else:
+                media.audio.append(entry)
+                media.audio_peak = max(media.audio_peak, float(np.abs(frame.to_ndarray()).max()))
+
+
+async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None) -> Viewer:
+    """Connect one aiortc viewer (recvonly video + audio) through the JSON endpoint or WHEP."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    media = ReceivedMedia()
+    tasks: list[asyncio.Task[None]] = []
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(_consume(track, media)))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    viewer = Viewer(pc, media, tasks)
+    async with aiohttp.ClientSession(headers=headers) as http:
+        if mode == "json":
+            async with http.post(url + "/api/webrtc/offer",
+                                 json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+                body = await r.json()
+                assert r.status == 200, body
+            viewer.peer_id = body["id"]
+            answer = body["sdp"]
+        else:
+            async with http.post(url + "/whep", data=pc.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 201, await r.text()
+                assert r.content_type == "application/sdp"
+                viewer.location = r.headers["Location"]
+                answer = await r.text()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return viewer
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what} within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def viewer_of(daemon: Any, mode: str = "json") -> AsyncIterator[Viewer]:
+    viewer = await watch(base_url(daemon), mode)
+    try:
+        yield viewer
+    finally:
+        await viewer.close()
