@@ -17,9 +17,10 @@ from bridge.daemon import Daemon
 from bridge.interfaces import VideoFrame
 
 PIPELINE_THREADS = {"audio", "face", "clock", "render"}
+AAC_FRAME_S = 1024 / 16000
 
 
-def make_daemon(tmp_path: Path, audio: Path, **over: object) -> Daemon:
+def make_daemon(tmp_path: Path, audio: Path, /, **over: object) -> Daemon:
     base: dict = {
         "video": {"width": 96, "height": 96, "fps": 25},
         "audio": {"source": "file", "file": str(audio), "realtime": False},
@@ -75,7 +76,7 @@ def test_offline_run_renders_every_frame_with_mouth_following_speech(tmp_path: P
     speaking = np.sin(2 * np.pi * 2.5 * t) > 0.2
     assert jaw[speaking].mean() > 3 * jaw[~speaking].mean()
     # The rendered mouth region changes with the jaw: the images are not all alike.
-    mouth = np.array([f.rgb[55:80, 30:66].astype(np.float32).mean() for f in frames])
+    mouth = np.array([f.rgb[60:76, 36:60].astype(np.float32).mean() for f in frames])
     assert np.corrcoef(mouth, jaw)[0, 1] ** 2 > 0.25
     n, seconds = probe(tmp_path / "out.mp4")
     assert n == 50 and seconds == pytest.approx(2.0, abs=0.05)
@@ -123,4 +124,5 @@ def test_stop_is_prompt_and_leaves_no_threads(tmp_path: Path) -> None:
     alive = {t.name for t in threading.enumerate()} & (PIPELINE_THREADS | {"sink:recorder", "audio-file"})
     assert not alive
     n, seconds = probe(tmp_path / "out.mp4")
-    assert n >= 5 and seconds == pytest.approx(n / 25, abs=0.05)
+    # Decoded AAC comes in whole 1024-sample frames, so a short file's sound may run up to one frame long.
+    assert n >= 5 and seconds == pytest.approx(n / 25, abs=AAC_FRAME_S + 0.005)

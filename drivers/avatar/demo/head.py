@@ -139,7 +139,7 @@ class Part:
     tangents: D
     scales: D  # (n,3) along tangent, bitangent, normal
     albedo: D  # (n,3)
-    opacity: float = 0.95
+    opacity: float = 0.99
     cull: bool = True
     shade: bool = True
     extra: dict[str, D] = field(default_factory=dict)
@@ -228,10 +228,13 @@ def _skin_and_hair(rng: np.random.Generator, n_skin: int) -> list[Part]:
     skin = line < 0.012  # skin runs on a little under the hair's edge, so no gap shows at the hairline
     parts = []
     col, lips = _skin_albedo(p[skin], rng)
-    sk = Part(SKIN, p[skin], n[skin], t[skin], np.tile([spacing * 0.55, spacing * 0.55, spacing * 0.12],
+    sk = Part(SKIN, p[skin], n[skin], t[skin], np.tile([spacing * 0.65, spacing * 0.65, spacing * 0.12],
                                                         (int(skin.sum()), 1)), col)
-    sk.extra["lips"] = lips.astype(np.float64)
     parts.append(sk)
+    # The lip-painted part of the skin is its own region (the rig moves it like skin).
+    parts.append(Part(LIPS, sk.means[lips], sk.normals[lips], sk.tangents[lips], sk.scales[lips], sk.albedo[lips]))
+    sk.means, sk.normals, sk.tangents, sk.scales, sk.albedo = (
+        a[~lips] for a in (sk.means, sk.normals, sk.tangents, sk.scales, sk.albedo))
     # Hair: the skull points under the cap pushed out into a cap with some volume.
     hp, hn = p[hair], n[hair]
     layers = [(hp + hn * (0.0045 + 0.0015 * smoothstep(0.0, 0.09, hp[:, 1:2])), hn)]
@@ -241,7 +244,7 @@ def _skin_and_hair(rng: np.random.Generator, n_skin: int) -> list[Part]:
         k = len(lp)
         tone = 1 + 0.18 * rng.standard_normal((k, 1))
         albedo = np.clip(np.array([0.2, 0.12, 0.07]) * tone, 0, 1)
-        sc = np.tile([spacing * 0.55, spacing * 1.15, spacing * 0.3], (k, 1))
+        sc = np.tile([spacing * 0.52, spacing * 1.05, spacing * 0.3], (k, 1))
         # Strands run along the local 'down' direction: put the long axis (index 1) there.
         parts.append(Part(HAIR, lp + ln * 0.001 * rng.standard_normal((k, 1)), ln, np.cross(down, ln), sc, albedo))
     return parts
@@ -324,7 +327,7 @@ def _eyes(rng: np.random.Generator, n_ball: int) -> tuple[list[Part], D]:
         sx_, sy_ = c[0] + g[:, 0] * ALMOND_W * 1.05, c[1] + g[:, 1] * ALMOND_H * 1.3
         sp_ = np.stack([sx_, sy_, np.full(260, c[2] + 0.2 * EYE_R)], 1)
         nz = np.tile([0.0, 0.0, 1.0], (260, 1))
-        parts.append(Part(SOCKET, sp_, nz, np.tile([1.0, 0, 0], (260, 1)), np.tile([0.0012, 0.0012, 0.0003], (260, 1)),
+        parts.append(Part(SOCKET, sp_, nz, np.tile([1.0, 0, 0], (260, 1)), np.tile([0.0009, 0.0009, 0.0003], (260, 1)),
                           np.tile([0.42, 0.2, 0.2], (260, 1)), cull=False, shade=False))
     return parts, np.array(centres)
 
@@ -399,12 +402,12 @@ def _mouth(rng: np.random.Generator) -> list[Part]:
         return Part(region, p, nz, np.tile([1.0, 0, 0], (n, 1)), np.tile([size, size, size * 0.3], (n, 1)), col,
                     opacity=0.98, cull=False, shade=False)
 
-    back = sheet(450, -0.025, 0.025, MOUTH_Y - 0.027, MOUTH_Y + 0.006, 0.028, (0.1, 0.025, 0.03), MOUTH, 0.0022)
+    back = sheet(450, -0.025, 0.025, MOUTH_Y - 0.027, MOUTH_Y + 0.006, 0.028, (0.1, 0.025, 0.03), MOUTH, 0.0014)
     back.extra["jaw"] = smoothstep(MOUTH_Y - 0.005, MOUTH_Y - 0.03, back.means[:, 1]) * 0.7
     parts.append(back)
-    ut = sheet(260, -0.017, 0.017, MOUTH_Y - 0.0015, MOUTH_Y + 0.005, 0.0095, (0.93, 0.9, 0.84), TEETH, 0.0011)
+    ut = sheet(260, -0.017, 0.017, MOUTH_Y - 0.0015, MOUTH_Y + 0.005, 0.0095, (0.93, 0.9, 0.84), TEETH, 0.0009)
     ut.extra["jaw"] = np.zeros(len(ut.means))
-    lt = sheet(220, -0.015, 0.015, MOUTH_Y - 0.009, MOUTH_Y - 0.003, 0.011, (0.88, 0.85, 0.79), TEETH, 0.0011)
+    lt = sheet(220, -0.015, 0.015, MOUTH_Y - 0.009, MOUTH_Y - 0.003, 0.011, (0.88, 0.85, 0.79), TEETH, 0.0009)
     lt.extra["jaw"] = np.ones(len(lt.means))
     tongue = sheet(240, -0.017, 0.017, MOUTH_Y - 0.02, MOUTH_Y - 0.009, 0.019, (0.62, 0.26, 0.28), TONGUE, 0.0018)
     tongue.extra["jaw"] = np.ones(len(tongue.means))
@@ -437,7 +440,7 @@ def _neck(rng: np.random.Generator, n: int) -> Part:
     rx, rz = 0.046, 0.047
     p = np.stack([rx * np.sin(th), yy, -0.014 + rz * np.cos(th)], -1).reshape(-1, 3)
     nrm = _unit(np.stack([np.sin(th) / rx, np.zeros_like(th), np.cos(th) / rz], -1).reshape(-1, 3))
-    sp = 2 * math.pi * 0.047 / (k * 2.2) * 0.75
+    sp = 2 * math.pi * 0.047 / (k * 2.2) * 0.6
     albedo = np.tile([0.8, 0.58, 0.47], (len(p), 1)) * (0.8 + 0.2 * smoothstep(-0.2, -0.08, p[:, 1:2]))
     tang = np.tile([0.0, 1.0, 0.0], (len(p), 1))
     return Part(NECK, p, nrm, tang, np.tile([sp, sp * 1.1, sp * 0.2], (len(p), 1)), albedo)
@@ -449,7 +452,7 @@ def _expression_fields(p: D, region: NDArray[np.int8], inner: D) -> D:
     front = smoothstep(0.035, 0.065, z)
     out = np.zeros((len(CHANNELS), len(p), 3))
     sgn = np.where(x >= 0, 1.0, -1.0)
-    mouth_parts = np.isin(region, (SKIN, MOUTH, TEETH, TONGUE))
+    mouth_parts = np.isin(region, (SKIN, LIPS, MOUTH, TEETH, TONGUE))
     # smile: mouth corners up and out, cheeks up.
     corner = _bump(np.abs(x), y, MOUTH_W, MOUTH_Y, 0.011, 0.01) * front
     cheek = _bump(np.abs(x), y, 0.036, -0.028, 0.014, 0.012) * front
@@ -470,7 +473,7 @@ def _expression_fields(p: D, region: NDArray[np.int8], inner: D) -> D:
     out[2, :, 2] = 0.0015 * inner_w
     # pucker / wide: the lip region narrows and pushes forward, or spreads and flattens.
     lip_w = _bump(x, y, 0.0, MOUTH_Y - 0.001, 0.026, 0.011) * mouth_parts
-    lip_w *= np.where(region == SKIN, front, 1.0)
+    lip_w *= np.where(np.isin(region, (SKIN, LIPS)), front, 1.0)
     toward = MOUTH_Y - y
     out[3, :, 0] = -0.38 * x * lip_w
     out[3, :, 1] = 0.25 * toward * lip_w

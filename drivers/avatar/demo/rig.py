@@ -26,6 +26,7 @@ from drivers.avatar.demo.head import (
 
 F = NDArray[np.float32]
 # Head rotation pivots at the top of the neck (the "root"), neck rotation at its base.
+LID_FOLLOWS_PITCH = 0.8  # eyelid units per radian of eye pitch
 JOINTS = np.array([NECK_PIVOT, NECK_PIVOT + np.array([0.0, -0.06, 0.0])])
 
 
@@ -82,8 +83,11 @@ class HeadRig:
         for w, fld in zip(weights, m.fields):
             if w != 0.0:
                 p += w * fld
-        # Eyelids: the upper lid slides along its shell from the top of the opening to the blink line.
-        lid = np.asarray(params.eyelids, np.float64)[self.lid_side.astype(int)]
+        # Eyelids: the upper lid slides along its shell from the top of the opening to the blink line, and
+        # follows the gaze up and down as real lids do.
+        eyes = np.asarray(params.eyes, np.float64).reshape(2, 3)
+        per_eye = np.asarray(params.eyelids, np.float64) + LID_FOLLOWS_PITCH * eyes[:, 0]
+        lid = per_eye[self.lid_side.astype(int)]
         p[self.lids] = lid_points(self.lid_uv, self.lid_side, lid, m.eye_centres)
         # Jaw: lower face rotates about the hinge, blended by each Gaussian's weight.
         jaw = np.asarray(params.jaw, np.float64)
@@ -93,7 +97,6 @@ class HeadRig:
             q = p[self.jaw_idx]
             p[self.jaw_idx] = q + self.jaw_w * ((q - h) @ rj.T + h - q)
         # Eyes: eyeball, iris and pupil rotate about each eye's centre.
-        eyes = np.asarray(params.eyes, np.float64).reshape(2, 3)
         for side in (0, 1):
             if np.any(eyes[side] != 0):
                 re = axis_angle_to_matrix(eyes[side]).astype(np.float32)
