@@ -291,16 +291,16 @@ class CpuSplatRenderer:
         excl = torch.cumsum(log1m, 0) - log1m
         counts = torch.bincount(pix, minlength=n_pixels)
         seg_start = _take(torch.cumsum(counts, 0) - counts, pix)
-        t_excl = torch.exp(excl - _take(excl, seg_start))  # exclusive: product over Gaussians in front
+        # The differences are small again, so the rest runs in float32.
+        t_excl = torch.exp((excl - _take(excl, seg_start)).float())  # exclusive: product over those in front
         # gsplat stops before a Gaussian that would take transmittance to <= 1e-4, and applies none after.
-        applied = (t_excl * (1.0 - alpha64) > s.min_transmittance).nonzero().squeeze(1)
-        weight = _take(alpha64, applied) * _take(t_excl, applied)
+        applied = (t_excl * (1.0 - alpha) > s.min_transmittance).nonzero().squeeze(1)
+        weight = _take(alpha, applied) * _take(t_excl, applied)
         p = _take(pix, applied)
         acc = torch.bincount(p, weights=weight, minlength=n_pixels).float()
-        w32 = weight.float()
         cols = torch.index_select(colors.t().contiguous(), 1, _take(gid, applied))
         rgb = torch.stack(
-            [torch.bincount(p, weights=w32 * cols[ch], minlength=n_pixels) for ch in range(3)], dim=-1
+            [torch.bincount(p, weights=weight * cols[ch], minlength=n_pixels) for ch in range(3)], dim=-1
         ).float()
         return rgb, acc
 
