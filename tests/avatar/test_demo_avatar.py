@@ -207,3 +207,20 @@ def test_unavailable_renderer_or_device_is_a_clear_user_error() -> None:
     with pytest.raises(UserError, match="not one of"):
         DemoAvatar(64, 64, renderer="opengl", device="cpu")
     assert DemoAvatar(64, 64).renderer.name == "cpu"  # auto without CUDA
+
+
+@pytest.mark.gpu
+def test_gsplat_is_chosen_on_cuda_and_agrees_with_the_cpu_renderer() -> None:
+    from drivers.avatar.renderers import gsplat_available
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if not gsplat_available():
+        pytest.skip("gsplat is not installed")
+    gpu = DemoAvatar(256, 256, renderer="auto", device="auto")
+    assert (gpu.renderer.name, gpu.device) == ("gsplat", "cuda")
+    cpu = DemoAvatar(256, 256, renderer="cpu", device="cpu")
+    for p in (FaceParams.neutral(), params(jaw=[0.25, 0, 0], head=[0.1, 0.4, 0], smile=0.6, eyelids=[0.5, 0.5])):
+        a, b = gpu.render(p).rgb.astype(np.float64), cpu.render(p).rgb.astype(np.float64)
+        psnr = 10 * np.log10(255.0**2 / max(float(np.mean((a - b) ** 2)), 1e-10))
+        assert psnr > 40, f"gsplat and the CPU renderer differ: PSNR {psnr:.1f} dB"

@@ -19,7 +19,7 @@ expression[3]      pucker, 0 … 1            lips narrow and push forward
 expression[4]      wide, 0 … 1              lips spread and flatten
 =================  =======================  ===============================================================
 
-The head has about 26k Gaussians (skin with baked key-light shading, a hair cap, brows, lips, teeth, tongue
+The head has about 27k Gaussians (skin with baked key-light shading, a hair cap, brows, lips, teeth, tongue
 and a dark mouth interior, eyeballs with irises and pupils, sliding upper lids, ears, neck). The geometry is
 built once per process and shared by every instance.
 """

@@ -442,8 +442,8 @@ def _neck(rng: np.random.Generator, n: int) -> Part:
     nrm = _unit(np.stack([np.sin(th) / rx, np.zeros_like(th), np.cos(th) / rz], -1).reshape(-1, 3))
     sp = 2 * math.pi * 0.047 / (k * 2.2) * 0.6
     albedo = np.tile([0.8, 0.58, 0.47], (len(p), 1)) * (0.8 + 0.2 * smoothstep(-0.2, -0.08, p[:, 1:2]))
-    tang = np.tile([0.0, 1.0, 0.0], (len(p), 1))
-    return Part(NECK, p, nrm, tang, np.tile([sp, sp * 1.1, sp * 0.2], (len(p), 1)), albedo)
+    tang = np.tile([0.0, 1.0, 0.0], (len(p), 1))  # first scale runs along the neck
+    return Part(NECK, p, nrm, tang, np.tile([sp * 1.35, sp, sp * 0.2], (len(p), 1)), albedo)
 
 
 def _expression_fields(p: D, region: NDArray[np.int8], inner: D) -> D:
@@ -496,7 +496,7 @@ def _jaw_weight(p: D, region: NDArray[np.int8]) -> D:
 
 
 def build_head(n_skin: int = 19000, seed: int = 7) -> HeadModel:
-    """Generate the demo head; deterministic for a given seed (about 26k Gaussians by default)."""
+    """Generate the demo head; deterministic for a given seed (about 27k Gaussians by default)."""
     rng = np.random.default_rng(seed)
     parts: list[Part] = []
     parts += _skin_and_hair(rng, n_skin)

@@ -1,6 +1,6 @@
 """Posing the demo head from FaceParams: expression fields, eyelids, jaw, eyes, then the rigid head motion.
 
-All of it is a few vectorised numpy passes over the Gaussians (a couple of milliseconds for ~26k), so the
+All of it is a few vectorised numpy passes over the Gaussians (a couple of milliseconds for ~27k), so the
 render thread spends its time in the splatting, not here.
 """
 
