@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from bridge.face_params import FaceParams
 from bridge.interfaces import SAMPLE_RATE, AudioChunk
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_shape, load_stats, load_style
+from drivers.face.diffposetalk.graphed import GraphedCall
 from drivers.face.diffposetalk.mapping import OutputMapping, denormalise
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import normalise_shape
@@ -45,6 +46,7 @@ class StreamingOptions:
     lookahead_frames: int = 3
     audio_context_s: float = 2.0
     crossfade: bool = True
+    cuda_graph: bool = True  # replay the denoiser as a CUDA graph when the model is on a GPU
 
 
 class RunningNorm:
@@ -70,11 +72,33 @@ class RunningNorm:
         return mean, math.sqrt(var)
 
 
+class HopGraphs:
+    """CUDA graphs of a hop's diffusion: the whole DDIM window, or each DDPM denoiser call."""
+
+    def __init__(self, model: DiffPoseTalkModel, sampler: SamplerOptions) -> None:
+        self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser")
+        self.window: GraphedCall | None = None
+        if sampler.kind == "ddim":
+            def window(feat: torch.Tensor, shape: torch.Tensor, style: torch.Tensor | None,
+                       prev_motion: torch.Tensor | None, prev_audio: torch.Tensor | None, x_T: torch.Tensor,
+                       indicator: torch.Tensor | None) -> torch.Tensor:
+                never = _no_noise
+                return sample_window(model, feat, shape, style, prev_motion, prev_audio, x_T, indicator, never,
+                                     sampler)[0]
+
+            self.window = GraphedCall(window, what="a DiffPoseTalk DDIM window")
+
+
+def _no_noise(shape: tuple[int, ...]) -> torch.Tensor:
+    raise RuntimeError("the DDIM sampler drew noise inside a graphed window")
+
+
 class StreamingEngine:
     """Hop-by-hop generation in normalised motion units. Not thread-safe: one caller at a time."""
 
     def __init__(self, model: DiffPoseTalkModel, shape_norm: NDArray[np.float32], style: NDArray[np.float32] | None,
-                 noise: NoiseFn, sampler: SamplerOptions, options: StreamingOptions) -> None:
+                 noise: NoiseFn, sampler: SamplerOptions, options: StreamingOptions,
+                 graphs: HopGraphs | None = None) -> None:
         a = model.args
         if options.hop_frames < 1 or options.hop_frames > a.n_motions:
             raise ValueError(f"hop_frames must be in [1, {a.n_motions}]")
@@ -96,6 +120,9 @@ class StreamingEngine:
         self.prev_audio = model.start_audio_feat.detach().clone()
         self.pending: torch.Tensor | None = None  # lookahead predictions for frames next_frame...
         self.x_T: torch.Tensor | None = None
+        if graphs is None and options.cuda_graph and dev.type == "cuda":
+            graphs = HopGraphs(model, sampler)
+        self.graphs = graphs  # shared between the engines of one driver, so graphs are captured once
 
     @property
     def latency_frames(self) -> int:
@@ -144,9 +171,16 @@ class StreamingEngine:
             indicator = torch.zeros(1, a.n_motions, device=dev)
             indicator[:, :k] = 1
         first = self.next_frame == 0
-        x0, self.x_T = sample_window(self.model, window_feat, self.shape, self.style,
-                                     None if first else self.prev_motion, None if first else self.prev_audio,
-                                     self.x_T, indicator, self.noise, self.sampler)
+        prev_motion = None if first else self.prev_motion
+        prev_audio = None if first else self.prev_audio
+        if self.x_T is None:  # drawn as sample_window would draw it, so graphs change no random stream
+            self.x_T = self.noise((1, a.n_motions, a.motion_dim))
+        if self.graphs is not None and self.graphs.window is not None:
+            x0 = self.graphs.window(window_feat, self.shape, self.style, prev_motion, prev_audio, self.x_T, indicator)
+        else:
+            x0, self.x_T = sample_window(self.model, window_feat, self.shape, self.style, prev_motion, prev_audio,
+                                         self.x_T, indicator, self.noise, self.sampler,
+                                         denoise=None if self.graphs is None else self.graphs.denoise)
         out = x0[0, :emit].clone()
         if self.opt.crossfade and self.pending is not None and self.pending.shape[0] > 0:
             n = min(self.pending.shape[0], emit)
@@ -280,8 +314,9 @@ class DiffPoseTalkFaceDriver:
     def _new_engine(self) -> StreamingEngine:
         dev = self.model.device
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        return StreamingEngine(self.model, self.shape_norm, self.style, torch_noise(gen, dev), self.sampler,
-                               self.options)
+        engine = StreamingEngine(self.model, self.shape_norm, self.style, torch_noise(gen, dev), self.sampler,
+                                 self.options, graphs=getattr(self, "_engine", None) and self._engine.graphs)
+        return engine
 
     def _take(self) -> list[FaceParams]:
         out, self._outbox = self._outbox, []
