@@ -9,6 +9,7 @@ channels. Colours are baked once with a fixed key light, so the renderer only ne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +85,7 @@ def _tangent_frame(d: D) -> tuple[D, D]:
     return t1, np.cross(d, t1)
 
 
-def surface_with_normals(d: D, f=skin_surface) -> tuple[D, D, D]:  # type: ignore[no-untyped-def]
+def surface_with_normals(d: D, f: Callable[[D], D] = skin_surface) -> tuple[D, D, D]:
     """Points, unit outward normals and the first tangent of a star-shaped surface f(direction)."""
     t1, t2 = _tangent_frame(d)
     h = 1e-4
@@ -93,7 +94,7 @@ def surface_with_normals(d: D, f=skin_surface) -> tuple[D, D, D]:  # type: ignor
     dv = f(_unit(d + h * t2)) - f(_unit(d - h * t2))
     n = np.cross(du, dv)
     n /= np.linalg.norm(n, axis=1, keepdims=True)
-    flip = np.sum(n * (p - np.array([0.0, 0.0, 0.0])), axis=1) < 0
+    flip = np.sum(n * p, axis=1) < 0  # star-shaped about the origin: outward means away from it
     n[flip] *= -1
     return p, n, du / np.linalg.norm(du, axis=1, keepdims=True)
 
@@ -508,7 +509,7 @@ def build_head(n_skin: int = 19000, seed: int = 7) -> HeadModel:
     parts += _ears(rng, 380)
     parts.append(_neck(rng, 1800))
 
-    def cat(get) -> D:  # type: ignore[no-untyped-def]
+    def cat(get: Callable[[Part], D]) -> D:
         return np.concatenate([get(pt) for pt in parts])
 
     means = cat(lambda q: q.means)
