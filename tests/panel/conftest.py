@@ -4,45 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import pytest
 
-from bridge import registry
 from bridge.config import load_config
-from bridge.face_params import FaceParams
-from bridge.interfaces import RenderedImage
-
-
-class ParamImageAvatar:
-    """A tiny real avatar for builds without the demo head: each FaceParams channel group paints its own band,
-    so any change of the mixed parameters changes the picture."""
-
-    name = "demo"
-    device = "cpu"
-    expression_channels: dict[str, int] = {}  # noqa: RUF012
-
-    def __init__(self, width: int = 128, height: int = 128, **_: Any) -> None:
-        self.width, self.height = width, height
-
-    def render(self, params: FaceParams) -> RenderedImage:
-        vec = params.to_vector()
-        img = np.zeros((self.height, self.width, 3), np.uint8)
-        bands = np.array_split(np.arange(self.height), len(vec))
-        for rows, value in zip(bands, vec):
-            img[rows, :, 0] = np.uint8(np.clip(128 + 100 * value, 0, 255))
-            img[rows, :, 1] = np.uint8(np.clip(128 - 100 * value, 0, 255))
-        return RenderedImage(rgb=img)
-
-    def close(self) -> None:
-        pass
-
-
-if importlib.util.find_spec("drivers.avatar.demo") is None:
-    registry.register("avatar", "demo", "tests.panel.conftest:ParamImageAvatar")
 
 
 @contextlib.asynccontextmanager

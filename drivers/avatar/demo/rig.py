@@ -1,0 +1,116 @@
+"""Posing the demo head from FaceParams: expression fields, eyelids, jaw, eyes, then the rigid head motion.
+
+All of it is a few vectorised numpy passes over the Gaussians (a couple of milliseconds for ~27k), so the
+render thread spends its time in the splatting, not here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bridge.face_params import FaceParams
+from bridge.rotations import axis_angle_to_matrix
+from drivers.avatar.camera import head_motion
+from drivers.avatar.demo.head import (
+    CHANNELS,
+    EYEBALL,
+    IRIS,
+    JAW_HINGE,
+    LID_UP,
+    NECK_PIVOT,
+    PUPIL,
+    HeadModel,
+    lid_points,
+)
+
+F = NDArray[np.float32]
+# Head rotation pivots at the top of the neck (the "root"), neck rotation at its base.
+LID_FOLLOWS_PITCH = 0.8  # eyelid units per radian of eye pitch
+JOINTS = np.array([NECK_PIVOT, NECK_PIVOT + np.array([0.0, -0.06, 0.0])])
+
+
+def matrix_to_quat(m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(3,3) rotation → (w,x,y,z)."""
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        return np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
+    i = int(np.argmax(np.diag(m)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12)) * 2
+    q = np.zeros(4)
+    q[0] = (m[k, j] - m[j, k]) / s
+    q[1 + i] = 0.25 * s
+    q[1 + j] = (m[j, i] + m[i, j]) / s
+    q[1 + k] = (m[k, i] + m[i, k]) / s
+    return q
+
+
+def quat_mul(a: NDArray[np.float64], b: F) -> F:
+    """a (4,) ⊗ b (N,4), Hamilton product, (w,x,y,z)."""
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    return np.stack([
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    ], axis=1).astype(np.float32)
+
+
+class HeadRig:
+    """Precomputed index sets of a HeadModel; `pose(params)` gives posed means, quats and normals."""
+
+    def __init__(self, model: HeadModel, channels: dict[str, int]) -> None:
+        self.m = model
+        self.channel_index = [channels[name] for name in CHANNELS]
+        self.lids = np.nonzero(model.region == LID_UP)[0]
+        self.lid_side = model.eye_side[self.lids].astype(np.float64)
+        self.lid_uv = model.lid_uv[self.lids].astype(np.float64)
+        eye = np.isin(model.region, (EYEBALL, IRIS, PUPIL))
+        self.eye_idx = [np.nonzero(eye & (model.eye_side == s))[0] for s in (0, 1)]
+        self.jaw_idx = np.nonzero(model.jaw_weight > 0)[0]
+        self.jaw_w = model.jaw_weight[self.jaw_idx][:, None]
+        self.body_idx = np.nonzero(model.neck_weight < 1)[0]
+        self.body_w = model.neck_weight[self.body_idx][:, None]
+
+    def pose(self, params: FaceParams) -> tuple[F, F, F]:
+        m = self.m
+        expr = np.asarray(params.expression, np.float32)
+        weights = np.array([expr[i] if i < len(expr) else 0.0 for i in self.channel_index], np.float32)
+        p = m.means.copy()
+        for w, fld in zip(weights, m.fields):
+            if w != 0.0:
+                p += w * fld
+        # Eyelids: the upper lid slides along its shell from the top of the opening to the blink line, and
+        # follows the gaze up and down as real lids do.
+        eyes = np.asarray(params.eyes, np.float64).reshape(2, 3)
+        per_eye = np.asarray(params.eyelids, np.float64) + LID_FOLLOWS_PITCH * eyes[:, 0]
+        lid = per_eye[self.lid_side.astype(int)]
+        p[self.lids] = lid_points(self.lid_uv, self.lid_side, lid, m.eye_centres)
+        # Jaw: lower face rotates about the hinge, blended by each Gaussian's weight.
+        jaw = np.asarray(params.jaw, np.float64)
+        if np.any(jaw != 0):
+            rj = axis_angle_to_matrix(jaw).astype(np.float32)
+            h = JAW_HINGE.astype(np.float32)
+            q = p[self.jaw_idx]
+            p[self.jaw_idx] = q + self.jaw_w * ((q - h) @ rj.T + h - q)
+        # Eyes: eyeball, iris and pupil rotate about each eye's centre.
+        for side in (0, 1):
+            if np.any(eyes[side] != 0):
+                re = axis_angle_to_matrix(eyes[side]).astype(np.float32)
+                c = m.eye_centres[side].astype(np.float32)
+                idx = self.eye_idx[side]
+                p[idx] = (p[idx] - c) @ re.T + c
+        # Head and neck: one rigid motion; the lower neck stays with the body.
+        motion = head_motion(np.asarray(params.head), np.asarray(params.neck), np.asarray(params.translation),
+                             JOINTS)
+        rot = motion[:3, :3].astype(np.float32)
+        moved = p @ rot.T + motion[:3, 3].astype(np.float32)
+        if len(self.body_idx):
+            b = self.body_idx
+            moved[b] = p[b] + self.body_w * (moved[b] - p[b])
+        quats = quat_mul(matrix_to_quat(motion[:3, :3]), m.quats)
+        normals = m.normals @ rot.T
+        return moved, quats, normals
