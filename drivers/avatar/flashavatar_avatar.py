@@ -192,17 +192,9 @@ class FlashAvatarAvatar:
     # -- setup ---------------------------------------------------------------------------------------------
     @staticmethod
     def _select_renderer(name: str, device: str) -> SplatRenderer:
-        try:
-            from drivers.avatar.renderers import select_renderer
-        except ImportError:
-            select_renderer = None
-        if select_renderer is not None:
-            return select_renderer(name, device)  # type: ignore[no-any-return]
-        if name in ("auto", "cpu"):
-            from drivers.avatar.render_cpu import CpuSplatRenderer
+        from drivers.avatar.renderers import select_renderer
 
-            return CpuSplatRenderer()
-        raise AvatarSetupError(f"renderer {name!r} is not available in this build; use 'cpu'")
+        return select_renderer(name, device)
 
     def _choose_precision(self, precision: str) -> None:
         if precision == "fp32":
