@@ -72,11 +72,17 @@ class RunningNorm:
         return mean, math.sqrt(var)
 
 
+FIXED_CONTEXT_LIMIT = 60.0  # seconds; longer contexts (tests of offline equality) keep the variable-length path
+
+
 class HopGraphs:
-    """CUDA graphs of a hop's diffusion: the whole DDIM window, or each DDPM denoiser call."""
+    """CUDA graphs of a hop: the HuBERT front end, and the whole DDIM window or each DDPM denoiser call."""
 
     def __init__(self, model: DiffPoseTalkModel, sampler: SamplerOptions) -> None:
         self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser")
+        spf = model.args.samples_per_frame
+        self.features = GraphedCall(lambda wav: model.audio_features(wav, wav.shape[1] // spf),
+                                    what="the DiffPoseTalk HuBERT front end")
         self.window: GraphedCall | None = None
         if sampler.kind == "ddim":
             def window(feat: torch.Tensor, shape: torch.Tensor, style: torch.Tensor | None,
@@ -154,16 +160,25 @@ class StreamingEngine:
         win = a.window_samples
         real_end = min(self.received, (self.next_frame + self.opt.hop_frames + self.opt.lookahead_frames) * self.spf)
         end = max(s0 + win, -(-real_end // win) * win)
-        ctx_start = max(self.origin, s0 - self.context)
+        # With a bounded context every hop's HuBERT input has one length (context + window, silence before the
+        # stream began), so its CUDA graph is reused; with an unbounded one it is all audio so far.
+        fixed = self.context <= FIXED_CONTEXT_LIMIT * SAMPLE_RATE and end == s0 + win
+        ctx_start = s0 - self.context if fixed else max(self.origin, s0 - self.context)
         if real_end > self.norm_end:  # statistics of the audio this hop may use, independent of chunking
             self.norm.update(self.audio[self.norm_end - self.origin: real_end - self.origin])
             self.norm_end = real_end
         mean, std = self.norm.stats()
-        seg = (self.audio[ctx_start - self.origin: real_end - self.origin] - mean) / (std + 1e-5)
+        have = max(ctx_start, self.origin)
+        seg = (self.audio[have - self.origin: real_end - self.origin] - mean) / (std + 1e-5)
         pad_value = 0.0 if a.pad_mode == "zero" or seg.size == 0 else float(seg[-1])
         wav = np.full(end - ctx_start, pad_value, np.float32)
-        wav[: seg.size] = seg
-        feats = self.model.audio_features(torch.as_tensor(wav, device=dev).unsqueeze(0), (end - ctx_start) // self.spf)
+        wav[: have - ctx_start] = 0.0
+        wav[have - ctx_start: have - ctx_start + seg.size] = seg
+        wav_t = torch.as_tensor(wav, device=dev).unsqueeze(0)
+        if self.graphs is not None and fixed:
+            feats = self.graphs.features(wav_t)
+        else:
+            feats = self.model.audio_features(wav_t, wav_t.shape[1] // self.spf)
         off = (s0 - ctx_start) // self.spf
         window_feat = feats[:, off: off + a.n_motions]
         indicator = None
