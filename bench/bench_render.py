@@ -101,7 +101,13 @@ def bench_size(args: argparse.Namespace, width: int, height: int) -> dict[str, f
                                    finish=avatar.flush)
         b = args.batch
         batches = [[next_params() for _ in range(b)] for _ in range(4)]
-        out["batched"] = wall_ms(lambda: avatar.render_batch(batches[k[0] % 4]), max(1, n // b), cuda) / b
+        turn = [0]
+
+        def batch_step() -> list[Any]:
+            turn[0] += 1
+            return avatar.render_batch(batches[turn[0] % len(batches)])
+
+        out["batched"] = wall_ms(batch_step, max(1, n // b), cuda) / b
     img = avatar.render(frames[0])
     assert img.rgb.shape == (height, width, 3)
     info = avatar.info()
