@@ -49,6 +49,13 @@ class GsplatDirect:
         )
         return rgb[0], alpha[0, ..., 0]
 
+    def render_batch(self, g: Gaussians, viewmats: torch.Tensor, cam: Camera, background: torch.Tensor | None = None,
+                     settings: RasterSettings | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B frames (means/quats/scales (B,N,·), viewmats (B,4,4)) in one `rasterization()` call."""
+        from drivers.avatar.flashavatar_avatar import gsplat_render_batch
+
+        return gsplat_render_batch(g, viewmats, cam, background, settings or RasterSettings())
+
 
 def renderer(name: str, device: str) -> Any:
     """The project's renderer for `name` ('cpu' | 'gsplat'), falling back to the direct gsplat call."""

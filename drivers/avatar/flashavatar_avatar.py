@@ -3,11 +3,20 @@
 The whole path stays on the device: FaceParams → one packed host vector (pinned, one upload) → MLP + FLAME +
 Gaussian parameters (replayed as a CUDA graph on GPUs, the fixed-size part) → splatting (gsplat on CUDA, the
 CPU renderer otherwise) → uint8 on the device → one copy into pinned host memory.
+
+Three ways to drive it, one code path:
+- `render(params)`: the `Avatar` protocol; returns this frame's image (waits for the GPU).
+- `render_async(params, tag)` / `collect()` (or `render_pipelined`): live throughput; the device→host copy of a
+  frame is recorded with a CUDA event and collected while the next frame's GPU work runs (one frame of latency).
+- `render_batch(list_of_params, views)`: offline and multi-view; one batched deformation pass and, with gsplat,
+  one rasterisation call for the whole batch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +99,40 @@ def _matrix_to_quat(r: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class PendingFrame:
+    """A frame whose GPU work and device→host copy have been queued; `done` fires when `rgb` is filled."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None
+    done: Any  # torch.cuda.Event on CUDA, None on the CPU (already complete)
+    tag: Any = None
+
+    def image(self) -> RenderedImage:
+        if self.done is not None:
+            self.done.synchronize()
+        return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
+
+
+def gsplat_render_batch(g: Gaussians, viewmats: torch.Tensor, cam: Camera, background: torch.Tensor | None,
+                        settings: RasterSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """B frames of the same Gaussian set in one gsplat `rasterization()` call: means/quats/scales (B,N,·),
+    shared opacities (N,) and colours (N,K,3), one camera per frame `viewmats` (B,4,4) with shared intrinsics.
+    Returns rgb (B,H,W,3), alpha (B,H,W). Settings match the single-frame gsplat renderer (classic, unpacked)."""
+    from gsplat import rasterization
+
+    b, n = g.means.shape[0], g.means.shape[1]
+    dev = g.means.device
+    bg = None if background is None else background.to(dev, torch.float32).reshape(1, 1, 3).expand(b, 1, 3)
+    rgb, alpha, _ = rasterization(
+        g.means, g.quats, g.scales, g.opacities.expand(b, n), g.colors.expand(b, *g.colors.shape),
+        viewmats[:, None], cam.K.to(dev).expand(b, 1, 3, 3), cam.width, cam.height, near_plane=cam.near,
+        far_plane=cam.far, eps2d=settings.eps2d, radius_clip=settings.radius_clip, sh_degree=g.sh_degree,
+        backgrounds=bg, rasterize_mode="classic", packed=False,
+    )
+    return rgb[:, 0], alpha[:, 0, ..., 0]
+
+
+@dataclass
 class StageTimes:
     """Milliseconds of the last frame per stage (CUDA events on GPU, wall clock on CPU)."""
 
@@ -169,9 +212,19 @@ class FlashAvatarAvatar:
         self.times = StageTimes()
         self._joints = self.model.joints0.detach().cpu().numpy().astype(np.float64)
         self._cuda = dev.type == "cuda"
-        self._host_in = torch.zeros(1, PACK, dtype=torch.float32, pin_memory=self._cuda)
+        # Two pinned input slots, each guarded by the event of its last upload, so packing frame N never waits
+        # for frame N-1's work (one frame in flight).
+        self._host_in = [torch.zeros(1, PACK, dtype=torch.float32, pin_memory=self._cuda) for _ in range(2)]
+        self._uploaded: list[Any] = [torch.cuda.Event() if self._cuda else None for _ in range(2)]
+        self._slot = 0
         self._dev_in = torch.zeros(1, PACK, dtype=torch.float32, device=dev)
-        self._uploaded = torch.cuda.Event() if self._cuda else None  # guards reuse of the pinned input buffer
+        hw = (self.height, self.width)
+        self._f32 = torch.empty(*hw, 3, dtype=torch.float32, device=dev)  # reused conversion buffers
+        self._u8 = torch.empty(*hw, 3, dtype=torch.uint8, device=dev)
+        self._a32 = torch.empty(*hw, dtype=torch.float32, device=dev)
+        self._a8 = torch.empty(*hw, dtype=torch.uint8, device=dev)
+        self._inflight: deque[PendingFrame] = deque()
+        self.max_batch = 16  # frames per batched deformation/rasterisation pass (bounds device memory)
         if self._cuda:
             self._choose_precision(mlp_precision)
         elif mlp_precision == "fp16":
@@ -214,16 +267,22 @@ class FlashAvatarAvatar:
             log.info("fp16 MLP (max deviation %.2g)", err)
 
     def _deform(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        means, quats, scales, viewmats = self._deform_batch(packed, self.base_camera.viewmat)
+        return means[0], quats[0], scales[0], viewmats[0]
+
+    def _deform_batch(self, packed: torch.Tensor, views: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,136) packed frames → means/quats/scales (B,N,·) and world→camera (B,4,4) = view @ head motion;
+        `views` is the base view (4,4) or one per frame (B,4,4)."""
         c = packed[:, :COND]
         frame = FlashFrame(c[:, :100], c[:, 100:106], c[:, 106:118], c[:, 118:120])
         means, quats, scales = self.model.gaussians_batch(frame)
-        viewmat = self.base_camera.viewmat @ packed[0, COND:].reshape(4, 4)
-        return means[0], quats[0], scales[0], viewmat
+        viewmats = views @ packed[:, COND:].reshape(-1, 4, 4)
+        return means, quats, scales, viewmats
 
     def _capture_graph(self) -> None:
         try:
-            self._host_in.copy_(self.pack(FaceParams.neutral()))
-            self._dev_in.copy_(self._host_in)
+            self._dev_in.copy_(self.pack(FaceParams.neutral()))
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side), torch.no_grad():
@@ -252,14 +311,16 @@ class FlashAvatarAvatar:
         return head_motion(params.head, params.neck, params.translation, self._joints)
 
     def gaussians(self, params: FaceParams) -> tuple[Gaussians, Camera]:
-        """Posed Gaussians and the camera for one frame (device tensors)."""
+        """Posed Gaussians and the camera for one frame (device tensors, overwritten by the next frame)."""
         packed = self.pack(params)
-        if self._uploaded is not None:
-            self._uploaded.synchronize()  # the previous upload has left the pinned buffer
-        self._host_in.copy_(packed)
-        self._dev_in.copy_(self._host_in, non_blocking=self._cuda)
-        if self._uploaded is not None:
-            self._uploaded.record()
+        slot = self._slot = self._slot ^ 1
+        host, uploaded = self._host_in[slot], self._uploaded[slot]
+        if uploaded is not None:
+            uploaded.synchronize()  # this slot's previous upload (two frames ago) has left the pinned buffer
+        host.copy_(packed)
+        self._dev_in.copy_(host, non_blocking=self._cuda)
+        if uploaded is not None:
+            uploaded.record()
         with torch.no_grad():
             if self._graph is not None and self._static_out is not None:
                 self._graph.replay()
@@ -292,25 +353,123 @@ class FlashAvatarAvatar:
         mdl = self.model
         return Gaussians(means, quats, scales, mdl.opacities.cpu(), mdl.sh.cpu(), mdl.sh_degree)
 
+    # -- serial, pipelined and batched rendering -------------------------------------------------------------
     def render(self, params: FaceParams) -> RenderedImage:
+        """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path."""
+        return self._submit(params).image()
+
+    def render_async(self, params: FaceParams, tag: Any = None) -> None:
+        """Queue a frame's whole GPU path and its device→host copy without waiting; `collect()` returns it.
+        Frames come back in submission order with their `tag` (e.g. pts)."""
+        self._inflight.append(self._submit(params, tag))
+
+    def collect(self) -> tuple[RenderedImage, Any]:
+        """The oldest queued frame's image and tag, waiting only for that frame's copy to finish."""
+        if not self._inflight:
+            raise RuntimeError("collect() without a frame queued by render_async()")
+        frame = self._inflight.popleft()
+        return frame.image(), frame.tag
+
+    @property
+    def pending(self) -> int:
+        """Frames queued by `render_async` and not yet collected."""
+        return len(self._inflight)
+
+    def render_pipelined(self, params: FaceParams, tag: Any = None) -> tuple[RenderedImage, Any] | None:
+        """Queue this frame and return the previous one (None on the first call): one frame in flight, so the
+        host packs, launches and hands out frame N-1 while the device renders frame N."""
+        self.render_async(params, tag)
+        return self.collect() if len(self._inflight) > 1 else None
+
+    def flush(self) -> list[tuple[RenderedImage, Any]]:
+        """Collect every frame still queued (end of stream)."""
+        return [self.collect() for _ in range(len(self._inflight))]
+
+    def _submit(self, params: FaceParams, tag: Any = None) -> PendingFrame:
         g, cam = self.gaussians(params)
         with torch.no_grad():
             rgb, alpha = self.renderer.render(g, cam, self.background, self.settings)
-            rgb8 = (rgb.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
-            a8 = (alpha.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8) if self.transparent else None
-        return RenderedImage(self._to_host(rgb8), None if a8 is None else self._to_host(a8))
+            return self._finish(rgb, alpha if self.transparent else None, self._f32, self._u8, self._a32,
+                                self._a8, tag)
 
-    def _to_host(self, t: torch.Tensor) -> np.ndarray:
+    def _finish(self, rgb: torch.Tensor, alpha: torch.Tensor | None, f32: torch.Tensor, u8: torch.Tensor,
+                a32: torch.Tensor, a8: torch.Tensor, tag: Any = None) -> PendingFrame:
+        """float [0,1] → uint8 (round half up) on the device into reused buffers, then one copy into a fresh
+        pinned host block from torch's caching host allocator: the returned array owns its block, so a frame
+        held by a slow sink is never overwritten by a later one, and freed blocks are reused without a new
+        pinning."""
+        host_rgb = self._convert(rgb, f32, u8)
+        host_a = None if alpha is None else self._convert(alpha, a32, a8)
+        done = None
+        if self._cuda:
+            done = torch.cuda.Event()
+            done.record()
+        return PendingFrame(host_rgb, host_a, done, tag)
+
+    def _convert(self, x: torch.Tensor, f32: torch.Tensor, u8: torch.Tensor) -> torch.Tensor:
+        torch.clamp(x, 0.0, 1.0, out=f32)
+        f32.mul_(255.0).add_(0.5)
+        host = torch.empty(f32.shape, dtype=torch.uint8, pin_memory=self._cuda)
         if not self._cuda:
-            return t.contiguous().numpy()
-        # A fresh pinned block from torch's caching host allocator: the returned array owns it, so a frame
-        # held by a slow sink is never overwritten by a later one.
-        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        host.copy_(t, non_blocking=True)
-        torch.cuda.current_stream().synchronize()
-        return host.numpy()
+            return host.copy_(f32)  # float → uint8 truncates, like .to(torch.uint8)
+        u8.copy_(f32)
+        return host.copy_(u8, non_blocking=True)
+
+    def render_batch(self, params: Sequence[FaceParams], views: np.ndarray | torch.Tensor | None = None
+                     ) -> list[RenderedImage]:
+        """Images of many frames (offline rendering, multi-view): `views` (B,4,4) world→camera matrices, one per
+        frame, replace the base view (head motion still applies). Chunks of `max_batch` frames are deformed
+        in one pass and rasterised in one gsplat call (one call per frame with other renderers)."""
+        if views is not None:
+            views = torch.as_tensor(np.asarray(views, np.float32) if isinstance(views, np.ndarray) else views)
+            if views.shape != (len(params), 4, 4):
+                raise ValueError(f"views has shape {tuple(views.shape)}; expected ({len(params)}, 4, 4)")
+        out: list[RenderedImage] = []
+        for s in range(0, len(params), self.max_batch):
+            chunk = params[s:s + self.max_batch]
+            v = None if views is None else views[s:s + len(chunk)]
+            out.extend(self._render_chunk(chunk, v))
+        return out
+
+    def _render_chunk(self, params: Sequence[FaceParams], views: torch.Tensor | None) -> list[RenderedImage]:
+        b = len(params)
+        packed = torch.cat([self.pack(p) for p in params])
+        if self._cuda:
+            packed = packed.pin_memory()
+        dev_in = packed.to(self._dev, non_blocking=True)
+        base = self.base_camera.viewmat if views is None else views.to(self._dev, non_blocking=True)
+        m = self.model
+        with torch.no_grad():
+            means, quats, scales, viewmats = self._deform_batch(dev_in, base)
+            cam = Camera(self.base_camera.viewmat, self.base_camera.K, self.width, self.height,
+                         self.base_camera.near, self.base_camera.far)
+            g = Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree)
+            batched = getattr(self.renderer, "render_batch", None)
+            if batched is None and getattr(self.renderer, "name", "") == "gsplat":
+                batched = gsplat_render_batch
+            if batched is not None:
+                rgb, alpha = batched(g, viewmats, cam, self.background, self.settings)
+            else:
+                pairs = [self.renderer.render(Gaussians(means[i], quats[i], scales[i], m.opacities, m.sh,
+                                                        m.sh_degree),
+                                              Camera(viewmats[i], cam.K, cam.width, cam.height, cam.near, cam.far),
+                                              self.background, self.settings) for i in range(b)]
+                rgb = torch.stack([p[0] for p in pairs])
+                alpha = torch.stack([p[1] for p in pairs])
+            shape = (b, self.height, self.width)
+            f32 = torch.empty(*shape, 3, dtype=torch.float32, device=self._dev)
+            u8 = torch.empty(*shape, 3, dtype=torch.uint8, device=self._dev)
+            a32 = torch.empty(*shape, dtype=torch.float32, device=self._dev)
+            a8 = torch.empty(*shape, dtype=torch.uint8, device=self._dev)
+            frame = self._finish(rgb, alpha if self.transparent else None, f32, u8, a32, a8)
+        if frame.done is not None:
+            frame.done.synchronize()
+        rgbs = frame.rgb.numpy()
+        alphas = None if frame.alpha is None else frame.alpha.numpy()
+        return [RenderedImage(rgbs[i], None if alphas is None else alphas[i]) for i in range(b)]
 
     def close(self) -> None:
+        self._inflight.clear()
         self._graph = None
         self._static_out = None
 
