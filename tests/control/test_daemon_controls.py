@@ -65,12 +65,16 @@ class FrameCounter:
 
 
 async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
-    async with running_daemon(osc={"enabled": True, "port": 0}) as daemon:
+    # A small picture keeps the CPU renderer well inside the frame budget, so what is measured is the flood.
+    async with running_daemon(osc={"enabled": True, "port": 0},
+                              video={"width": 64, "height": 64, "fps": FPS}) as daemon:
         osc = find_surface(daemon, "osc")
         port = osc.bound[1]
         counter = FrameCounter(daemon)
         try:
             await asyncio.sleep(0.5)  # steady state
+            calm_start = time.monotonic()
+            await asyncio.sleep(2.0)  # the frame rate this machine holds without the flood
             start = time.monotonic()
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             proc = await asyncio.create_subprocess_exec(
@@ -82,7 +86,8 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
         finally:
             counter.close()
         frames = [t for t in counter.times if start <= t <= end]
-        expected = (end - start) * FPS
+        calm = len([t for t in counter.times if calm_start <= t < start]) / (start - calm_start)
+        expected = (end - start) * min(FPS, calm)
         # the server still answers normally after the flood
         SimpleUDPClient("127.0.0.1", port).send_message("/avatar/flame/expression/42", 1.5)
         state = await wait_state(daemon, lambda s: abs(s["mixed"]["expression"][42] - 1.5) < 1e-4)
@@ -90,6 +95,7 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
     print(f"fuzz via daemon: {out.decode().strip()} sent in {end - start:.1f}s, frames {len(frames)} of "
           f"{expected:.0f} expected, osc {c}, mixer {state['counters']}")
     assert proc.returncode == 0 and out.decode().strip() == "100000"
+    assert calm >= 0.5 * FPS, f"the daemon renders only {calm:.1f} fps without any flood"
     assert len(frames) >= 0.9 * expected
     assert c["packets"] > 20_000
     assert c["malformed"] > 1000 and c["bad_args"] > 100 and c["unknown"] > 100 and c["oversized"] >= 1
