@@ -191,12 +191,14 @@ class OscConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=0, le=65535)
     allow: list[str] = Field(default_factory=list)  # source addresses allowed when bound wider than loopback
+    max_packets_per_second: float = Field(2000.0, gt=0)  # beyond this, packets are dropped unparsed (counted)
 
 
 class VmcConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(39539, ge=0, le=65535)
+    max_packets_per_second: float = Field(2000.0, gt=0)
 
 
 class MidiConfig(Section):

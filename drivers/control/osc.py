@@ -40,6 +40,9 @@ MAX_MESSAGES_PER_PACKET = 256
 MAX_ARGS = 16
 MAX_TCP_FRAME = 65_536
 REPLIES_PER_SECOND = 50.0
+# A Stream Deck sends a few packets per press and a VMC face tracker one bundle per frame (60-120 per second):
+# far more than that from a source is a flood or a bug.
+MAX_PACKETS_PER_SECOND = 2000.0
 
 StateFn = Callable[[], dict[str, Any]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -103,15 +106,21 @@ class OscServerBase:
 
     name = "osc"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000, allow: Iterable[str] = (), tcp: bool = True) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, allow: Iterable[str] = (), tcp: bool = True,
+                 max_packets_per_second: float = MAX_PACKETS_PER_SECOND) -> None:
         self.host = host
         self.port = port
         self.allow = parse_allow(allow)
         self.tcp = tcp
         self.counters: dict[str, int] = {
             "packets": 0, "messages": 0, "accepted": 0, "malformed": 0, "unknown": 0, "bad_args": 0,
-            "denied": 0, "oversized": 0, "replies": 0, "socket_errors": 0, "tcp_connections": 0,
+            "denied": 0, "oversized": 0, "replies": 0, "socket_errors": 0, "tcp_connections": 0, "rate_limited": 0,
         }
+        # Packets beyond this rate are dropped before parsing: a flood must not take the render thread's CPU.
+        self.max_rate = float(max_packets_per_second)
+        self._tokens = self.max_rate
+        self._token_time = time.monotonic()
+        self._allowed_hosts: dict[str, bool] = {}
         self.last_error = ""
         self._emit: ControlSink | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -172,11 +181,20 @@ class OscServerBase:
     def handle_datagram(self, data: bytes, addr: tuple[Any, ...], reply: Callable[[bytes], None] | None = None) -> None:
         """One packet: never raises (a bug in a handler is counted, not propagated to the loop)."""
         self.counters["packets"] += 1
-        if not self.allowed(str(addr[0])):
+        host = str(addr[0])
+        allowed = self._allowed_hosts.get(host)
+        if allowed is None:
+            allowed = self.allowed(host)
+            if len(self._allowed_hosts) < 1024:
+                self._allowed_hosts[host] = allowed
+        if not allowed:
             self.counters["denied"] += 1
             return
         if len(data) > MAX_DATAGRAM:
             self.counters["oversized"] += 1
+            return
+        if not self._take_token():
+            self.counters["rate_limited"] += 1
             return
         try:
             packet = osc_packet.OscPacket(data)
@@ -211,6 +229,15 @@ class OscServerBase:
         if self._emit is not None:
             self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic()))
             self.counters["accepted"] += 1
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.max_rate, self._tokens + (now - self._token_time) * self.max_rate)
+        self._token_time = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         raise NotImplementedError
@@ -295,14 +322,15 @@ class OscControlSurface(OscServerBase):
         state: StateFn | None = None,
         prefix: str = "/avatar",
         tcp: bool = True,
+        max_packets_per_second: float = MAX_PACKETS_PER_SECOND,
     ) -> None:
-        super().__init__(host, port, allow, tcp)
+        super().__init__(host, port, allow, tcp, max_packets_per_second)
         self.state = state
         self.prefix = prefix.rstrip("/")
 
     @classmethod
     def from_config(cls, cfg: Any, state: StateFn | None = None) -> OscControlSurface:
-        return cls(cfg.host, cfg.port, cfg.allow, state=state)
+        return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if not address.startswith(self.prefix + "/"):

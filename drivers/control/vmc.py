@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge.controls import arkit_name
-from drivers.control.osc import OscServerBase, numbers
+from drivers.control.osc import MAX_PACKETS_PER_SECOND, OscServerBase, numbers
 
 VRM_ALIASES: dict[str, list[tuple[str, float]]] = {
     "a": [("blend/jawOpen", 1.0)],
@@ -59,8 +59,9 @@ def unity_quat_to_flame_axis_angle(qx: float, qy: float, qz: float, qw: float) -
 class VmcControlSurface(OscServerBase):
     name = "vmc"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 39539, allow: Iterable[str] = ()) -> None:
-        super().__init__(host, port, allow, tcp=False)
+    def __init__(self, host: str = "127.0.0.1", port: int = 39539, allow: Iterable[str] = (),
+                 max_packets_per_second: float = MAX_PACKETS_PER_SECOND) -> None:
+        super().__init__(host, port, allow, tcp=False, max_packets_per_second=max_packets_per_second)
         self._pending: dict[str, float] = {}
         self._sent: dict[str, float] = {}
         self._head: tuple[float, float, float] | None = None
@@ -69,7 +70,7 @@ class VmcControlSurface(OscServerBase):
 
     @classmethod
     def from_config(cls, cfg: Any, allow: Iterable[str] = ()) -> VmcControlSurface:
-        return cls(cfg.host, cfg.port, allow)
+        return cls(cfg.host, cfg.port, allow, max_packets_per_second=cfg.max_packets_per_second)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if address == "/VMC/Ext/Blend/Val":

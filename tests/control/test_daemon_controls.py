@@ -100,6 +100,7 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
     assert c["packets"] > 20_000
     assert c["malformed"] > 1000 and c["bad_args"] > 100 and c["unknown"] > 100 and c["oversized"] >= 1
     assert c["accepted"] > 1000
+    assert c["rate_limited"] > 0  # the flood beyond the packet budget was shed before parsing
     assert state["counters"].get("errors", 0) == 0
 
 
