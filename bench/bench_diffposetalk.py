@@ -17,8 +17,10 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,18 +73,17 @@ class StreamResult:
     motion: torch.Tensor
 
 
-class TimedFeatures:
-    """Wraps model.audio_features to time the HuBERT front end of each hop (synchronised)."""
+class Timed:
+    """Wraps the HuBERT front end of a hop (the graphed call, or the model's method when eager) to time it."""
 
-    def __init__(self, model: DiffPoseTalkModel) -> None:
-        self.inner = model.audio_features
-        self.dev = model.device
+    def __init__(self, inner: Callable[..., torch.Tensor], dev: torch.device) -> None:
+        self.inner, self.dev = inner, dev
         self.ms: list[float] = []
 
-    def __call__(self, audio: torch.Tensor, n_frames: int) -> torch.Tensor:
+    def __call__(self, *args: Any) -> torch.Tensor:
         sync(self.dev)
         t0 = time.perf_counter()
-        out = self.inner(audio, n_frames)
+        out = self.inner(*args)
         sync(self.dev)
         self.ms.append((time.perf_counter() - t0) * 1000)
         return out
@@ -100,8 +101,12 @@ def run_stream(model: DiffPoseTalkModel, audio: np.ndarray, sampler: SamplerOpti
     gen = torch.Generator(device="cpu").manual_seed(0)
     style = np.random.default_rng(1).standard_normal(model.args.d_style).astype(np.float32)
     engine = StreamingEngine(model, np.zeros(100, np.float32), style, torch_noise(gen, dev), sampler, opts)
-    timer = TimedFeatures(model)
-    model.audio_features = timer  # type: ignore[method-assign]
+    if engine.graphs is not None:
+        timer = Timed(engine.graphs.features, dev)
+        engine.graphs.features = timer  # type: ignore[assignment]
+    else:
+        timer = Timed(model.audio_features, dev)
+        model.audio_features = timer  # type: ignore[method-assign,assignment]
     step = SR * chunk_ms // 1000
     hop_ms: list[float] = []
     outputs: list[torch.Tensor] = []
@@ -120,7 +125,8 @@ def run_stream(model: DiffPoseTalkModel, audio: np.ndarray, sampler: SamplerOpti
                 break
         if max_hops is not None and len(hop_ms) >= max_hops:
             break
-    del model.audio_features
+    if "audio_features" in vars(model):
+        del model.audio_features
     return StreamResult(hop_ms, frames, frames / FPS, timer.ms, torch.cat(outputs).float().cpu())
 
 
@@ -153,7 +159,7 @@ def main() -> int:
           f"{n_params:.1f} M parameters (random weights), CFG over 3 conditions, clip {args.seconds:.0f} s")
     audio = speechlike(args.seconds)
     graph = not args.no_graph and device.type == "cuda"
-    print(f"  denoiser: {'CUDA graph per step' if graph else 'eager'}")
+    print(f"  CUDA graphs: {'HuBERT per hop + whole DDIM window / DDPM step' if graph else 'off (eager)'}")
 
     # warm-up (kernels, allocator)
     run_stream(model, audio[: SR * 4], SamplerOptions(kind="ddim", steps=5), StreamingOptions(5, 3, cuda_graph=graph), max_hops=3)

@@ -16,6 +16,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_warned: set[str] = set()
 Signature = tuple[tuple[tuple[int, ...], torch.dtype] | None, ...]
 
 
@@ -28,9 +29,12 @@ class GraphedCall:
     """`fn(*tensors_or_None) -> tensor`, replayed from a CUDA graph per input signature. `fn` must be a pure
     function of its inputs on one CUDA device (no host synchronisation, no host-side randomness)."""
 
-    def __init__(self, net: Callable[..., torch.Tensor], warmup: int = 2, what: str = "DiffPoseTalk") -> None:
+    def __init__(self, net: Callable[..., torch.Tensor], warmup: int = 2, what: str = "DiffPoseTalk",
+                 capture_error_mode: str = "thread_local") -> None:
         self.net = net
         self.what = what
+        # "thread_local": CUDA calls of other threads (the avatar's render thread) do not void this capture.
+        self.capture_error_mode = capture_error_mode
         self.warmup = warmup
         self._graphs: dict[Signature, _Captured | None] = {}
 
@@ -62,9 +66,12 @@ class GraphedCall:
                     self.net(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):  # type: ignore[arg-type]
                 output = self.net(*static)
         except RuntimeError as exc:  # an optimisation only: keep running eagerly
-            log.warning("CUDA graph capture of %s failed (%s); running eagerly", self.what, exc)
+            if self.what not in _warned:
+                _warned.add(self.what)
+                log.warning("CUDA graph capture of %s failed (%s); running it eagerly",
+                            self.what, str(exc).splitlines()[0])
             return None
         return _Captured(static, output, graph)

@@ -82,7 +82,7 @@ class HopGraphs:
         self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser")
         spf = model.args.samples_per_frame
         self.features = GraphedCall(lambda wav: model.audio_features(wav, wav.shape[1] // spf),
-                                    what="the DiffPoseTalk HuBERT front end")
+                                    what="the DiffPoseTalk HuBERT front end", capture_error_mode="relaxed")
         self.window: GraphedCall | None = None
         if sampler.kind == "ddim":
             def window(feat: torch.Tensor, shape: torch.Tensor, style: torch.Tensor | None,
