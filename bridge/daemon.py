@@ -87,16 +87,10 @@ def build_face_driver(config: Config, avatar: Avatar) -> FaceDriver:
     return driver
 
 
-def build_mixer(config: Config, avatar: Avatar) -> ParamsMixer | None:
-    import importlib
+def build_mixer(config: Config, avatar: Avatar) -> ParamsMixer:
+    from bridge.mixer import create_mixer  # imported here: the mixer imports the preset and control modules
 
-    try:
-        mixer_module = importlib.import_module("bridge.mixer")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bridge.mixer":
-            raise
-        return None
-    created: ParamsMixer = mixer_module.create_mixer(config, avatar.name)
+    created: ParamsMixer = create_mixer(config, avatar.name)
     return created
 
 

@@ -14,7 +14,6 @@ placeholders, so a hostile file cannot run code.
 from __future__ import annotations
 
 import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.avatar.flame_io import FlameFileError, SafeUnpickler, _Opaque, _to_array
+from drivers.avatar.flame_io import BROKEN_PICKLE_ERRORS, FlameFileError, SafeUnpickler, _Opaque, _to_array
 
 EMBEDDING_NAMES = ("landmark_embedding.npy", "landmark_embedding.npz", "flame_static_embedding.pkl")
 STATIC_OFFSET = 17  # the 51 static landmarks are iBUG points 17..67
@@ -78,6 +77,16 @@ class LandmarkEmbedding:
         return np.einsum("...lkc,lk->...lc", v[..., tri, :], self.bary)
 
 
+def _unpickle(stream: io.BytesIO, path: Path, problem: str, fix: str) -> Any:
+    """Unpickle through the restricted unpickler; any failure becomes a `LandmarkFileError` naming the file."""
+    try:
+        return _EmbeddingUnpickler(stream, encoding="latin1").load()
+    except FlameFileError as exc:
+        raise LandmarkFileError(f"{path}: {exc}") from None
+    except BROKEN_PICKLE_ERRORS as exc:
+        raise LandmarkFileError(f"{path} {problem} ({type(exc).__name__}: {exc}); {fix}") from None
+
+
 def _read_npy_object(raw: bytes, path: Path) -> Any:
     """The pickled payload of an object-dtype .npy, through the restricted unpickler."""
     fmt = np.lib.format
@@ -93,14 +102,7 @@ def _read_npy_object(raw: bytes, path: Path) -> Any:
     if not dtype.hasobject:
         raise LandmarkFileError(f"{path} holds a plain {dtype} array of shape {shape}, not a landmark embedding "
                                 "dict; use FLAME's landmark_embedding.npy")
-    try:
-        obj = _EmbeddingUnpickler(buf, encoding="latin1").load()
-    except FlameFileError as exc:
-        raise LandmarkFileError(f"{path}: {exc}") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, MemoryError, OverflowError) as exc:
-        raise LandmarkFileError(f"{path} is truncated or damaged ({type(exc).__name__}: {exc}); "
-                                "download it again") from None
+    obj = _unpickle(buf, path, "is truncated or damaged", "download it again")
     if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.size == 1:
         obj = obj.reshape(-1)[0]
     return obj
@@ -129,14 +131,8 @@ def _read(path: Path) -> dict[str, Any]:
                 return {k: npz[k] for k in npz.files}
         except (ValueError, OSError, EOFError) as exc:
             raise LandmarkFileError(f"{path} is a damaged or pickled .npz ({exc}); save it with plain arrays") from None
-    try:
-        obj = _EmbeddingUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except FlameFileError as exc:
-        raise LandmarkFileError(f"{path}: {exc}") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, MemoryError, OverflowError) as exc:
-        raise LandmarkFileError(f"{path} is neither .npy, .npz nor a pickle ({type(exc).__name__}: {exc}); "
-                                "point --landmarks at FLAME's landmark_embedding.npy") from None
+    obj = _unpickle(io.BytesIO(raw), path, "is neither .npy, .npz nor a pickle",
+                    "point --landmarks at FLAME's landmark_embedding.npy")
     return _plain(obj, path)
 
 

@@ -3,37 +3,26 @@ windowed DDPM sampler with recorded noise → de-normalised coefficients) to 1e-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from golden_files import require
 
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_stats
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import generate, normalise_shape
 from drivers.face.diffposetalk.sampler import SamplerOptions, recorded_noise
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk"))
 TOL = 1e-4
 VARIANTS = ("head", "nohead")
 
 
-def _files(variant: str) -> tuple[Path, Path, Path]:
-    return (GOLDEN / f"dpt_tiny_{variant}.pt", GOLDEN / f"stats_{variant}.npz", GOLDEN / f"golden_{variant}.npz")
-
-
 def _require(variant: str) -> tuple[Path, Path, Path]:
-    files = _files(variant)
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        msg = f"DiffPoseTalk golden vectors missing: {missing} (set AVATAR_BRIDGE_GOLDEN_DPT)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return files
+    ckpt, stats, golden = require("diffposetalk", f"dpt_tiny_{variant}.pt", f"stats_{variant}.npz",
+                                  f"golden_{variant}.npz")
+    return ckpt, stats, golden
 
 
 @pytest.fixture(scope="module", params=VARIANTS)

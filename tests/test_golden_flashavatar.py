@@ -8,26 +8,20 @@ Float arrays must agree to 1e-4; the UV raster, its barycentrics and the masks e
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from golden_files import golden_dir, require
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_FA", REPO.parent / "shared" / "golden" / "flashavatar"))
+GOLDEN = golden_dir("flashavatar")
 FILES = ("golden_seed0.npz", "chkpnt_seed0.pth", "flame_synthetic.pkl", "FLAME_masks_synthetic.pkl",
          "FlameMesh.obj", "l_eyelid.npy", "r_eyelid.npy")
 TOL = 1e-4
 
 
 def _require_vectors() -> None:
-    missing = [f for f in FILES if not (GOLDEN / f).is_file()]
-    if missing:
-        msg = f"FlashAvatar golden vectors missing in {GOLDEN}: {missing} (set AVATAR_BRIDGE_GOLDEN_FA)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require("flashavatar", *FILES)
 
 
 @pytest.fixture(scope="module")

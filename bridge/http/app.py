@@ -1,7 +1,6 @@
 """Builds the aiohttp application from route modules, with the bearer-token rule of the server.
 
-Each module in `ROUTE_MODULES` exposes `setup(app: web.Application, daemon: Daemon) -> None`. A module that
-is not present (a feature left out of a build) is skipped; any other import error is a bug and propagates.
+Each module in `ROUTE_MODULES` exposes `setup(app: web.Application, daemon: Daemon) -> None`.
 """
 
 from __future__ import annotations
@@ -59,11 +58,5 @@ def build_app(daemon: Daemon) -> web.Application:
 
     app.router.add_get("/health", health)
     for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.setup(app, daemon)
+        importlib.import_module(name).setup(app, daemon)
     return app

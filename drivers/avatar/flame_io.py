@@ -179,6 +179,11 @@ def _dense(obj: _Sparse, key: str) -> NDArray[np.float64]:
     return out
 
 
+BROKEN_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+                        AttributeError, UnicodeDecodeError, MemoryError, OverflowError)
+"""What unpickling a truncated or foreign file raises; each becomes a clear file error."""
+
+
 def safe_load_pickle(path: Path | str, what: str = "FLAME file") -> Any:
     """Load a pickle through `SafeUnpickler` with Python-2 (latin1) string handling."""
     path = Path(path)
@@ -193,8 +198,7 @@ def safe_load_pickle(path: Path | str, what: str = "FLAME file") -> Any:
         obj = SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except FlameFileError as exc:
         raise FlameFileError(f"{what} {path}: {exc}") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, MemoryError, OverflowError) as exc:
+    except BROKEN_PICKLE_ERRORS as exc:
         raise FlameFileError(
             f"{what} {path} is truncated or not a pickle ({type(exc).__name__}: {exc}); download it again"
         ) from None

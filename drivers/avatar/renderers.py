@@ -85,6 +85,31 @@ class GsplatRenderer:
         )
         return rgb[0], alpha[0, ..., 0]
 
+    def render_batch(
+        self,
+        gaussians: Gaussians,
+        viewmats: torch.Tensor,
+        camera: Camera,
+        background: torch.Tensor | None = None,
+        settings: RasterSettings | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B frames of one Gaussian set in one call: means/quats/scales (B,N,·), shared opacities (N,) and
+        colours (N,K,3), a camera per frame `viewmats` (B,4,4) sharing `camera`'s intrinsics and size.
+        Returns rgb (B,H,W,3), alpha (B,H,W)."""
+        s = settings or RasterSettings()
+        g = gaussians
+        b, n = g.means.shape[0], g.means.shape[1]
+        dev = g.means.device
+        bg = None if background is None else background.to(dev, torch.float32).reshape(1, 1, 3).expand(b, 1, 3)
+        rgb, alpha, _ = self._raster(
+            g.means, g.quats, g.scales, g.opacities.reshape(-1).expand(b, n), g.colors.expand(b, *g.colors.shape),
+            viewmats.to(dev, torch.float32)[:, None], camera.K.to(dev, torch.float32).expand(b, 1, 3, 3),
+            camera.width, camera.height, near_plane=camera.near, far_plane=camera.far, eps2d=s.eps2d,
+            radius_clip=s.radius_clip, sh_degree=g.sh_degree, backgrounds=bg, rasterize_mode="classic",
+            packed=False,
+        )
+        return rgb[:, 0], alpha[:, 0, ..., 0]
+
 
 def select_renderer(name: str, device: str) -> SplatRenderer:
     """The backend for avatar.renderer `name` on the (resolved or 'auto') `device`."""

@@ -12,6 +12,7 @@ from pathlib import Path, PosixPath
 import numpy as np
 import pytest
 import torch
+from golden_files import require
 
 from drivers.face.diffposetalk.checkpoint import (
     CheckpointError,
@@ -23,19 +24,11 @@ from drivers.face.diffposetalk.checkpoint import (
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.schedule import SCHEDULE_KINDS, make_schedule
 
-REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk"))
 POS = "audio_encoder.encoder.pos_conv_embed.conv."
 
 
 def _file(name: str) -> Path:
-    path = GOLDEN / name
-    if not path.is_file():
-        msg = f"DiffPoseTalk test file missing: {path} (set AVATAR_BRIDGE_GOLDEN_DPT)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    return require("diffposetalk", name)[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ chunking independence, full-lookahead streaming equal to whole-clip generation, 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from golden_files import require
 
 from bridge.face_params import FaceParams
 from bridge.interfaces import AudioChunk, FaceDriver
@@ -19,19 +19,11 @@ from drivers.face.diffposetalk.offline import generate, normalise_shape
 from drivers.face.diffposetalk.sampler import SamplerOptions, recorded_noise
 from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver, StreamingEngine, StreamingOptions
 
-REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk"))
 FAST = SamplerOptions(kind="ddim", steps=4, cfg_scale=(1.15, 3.0))
 
 
 def _file(name: str) -> Path:
-    path = GOLDEN / name
-    if not path.is_file():
-        msg = f"DiffPoseTalk test file missing: {path} (set AVATAR_BRIDGE_GOLDEN_DPT)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    return require("diffposetalk", name)[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,32 @@
+"""Where the reference files made by the upstream model code live, and the one rule for missing ones.
+
+Missing files fail the run in CI (the checkpoint loaders would go untested) and skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "golden"
+DIRS = {"flashavatar": "AVATAR_BRIDGE_GOLDEN_FA", "diffposetalk": "AVATAR_BRIDGE_GOLDEN_DPT"}
+
+
+def golden_dir(model: str) -> Path:
+    """The folder for `model` ("flashavatar" or "diffposetalk"); its environment variable overrides it."""
+    return Path(os.environ.get(DIRS[model], SHARED / model))
+
+
+def require(model: str, *names: str) -> list[Path]:
+    """The paths of `names` in the model's folder; fails in CI and skips elsewhere when any is missing."""
+    folder = golden_dir(model)
+    paths = [folder / name for name in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        msg = f"{model} reference files missing in {folder}: {missing} (set {DIRS[model]})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return paths
