@@ -172,6 +172,19 @@ def head_motion(head_aa: np.ndarray, neck_aa: np.ndarray, translation: np.ndarra
     return m
 
 
+def head_motion_batch(head_rot: torch.Tensor, neck_rot: torch.Tensor, translation: torch.Tensor,
+                      joints: torch.Tensor) -> torch.Tensor:
+    """`head_motion` for batches on any device, from rotation matrices (B,3,3) and translations (B,3):
+    (B,4,4) in their dtype, with no host round trip (it runs inside the avatar's CUDA graphs)."""
+    j0, j1 = joints[0].to(head_rot), joints[1].to(head_rot)
+    rot = head_rot @ neck_rot
+    shift = (j0 - head_rot @ j0) + (head_rot @ (j1 - neck_rot @ j1)[..., None])[..., 0] + translation
+    top = torch.cat([rot, shift[..., None]], dim=-1)
+    b = top.shape[0]
+    bottom = torch.cat([top.new_zeros(b, 1, 3), top.new_ones(b, 1, 1)], dim=-1)  # made on the device: capturable
+    return torch.cat([top, bottom], dim=-2)
+
+
 def moved_camera(base: Camera, motion: torch.Tensor) -> Camera:
     """The camera that sees the unmoved avatar as `base` sees the avatar moved by `motion` (4x4)."""
     return Camera(base.viewmat @ motion.to(base.viewmat), base.K, base.width, base.height, base.near, base.far)

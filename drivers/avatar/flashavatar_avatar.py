@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,22 @@ import torch
 from bridge.errors import UserError
 from bridge.face_params import FaceParams
 from bridge.interfaces import RenderedImage
-from drivers.avatar.camera import default_camera, head_motion, load_tracker_frame, tracker_camera
+from drivers.avatar.camera import (
+    default_camera,
+    head_motion,
+    head_motion_batch,
+    load_tracker_frame,
+    tracker_camera,
+)
+from drivers.avatar.flame import axis_angle_to_matrix, matrix_to_rotation_6d
 from drivers.avatar.flashavatar import FlashAvatarModel, FlashFrame, quat_product
+from drivers.avatar.frame_graph import GsplatFrameGraph
 from drivers.avatar.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
 
 log = logging.getLogger(__name__)
 
 COND = 120
-PACK = COND + 16  # condition + 4x4 head motion
+PACK = 120  # expression 100, axis-angle jaw 3, eyes 6, head 3, neck 3, then eyelids 2, translation 3
 FP16_TOLERANCE = 5e-4  # max |tanh output| difference fp16 vs fp32 accepted for the fast MLP
 
 
@@ -106,30 +115,17 @@ class PendingFrame:
     alpha: torch.Tensor | None
     done: Any  # torch.cuda.Event on CUDA, None on the CPU (already complete)
     tag: Any = None
+    count: torch.Tensor | None = None  # frame graph: the true tile-intersection count (pinned host)
+    redo: Callable[[int], PendingFrame | None] | None = None  # frame graph: re-render if the count did not fit
 
     def image(self) -> RenderedImage:
         if self.done is not None:
             self.done.synchronize()
+        if self.count is not None and self.redo is not None:
+            again = self.redo(int(self.count))
+            if again is not None:
+                return again.image()
         return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
-
-
-def gsplat_render_batch(g: Gaussians, viewmats: torch.Tensor, cam: Camera, background: torch.Tensor | None,
-                        settings: RasterSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """B frames of the same Gaussian set in one gsplat `rasterization()` call: means/quats/scales (B,N,·),
-    shared opacities (N,) and colours (N,K,3), one camera per frame `viewmats` (B,4,4) with shared intrinsics.
-    Returns rgb (B,H,W,3), alpha (B,H,W). Settings match the single-frame gsplat renderer (classic, unpacked)."""
-    from gsplat import rasterization
-
-    b, n = g.means.shape[0], g.means.shape[1]
-    dev = g.means.device
-    bg = None if background is None else background.to(dev, torch.float32).reshape(1, 1, 3).expand(b, 1, 3)
-    rgb, alpha, _ = rasterization(
-        g.means, g.quats, g.scales, g.opacities.expand(b, n), g.colors.expand(b, *g.colors.shape),
-        viewmats[:, None], cam.K.to(dev).expand(b, 1, 3, 3), cam.width, cam.height, near_plane=cam.near,
-        far_plane=cam.far, eps2d=settings.eps2d, radius_clip=settings.radius_clip, sh_degree=g.sh_degree,
-        backgrounds=bg, rasterize_mode="classic", packed=False,
-    )
-    return rgb[:, 0], alpha[:, 0, ..., 0]
 
 
 @dataclass
@@ -165,6 +161,7 @@ class FlashAvatarAvatar:
         kind: str | None = None,
         mlp_precision: str = "auto",
         cuda_graph: bool = True,
+        frame_graph: bool = True,
         splat_renderer: SplatRenderer | None = None,
     ) -> None:
         if checkpoint is None or flame_model is None:
@@ -211,6 +208,7 @@ class FlashAvatarAvatar:
         self.renderer = splat_renderer if splat_renderer is not None else self._select_renderer(renderer, device)
         self.times = StageTimes()
         self._joints = self.model.joints0.detach().cpu().numpy().astype(np.float64)
+        self._joints_dev = self.model.joints0.detach().to(dev, torch.float32)
         self._cuda = dev.type == "cuda"
         # Two pinned input slots, each guarded by the event of its last upload, so packing frame N never waits
         # for frame N-1's work (one frame in flight).
@@ -233,6 +231,9 @@ class FlashAvatarAvatar:
         self._static_out: tuple[torch.Tensor, ...] | None = None
         if self._cuda and cuda_graph:
             self._capture_graph()
+        self._frame_graph: GsplatFrameGraph | None = None
+        if self._graph is not None and frame_graph and getattr(self.renderer, "name", "") == "gsplat":
+            self._capture_frame_graph()
 
     @classmethod
     def from_config(cls, config: Any) -> FlashAvatarAvatar:
@@ -274,11 +275,13 @@ class FlashAvatarAvatar:
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B,136) packed frames → means/quats/scales (B,N,·) and world→camera (B,4,4) = view @ head motion;
         `views` is the base view (4,4) or one per frame (B,4,4)."""
-        c = packed[:, :COND]
-        frame = FlashFrame(c[:, :100], c[:, 100:106], c[:, 106:118], c[:, 118:120])
+        b = packed.shape[0]
+        rots = axis_angle_to_matrix(packed[:, 100:115].reshape(b, 5, 3))  # jaw, eyes, head, neck: one pass
+        six = matrix_to_rotation_6d(rots[:, :3])
+        frame = FlashFrame(packed[:, :100], six[:, 0], six[:, 1:].reshape(b, 12), packed[:, 115:117])
         means, quats, scales = self.model.gaussians_batch(frame)
-        viewmats = views @ packed[:, COND:].reshape(-1, 4, 4)
-        return means, quats, scales, viewmats
+        motion = head_motion_batch(rots[:, 3], rots[:, 4], packed[:, 117:120], self._joints_dev)
+        return means, quats, scales, views @ motion
 
     def _capture_graph(self) -> None:
         try:
@@ -298,13 +301,23 @@ class FlashAvatarAvatar:
             self._graph = None
             self._static_out = None
 
+    def _capture_frame_graph(self) -> None:
+        m, cam = self.model, self.base_camera
+        try:
+            self._frame_graph = GsplatFrameGraph(
+                lambda: self._deform(self._dev_in), m.opacities, m.sh, m.sh_degree, cam.K, self.width, self.height,
+                cam.near, cam.far, self.background, self.settings, with_alpha=self.transparent,
+            )
+        except (RuntimeError, ImportError, AttributeError) as exc:  # an optimisation: the graph of the deformation
+            log.warning("whole-frame CUDA graph not available (%s); rasterising per frame", exc)  # still runs
+            self._frame_graph = None
+
     # -- per frame -----------------------------------------------------------------------------------------
     def pack(self, params: FaceParams) -> torch.Tensor:
-        """FaceParams → (1, 136) float32 host tensor: expr, jaw6, eyes12, eyelids, head motion (4x4)."""
-        six = params.to_6d()
-        motion = self._motion(params)
-        vec = np.concatenate([params.expression, six["jaw"], six["eyes"], params.eyelids,
-                              motion.reshape(-1).astype(np.float32)]).astype(np.float32)
+        """FaceParams → (1, 120) float32 host tensor of the raw values; rotations are converted on the device,
+        so the host's share of a frame is a copy."""
+        vec = np.concatenate([params.expression, params.jaw, params.eyes.reshape(6), params.head, params.neck,
+                              params.eyelids, params.translation]).astype(np.float32, copy=False)
         return torch.from_numpy(vec)[None]
 
     def _motion(self, params: FaceParams) -> np.ndarray:
@@ -312,15 +325,7 @@ class FlashAvatarAvatar:
 
     def gaussians(self, params: FaceParams) -> tuple[Gaussians, Camera]:
         """Posed Gaussians and the camera for one frame (device tensors, overwritten by the next frame)."""
-        packed = self.pack(params)
-        slot = self._slot = self._slot ^ 1
-        host, uploaded = self._host_in[slot], self._uploaded[slot]
-        if uploaded is not None:
-            uploaded.synchronize()  # this slot's previous upload (two frames ago) has left the pinned buffer
-        host.copy_(packed)
-        self._dev_in.copy_(host, non_blocking=self._cuda)
-        if uploaded is not None:
-            uploaded.record()
+        self._upload(params)
         with torch.no_grad():
             if self._graph is not None and self._static_out is not None:
                 self._graph.replay()
@@ -331,6 +336,18 @@ class FlashAvatarAvatar:
         cam = Camera(viewmat, self.base_camera.K, self.width, self.height, self.base_camera.near,
                      self.base_camera.far)
         return Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree), cam
+
+    def _upload(self, params: FaceParams) -> None:
+        """Pack a frame into a pinned slot and copy it into the static device input the graphs read."""
+        packed = self.pack(params)
+        slot = self._slot = self._slot ^ 1
+        host, uploaded = self._host_in[slot], self._uploaded[slot]
+        if uploaded is not None:
+            uploaded.synchronize()  # this slot's previous upload (two frames ago) has left the pinned buffer
+        host.copy_(packed)
+        self._dev_in.copy_(host, non_blocking=self._cuda)
+        if uploaded is not None:
+            uploaded.record()
 
     def set_view(self, viewmat: np.ndarray | torch.Tensor) -> None:
         """Replace the base world→camera matrix (e.g. per-frame tracker cameras) in place, so a captured CUDA
@@ -386,11 +403,38 @@ class FlashAvatarAvatar:
         return [self.collect() for _ in range(len(self._inflight))]
 
     def _submit(self, params: FaceParams, tag: Any = None) -> PendingFrame:
+        if self._frame_graph is not None:
+            return self._submit_graphed(self._frame_graph, params, tag)
         g, cam = self.gaussians(params)
         with torch.no_grad():
             rgb, alpha = self.renderer.render(g, cam, self.background, self.settings)
             return self._finish(rgb, alpha if self.transparent else None, self._f32, self._u8, self._a32,
                                 self._a8, tag)
+
+    def _submit_graphed(self, fg: GsplatFrameGraph, params: FaceParams, tag: Any) -> PendingFrame:
+        """Upload, one graph replay, and the copies of the image and the intersection count into fresh pinned
+        blocks (in stream order, before the next replay overwrites the graph's outputs)."""
+        self._upload(params)
+        fg.replay()
+        rgb = torch.empty(fg.rgb_u8.shape, dtype=torch.uint8, pin_memory=True).copy_(fg.rgb_u8, non_blocking=True)
+        alpha = None
+        if fg.alpha_u8 is not None:
+            alpha = torch.empty(fg.alpha_u8.shape, dtype=torch.uint8, pin_memory=True).copy_(fg.alpha_u8,
+                                                                                            non_blocking=True)
+        count = torch.empty(1, dtype=torch.int64, pin_memory=True).copy_(fg.count, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return PendingFrame(rgb, alpha, done, tag, count, partial(self._redo, fg, fg.capacity, params, tag))
+
+    def _redo(self, fg: GsplatFrameGraph, capacity: int, params: FaceParams, tag: Any, count: int
+              ) -> PendingFrame | None:
+        """None when the frame fit the list it was rendered with; else render it again, growing the list first
+        unless a later frame has grown it enough already."""
+        if count <= capacity:
+            return None
+        if not fg.fits(count):
+            fg.grow(count)
+        return self._submit_graphed(fg, params, tag)
 
     def _finish(self, rgb: torch.Tensor, alpha: torch.Tensor | None, f32: torch.Tensor, u8: torch.Tensor,
                 a32: torch.Tensor, a8: torch.Tensor, tag: Any = None) -> PendingFrame:
@@ -444,9 +488,7 @@ class FlashAvatarAvatar:
             cam = Camera(self.base_camera.viewmat, self.base_camera.K, self.width, self.height,
                          self.base_camera.near, self.base_camera.far)
             g = Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree)
-            batched = getattr(self.renderer, "render_batch", None)
-            if batched is None and getattr(self.renderer, "name", "") == "gsplat":
-                batched = gsplat_render_batch
+            batched = getattr(self.renderer, "render_batch", None)  # gsplat: B frames in one call
             if batched is not None:
                 rgb, alpha = batched(g, viewmats, cam, self.background, self.settings)
             else:
@@ -472,9 +514,12 @@ class FlashAvatarAvatar:
         self._inflight.clear()
         self._graph = None
         self._static_out = None
+        self._frame_graph = None
 
     def info(self) -> dict[str, Any]:
         m = self.model
         return {"gaussians": m.ckpt.num_gaussians, "sh_degree": m.sh_degree, "device": self.device,
                 "renderer": getattr(self.renderer, "name", "?"), "mlp_dtype": str(m.mlp_dtype),
-                "cuda_graph": self._graph is not None, "width": self.width, "height": self.height}
+                "cuda_graph": self._graph is not None, "width": self.width, "height": self.height,
+                "frame_graph": None if self._frame_graph is None else {"capacity": self._frame_graph.capacity,
+                                                                       "regrown": self._frame_graph.regrown}}

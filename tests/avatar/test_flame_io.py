@@ -214,3 +214,18 @@ def test_head_motion_matches_flame_global_rotation(tmp_path: Path, fake_modules:
     m = head_motion(rot, np.zeros(3), np.array([0.0, 0.0, 0.05]), joints)
     still = flame()[0].numpy().astype(np.float64)
     np.testing.assert_allclose(still @ m[:3, :3].T + m[:3, 3], moved + np.array([0.0, 0.0, 0.05]), atol=1e-5)
+
+
+def test_head_motion_batch_equals_head_motion() -> None:
+    """The device-side (batched torch) head motion the avatar's graphs run equals the reference above."""
+    from drivers.avatar.camera import head_motion, head_motion_batch
+
+    rng = np.random.default_rng(5)
+    joints = rng.normal(size=(5, 3)) * 0.05
+    head, neck, trans = (rng.normal(size=(4, 3)) * s for s in (0.4, 0.3, 0.02))
+    head[0] = 0.0  # the identity and tiny angles take the first-order branch
+    neck[1] = 1e-10
+    h, n, tr, j = (torch.tensor(x, dtype=torch.float64) for x in (head, neck, trans, joints))
+    got = head_motion_batch(axis_angle_to_matrix(h), axis_angle_to_matrix(n), tr, j)
+    want = np.stack([head_motion(head[i], neck[i], trans[i], joints) for i in range(4)])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)

@@ -1,6 +1,7 @@
 """FlashAvatar on CUDA: the CUDA-graph path equals the eager path, the fp16 MLP stays within tolerance, and
-gsplat agrees with the CPU renderer, and pipelined and batched rendering give render()'s images. Skipped
-without CUDA (and the gsplat parts without gsplat)."""
+gsplat agrees with the CPU renderer, pipelined and batched rendering give render()'s images, and the
+whole-frame graph gives `rasterization()`'s images. Skipped without CUDA (and the gsplat parts without
+gsplat)."""
 
 from __future__ import annotations
 
@@ -122,3 +123,45 @@ def test_pipelined_and_batched_equal_serial_with_gsplat(tmp_path: Path, monkeypa
         diff = np.abs(img.rgb.astype(int) - av.render(p).rgb.astype(int))
         assert diff.max() <= 2 and (diff > 0).mean() < 0.01
     av.set_view(base)
+
+
+def test_frame_graph_equals_rasterization(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One graph replay per frame gives the images of gsplat's `rasterization()`, its intersection list equals
+    gsplat's own, and a frame that overflows the list is rendered again correctly after the list grows."""
+    pytest.importorskip("gsplat")
+    from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
+
+    from drivers.avatar.frame_graph import TILE, intersect_fixed
+
+    monkeypatch.setenv("AVATAR_BRIDGE_CACHE", str(tmp_path))
+    for w, h, transparent in ((512, 512, False), (320, 240, True)):
+        graphed = _avatar(w, h, mlp_precision="fp32", renderer="gsplat", transparent=transparent)
+        plain = _avatar(w, h, mlp_precision="fp32", renderer="gsplat", transparent=transparent, frame_graph=False)
+        assert graphed.info()["frame_graph"] is not None and plain.info()["frame_graph"] is None
+        for p in _params():
+            a, b = graphed.render(p), plain.render(p)
+            diff = np.abs(a.rgb.astype(int) - b.rgb.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+            if transparent:
+                assert a.alpha is not None and b.alpha is not None
+                assert np.abs(a.alpha.astype(int) - b.alpha.astype(int)).max() <= 1
+        fg = graphed._frame_graph
+        fg.capture(1000)  # far too small: the next frame must be rendered again with a grown list
+        again = graphed.render(_params()[1])
+        assert fg.regrown == 1 and fg.capacity > 1000
+        assert np.abs(again.rgb.astype(int) - plain.render(_params()[1]).rgb.astype(int)).max() <= 1
+
+    av = _avatar(512, 512, mlp_precision="fp32", renderer="gsplat", frame_graph=False)
+    g, cam = av.gaussians(_params()[4])
+    radii, means2d, depths, _, _ = fully_fused_projection(
+        g.means, None, g.quats, g.scales, cam.viewmat[None], cam.K[None], 512, 512, eps2d=0.3,
+        near_plane=cam.near, far_plane=cam.far, opacities=g.opacities.reshape(-1))
+    tw = th = 512 // TILE
+    _, isect_ids, flatten_ref = isect_tiles(means2d, radii, depths, TILE, tw, th, n_images=1)
+    offsets_ref = isect_offset_encode(isect_ids, 1, tw, th)
+    cap = flatten_ref.numel() + 5000
+    offsets, flatten, count = intersect_fixed(means2d[0], radii[0], depths[0], tw, th,
+                                              torch.arange(cap, device="cuda"), torch.arange(tw * th, device="cuda"))
+    assert int(count) == flatten_ref.numel()
+    assert torch.equal(flatten[cap - flatten_ref.numel():], flatten_ref)
+    assert torch.equal(offsets - (cap - flatten_ref.numel()), offsets_ref[0])
