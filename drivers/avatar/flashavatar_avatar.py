@@ -293,7 +293,7 @@ class FlashAvatarAvatar:
                     self._deform(self._dev_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.no_grad():
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
                 self._static_out = self._deform(self._dev_in)
             self._graph = graph
         except RuntimeError as exc:  # capture is an optimisation: fall back to eager

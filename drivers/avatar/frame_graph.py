@@ -157,7 +157,7 @@ class GsplatFrameGraph:
 
     def capture(self, capacity: int) -> None:
         """(Re)capture the graph with room for `capacity` intersections."""
-        torch.cuda.synchronize(self.device)  # no replay of the old graph may still be running
+        torch.cuda.current_stream(self.device).synchronize()  # the old graph's replays (this stream) are done
         self._graph = None
         self.capacity = int(capacity)
         self._slots = torch.arange(self.capacity, device=self.device)
@@ -168,7 +168,8 @@ class GsplatFrameGraph:
                 self._frame(self._slots)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
+        # thread-local: a face driver running CUDA work on its own thread meanwhile does not break the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
             self.rgb_u8, self.alpha_u8, self.count = self._frame(self._slots)
         self._graph = graph
         log.info("frame graph captured: %dx%d, room for %d tile intersections", self.width, self.height,
