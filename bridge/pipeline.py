@@ -3,7 +3,8 @@
 Threads: `audio` reads the source and forwards audio; `face` runs the face driver ahead of time into a
 timeline of parameters; `clock` ticks at the frame rate, picks the parameters for each frame, mixes in
 controls and hands a job to `render` through a queue of `render_queue` jobs that drops the oldest when the
-renderer is late. Presentation time = audio capture time + `av_delay`, for video and audio alike, so sinks
+renderer is late. The tick comes `render_lead` (the recent render time, at most one frame period) before
+the frame is due, so the frame is ready when it is due. Presentation time = audio capture time + `av_delay`, for video and audio alike, so sinks
 keep lips and voice in sync by pts alone.
 
 In live mode the clock follows wall time and late work is dropped. In offline mode (a file source that is not
@@ -134,6 +135,12 @@ class Pipeline:
         self.sink_queue = sink_queue
         chunk_time = 0.02
         self.av_delay = av_delay if av_delay is not None else driver.latency + chunk_time + margin
+        # Parameters are ready `slack` before their presentation time; the clock hands a frame to the renderer
+        # as early as its recent render time (at most one frame period, within that slack), so the frame is done
+        # when it is due: neither a render late nor, on a fast GPU, long before its audio.
+        slack = self.av_delay - driver.latency - chunk_time
+        self.max_render_lead = max(0.0, min(1.0 / self.fps, 0.75 * slack))
+        self._render_time = 0.0  # moving average of the avatar's render time (seconds)
         self.frames: Broadcast[VideoFrame] = Broadcast()
         self.audio_in: Broadcast[AudioChunk] = Broadcast()
         self.audio_out: Broadcast[AudioChunk] = Broadcast()
@@ -179,6 +186,12 @@ class Pipeline:
             return list(self._runners)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
+
+    @property
+    def render_lead(self) -> float:
+        """How long before a frame is due the clock hands it to the renderer: the recent render time with a
+        little headroom, capped by `max_render_lead`."""
+        return min(self.max_render_lead, 1.25 * self._render_time + 0.002)
 
     @property
     def stream_origin(self) -> float:
@@ -347,9 +360,10 @@ class Pipeline:
                 break
             pts = self.stream_origin + index * frame_dt
             if self.live:
-                if not self.clock.sleep_until(pts, self._stop):
+                start = pts - self.render_lead
+                if not self.clock.sleep_until(start, self._stop):
                     return
-                behind = int((self.clock.now() - pts) / frame_dt)
+                behind = int((self.clock.now() - start) / frame_dt)
                 if behind >= 2:  # the machine stalled: skip to the present instead of rendering the past
                     self.stats.drop("clock", behind)
                     index += behind
@@ -406,7 +420,9 @@ class Pipeline:
                 image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
             else:
                 image = self.avatar.render(job.params)
-                self.stats.time("render", time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                self.stats.time("render", took)
+                self._render_time = took if self._render_time == 0.0 else 0.9 * self._render_time + 0.1 * took
             frame = VideoFrame(
                 rgb=image.rgb,
                 pts=job.pts,
@@ -416,7 +432,7 @@ class Pipeline:
                 params=job.params,
                 rendered_at=self.clock.now(),
             )
-            if self.live and frame.rendered_at > job.pts + 1.0 / self.fps:
+            if self.live and frame.rendered_at > job.pts:  # finished after it was due
                 self.stats.incr("frames_late")
             self.frames_rendered += 1
             self.last_frame = frame

@@ -82,7 +82,8 @@ async def test_passthrough_delay_is_reported_and_adjustable_and_per_sink_latency
         async with http.get(url + "/api/status") as r:
             per_sink = (await r.json())["latency_ms"]["per_sink"]
         assert per_sink["collect"]["count"] > 10
-        assert per_sink["collect"]["p50_ms"] >= daemon.av_delay * 1000.0 - 1
+        # Frames reach sinks when they are due (A/V delay after capture), less at most the render lead.
+        assert per_sink["collect"]["p50_ms"] >= (daemon.av_delay - daemon.pipeline.max_render_lead) * 1000.0 - 1
 
 
 def output_devices() -> list[int]:
