@@ -432,7 +432,7 @@ class Pipeline:
                 params=job.params,
                 rendered_at=self.clock.now(),
             )
-            if self.live and frame.rendered_at > job.pts:  # finished after it was due
+            if self.live and frame.rendered_at > job.pts + 0.5 / self.fps:  # missed its slot by half a period
                 self.stats.incr("frames_late")
             self.frames_rendered += 1
             self.last_frame = frame
