@@ -407,10 +407,27 @@ class Pipeline:
             except queue.Full:
                 self.stats.drop("render")
 
-    def _render_loop(self) -> None:
-        while not self._stop.is_set():
+    def _next_job(self) -> tuple[RenderJob | None, bool]:
+        """The job to render now and whether the stream ends after it. In live mode a job that is already due
+        gives way to a newer one waiting behind it (counted as a render drop): rendering it would make both
+        late."""
+        job = self._jobs.get(timeout=0.1)
+        while job is not None and self.live and self.clock.now() > job.pts:
             try:
-                job = self._jobs.get(timeout=0.1)
+                newer = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if newer is None:
+                return job, True
+            self.stats.drop("render")
+            job = newer
+        return job, job is None
+
+    def _render_loop(self) -> None:
+        last = False
+        while not self._stop.is_set() and not last:
+            try:
+                job, last = self._next_job()
             except queue.Empty:
                 continue
             if job is None:

@@ -94,8 +94,9 @@ def test_live_run_drops_late_frames_instead_of_queueing(tmp_path: Path, speechli
     assert len(frames) < 2.0 * 60
     lag = np.array([f.rendered_at - f.pts for f in frames])
     render_p99 = snap["stages"]["render"]["p99_ms"] / 1000
-    # Never more than the frame in flight plus one waiting: latency does not grow over the run.
-    assert lag.max() < 3 * render_p99 + 0.1
+    # A due frame gives way to a newer one, so a frame waits at most for the render in flight: latency never
+    # grows beyond two renders, and not over the run either.
+    assert lag.max() < 2 * render_p99 + 0.03
     assert abs(lag[-10:].mean() - lag[:10].mean()) < 2 * render_p99 + 0.05
     n, seconds = probe(tmp_path / "out.mp4")
     assert abs(n - 120) <= 3 and seconds == pytest.approx(n / 60, abs=0.05)
