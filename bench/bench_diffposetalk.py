@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,14 @@ def real_size_args() -> ModelArgs:
                      target="sample", use_style=True, d_style=128, use_indicator=True, align_mask_width=1,
                      use_learnable_pe=True, guiding_conditions=("audio", "style"), cfg_mode="incremental",
                      pad_mode="zero", hubert=hubert)
+
+
+def small_args() -> ModelArgs:
+    """The real-size layout shrunk (2-layer HuBERT, 2x4x128 denoiser, 50 steps): quick GPU tests of the same code."""
+    hubert = HubertSizes(hidden_size=96, num_layers=2, num_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
+                         conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), pos_conv_kernel=16,
+                         pos_conv_groups=4)
+    return replace(real_size_args(), feature_dim=128, n_layers=2, n_heads=4, n_diff_steps=50, hubert=hubert)
 
 
 def speechlike(seconds: float, seed: int = 0) -> np.ndarray:

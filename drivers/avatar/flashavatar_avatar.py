@@ -39,6 +39,7 @@ from drivers.avatar.flame import axis_angle_to_matrix, matrix_to_rotation_6d
 from drivers.avatar.flashavatar import FlashAvatarModel, FlashFrame, quat_product
 from drivers.avatar.frame_graph import GsplatFrameGraph
 from drivers.avatar.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
+from drivers.cuda_graphs import capturing
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class FlashAvatarAvatar:
                     self._deform(self._dev_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
+            with capturing(graph):
                 self._static_out = self._deform(self._dev_in)
             self._graph = graph
         except RuntimeError as exc:  # capture is an optimisation: fall back to eager
@@ -433,7 +434,12 @@ class FlashAvatarAvatar:
         if count <= capacity:
             return None
         if not fg.fits(count):
-            fg.grow(count)
+            try:
+                fg.grow(count)
+            except RuntimeError as exc:
+                log.warning("capturing the grown frame graph failed (%s); rasterising per frame from now on", exc)
+                self._frame_graph = None
+                return self._submit(params, tag)
         return self._submit_graphed(fg, params, tag)
 
     def _finish(self, rgb: torch.Tensor, alpha: torch.Tensor | None, f32: torch.Tensor, u8: torch.Tensor,

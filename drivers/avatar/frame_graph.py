@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from drivers.avatar.gaussians import RasterSettings
+from drivers.cuda_graphs import capturing
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,7 @@ class GsplatFrameGraph:
                 self._frame(self._slots)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread-local: a face driver running CUDA work on its own thread meanwhile does not break the capture
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
+        with capturing(graph):
             self.rgb_u8, self.alpha_u8, self.count = self._frame(self._slots)
         self._graph = graph
         log.info("frame graph captured: %dx%d, room for %d tile intersections", self.width, self.height,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,59 @@ def test_frame_graph_equals_rasterization(tmp_path: Path, monkeypatch: pytest.Mo
     assert int(count) == flatten_ref.numel()
     assert torch.equal(flatten[cap - flatten_ref.numel():], flatten_ref)
     assert torch.equal(offsets - (cap - flatten_ref.numel()), offsets_ref[0])
+
+
+def test_graphs_capture_while_the_face_driver_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the daemon the face driver replays its CUDA graphs on its own thread while the avatar captures (at
+    start, and again when the frame graph grows): neither may break the other, and the images stay right."""
+    pytest.importorskip("gsplat")
+    import sys
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from bench_diffposetalk import small_args, speechlike
+
+    from drivers.face.diffposetalk.model import DiffPoseTalkModel
+    from drivers.face.diffposetalk.sampler import SamplerOptions, torch_noise
+    from drivers.face.diffposetalk.streaming import StreamingEngine, StreamingOptions
+
+    monkeypatch.setenv("AVATAR_BRIDGE_CACHE", str(tmp_path))
+    ps = _params()
+    reference = [img.rgb for img in (_avatar(256, 256, mlp_precision="fp32", renderer="gsplat").render(p) for p in ps)]
+    torch.manual_seed(0)
+    model = DiffPoseTalkModel(small_args()).cuda().eval()
+    audio = speechlike(2.0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    hops = [0]
+
+    def face() -> None:
+        try:
+            while not stop.is_set():
+                style = np.linspace(-1, 1, model.args.d_style).astype(np.float32)
+                engine = StreamingEngine(model, np.zeros(100, np.float32), style,
+                                         torch_noise(torch.Generator().manual_seed(1), model.device),
+                                         SamplerOptions(kind="ddim", steps=4), StreamingOptions(3, 2))
+                for start in range(0, audio.size, 640):
+                    engine.feed(audio[start:start + 640])
+                    while engine.ready():
+                        assert torch.isfinite(engine.step()).all()
+                        hops[0] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=face, daemon=True)
+    thread.start()
+    try:
+        while hops[0] < 3 and thread.is_alive():
+            time.sleep(0.01)
+        av = _avatar(256, 256, mlp_precision="fp32", renderer="gsplat")  # captures both graphs meanwhile
+        for _ in range(3):
+            av._frame_graph.capture(1000)  # and again, growing on the next frame
+            for p, want in zip(ps, reference):
+                assert np.abs(av.render(p).rgb.astype(int) - want.astype(int)).max() <= 1
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors
+    assert hops[0] > 3

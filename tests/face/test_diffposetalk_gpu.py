@@ -5,7 +5,6 @@ Skipped without CUDA."""
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +35,12 @@ def _run(model, audio: np.ndarray, graph: bool, kind: str) -> tuple[torch.Tensor
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])
 def test_graphed_hops_match_eager(kind: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from bench_diffposetalk import real_size_args, speechlike
+    from bench_diffposetalk import small_args, speechlike
 
-    from drivers.face.diffposetalk.hubert import HubertSizes
     from drivers.face.diffposetalk.model import DiffPoseTalkModel
 
-    small = HubertSizes(hidden_size=96, num_layers=2, num_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
-                        conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), pos_conv_kernel=16,
-                        pos_conv_groups=4)
-    args = replace(real_size_args(), feature_dim=128, n_layers=2, n_heads=4, n_diff_steps=50, hubert=small)
     torch.manual_seed(0)
-    model = DiffPoseTalkModel(args).cuda().eval()
+    model = DiffPoseTalkModel(small_args()).cuda().eval()
     audio = speechlike(3.0)
     eager, _ = _run(model, audio, graph=False, kind=kind)
     graphed, n_graphs = _run(model, audio, graph=True, kind=kind)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from drivers.cuda_graphs import capturing
+
 log = logging.getLogger(__name__)
 
 _warned: set[str] = set()
@@ -66,7 +68,7 @@ class GraphedCall:
                     self.net(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):  # type: ignore[arg-type]
+            with capturing(graph, self.capture_error_mode):
                 output = self.net(*static)
         except RuntimeError as exc:  # an optimisation only: keep running eagerly
             if self.what not in _warned:
