@@ -1,8 +1,10 @@
 """`FlashAvatarAvatar`: the `Avatar` driver for a trained FlashAvatar checkpoint and its FLAME files.
 
-The whole path stays on the device: FaceParams → one packed host vector (pinned, one upload) → MLP + FLAME +
-Gaussian parameters (replayed as a CUDA graph on GPUs, the fixed-size part) → splatting (gsplat on CUDA, the
-CPU renderer otherwise) → uint8 on the device → one copy into pinned host memory.
+The whole path stays on the device: FaceParams → one packed host vector of raw values (pinned, one upload) →
+rotations, head motion, FLAME, MLP and Gaussian parameters → splatting (gsplat on CUDA, the CPU renderer
+otherwise) → uint8 on the device → one copy into pinned host memory. On CUDA with gsplat all of it after the
+upload is one CUDA graph replay (`frame_graph.GsplatFrameGraph`); otherwise the deformation is a graph and
+the splatting runs per frame.
 
 Three ways to drive it, one code path:
 - `render(params)`: the `Avatar` protocol; returns this frame's image (waits for the GPU).
@@ -274,7 +276,7 @@ class FlashAvatarAvatar:
 
     def _deform_batch(self, packed: torch.Tensor, views: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B,136) packed frames → means/quats/scales (B,N,·) and world→camera (B,4,4) = view @ head motion;
+        """(B,120) packed frames → means/quats/scales (B,N,·) and world→camera (B,4,4) = view @ head motion;
         `views` is the base view (4,4) or one per frame (B,4,4)."""
         b = packed.shape[0]
         rots = axis_angle_to_matrix(packed[:, 100:115].reshape(b, 5, 3))  # jaw, eyes, head, neck: one pass
