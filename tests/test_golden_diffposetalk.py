@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golden_files import require
 
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_stats
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import generate, normalise_shape
 from drivers.face.diffposetalk.sampler import SamplerOptions, recorded_noise
+from tests.golden_files import require
 
 TOL = 1e-4
 VARIANTS = ("head", "nohead")

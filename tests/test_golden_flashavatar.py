@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from golden_files import golden_dir, require
+
+from tests.golden_files import golden_dir, require
 
 GOLDEN = golden_dir("flashavatar")
 FILES = ("golden_seed0.npz", "chkpnt_seed0.pth", "flame_synthetic.pkl", "FLAME_masks_synthetic.pkl",

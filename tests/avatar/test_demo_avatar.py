@@ -6,17 +6,24 @@ the checks follow the geometry rather than hard-coded pixels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-import tomllib
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from bridge.errors import UserError
 from bridge.face_params import FaceParams
 from bridge.interfaces import Avatar
 from drivers.avatar.demo import DEMO_EXPRESSION_CHANNELS, DemoAvatar
 from drivers.avatar.demo.head import EYE_X, EYE_Y, MOUTH_W, MOUTH_Y, REGION_NAMES, skin_surface
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[2]
 
 SIZE = 128
 BG = (0.0, 0.0, 0.0)

@@ -12,7 +12,6 @@ from pathlib import Path, PosixPath
 import numpy as np
 import pytest
 import torch
-from golden_files import require
 
 from drivers.face.diffposetalk.checkpoint import (
     CheckpointError,
@@ -23,6 +22,7 @@ from drivers.face.diffposetalk.checkpoint import (
 )
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.schedule import SCHEDULE_KINDS, make_schedule
+from tests.golden_files import require
 
 POS = "audio_encoder.encoder.pos_conv_embed.conv."
 

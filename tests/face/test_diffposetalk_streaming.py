@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golden_files import require
 
 from bridge.face_params import FaceParams
 from bridge.interfaces import AudioChunk, FaceDriver
@@ -18,6 +17,7 @@ from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import generate, normalise_shape
 from drivers.face.diffposetalk.sampler import SamplerOptions, recorded_noise
 from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver, StreamingEngine, StreamingOptions
+from tests.golden_files import require
 
 FAST = SamplerOptions(kind="ddim", steps=4, cfg_scale=(1.15, 3.0))
 
