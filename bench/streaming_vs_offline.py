@@ -25,30 +25,12 @@ if str(REPO) not in sys.path:
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_stats  # noqa: E402
 from drivers.face.diffposetalk.model import DiffPoseTalkModel  # noqa: E402
 from drivers.face.diffposetalk.offline import generate, normalise_shape  # noqa: E402
-from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, recorded_noise  # noqa: E402
+from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, fixed_noise, recorded_noise  # noqa: E402
 from drivers.face.diffposetalk.streaming import StreamingEngine, StreamingOptions  # noqa: E402
 
 DEFAULT_GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk"))
 CFG = (1.15, 3.0)
 FULL = StreamingOptions(hop_frames=100, lookahead_frames=10**6, audio_context_s=1e9)
-
-
-def stream(model: DiffPoseTalkModel, g: dict[str, np.ndarray], stats: dict[str, np.ndarray], noise: NoiseFn,
-           sampler: SamplerOptions, opts: StreamingOptions, chunk: int = 640) -> np.ndarray:
-    """Feed the clip in 40 ms chunks, as a microphone would, and collect every frame."""
-    eng = StreamingEngine(model, normalise_shape(g["shape"], stats), g["style"], noise, sampler, opts)
-    out = []
-    for i in range(0, len(g["audio"]), chunk):
-        eng.feed(g["audio"][i:i + chunk])
-        while eng.ready():
-            out.append(eng.step())
-    out += eng.finish()
-    return torch.cat(out).numpy()
-
-
-def fixed(seed: int, shape: tuple[int, ...]) -> NoiseFn:
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    return lambda s: x.reshape(s)
 
 
 def row(label: str, got: np.ndarray, want: np.ndarray) -> None:
@@ -70,19 +52,25 @@ def main() -> int:
     with np.load(args.golden / f"golden_{args.variant}.npz") as z:
         g = {k: z[k] for k in z.files}
     shape = (1, model.args.n_motions, model.args.motion_dim)
+    shape_norm = normalise_shape(g["shape"], stats)
+
+    def stream(noise: NoiseFn, sampler: SamplerOptions, opts: StreamingOptions) -> np.ndarray:
+        """The clip fed in 40 ms chunks, as a microphone would."""
+        return StreamingEngine(model, shape_norm, g["style"], noise, sampler, opts).stream(g["audio"], 640).numpy()
+
     print(f"golden checkpoint ({args.variant}), {len(g['audio']) / 16000:.1f} s clip, {g['motion'].shape[0]} frames; "
           f"motion std {g['motion'].std():.3f} (normalised units)")
     print(f"{'streaming setting':<38} {'mean|e|':>9} {'p95 frame':>9} {'max|e|':>9} {'pose|e|':>9}")
-    exact = stream(model, g, stats, recorded_noise(torch.from_numpy(g["noise"])),
+    exact = stream(recorded_noise(torch.from_numpy(g["noise"])),
                    SamplerOptions(kind="ddpm", cfg_scale=CFG), FULL)
     row("ddpm 500, whole clip lookahead", exact, g["motion"])
     ddim = SamplerOptions(kind="ddim", steps=args.steps, cfg_scale=CFG)
-    offline = generate(model, g["audio"], g["shape"], g["style"], stats, fixed(0, shape), ddim).motion
-    row(f"ddim {args.steps}, whole clip lookahead", stream(model, g, stats, fixed(0, shape), ddim, FULL), offline)
+    offline = generate(model, g["audio"], g["shape"], g["style"], stats, fixed_noise(0, shape), ddim).motion
+    row(f"ddim {args.steps}, whole clip lookahead", stream(fixed_noise(0, shape), ddim, FULL), offline)
     for hop, look in ((4, 1), (3, 2), (5, 3), (10, 5)):
         opts = StreamingOptions(hop_frames=hop, lookahead_frames=look, audio_context_s=2.0)
         label = f"ddim {args.steps}, hop {hop}, lookahead {look}" + (" (default)" if (hop, look) == (4, 1) else "")
-        row(label, stream(model, g, stats, fixed(0, shape), ddim, opts), offline)
+        row(label, stream(fixed_noise(0, shape), ddim, opts), offline)
     print("errors against offline generation with the same sampler and initial noise (the first row: against "
           "upstream's recorded output); pose = the last 6 motion channels (jaw and head)")
     return 0

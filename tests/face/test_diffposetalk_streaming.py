@@ -15,7 +15,7 @@ from bridge.interfaces import AudioChunk, FaceDriver
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_stats
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import generate, normalise_shape
-from drivers.face.diffposetalk.sampler import SamplerOptions, recorded_noise
+from drivers.face.diffposetalk.sampler import SamplerOptions, fixed_noise, recorded_noise
 from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver, StreamingEngine, StreamingOptions
 from tests.golden_files import require
 
@@ -34,21 +34,9 @@ def tiny() -> tuple[DiffPoseTalkModel, dict, dict]:
     return model, load_stats(_file("stats_head.npz")), arrays
 
 
-def _fixed_noise(seed: int, shape: tuple[int, ...]):  # deterministic x_T for the DDIM sampler
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    return lambda s: x.reshape(s)
-
-
 def _stream(model, stats, g, opts: StreamingOptions, sampler: SamplerOptions, noise, chunk: int) -> np.ndarray:
     eng = StreamingEngine(model, normalise_shape(g["shape"], stats), g["style"], noise, sampler, opts)
-    out = []
-    audio = g["audio"][: 16000 * 4]
-    for i in range(0, len(audio), chunk):
-        eng.feed(audio[i:i + chunk])
-        while eng.ready():
-            out.append(eng.step())
-    out += eng.finish()
-    return torch.cat(out).numpy()
+    return eng.stream(g["audio"][: 16000 * 4], chunk).numpy()
 
 
 def test_full_lookahead_streaming_equals_offline(tiny) -> None:
@@ -67,8 +55,8 @@ def test_full_lookahead_streaming_equals_offline(tiny) -> None:
 def test_frames_per_second_and_chunking_independence(tiny) -> None:
     model, stats, g = tiny
     opts = StreamingOptions(hop_frames=5, lookahead_frames=3, audio_context_s=1.0)
-    a = _stream(model, stats, g, opts, FAST, _fixed_noise(3, (1, 100, 54)), chunk=1234)
-    b = _stream(model, stats, g, opts, FAST, _fixed_noise(3, (1, 100, 54)), chunk=16000)
+    a = _stream(model, stats, g, opts, FAST, fixed_noise(3, (1, 100, 54)), chunk=1234)
+    b = _stream(model, stats, g, opts, FAST, fixed_noise(3, (1, 100, 54)), chunk=16000)
     assert a.shape == (100, 54)  # 4 s of audio at 25 fps
     assert np.abs(a - b).max() < 1e-5
 
@@ -76,7 +64,7 @@ def test_frames_per_second_and_chunking_independence(tiny) -> None:
 def test_hop_boundaries_are_continuous(tiny) -> None:
     model, stats, g = tiny
     hop = 5
-    m = _stream(model, stats, g, StreamingOptions(hop, 3, 1.0), FAST, _fixed_noise(4, (1, 100, 54)), chunk=640)
+    m = _stream(model, stats, g, StreamingOptions(hop, 3, 1.0), FAST, fixed_noise(4, (1, 100, 54)), chunk=640)
     steps = np.abs(np.diff(m, axis=0)).mean(axis=1)
     at_boundary = steps[hop - 1::hop]
     inside = np.delete(steps, np.arange(hop - 1, len(steps), hop))
@@ -122,7 +110,7 @@ def test_driver_rejects_wrong_frame_rate(tiny) -> None:
 def test_offline_ddim_is_deterministic(tiny) -> None:
     model, stats, g = tiny
     audio = g["audio"][:16000]
-    r1 = generate(model, audio, g["shape"], g["style"], stats, _fixed_noise(5, (1, 100, 54)), FAST)
-    r2 = generate(model, audio, g["shape"], g["style"], stats, _fixed_noise(5, (1, 100, 54)), FAST)
+    r1 = generate(model, audio, g["shape"], g["style"], stats, fixed_noise(5, (1, 100, 54)), FAST)
+    r2 = generate(model, audio, g["shape"], g["style"], stats, fixed_noise(5, (1, 100, 54)), FAST)
     assert r1.motion.shape == (25, 54)
     np.testing.assert_array_equal(r1.motion, r2.motion)

@@ -42,6 +42,13 @@ def recorded_noise(draws: torch.Tensor) -> NoiseFn:
     return draw
 
 
+def fixed_noise(seed: int, shape: tuple[int, ...]) -> NoiseFn:
+    """One seeded standard-normal draw of `shape`, served at every call: with the deterministic DDIM sampler
+    (which draws only x_T) it makes runs repeatable, e.g. streaming against offline on the same noise."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return lambda s: x.reshape(s)
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     kind: str = "ddpm"  # "ddpm": upstream's ancestral sampler over all steps; "ddim": deterministic subsequence

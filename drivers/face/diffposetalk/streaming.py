@@ -219,6 +219,16 @@ class StreamingEngine:
             out.append(self.step(final=True))
         return out
 
+    def stream(self, audio: NDArray[np.floating], chunk: int) -> torch.Tensor:
+        """A whole clip fed `chunk` samples at a time, as a microphone would, then finished: every frame (n, D)."""
+        out = []
+        for start in range(0, len(audio), chunk):
+            self.feed(audio[start:start + chunk])
+            while self.ready():
+                out.append(self.step())
+        out += self.finish()
+        return torch.cat(out)
+
 
 def _device(name: str) -> torch.device:
     if name == "auto":
