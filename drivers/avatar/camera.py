@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bridge.errors import UserError
-from bridge.rotations import axis_angle_to_matrix as np_axis_angle_to_matrix
+from drivers.avatar.flame import axis_angle_to_matrix
 from drivers.avatar.gaussians import Camera
 
 NEAR = 0.2  # FlashAvatar's rasteriser culls Gaussians closer than 0.2 in view space
@@ -155,27 +155,14 @@ def default_camera(center: np.ndarray, radius: float, width: int, height: int, z
                   torch.tensor(K, dtype=torch.float32, device=device), width, height, NEAR, FAR)
 
 
-def head_motion(head_aa: np.ndarray, neck_aa: np.ndarray, translation: np.ndarray, joints: np.ndarray) -> np.ndarray:
-    """4x4 rigid motion: neck rotation about joint 1, then FLAME's global rotation about the root joint 0, then
-    translation. For the root this is exactly what FLAME's LBS does (every vertex follows the root); the neck
-    is applied rigidly to the whole head (FLAME blends it into the neck base; FlashAvatar never bends it)."""
-
-    def about(rot: np.ndarray, p: np.ndarray) -> np.ndarray:
-        m = np.eye(4)
-        m[:3, :3] = rot
-        m[:3, 3] = p - rot @ p
-        return m
-
-    j = np.asarray(joints, dtype=np.float64)
-    m = about(np_axis_angle_to_matrix(head_aa), j[0]) @ about(np_axis_angle_to_matrix(neck_aa), j[1])
-    m[:3, 3] += np.asarray(translation, dtype=np.float64).reshape(3)
-    return m
-
-
 def head_motion_batch(head_rot: torch.Tensor, neck_rot: torch.Tensor, translation: torch.Tensor,
                       joints: torch.Tensor) -> torch.Tensor:
-    """`head_motion` for batches on any device, from rotation matrices (B,3,3) and translations (B,3):
-    (B,4,4) in their dtype, with no host round trip (it runs inside the avatar's CUDA graphs)."""
+    """4x4 rigid motions: neck rotation about joint 1, then FLAME's global rotation about the root joint 0, then
+    translation. For the root this is exactly what FLAME's LBS does (every vertex follows the root); the neck
+    is applied rigidly to the whole head (FLAME blends it into the neck base; FlashAvatar never bends it).
+
+    Rotation matrices (B,3,3) and translations (B,3) → (B,4,4) in their dtype, on their device, with no host
+    round trip (it runs inside the avatar's CUDA graphs)."""
     j0, j1 = joints[0].to(head_rot), joints[1].to(head_rot)
     rot = head_rot @ neck_rot
     shift = (j0 - head_rot @ j0) + (head_rot @ (j1 - neck_rot @ j1)[..., None])[..., 0] + translation
@@ -183,6 +170,13 @@ def head_motion_batch(head_rot: torch.Tensor, neck_rot: torch.Tensor, translatio
     b = top.shape[0]
     bottom = torch.cat([top.new_zeros(b, 1, 3), top.new_ones(b, 1, 1)], dim=-1)  # made on the device: capturable
     return torch.cat([top, bottom], dim=-2)
+
+
+def head_motion(head_aa: np.ndarray, neck_aa: np.ndarray, translation: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """`head_motion_batch` for one frame of axis-angle poses, in float64 NumPy (the CPU-side callers)."""
+    rots = axis_angle_to_matrix(torch.as_tensor(np.stack([head_aa, neck_aa]), dtype=torch.float64).reshape(2, 3))
+    move = torch.as_tensor(np.asarray(translation, np.float64).reshape(1, 3))
+    return head_motion_batch(rots[:1], rots[1:], move, torch.as_tensor(np.asarray(joints, np.float64)))[0].numpy()
 
 
 def moved_camera(base: Camera, motion: torch.Tensor) -> Camera:

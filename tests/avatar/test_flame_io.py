@@ -216,9 +216,17 @@ def test_head_motion_matches_flame_global_rotation(tmp_path: Path, fake_modules:
     np.testing.assert_allclose(still @ m[:3, :3].T + m[:3, 3], moved + np.array([0.0, 0.0, 0.05]), atol=1e-5)
 
 
-def test_head_motion_batch_equals_head_motion() -> None:
-    """The device-side (batched torch) head motion the avatar's graphs run equals the reference above."""
+def test_head_motion_is_the_composition_of_rotations_about_the_joints() -> None:
+    """Batched head motion (what the avatar's graphs run) equals rotate-about-joint 1 (neck), then about joint 0
+    (head), then translate, built here from 4x4 matrices with the independent NumPy Rodrigues."""
+    from bridge.rotations import axis_angle_to_matrix as np_axis_angle_to_matrix
     from drivers.avatar.camera import head_motion, head_motion_batch
+
+    def about(aa: np.ndarray, p: np.ndarray) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = np_axis_angle_to_matrix(aa)
+        m[:3, 3] = p - m[:3, :3] @ p
+        return m
 
     rng = np.random.default_rng(5)
     joints = rng.normal(size=(5, 3)) * 0.05
@@ -227,5 +235,7 @@ def test_head_motion_batch_equals_head_motion() -> None:
     neck[1] = 1e-10
     h, n, tr, j = (torch.tensor(x, dtype=torch.float64) for x in (head, neck, trans, joints))
     got = head_motion_batch(axis_angle_to_matrix(h), axis_angle_to_matrix(n), tr, j)
-    want = np.stack([head_motion(head[i], neck[i], trans[i], joints) for i in range(4)])
+    want = np.stack([about(head[i], joints[0]) @ about(neck[i], joints[1]) for i in range(4)])
+    want[:, :3, 3] += trans
     np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(head_motion(head[2], neck[2], trans[2], joints), want[2], atol=1e-12)
