@@ -72,18 +72,10 @@ class GsplatRenderer:
         background: torch.Tensor | None = None,
         settings: RasterSettings | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = settings or RasterSettings()
         g = gaussians
-        dev = g.means.device
-        bg = None if background is None else background.to(dev, torch.float32).reshape(1, 3)
-        rgb, alpha, _ = self._raster(
-            g.means, g.quats, g.scales, g.opacities.reshape(-1), g.colors,
-            camera.viewmat.to(dev, torch.float32)[None], camera.K.to(dev, torch.float32)[None],
-            camera.width, camera.height, near_plane=camera.near, far_plane=camera.far, eps2d=s.eps2d,
-            radius_clip=s.radius_clip, sh_degree=g.sh_degree, backgrounds=bg, rasterize_mode="classic",
-            packed=False,
-        )
-        return rgb[0], alpha[0, ..., 0]
+        one = Gaussians(g.means[None], g.quats[None], g.scales[None], g.opacities, g.colors, g.sh_degree)
+        rgb, alpha = self.render_batch(one, camera.viewmat[None], camera, background, settings)
+        return rgb[0], alpha[0]
 
     def render_batch(
         self,
