@@ -17,7 +17,14 @@ from bridge.daemon import Daemon
 from bridge.interfaces import VideoFrame
 
 PIPELINE_THREADS = {"audio", "face", "clock", "render"}
-AAC_FRAME_S = 1024 / 16000
+AAC_FRAME = 1024
+
+
+def recorded_audio_seconds(frames: int, fps: int, rate: int = 16000) -> float:
+    """The sound a recording of `frames` video frames decodes to: exactly as long as the video, then rounded
+    up to whole AAC frames, since the encoder pads its last frame with silence."""
+    samples = round(frames / fps * rate)
+    return -(-samples // AAC_FRAME) * AAC_FRAME / rate
 
 
 def make_daemon(tmp_path: Path, audio: Path, /, **over: object) -> Daemon:
@@ -79,7 +86,7 @@ def test_offline_run_renders_every_frame_with_mouth_following_speech(tmp_path: P
     mouth = np.array([f.rgb[60:76, 36:60].astype(np.float32).mean() for f in frames])
     assert np.corrcoef(mouth, jaw)[0, 1] ** 2 > 0.25
     n, seconds = probe(tmp_path / "out.mp4")
-    assert n == 50 and seconds == pytest.approx(2.0, abs=0.05)
+    assert n == 50 and seconds == pytest.approx(recorded_audio_seconds(50, 25), abs=1e-6)
     assert daemon.stats.snapshot()["stages"]["render"]["dropped"] == 0
 
 
@@ -99,7 +106,9 @@ def test_live_run_drops_late_frames_instead_of_queueing(tmp_path: Path, speechli
     assert lag.max() < 2 * render_p99 + 0.03
     assert abs(lag[-10:].mean() - lag[:10].mean()) < 2 * render_p99 + 0.05
     n, seconds = probe(tmp_path / "out.mp4")
-    assert abs(n - 120) <= 3 and seconds == pytest.approx(n / 60, abs=0.05)
+    # Live, the clock keeps going until the face driver has flushed its end of the speech, which on a busy
+    # machine can come a few frames after the 120 the clip covers.
+    assert 120 <= n <= 126 and seconds == pytest.approx(recorded_audio_seconds(n, 60), abs=1e-6)
 
 
 def test_stop_is_prompt_and_leaves_no_threads(tmp_path: Path) -> None:
@@ -125,5 +134,4 @@ def test_stop_is_prompt_and_leaves_no_threads(tmp_path: Path) -> None:
     alive = {t.name for t in threading.enumerate()} & (PIPELINE_THREADS | {"sink:recorder", "audio-file"})
     assert not alive
     n, seconds = probe(tmp_path / "out.mp4")
-    # Decoded AAC comes in whole 1024-sample frames, so a short file's sound may run up to one frame long.
-    assert n >= 5 and seconds == pytest.approx(n / 25, abs=AAC_FRAME_S + 0.005)
+    assert n >= 5 and seconds == pytest.approx(recorded_audio_seconds(n, 25), abs=1e-6)
