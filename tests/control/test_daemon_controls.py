@@ -92,11 +92,14 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
         SimpleUDPClient("127.0.0.1", port).send_message("/avatar/flame/expression/42", 1.5)
         state = await wait_state(daemon, lambda s: abs(s["mixed"]["expression"][42] - 1.5) < 1e-4)
     c = state["surfaces"]["osc"]["counters"]
+    gap = float(np.diff([start, *frames, end]).max())
     print(f"fuzz via daemon: {out.decode().strip()} sent in {end - start:.1f}s, frames {len(frames)} of "
-          f"{expected:.0f} expected, osc {c}, mixer {state['counters']}")
+          f"{expected:.0f} expected, longest gap {gap * 1000:.0f} ms, osc {c}, mixer {state['counters']}")
     assert proc.returncode == 0 and out.decode().strip() == "100000"
     assert calm >= 0.5 * FPS, f"the daemon renders only {calm:.1f} fps without any flood"
-    assert len(frames) >= 0.9 * expected
+    # The stream never stalls under the flood, and the sender (a process on the same cores) costs it little.
+    assert gap < 0.5
+    assert len(frames) >= 0.75 * expected
     assert c["packets"] > 20_000
     assert c["malformed"] > 1000 and c["bad_args"] > 100 and c["unknown"] > 100 and c["oversized"] >= 1
     assert c["accepted"] > 1000
