@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+
+from drivers.output.recorder import AAC_FRAME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,40 @@ def write_audio_file(path: Path, samples: np.ndarray, rate: int, channels: int =
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+@dataclass
+class Recording:
+    """What a recorded file decodes to."""
+
+    codecs: tuple[str, str]  # (video, audio)
+    brightness: list[float]  # mean grey level of each decoded video frame
+    audio: np.ndarray  # decoded mono samples at `sample_rate`
+    sample_rate: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.brightness)
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio.size / self.sample_rate
+
+    def synced_audio_seconds(self, fps: int) -> float:
+        """How long the sound must decode to when it ends with the video: the video's length, rounded up to
+        whole AAC frames because the encoder pads its last frame with silence."""
+        samples = round(self.frames / fps * self.sample_rate)
+        return -(-samples // AAC_FRAME) * AAC_FRAME / self.sample_rate
+
+
+def read_recording(path: Path) -> Recording:
+    with av.open(str(path)) as c:
+        codecs = (c.streams.video[0].codec_context.name, c.streams.audio[0].codec_context.name)
+        sample_rate = c.streams.audio[0].sample_rate
+        brightness = [float(f.to_ndarray(format="gray").mean()) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    return Recording(codecs, brightness, audio, sample_rate)
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, read_recording
 
 
 def cli(*args: str) -> list[str]:
@@ -36,14 +35,10 @@ def test_demo_records_a_playable_talking_head(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 60
     assert "stage" in proc.stderr and "render" in proc.stderr  # the timing report
-    with av.open(str(out)) as c:
-        v, a = c.streams.video[0], c.streams.audio[0]
-        assert (v.codec_context.name, a.codec_context.name) == ("h264", "aac")
-        frames = sum(1 for _ in c.decode(video=0))
-    with av.open(str(out)) as c:
-        samples = sum(f.samples for f in c.decode(audio=0))
-    assert abs(frames - 100) <= 2
-    assert abs(samples / a.sample_rate - frames / 25) < 0.05
+    rec = read_recording(out)
+    assert rec.codecs == ("h264", "aac")
+    assert abs(rec.frames - 100) <= 2
+    assert rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
 
 
 def test_sigint_stops_the_daemon_within_two_seconds(tmp_path: Path) -> None:

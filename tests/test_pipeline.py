@@ -8,23 +8,15 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from bridge.config import load_config
 from bridge.daemon import Daemon
 from bridge.interfaces import VideoFrame
+from tests.conftest import read_recording
 
 PIPELINE_THREADS = {"audio", "face", "clock", "render"}
-AAC_FRAME = 1024
-
-
-def recorded_audio_seconds(frames: int, fps: int, rate: int = 16000) -> float:
-    """The sound a recording of `frames` video frames decodes to: exactly as long as the video, then rounded
-    up to whole AAC frames, since the encoder pads its last frame with silence."""
-    samples = round(frames / fps * rate)
-    return -(-samples // AAC_FRAME) * AAC_FRAME / rate
 
 
 def make_daemon(tmp_path: Path, audio: Path, /, **over: object) -> Daemon:
@@ -61,14 +53,6 @@ def collect(daemon: Daemon) -> list[VideoFrame]:
     return frames
 
 
-def probe(path: Path) -> tuple[int, float]:
-    with av.open(str(path)) as c:
-        n = sum(1 for _ in c.decode(video=0))
-    with av.open(str(path)) as c:
-        samples = sum(f.samples for f in c.decode(audio=0))
-    return n, samples / 16000
-
-
 def test_offline_run_renders_every_frame_with_mouth_following_speech(tmp_path: Path, speechlike: Path) -> None:
     daemon = make_daemon(tmp_path, speechlike)
     frames = collect(daemon)
@@ -85,8 +69,8 @@ def test_offline_run_renders_every_frame_with_mouth_following_speech(tmp_path: P
     # The rendered mouth region changes with the jaw: the images are not all alike.
     mouth = np.array([f.rgb[60:76, 36:60].astype(np.float32).mean() for f in frames])
     assert np.corrcoef(mouth, jaw)[0, 1] ** 2 > 0.25
-    n, seconds = probe(tmp_path / "out.mp4")
-    assert n == 50 and seconds == pytest.approx(recorded_audio_seconds(50, 25), abs=1e-6)
+    rec = read_recording(tmp_path / "out.mp4")
+    assert rec.frames == 50 and rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
     assert daemon.stats.snapshot()["stages"]["render"]["dropped"] == 0
 
 
@@ -105,10 +89,11 @@ def test_live_run_drops_late_frames_instead_of_queueing(tmp_path: Path, speechli
     # grows beyond two renders, and not over the run either.
     assert lag.max() < 2 * render_p99 + 0.03
     assert abs(lag[-10:].mean() - lag[:10].mean()) < 2 * render_p99 + 0.05
-    n, seconds = probe(tmp_path / "out.mp4")
+    rec = read_recording(tmp_path / "out.mp4")
     # Live, the clock keeps going until the face driver has flushed its end of the speech, which on a busy
     # machine can come a few frames after the 120 the clip covers.
-    assert 120 <= n <= 126 and seconds == pytest.approx(recorded_audio_seconds(n, 60), abs=1e-6)
+    assert 120 <= rec.frames <= 126
+    assert rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(60), abs=1e-6)
 
 
 def test_stop_is_prompt_and_leaves_no_threads(tmp_path: Path) -> None:
@@ -133,5 +118,5 @@ def test_stop_is_prompt_and_leaves_no_threads(tmp_path: Path) -> None:
     assert loop_holder["code"] == 0
     alive = {t.name for t in threading.enumerate()} & (PIPELINE_THREADS | {"sink:recorder", "audio-file"})
     assert not alive
-    n, seconds = probe(tmp_path / "out.mp4")
-    assert n >= 5 and seconds == pytest.approx(recorded_audio_seconds(n, 25), abs=1e-6)
+    rec = read_recording(tmp_path / "out.mp4")
+    assert rec.frames >= 5 and rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)

@@ -10,18 +10,7 @@ from bridge.errors import UserError
 from bridge.interfaces import SAMPLE_RATE, AudioChunk, StreamInfo, VideoFrame
 from drivers.output.png import encode_png
 from drivers.output.recorder import RecorderSink
-
-
-def probe(path: Path) -> tuple[list[float], np.ndarray, float]:
-    """Mean brightness per decoded frame, decoded audio, audio duration."""
-    brightness = []
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            brightness.append(float(frame.to_ndarray(format="gray").mean()))
-    with av.open(str(path)) as c:
-        chunks = [f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]
-    audio = np.concatenate(chunks)
-    return brightness, audio, len(audio) / SAMPLE_RATE
+from tests.conftest import read_recording
 
 
 def test_flash_and_click_stay_in_sync_and_gaps_are_filled(tmp_path: Path) -> None:
@@ -40,13 +29,13 @@ def test_flash_and_click_stay_in_sync_and_gaps_are_filled(tmp_path: Path) -> Non
         sink.write_video(VideoFrame(rgb=rgb, pts=origin + index / fps, index=index))
     sink.close()
     assert sink.frames_written == 75 and sink.frames_repeated == 3
-    brightness, decoded, duration = probe(tmp_path / "out.mp4")
-    assert len(brightness) == 75
-    flash_t = int(np.argmax(brightness)) / fps
-    click_t = int(np.argmax(np.abs(decoded) > 0.4)) / SAMPLE_RATE
+    rec = read_recording(tmp_path / "out.mp4")
+    assert rec.frames == 75
+    flash_t = int(np.argmax(rec.brightness)) / fps
+    click_t = int(np.argmax(np.abs(rec.audio) > 0.4)) / SAMPLE_RATE
     assert abs(flash_t - 2.0) < 1e-6
     assert abs(click_t - flash_t) < 1.0 / fps
-    assert duration == pytest.approx(3.0, abs=0.03)
+    assert rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(fps), abs=1e-6)
 
 
 def test_audio_after_the_last_frame_is_cut_and_missing_audio_is_silence(tmp_path: Path) -> None:
@@ -57,10 +46,11 @@ def test_audio_after_the_last_frame_is_cut_and_missing_audio_is_silence(tmp_path
         sink.write_video(VideoFrame(rgb=np.zeros((32, 32, 3), np.uint8), pts=index / 25, index=index))
     sink.write_audio(AudioChunk(np.full(SAMPLE_RATE // 2, 0.1, np.float32), 0.25))
     sink.close()
-    _, decoded, duration = probe(tmp_path / "short.mp4")
-    assert duration == pytest.approx(1.0, abs=0.03)
-    assert np.abs(decoded[: SAMPLE_RATE // 8]).max() < 0.02  # leading silence
-    assert np.abs(decoded[int(0.4 * SAMPLE_RATE) : int(0.6 * SAMPLE_RATE)]).mean() > 0.05
+    rec = read_recording(tmp_path / "short.mp4")
+    assert rec.frames == 25
+    assert rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
+    assert np.abs(rec.audio[: SAMPLE_RATE // 8]).max() < 0.02  # leading silence
+    assert np.abs(rec.audio[int(0.4 * SAMPLE_RATE) : int(0.6 * SAMPLE_RATE)]).mean() > 0.05
 
 
 def test_bad_target_is_explained(tmp_path: Path) -> None:
