@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bridge.face_params import FaceParams  # noqa: E402
+from bridge.core.face_params import FaceParams  # noqa: E402
 
 DEFAULT_GOLDEN = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_FA", REPO.parent / "shared" / "golden" / "flashavatar"))
 GREEN = (0.0, 1.0, 0.0)
@@ -25,13 +25,13 @@ GREEN = (0.0, 1.0, 0.0)
 
 def renderer(name: str, device: str) -> Any:
     """The project's splat renderer for `name` ('cpu' | 'gsplat') on `device`."""
-    from drivers.avatar.renderers import select_renderer
+    from drivers.avatar.splat.select import select_renderer
 
     return select_renderer(name, device)
 
 
 def build_avatar(golden: Path, width: int, height: int, device: str, splat: Any, **extra: Any) -> Any:
-    from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 
     z = np.load(golden / "golden_seed0.npz")
     flame = golden / "flame_synthetic.npz"  # a converted copy (smaller to ship), else the original pickle

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bridge.face_params import FaceParams  # noqa: E402
-from drivers.avatar.demo import DEMO_EXPRESSION_CHANNELS, DemoAvatar  # noqa: E402
+from bridge.core.face_params import FaceParams  # noqa: E402
+from drivers.avatar.demo.avatar import DEMO_EXPRESSION_CHANNELS, DemoAvatar  # noqa: E402
 
 STAGES = ("pose", "project", "pairs", "sort", "composite", "convert")
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from drivers.avatar.flashavatar.offline import render_batch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN, GREEN, build_avatar, golden_params, renderer
 
@@ -107,7 +109,7 @@ def bench_size(args: argparse.Namespace, width: int, height: int) -> dict[str, f
 
         def batch_step() -> list[Any]:
             turn[0] += 1
-            return avatar.render_batch(batches[turn[0] % len(batches)])
+            return render_batch(avatar, batches[turn[0] % len(batches)])
 
         out["batched"] = wall_ms(batch_step, max(1, n // b), cuda) / b
         if avatar.info().get("frame_graph") is not None:

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN, GREEN, build_avatar, golden_params, renderer
 
-from drivers.avatar.gaussians import RasterSettings
+from drivers.avatar.splat.gaussians import RasterSettings
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

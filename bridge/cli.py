@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge import __version__
-from bridge.errors import UserError
+from bridge.core.errors import UserError
 
 __all__ = ["UserError", "build_parser", "main"]
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from bridge.config import ConfigError
+    from bridge.core.config import ConfigError
 
     try:
         return int(args.func(args) or 0)

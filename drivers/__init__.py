@@ -1,1 +1,1 @@
-"""Device and model drivers, one module per device or model, each behind an interface of `bridge.interfaces`."""
+"""Device and model drivers, one module per device or model, each behind an interface of `bridge.core.interfaces`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from bridge.controls.presets import presets_dir as shipped_presets
 from drivers.output.recorder import AAC_FRAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +83,14 @@ def speechlike(tmp_path: Path) -> Path:
     envelope = (np.sin(2 * np.pi * 2.5 * t) > 0.2).astype(np.float32)
     voice = 0.4 * np.sin(2 * np.pi * 180 * t) + 0.2 * np.sin(2 * np.pi * 900 * t)
     return write_audio_file(tmp_path / "speech.wav", (voice * envelope).astype(np.float32), rate, channels=2)
+
+
+@pytest.fixture
+def presets_dir(tmp_path: Path) -> Path:
+    """A writable copy of the shipped presets."""
+    d = tmp_path / "presets"
+    shutil.copytree(shipped_presets(), d)
+    return d
 
 
 def in_ci() -> bool:

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bridge.errors import UserError
+from bridge.core.errors import UserError
 
 
 def add_daemon_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     token = getattr(args, "token", None)
     url = getattr(args, "url", None)
     if url is None or token is None:
-        from bridge.config import load_config
+        from bridge.core.config import load_config
 
         cfg = load_config(args.config) if getattr(args, "config", None) else load_config()
         host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::") else cfg.http.host

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import UserError
+from bridge.core.errors import UserError
 
 _FILE_OPTS = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape")
 
@@ -80,7 +80,7 @@ def _hex(text: str) -> tuple[float, float, float]:
 def _avatar_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if args.config is not None:
-        from bridge.config import load_config
+        from bridge.core.config import load_config
 
         cfg = load_config(args.config).avatar
         kw = {k: getattr(cfg, k) for k in _FILE_OPTS}
@@ -96,13 +96,13 @@ def _avatar_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _make_avatar(args: argparse.Namespace) -> Any:
-    from drivers.avatar.flashavatar_avatar import FlashAvatarAvatar
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 
     return FlashAvatarAvatar(**_avatar_kwargs(args))  # its setup errors are UserErrors
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from drivers.avatar.flashavatar import PE_DIM, load_checkpoint
+    from drivers.avatar.flashavatar.checkpoint import PE_DIM, load_checkpoint
 
     ck = load_checkpoint(args.checkpoint)
     layers = " → ".join([str(ck.input_dim)] + [str(ck.hidden_dim)] * ck.hidden_layers + [str(ck.output_dim)])
@@ -125,10 +125,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def load_sequence(path: Path) -> dict[str, np.ndarray]:
     """Parameter sequence → dict with expr (F,100), jaw6 (F,6), eyes12 (F,12), eyelids (F,2), head/neck/
     translation (F,3) axis-angle, and optionally per-frame tracker cameras R (F,3,3), t (F,3)."""
-    from bridge.rotations import axis_angle_to_rotation_6d
+    from bridge.core.rotations import axis_angle_to_rotation_6d
 
     if path.is_dir():
-        from drivers.avatar.camera import load_tracker_frame
+        from drivers.avatar.flame.tracker import load_tracker_frame
 
         files = sorted(path.glob("*.frame"))
         if not files:
@@ -189,7 +189,7 @@ def load_sequence(path: Path) -> dict[str, np.ndarray]:
 
 
 def _face_params(seq: dict[str, np.ndarray], i: int) -> Any:
-    from bridge.face_params import FaceParams
+    from bridge.core.face_params import FaceParams
 
     p = FaceParams.from_6d(seq["expr"][i], seq["jaw6"][i], seq["eyes12"][i], seq["eyelids"][i])
     changes = {k: seq[k][i] for k in ("head", "neck", "translation") if k in seq}
@@ -205,6 +205,8 @@ def _tracker_views(seq: dict[str, np.ndarray], idx: range) -> np.ndarray:
 
 def cmd_render(args: argparse.Namespace) -> int:
     import time
+
+    from drivers.avatar.flashavatar.offline import render_batch
 
     seq = load_sequence(args.params)
     avatar = _make_avatar(args)
@@ -225,7 +227,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         for start in range(0, n, args.batch):
             idx = range(start, min(start + args.batch, n))
             views = _tracker_views(seq, idx) if per_frame_cam else None
-            for img in avatar.render_batch([_face_params(seq, i) for i in idx], views=views):
+            for img in render_batch(avatar, [_face_params(seq, i) for i in idx], views=views):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img.rgb), format="rgb24")
                 for packet in stream.encode(frame):
                     container.mux(packet)
@@ -238,8 +240,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_export_ply(args: argparse.Namespace) -> int:
-    from bridge.face_params import FaceParams
-    from drivers.avatar.ply_export import write_ply
+    from bridge.core.face_params import FaceParams
+    from drivers.avatar.flashavatar.offline import world_gaussians
+    from drivers.avatar.flashavatar.ply_export import write_ply
 
     avatar = _make_avatar(args)
     params = FaceParams.neutral()
@@ -248,7 +251,7 @@ def cmd_export_ply(args: argparse.Namespace) -> int:
         if not 0 <= args.frame < len(seq["expr"]):
             raise UserError(f"--frame {args.frame} is outside the {len(seq['expr'])} frames of {args.params}")
         params = _face_params(seq, args.frame)
-    g = avatar.world_gaussians(params, apply_head_motion=not args.world)
+    g = world_gaussians(avatar, params, apply_head_motion=not args.world)
     write_ply(g, args.out)
     print(f"wrote {len(g)} Gaussians (SH degree {g.sh_degree}) to {args.out}")
     avatar.close()

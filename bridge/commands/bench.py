@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.config import Config, load_config
+from bridge.core.config import Config, load_config
 
 SECTIONS = ("render", "face", "encode", "e2e")
 
@@ -41,7 +41,7 @@ class Row:
 def build(kind: str, name: str, cfg: Config, /, **available: Any) -> Any:
     """Create a registered driver: `from_config(cfg)` when it has one, else the constructor arguments it
     names from `available` (so the bench follows each driver's own signature)."""
-    from bridge import registry
+    from bridge.runtime import registry
 
     cls = registry.resolve(kind, name)
     factory = getattr(cls, "from_config", None)
@@ -74,7 +74,7 @@ def _cycle(fn: Callable[[Any], object], items: list[Any]) -> Callable[[], object
 
 
 def _params_sequence(n: int) -> list[Any]:
-    from bridge.face_params import FaceParams
+    from bridge.core.face_params import FaceParams
 
     out = []
     for i in range(n):
@@ -137,7 +137,7 @@ def _speech_like(seconds: float) -> np.ndarray:
 
 
 def bench_face(cfg: Config, seconds: float) -> list[Row]:
-    from bridge.interfaces import AudioChunk
+    from bridge.core.interfaces import AudioChunk
 
     rows = []
     audio = _speech_like(4.0)
@@ -213,7 +213,7 @@ def bench_e2e(cfg: Config, seconds: float) -> list[Row]:
 
     label = f"daemon {cfg.avatar.kind}/{cfg.face.driver}, glass-to-glass"
     try:
-        from bridge.daemon import Daemon
+        from bridge.runtime.daemon import Daemon
     except Exception as exc:
         return [Row("e2e", label, skipped=f"daemon not available: {exc}")]
     sub = cfg.model_copy(deep=True)

@@ -1,7 +1,7 @@
 """`avatar-bridge calibrate --tracked DIR`: fit the ARKit expression map of a FLAME avatar on its tracked frames.
 
 Reads metrical-tracker `.frame` files (the avatar's own training data), FLAME and its landmark embedding,
-fits each ARKit expression name (see `bridge.arkit_fit`) and writes `presets/calibrated/arkit_<avatar>.toml`,
+fits each ARKit expression name (see `drivers.avatar.flame.arkit_fit`) and writes `presets/calibrated/arkit_<avatar>.toml`,
 which the mixer overlays on the generic FLAME map for that avatar.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import UserError
+from bridge.core.errors import UserError
 
 DEFAULT_AVATAR = "flashavatar"  # the daemon's FlashAvatar avatar name
 
@@ -41,7 +41,7 @@ def tracked_files(folder: Path) -> list[Path]:
 
 def load_tracked(files: list[Path], max_frames: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Expression codes (N,100), the shape of the first good frame (300,) and one line per skipped file."""
-    from drivers.avatar.camera import TrackerFrameError, load_tracker_frame
+    from drivers.avatar.flame.tracker import TrackerFrameError, load_tracker_frame
 
     if len(files) > max_frames:
         files = [files[i] for i in np.linspace(0, len(files) - 1, max_frames).round().astype(int)]
@@ -74,10 +74,10 @@ def landmark_setup(flame_path: Path, landmarks: Path | None, shape: np.ndarray) 
     """(embedding, (L*3,100) Jacobian) for the subject's shape at a neutral pose."""
     import torch
 
-    from bridge.arkit_fit import landmark_jacobian
-    from bridge.flame_landmarks import find_embedding, load_landmark_embedding
-    from drivers.avatar.flame import FlameModel
-    from drivers.avatar.flame_io import load_flame_arrays
+    from drivers.avatar.flame.arkit_fit import landmark_jacobian
+    from drivers.avatar.flame.files import load_flame_arrays
+    from drivers.avatar.flame.landmarks import find_embedding, load_landmark_embedding
+    from drivers.avatar.flame.model import FlameModel
 
     if landmarks is None:
         landmarks = find_embedding([flame_path.parent, flame_path.parent / "flame"])
@@ -121,12 +121,12 @@ def write_map(path: Path, avatar: str, source: Path, frames: int, results: list[
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from bridge.arkit_fit import fit_targets
-    from bridge.arkit_maps import calibration_file, load_map
+    from bridge.controls.arkit_maps import calibration_file, load_map
+    from drivers.avatar.flame.arkit_fit import fit_targets
 
     config = None
     if args.config:
-        from bridge.config import load_config
+        from bridge.core.config import load_config
 
         config = load_config(args.config)
     flame_path = Path(args.flame) if args.flame else (config.avatar.flame_model if config else None)

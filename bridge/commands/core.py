@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Config, load_config
-from bridge.errors import UserError
+from bridge.core.config import Config, load_config
+from bridge.core.errors import UserError
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -69,7 +69,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def start_daemon(config: Config, args: argparse.Namespace) -> int:
-    from bridge.daemon import Daemon
+    from bridge.runtime.daemon import Daemon
 
     if args.record is not None and not args.record.parent.exists():
         raise UserError(f"cannot record to {args.record}: folder {args.record.parent} does not exist")

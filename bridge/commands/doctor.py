@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Config, load_config
+from bridge.core.config import Config, load_config
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -239,7 +239,7 @@ def _open_numpy(path: Path) -> str:
 
 def _opener(kind: str, path: Path) -> Callable[[Path], str]:
     """The project's own loader for `kind` when it is installed, else a format check that really opens the file."""
-    flame_io = "drivers.avatar.flame_io"
+    flame_io = "drivers.avatar.flame.files"
     if kind == "flame_model" and (load_flame := _loader(flame_io, "load_flame_arrays")) is not None:
         return lambda p: f"FLAME model, {len(load_flame(p, cache=False))} arrays"
     if kind == "flame_masks" and (load_masks := _loader(flame_io, "load_masks")) is not None:
@@ -248,7 +248,7 @@ def _opener(kind: str, path: Path) -> Callable[[Path], str]:
         if (load_eyelids := _loader(flame_io, "load_eyelids")) is not None:
             return lambda p: f"eyelid blendshapes {len(load_eyelids(p))}"
         return _check_eyelids
-    if kind == "flame_mesh" and (load_obj := _loader("drivers.avatar.obj", "load_obj")) is not None:
+    if kind == "flame_mesh" and (load_obj := _loader("drivers.avatar.flame.obj", "load_obj")) is not None:
         return lambda p: f"OBJ mesh {type(load_obj(p)).__name__} loaded"
     if path.suffix in (".npy", ".npz"):
         return _open_numpy

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.commands._http import add_daemon_args, call
-from bridge.errors import UserError
+from bridge.controls.presets import presets_dir
+from bridge.core.errors import UserError
 
 
 def _ports() -> list[str]:
@@ -113,5 +114,5 @@ def register(sub: Any) -> None:
     q.add_argument("--duration", type=float, default=0.0)
     q.set_defaults(func=cmd_monitor)
     q = ms.add_parser("show", help="print a MIDI map")
-    q.add_argument("map", nargs="?", default=str(Path(__file__).resolve().parents[2] / "presets" / "midi" / "nanokontrol2.toml"))
+    q.add_argument("map", nargs="?", default=str(presets_dir() / "midi" / "nanokontrol2.toml"))
     q.set_defaults(func=cmd_show)

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from bridge.commands._http import add_daemon_args, call
-from bridge.errors import UserError
+from bridge.core.errors import UserError
 
 
 def _library(args: argparse.Namespace) -> Any:
-    from bridge.presets import PresetLibrary
+    from bridge.controls.presets import PresetLibrary
 
     directory = Path(args.dir) if getattr(args, "dir", None) else None
     if directory is None and getattr(args, "config", None):
-        from bridge.config import load_config
+        from bridge.core.config import load_config
 
         directory = load_config(args.config).presets.dir
     return PresetLibrary(directory)
@@ -43,7 +43,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bridge.arkit_maps import MapError, load_for_avatar
+    from bridge.controls.arkit_maps import load_for_avatar
+    from bridge.controls.presets import MapError
 
     lib = _library(args)
     problems = dict(lib.errors)

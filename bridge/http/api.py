@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge import registry
-from bridge.interfaces import ControlEvent
+from bridge.core.interfaces import ControlEvent
+from bridge.runtime import registry
 
 if TYPE_CHECKING:
-    from bridge.daemon import Daemon
+    from bridge.runtime.daemon import Daemon
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.control_setup import find_surface
-from bridge.controls import vocabulary
-from bridge.interfaces import ControlEvent
+from bridge.controls.vocabulary import vocabulary
+from bridge.core.interfaces import ControlEvent
+from bridge.runtime.build import find_surface
 
 
 def _error(status: int, message: str, fix: str = "") -> web.Response:

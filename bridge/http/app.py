@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from bridge.daemon import Daemon
+    from bridge.runtime.daemon import Daemon
 
 ROUTE_MODULES = (
     "bridge.http.api_controls",

@@ -15,7 +15,7 @@ from aiohttp import web
 from bridge.http.api import status_snapshot
 
 if TYPE_CHECKING:
-    from bridge.daemon import Daemon
+    from bridge.runtime.daemon import Daemon
 
 PREFIX = "avatar_bridge_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

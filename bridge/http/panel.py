@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from bridge.daemon import Daemon
+    from bridge.runtime.daemon import Daemon
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"panel.html": "text/html", "panel.js": "text/javascript", "panel.css": "text/css"}

@@ -9,8 +9,8 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.errors import UserError
-from bridge.interfaces import SAMPLE_RATE
+from bridge.core.errors import UserError
+from bridge.core.interfaces import SAMPLE_RATE
 
 
 def iter_decoded(path: Path | str, sample_rate: int = SAMPLE_RATE) -> Iterator[NDArray[np.float32]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 from drivers.audio.decode import demo_clip_path, iter_decoded
 
 
@@ -103,7 +103,7 @@ class FileAudioSource(_ChunkedSource):
         # Fail at construction, before threads start, if the file cannot be used.
         first = next(iter_decoded(self.path), None)
         if first is None:
-            from bridge.errors import UserError
+            from bridge.core.errors import UserError
 
             raise UserError(f"audio file {self.path} contains no audio samples")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import UserError
-from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.errors import UserError
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 
 log = logging.getLogger(__name__)
 

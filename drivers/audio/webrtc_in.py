@@ -22,7 +22,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.interfaces import SAMPLE_RATE, AudioChunk, AudioSource
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, AudioSource
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import mido
 import tomli_w
 
-from bridge.arkit_maps import PRESETS_DIR
-from bridge.interfaces import ControlEvent, ControlSink
+from bridge.controls.presets import presets_dir
+from bridge.core.interfaces import ControlEvent, ControlSink
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,7 +40,7 @@ CURVES = ("linear", "exp", "log", "scurve")
 ENCODINGS = ("twos", "signed_bit", "offset")
 MOMENTARY_TARGETS = ("blink", "reset")
 ARITY = {"gaze": 2, "head": 3, "flame/jaw": 3, "flame/eyes": 6, "flame/neck": 3, "flame/head": 3, "flame/eyelids": 2}
-DEFAULT_MAP = PRESETS_DIR / "midi" / "learned.toml"
+DEFAULT_MAP = presets_dir() / "midi" / "learned.toml"
 
 
 class MidiError(RuntimeError):

@@ -30,8 +30,8 @@ from typing import Any
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bridge.errors import UserError
-from bridge.interfaces import ControlEvent, ControlSink
+from bridge.core.errors import UserError
+from bridge.core.interfaces import ControlEvent, ControlSink
 
 log = logging.getLogger(__name__)
 

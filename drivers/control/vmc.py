@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bridge.controls import arkit_name
+from bridge.controls.vocabulary import arkit_name
 from drivers.control.osc import MAX_PACKETS_PER_SECOND, OscServerBase, numbers
 
 VRM_ALIASES: dict[str, list[tuple[str, float]]] = {

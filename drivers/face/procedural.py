@@ -12,8 +12,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.face_params import FaceParams
-from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 
 WINDOW_S = 0.030
 FLOOR_DB = -48.0  # absolute gate: quieter is silence

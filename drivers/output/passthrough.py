@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 
 log = logging.getLogger(__name__)
 

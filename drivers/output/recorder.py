@@ -14,8 +14,8 @@ from typing import Any
 import av
 import numpy as np
 
-from bridge.errors import UserError
-from bridge.interfaces import AudioChunk, StreamInfo, VideoFrame
+from bridge.core.errors import UserError
+from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from bridge.errors import UserError
-from bridge.interfaces import AudioChunk, StreamInfo, VideoFrame
+from bridge.core.errors import UserError
+from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 from drivers.output.png import write_png
 
 

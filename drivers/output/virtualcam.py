@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.errors import UserError
-from bridge.interfaces import AudioChunk, StreamInfo, VideoFrame
+from bridge.core.errors import UserError
+from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 
 log = logging.getLogger(__name__)
 

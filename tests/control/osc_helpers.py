@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from bridge.face_params import FaceParams
-from bridge.mixer import Mixer
+from bridge.controls.mixer import Mixer
+from bridge.core.face_params import FaceParams
 
 
 class MixerTicker:

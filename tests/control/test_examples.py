@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bridge.interfaces import ControlEvent
+from bridge.core.interfaces import ControlEvent
 from drivers.control.osc import OscControlSurface
-from tests.control.conftest import make_mixer
+from tests.controls.conftest import make_mixer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import mido
 import pytest
 
-from bridge.face_params import FaceParams
-from bridge.interfaces import ControlEvent
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import ControlEvent
 from drivers.control.midi import (
     Binding,
     MidiControlSurface,
@@ -21,7 +21,7 @@ from drivers.control.midi import (
     relative_delta,
     shape,
 )
-from tests.control.conftest import make_mixer, run
+from tests.controls.conftest import make_mixer, run
 
 NANO = Path(__file__).resolve().parents[2] / "presets" / "midi" / "nanokontrol2.toml"
 

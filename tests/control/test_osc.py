@@ -17,9 +17,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from drivers.control.osc import OscControlSurface
-from tests.control.conftest import make_mixer
 from tests.control.osc_fuzz import deep_bundle, huge_bundle, random_packet
 from tests.control.osc_helpers import MixerTicker
+from tests.controls.conftest import make_mixer
 
 SMILE = 0
 

@@ -12,8 +12,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from drivers.control.vmc import VmcControlSurface, unity_quat_to_flame_axis_angle
-from tests.control.conftest import make_mixer
 from tests.control.osc_helpers import MixerTicker
+from tests.controls.conftest import make_mixer
 
 BROW = 1
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.face_params import FaceParams
-from bridge.interfaces import AudioChunk, FaceDriver
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import AudioChunk, FaceDriver
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_stats
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import generate, normalise_shape

@@ -13,7 +13,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from tests.panel.conftest import running_daemon
+from tests.http.conftest import running_daemon
 
 __all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "watch"]
 

@@ -8,7 +8,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from bridge.interfaces import AudioChunk
+from bridge.core.interfaces import AudioChunk
 from drivers.output.passthrough import DelayLine
 from tests.output.conftest import base_url, running_daemon, wait_until
 

@@ -13,9 +13,9 @@ import av
 import numpy as np
 import pytest
 
+from tests.http.cdp import Browser, chromium_available
 from tests.output.conftest import base_url, hub_of, running_daemon, wait_until
 from tests.output.test_webrtc_peers import tone_file
-from tests.panel.cdp import Browser, chromium_available
 
 pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from bridge.errors import UserError
-from bridge.interfaces import StreamInfo, VideoFrame
+from bridge.core.errors import UserError
+from bridge.core.interfaces import StreamInfo, VideoFrame
 from drivers.output.virtualcam import FramePacer, VirtualCameraSink, convert, rgb_to_i420, rgb_to_nv12
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from drivers.output.whip import WhipPublisher
+from drivers.output.webrtc.whip import WhipPublisher
 from tests.output.conftest import running_daemon, wait_until
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.face_params import FaceParams
-from bridge.rotations import axis_angle_to_matrix
-from drivers.avatar.camera import head_motion
+from bridge.core.face_params import FaceParams
+from bridge.core.rotations import axis_angle_to_matrix
 from drivers.avatar.demo.head import (
     CHANNELS,
     EYEBALL,
@@ -23,6 +22,7 @@ from drivers.avatar.demo.head import (
     HeadModel,
     lid_points,
 )
+from drivers.avatar.flame.model import head_motion
 
 F = NDArray[np.float32]
 # Head rotation pivots at the top of the neck (the "root"), neck rotation at its base.

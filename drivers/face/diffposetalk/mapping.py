@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.face_params import FaceParams
+from bridge.core.face_params import FaceParams
 
 F32 = NDArray[np.float32]
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bridge.face_params import FaceParams
-from bridge.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_shape, load_stats, load_style
 from drivers.face.diffposetalk.graphed import GraphedCall
 from drivers.face.diffposetalk.mapping import OutputMapping, denormalise

@@ -1,0 +1,1 @@
+"""The control grammar and its state: the vocabulary, ARKit maps, presets, idle life and the mixer."""

@@ -1,0 +1,532 @@
+"""The mixer: per channel, lip sync + presets/emotions + manual controls + idle motion → rendered FaceParams.
+
+Order of layers, per FaceParams channel (index of `FaceParams.to_vector()`):
+1. the audio-driven values (lip sync);
+2. presets and emotions add their deltas, each scaled by its own faded weight;
+3. manual controls either add (default for expression and jaw, so a smile keeps lip-syncing) or override
+   (default for eyes, eyelids, neck and head), configurable per group or per target;
+4. idle motion (saccades, sway, blinks) adds where no manual control holds the channel;
+5. manual blinks close the eyelids; the result is clamped to safe ranges.
+
+`apply()` only parses and queues (thread-safe, never raises); `mix()` drains the queue at the frame's
+media-clock time, so given the same events and times the output is identical (deterministic). A flood of
+events is bounded: the queue keeps the newest `queue` events and a frame takes at most
+`max_events_per_frame` of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bridge.controls.arkit_maps import ArkitMap, load_for_avatar
+from bridge.controls.idle import IdleLife
+from bridge.controls.presets import PresetLibrary
+from bridge.controls.vocabulary import (
+    CHANNEL_LIMITS,
+    GAZE_MAX_PITCH,
+    GAZE_MAX_YAW,
+    ControlError,
+    arkit_name,
+    clamp,
+    finite,
+)
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import ControlEvent
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+VEC = FaceParams.VECTOR_SIZE
+L = FaceParams.LAYOUT
+Mode = Literal["add", "override"]
+
+EASINGS: dict[str, Callable[[float], float]] = {
+    "linear": lambda x: x,
+    "smooth": lambda x: x * x * (3 - 2 * x),
+    "cubic": lambda x: 4 * x * x * x if x < 0.5 else 1 - (-2 * x + 2) ** 3 / 2,
+    "sine": lambda x: 0.5 - 0.5 * float(np.cos(np.pi * x)),
+    "out": lambda x: 1 - (1 - x) ** 2,
+}
+
+DEFAULT_MODES: dict[str, Mode] = {
+    "expression": "add",
+    "jaw": "add",
+    "eyes": "override",
+    "eyelids": "override",
+    "neck": "override",
+    "head": "override",
+    "translation": "add",
+}
+
+_LOWER = np.concatenate([np.full(n, CHANNEL_LIMITS[g][0], np.float32) for g, (_, n) in L.items()])
+_UPPER = np.concatenate([np.full(n, CHANNEL_LIMITS[g][1], np.float32) for g, (_, n) in L.items()])
+_GROUP_OF = np.concatenate([np.full(n, i) for i, (_, n) in enumerate(L.values())])
+_GROUPS = list(L)
+
+
+@dataclass
+class MixerSettings:
+    fade: float = 0.4  # default fade of presets, emotions and hold buttons, seconds
+    easing: str = "smooth"
+    modes: dict[str, str] = field(default_factory=dict)  # group or target → "add" | "override"
+    queue: int = 4096
+    max_events_per_frame: int = 2048
+    reload_interval: float = 1.0  # seconds between checks of the presets files
+
+
+class _Fader:
+    """Values easing from where they are now to a target over a duration."""
+
+    __slots__ = ("dur", "ease", "start", "t0", "target")
+
+    def __init__(self, value: NDArray[np.float64], ease: Callable[[float], float]) -> None:
+        self.start = value.astype(np.float64)
+        self.target = self.start.copy()
+        self.t0 = 0.0
+        self.dur = 0.0
+        self.ease = ease
+
+    def value(self, now: float) -> NDArray[np.float64]:
+        if self.dur <= 0 or now >= self.t0 + self.dur:
+            return self.target
+        x = max(0.0, (now - self.t0) / self.dur)
+        return self.start + (self.target - self.start) * self.ease(x)
+
+    def set(self, now: float, target: NDArray[np.float64], dur: float) -> None:
+        self.start = self.value(now).copy()
+        self.target = target.astype(np.float64)
+        self.t0 = now
+        self.dur = dur
+
+    def done(self, now: float) -> bool:
+        return self.dur <= 0 or now >= self.t0 + self.dur
+
+
+@dataclass
+class _Manual:
+    target: str
+    basis: NDArray[np.float64]  # (k, 120)
+    mask: NDArray[np.bool_]  # channels touched
+    override: NDArray[np.bool_]  # channels where this control overrides
+    values: _Fader
+    weight: _Fader
+    releasing: bool = False
+
+
+@dataclass
+class _Level:
+    kind: str
+    name: str
+    weight: _Fader
+    vector: F32
+
+
+# Parsed commands (queued by apply, executed by mix).
+@dataclass
+class _Cmd:
+    op: str  # manual | level | release | toggle | blink | reset | idle
+    target: str = ""
+    values: tuple[float, ...] = ()
+    fade: float | None = None
+    basis: NDArray[np.float64] | None = None
+    kind: str = ""
+    name: str = ""
+
+
+class Mixer:
+    """Combines the driven face with controls; see the module docstring for the layer order."""
+
+    def __init__(
+        self,
+        arkit: ArkitMap,
+        library: PresetLibrary | None = None,
+        idle: IdleLife | None = None,
+        settings: MixerSettings | None = None,
+    ) -> None:
+        self.arkit = arkit
+        self.library = library
+        self.idle = idle if idle is not None else IdleLife()
+        self.settings = settings or MixerSettings()
+        self._ease = EASINGS.get(self.settings.easing, EASINGS["smooth"])
+        self._lock = threading.Lock()
+        self._queue: deque[_Cmd] = deque(maxlen=self.settings.queue)
+        self._manual: dict[str, _Manual] = {}
+        self._levels: dict[tuple[str, str], _Level] = {}
+        self._generation = library.generation if library else 0
+        self._next_reload = 0.0
+        self._now = 0.0
+        self._mixed = FaceParams.neutral()
+        self._control_delta = np.zeros(VEC, np.float32)
+        self.counters = {"accepted": 0, "rejected": 0, "dropped": 0, "applied": 0, "errors": 0}
+        self.last_error = ""
+        self._override_default = np.array(
+            [self._mode_of_group(g) == "override" for g in _GROUPS], dtype=bool
+        )[_GROUP_OF]
+
+    # ---- configuration -------------------------------------------------------------------------------
+    def _mode_of_group(self, group: str) -> str:
+        return self.settings.modes.get(group, DEFAULT_MODES[group])
+
+    def _override_mask(self, target: str, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        mode = self.settings.modes.get(target)
+        if mode is not None:
+            return mask & (mode == "override")
+        return mask & self._override_default
+
+    # ---- parsing (any thread) ------------------------------------------------------------------------
+    def _basis(self, target: str, n: int) -> tuple[NDArray[np.float64], int]:
+        """(basis (k, 120), k) for a manual value target with `n` given values."""
+        parts = target.split("/")
+        if parts[0] == "blend" and len(parts) == 2:
+            name = arkit_name(parts[1])
+            if name is None:
+                raise ControlError(f"unknown ARKit blendshape {parts[1]!r}")
+            return self.arkit.delta(name)[None, :].astype(np.float64), 1
+        if parts[0] == "flame" and len(parts) >= 2:
+            group = parts[1]
+            if group == "expression":
+                if len(parts) != 3 or not parts[2].isdigit() or not 0 <= int(parts[2]) < 100:
+                    raise ControlError("use flame/expression/<0-99>")
+                b = np.zeros((1, VEC))
+                b[0, int(parts[2])] = 1.0
+                return b, 1
+            if group in ("jaw", "eyes", "eyelids", "neck", "head", "translation") and len(parts) == 2:
+                s, size = L[group]
+                if group == "jaw" and n == 1:
+                    b = np.zeros((1, VEC))
+                    b[0, s] = 1.0
+                    return b, 1
+                if group == "eyelids" and n == 1:
+                    b = np.zeros((1, VEC))
+                    b[0, s : s + 2] = 1.0
+                    return b, 1
+                b = np.zeros((size, VEC))
+                b[np.arange(size), s + np.arange(size)] = 1.0
+                return b, size
+            raise ControlError(f"unknown FLAME channel {target!r}")
+        if target == "gaze":
+            e = L["eyes"][0]
+            b = np.zeros((2, VEC))
+            b[0, [e + 1, e + 4]] = GAZE_MAX_YAW
+            b[1, [e + 0, e + 3]] = -GAZE_MAX_PITCH
+            return b, 2
+        if target == "head":
+            s = L["head"][0]
+            b = np.zeros((3, VEC))
+            b[np.arange(3), s + np.arange(3)] = 1.0
+            return b, 3
+        raise ControlError(f"unknown control target {target!r}")
+
+    def _range(self, target: str) -> tuple[float, float]:
+        head = target.split("/")[0]
+        if head == "blend":
+            return (0.0, 1.0)
+        if target.startswith("flame/expression"):
+            return (-3.0, 3.0)
+        if target == "flame/eyelids":
+            return (-0.3, 1.0)
+        if target == "flame/head":
+            return (-1.0, 1.0)
+        if head == "flame":
+            return (-0.8, 0.8)
+        return (-1.0, 1.0)
+
+    def parse(self, event: ControlEvent) -> _Cmd:
+        """Validate an event into a command; raises ControlError with a readable reason."""
+        target = event.target.strip().strip("/")
+        if target.startswith("avatar/"):
+            target = target[len("avatar/") :]
+        if len(target) > 200:
+            raise ControlError("target too long")
+        values = finite(tuple(event.values))
+        if len(values) > 8:
+            raise ControlError("too many values")
+        if target == "blink":
+            return _Cmd("blink", values=values)
+        if target == "reset":
+            return _Cmd("reset", fade=_fade_arg(values, 0))
+        for prefix in ("hold/", "toggle/", "release/"):
+            if target.startswith(prefix):
+                inner = target[len(prefix) :]
+                sub = self.parse(ControlEvent(inner, ()))  # validates the inner target
+                if sub.op not in ("manual", "level"):
+                    raise ControlError(f"{prefix}{inner}: only value targets can be held, toggled or released")
+                op = prefix[:-1]
+                if op == "hold":
+                    pressed = values[0] if values else 1.0
+                    if pressed > 0.5:
+                        sub.fade = _fade_arg(values, 1)
+                        if sub.fade is None:
+                            sub.fade = self.settings.fade
+                        return sub
+                    return _Cmd("release", target=inner, fade=_fade_arg(values, 1), kind=sub.kind, name=sub.name)
+                return _Cmd(op, target=inner, fade=_fade_arg(values, 0), kind=sub.kind, name=sub.name)
+        parts = target.split("/")
+        if parts[0] in ("preset", "emotion") and len(parts) == 2:
+            kind, name = parts
+            if (kind == "preset" and self.library is not None and self.library.get(kind, name) is None
+                    and self.library.get("emotion", name) is not None):
+                kind, target = "emotion", f"emotion/{name}"  # /avatar/preset/happy: emotions are presets too
+            if self.library is None or self.library.get(kind, name) is None:
+                known = self.library.names(kind) if self.library else []
+                if kind == "preset" and self.library is not None:
+                    known = known + self.library.names("emotion")
+                raise ControlError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}")
+            value = clamp(values[0], 0.0, 1.0) if values else 1.0
+            return _Cmd("level", target=target, values=(value,), fade=_fade_arg(values, 1), kind=kind, name=name)
+        if parts[0] == "idle" and len(parts) == 2 and parts[1] in ("blink", "gaze", "sway"):
+            return _Cmd("idle", name=parts[1], values=(clamp(values[0] if values else 1.0, 0.0, 3.0),))
+        basis, k = self._basis(target, len(values))
+        lo, hi = self._range(target)
+        given = values[:k]
+        vals = tuple(clamp(v, lo, hi) for v in given) + (0.0,) * (k - len(given))
+        if not values:
+            vals = (hi if k == 1 else 0.0,) * k
+        return _Cmd("manual", target=target, values=vals, fade=_fade_arg(values, k), basis=basis)
+
+    def apply(self, event: ControlEvent) -> bool:
+        """Queue a control event (thread-safe, never raises); False when it was rejected."""
+        try:
+            cmd = self.parse(event)
+        except ControlError as exc:
+            with self._lock:
+                self.counters["rejected"] += 1
+                self.last_error = f"{event.target[:80]}: {exc}"
+            return False
+        except Exception as exc:  # a bug must not reach the control surface's loop
+            with self._lock:
+                self.counters["rejected"] += 1
+                self.last_error = f"{event.target[:80]}: {type(exc).__name__}: {exc}"
+            return False
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.counters["dropped"] += 1
+            self._queue.append(cmd)
+            self.counters["accepted"] += 1
+        return True
+
+    # ---- execution (render thread) -------------------------------------------------------------------
+    def _run(self, cmd: _Cmd, now: float) -> None:
+        fade = self.settings.fade if cmd.fade is None and cmd.op == "level" else (cmd.fade or 0.0)
+        if cmd.op == "manual":
+            assert cmd.basis is not None
+            vals = np.asarray(cmd.values, np.float64)
+            m = self._manual.get(cmd.target)
+            if m is None or m.basis.shape != cmd.basis.shape:
+                mask = np.any(cmd.basis != 0, axis=0)
+                start = vals if fade <= 0 else np.zeros_like(vals)
+                m = _Manual(cmd.target, cmd.basis, mask, self._override_mask(cmd.target, mask),
+                            _Fader(start, self._ease), _Fader(np.zeros(1), self._ease))
+                self._manual[cmd.target] = m
+            m.basis = cmd.basis
+            m.releasing = False
+            m.values.set(now, vals, fade)
+            m.weight.set(now, np.ones(1), fade)
+        elif cmd.op == "level":
+            self._set_level(cmd.kind, cmd.name, cmd.values[0], fade, now)
+        elif cmd.op == "release":
+            self._release(cmd, now)
+        elif cmd.op == "toggle":
+            if cmd.kind:
+                lvl = self._levels.get((cmd.kind, cmd.name))
+                on = lvl is not None and float(lvl.weight.target[0]) > 0.5
+                self._set_level(cmd.kind, cmd.name, 0.0 if on else 1.0, self._fade(cmd), now)
+            else:
+                m = self._manual.get(cmd.target)
+                if m is not None and not m.releasing:
+                    self._release(cmd, now)
+                else:
+                    sub = self.parse(ControlEvent(cmd.target, ()))
+                    sub.fade = self._fade(cmd)
+                    self._run(sub, now)
+        elif cmd.op == "blink":
+            self.idle.trigger_blink(now, double=bool(cmd.values and cmd.values[0] > 1.5))
+        elif cmd.op == "reset":
+            fade = self._fade(cmd)
+            for t in list(self._manual):
+                self._release(_Cmd("release", target=t, fade=fade), now)
+            for (kind, name) in list(self._levels):
+                self._set_level(kind, name, 0.0, fade, now)
+        elif cmd.op == "idle":
+            setattr(self.idle.amounts, cmd.name, cmd.values[0])
+
+    def _fade(self, cmd: _Cmd) -> float:
+        return self.settings.fade if cmd.fade is None else cmd.fade
+
+    def _release(self, cmd: _Cmd, now: float) -> None:
+        if cmd.kind:
+            self._set_level(cmd.kind, cmd.name, 0.0, self._fade(cmd), now)
+            return
+        m = self._manual.get(cmd.target)
+        if m is not None:
+            m.releasing = True
+            m.weight.set(now, np.zeros(1), self._fade(cmd))
+
+    def _set_level(self, kind: str, name: str, value: float, fade: float, now: float) -> None:
+        key = (kind, name)
+        lvl = self._levels.get(key)
+        if lvl is None:
+            if value <= 0:
+                return
+            preset = self.library.get(kind, name) if self.library else None
+            if preset is None:
+                return
+            lvl = _Level(kind, name, _Fader(np.zeros(1), self._ease), self.arkit.vector(preset))
+            self._levels[key] = lvl
+        lvl.weight.set(now, np.array([value]), fade)
+        if kind == "emotion" and value > 0:  # emotions are exclusive
+            for (k, n), other in self._levels.items():
+                if k == "emotion" and n != name and float(other.weight.target[0]) > 0:
+                    other.weight.set(now, np.zeros(1), fade)
+
+    def _refresh_presets(self, now: float) -> None:
+        if self.library is None or now < self._next_reload:
+            return
+        self._next_reload = now + self.settings.reload_interval
+        self.library.poll()
+        if self.library.generation != self._generation:
+            self._generation = self.library.generation
+            for lvl in self._levels.values():
+                preset = self.library.get(lvl.kind, lvl.name)
+                if preset is not None:
+                    lvl.vector = self.arkit.vector(preset)
+
+    def mix(self, driven: FaceParams, now: float) -> FaceParams:
+        """The FaceParams to render at media time `now` (called once per frame by the render thread)."""
+        base = driven.to_vector().astype(np.float64)
+        try:
+            out = self._mix(base, driven, now)
+        except Exception as exc:  # never take the render loop down; show the driven face instead
+            self.counters["errors"] += 1
+            self.last_error = f"mix: {type(exc).__name__}: {exc}"
+            log.exception("mixer failed; rendering the driven face")
+            out = base
+        out = np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), _LOWER, _UPPER).astype(np.float32)
+        mixed = FaceParams.from_vector(out, pts=driven.pts, audio_time=driven.audio_time)
+        with self._lock:
+            self._mixed = mixed
+            self._now = now
+        return mixed
+
+    def _mix(self, base: NDArray[np.float64], driven: FaceParams, now: float) -> NDArray[np.float64]:
+        with self._lock:
+            n = min(len(self._queue), self.settings.max_events_per_frame)
+            cmds = [self._queue.popleft() for _ in range(n)]
+        for cmd in cmds:
+            try:
+                self._run(cmd, now)
+                self.counters["applied"] += 1
+            except Exception as exc:
+                self.counters["errors"] += 1
+                self.last_error = f"{cmd.target}: {type(exc).__name__}: {exc}"
+        self._refresh_presets(now)
+        out = base.copy()
+        # Presets and emotions add.
+        for key, lvl in list(self._levels.items()):
+            w = float(lvl.weight.value(now)[0])
+            if w != 0.0:
+                out += w * lvl.vector
+            elif lvl.weight.done(now):
+                del self._levels[key]
+        # Manual controls: add or override, per channel.
+        add = np.zeros(VEC)
+        num = np.zeros(VEC)
+        wsum = np.zeros(VEC)
+        held = np.zeros(VEC)
+        for target, m in list(self._manual.items()):
+            w = float(m.weight.value(now)[0])
+            if m.releasing and w <= 0.0 and m.weight.done(now):
+                del self._manual[target]
+                continue
+            contrib = m.values.value(now) @ m.basis
+            ov = m.override
+            add += np.where(ov, 0.0, w * contrib)
+            num += np.where(ov, w * contrib, 0.0)
+            wsum += np.where(ov, w, 0.0)
+            held = np.maximum(held, np.where(m.mask, w, 0.0))
+        out += add
+        W = np.minimum(wsum, 1.0)
+        target_vals = np.divide(num, wsum, out=np.zeros(VEC), where=wsum > 0)
+        out = (1.0 - W) * out + W * target_vals
+        self._control_delta = (out - base).astype(np.float32)
+        # Idle life where no manual control holds the channel.
+        speaking = min(abs(float(driven.jaw[0])) / 0.08, 1.0)
+        out += self.idle.step(now, speaking) * (1.0 - held)
+        idle_blink, manual_blink = self.idle.blink(now)
+        s = L["eyelids"][0]
+        lids = out[s : s + 2]
+        idle_blink_per_eye = idle_blink * (1.0 - held[s : s + 2])
+        closure = np.maximum(idle_blink_per_eye, manual_blink)
+        out[s : s + 2] = lids + (1.0 - lids) * closure
+        return out
+
+    # ---- inspection ----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-able: "manual" (current value of each manual control by name, presets and emotions by
+        "preset/NAME" / "emotion/NAME"), "mixed" (the FaceParams groups last rendered), counters."""
+        with self._lock:
+            now = self._now
+            mixed = self._mixed
+            manual: dict[str, Any] = {}
+            for target, m in self._manual.items():
+                v = m.values.value(now) * float(m.weight.value(now)[0])
+                manual[target] = round(float(v[0]), 5) if v.shape[0] == 1 else [round(float(x), 5) for x in v]
+            for (kind, name), lvl in self._levels.items():
+                manual[f"{kind}/{name}"] = round(float(lvl.weight.value(now)[0]), 5)
+            counters = dict(self.counters)
+            pending = len(self._queue)
+            last_error = self.last_error
+        mixed_json: dict[str, Any] = {k: np.round(getattr(mixed, k).astype(np.float64), 5).tolist() for k in L}
+        mixed_json["pts"] = mixed.pts
+        return {
+            "time": now,
+            "manual": manual,
+            "mixed": mixed_json,
+            "idle": {"blink": self.idle.amounts.blink, "gaze": self.idle.amounts.gaze, "sway": self.idle.amounts.sway},
+            "counters": counters,
+            "pending": pending,
+            "last_error": last_error,
+            "avatar_map": self.arkit.name,
+        }
+
+    def control_delta(self) -> F32:
+        """What presets, emotions and manual controls add to the driven face (what `capture` saves)."""
+        with self._lock:
+            return self._control_delta.copy()
+
+    def capture(self, name: str) -> str:
+        if self.library is None:
+            raise ValueError("this mixer has no presets folder to save into")
+        return str(self.library.capture(name, self.control_delta()))
+
+
+def _fade_arg(values: tuple[float, ...], index: int) -> float | None:
+    if len(values) > index:
+        return clamp(values[index], 0.0, 30.0)
+    return None
+
+
+def create_mixer(config: Any, avatar_name: str, seed: int | None = None) -> Mixer:
+    """The daemon's mixer for `avatar_name` ("demo" or a FLAME avatar), from the config's presets folder,
+    idle section and (when present) mixer section."""
+    presets_dir = config.presets.dir
+    section = getattr(config, "mixer", None)
+    settings = MixerSettings()
+    if section is not None:
+        settings = MixerSettings(
+            fade=float(section.fade_ms) / 1000.0,
+            easing=str(section.easing),
+            modes=dict(section.modes),
+        )
+    library = PresetLibrary(presets_dir)
+    idle = IdleLife.from_config(config.idle, seed=int(time.time_ns() % 2**32) if seed is None else seed)
+    return Mixer(load_for_avatar(avatar_name, presets_dir), library, idle, settings)

@@ -1,0 +1,235 @@
+"""Named presets and emotions from TOML, reloaded when their files change, and capture of the mixed state.
+
+Files in the presets folder: ``expressions.toml`` and ``captured.toml`` (kind "preset") and
+``emotions.toml`` (kind "emotion"). An entry is a table of ARKit weights, an optional ``raw`` table of
+FaceParams deltas and an optional ``fade`` (seconds). A file with an error keeps its last good content and
+the error is reported (``errors``), so a typo while editing never takes presets away from a live show.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+from numpy.typing import NDArray
+
+from bridge.controls.vocabulary import arkit_name
+from bridge.core.face_params import FaceParams
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+VEC = FaceParams.VECTOR_SIZE
+
+FILES: dict[str, str] = {"expressions.toml": "preset", "captured.toml": "preset", "emotions.toml": "emotion"}
+CAPTURE_FILE = "captured.toml"
+
+
+class MapError(ValueError):
+    """A problem in a map or preset file, naming the file, the entry and the fix."""
+
+
+def group_delta(groups: dict[str, Any], channels: dict[str, int], where: str) -> F32:
+    """A 120-vector from ``{group: list | {index|channel: value}}``."""
+    out = np.zeros(VEC, np.float32)
+    for group, value in groups.items():
+        if group not in FaceParams.LAYOUT:
+            raise MapError(f"{where}: unknown group {group!r}; use one of {sorted(FaceParams.LAYOUT)}")
+        start, n = FaceParams.LAYOUT[group]
+        if isinstance(value, list):
+            flat = np.asarray(value, dtype=np.float64).reshape(-1)
+            if flat.shape[0] > n:
+                raise MapError(f"{where}: {group} takes at most {n} values, got {flat.shape[0]}")
+            out[start : start + flat.shape[0]] += flat.astype(np.float32)
+        elif isinstance(value, dict):
+            for key, v in value.items():
+                if key.lstrip("-").isdigit():
+                    idx = int(key)
+                elif group == "expression" and key in channels:
+                    idx = channels[key]
+                else:
+                    raise MapError(f"{where}: {group} key {key!r} is neither an index nor a channel name "
+                                   f"(channels: {sorted(channels)})")
+                if not 0 <= idx < n:
+                    raise MapError(f"{where}: {group} index {idx} outside 0..{n - 1}")
+                if not isinstance(v, (int, float)):
+                    raise MapError(f"{where}: {group}[{key}] = {v!r} is not a number")
+                out[start + idx] += float(v)
+        else:
+            raise MapError(f"{where}: {group} must be a list or a table, got {type(value).__name__}")
+    if not np.all(np.isfinite(out)):
+        raise MapError(f"{where}: values must be finite")
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MapError(f"{path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MapError(f"{path} is not valid TOML: {exc}; fix the syntax there") from None
+
+
+def presets_dir() -> Path:
+    """The presets shipped with Avatar Bridge (ARKit maps, expressions, emotions, MIDI maps): the one place
+    every part looks them up."""
+    return Path(__file__).resolve().parents[2] / "presets"
+
+
+@dataclass
+class Preset:
+    name: str
+    kind: str  # "preset" | "emotion"
+    arkit: dict[str, float] = field(default_factory=dict)
+    raw: F32 = field(default_factory=lambda: np.zeros(FaceParams.VECTOR_SIZE, np.float32))
+    fade: float | None = None
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "arkit": self.arkit, "fade": self.fade, "source": self.source,
+                "raw": {k: self.raw[s : s + n].tolist() for k, (s, n) in FaceParams.LAYOUT.items()
+                        if np.any(self.raw[s : s + n])}}
+
+
+def parse_presets(data: dict[str, Any], kind: str, where: str) -> dict[str, Preset]:
+    out: dict[str, Preset] = {}
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise MapError(f"{where}: [{name}] must be a table of ARKit weights")
+        preset = Preset(name=name, kind=kind, source=where)
+        for key, value in entry.items():
+            if key == "raw":
+                if not isinstance(value, dict):
+                    raise MapError(f"{where}: [{name}.raw] must be a table of FaceParams groups")
+                preset.raw = group_delta(value, {}, f"{where} [{name}.raw]")
+            elif key == "fade":
+                if not isinstance(value, (int, float)) or not 0 <= value <= 60:
+                    raise MapError(f"{where}: [{name}] fade must be seconds in 0..60")
+                preset.fade = float(value)
+            else:
+                canonical = arkit_name(key)
+                if canonical is None:
+                    raise MapError(f"{where}: [{name}] {key!r} is not an ARKit blendshape name "
+                                   "(see docs/controls.md for the 52 names)")
+                if not isinstance(value, (int, float)) or not -2.0 <= float(value) <= 2.0:
+                    raise MapError(f"{where}: [{name}] {key} = {value!r} must be a number in -2..2")
+                preset.arkit[canonical] = float(value)
+        out[name] = preset
+    return out
+
+
+class PresetLibrary:
+    """Presets and emotions of a folder (falling back to the shipped ones), hot-reloaded by `poll()`."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = Path(directory) if directory else presets_dir()
+        self._lock = threading.Lock()
+        self._mtimes: dict[Path, float] = {}
+        self._by_file: dict[Path, dict[str, Preset]] = {}
+        self.errors: dict[str, str] = {}
+        self.generation = 0
+        self.reload()
+
+    def _paths(self) -> list[tuple[Path, str]]:
+        out = []
+        for fname, kind in FILES.items():
+            own = self.directory / fname
+            shipped = presets_dir() / fname
+            if own.is_file():
+                out.append((own, kind))
+            elif shipped.is_file() and fname != CAPTURE_FILE:
+                out.append((shipped, kind))
+        return out
+
+    def _load(self, path: Path, kind: str) -> None:
+        try:
+            presets = parse_presets(read_toml(path), kind, str(path))
+        except MapError as exc:
+            self.errors[str(path)] = str(exc)
+            log.warning("presets: %s (keeping the last good version)", exc)
+            return
+        self.errors.pop(str(path), None)
+        self._by_file[path] = presets
+
+    def reload(self) -> None:
+        """Re-read every file now."""
+        with self._lock:
+            self._by_file.clear()
+            self._mtimes.clear()
+            for path, kind in self._paths():
+                self._mtimes[path] = _mtime(path)
+                self._load(path, kind)
+            self.generation += 1
+
+    def poll(self) -> bool:
+        """Reload the files whose modification time changed (or that appeared); True when something did."""
+        changed = False
+        with self._lock:
+            for path, kind in self._paths():
+                m = _mtime(path)
+                if self._mtimes.get(path) != m:
+                    self._mtimes[path] = m
+                    self._load(path, kind)
+                    changed = True
+            if changed:
+                self.generation += 1
+        return changed
+
+    def get(self, kind: str, name: str) -> Preset | None:
+        with self._lock:
+            for presets in self._by_file.values():
+                p = presets.get(name)
+                if p is not None and p.kind == kind:
+                    return p
+        return None
+
+    def names(self, kind: str) -> list[str]:
+        with self._lock:
+            return sorted({n for ps in self._by_file.values() for n, p in ps.items() if p.kind == kind})
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            items = [p.to_json() for ps in self._by_file.values() for p in ps.values()]
+        return {"directory": str(self.directory), "presets": items, "errors": dict(self.errors)}
+
+    def capture(self, name: str, delta: F32, fade: float | None = None) -> Path:
+        """Save `delta` (the manual/preset/emotion part of the mixed state) as preset `name`."""
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ValueError(f"preset name {name!r}: use letters, digits, '_' and '-' only")
+        path = self.directory / CAPTURE_FILE
+        data: dict[str, Any] = read_toml(path) if path.is_file() else {}
+        raw: dict[str, list[float]] = {}
+        for group, (s, n) in FaceParams.LAYOUT.items():
+            part = np.round(delta[s : s + n].astype(np.float64), 5)
+            if np.any(part):
+                raw[group] = [float(v) for v in part]
+        entry: dict[str, Any] = {"raw": raw}
+        if fade is not None:
+            entry["fade"] = fade
+        data[name] = entry
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_bytes(tomli_w.dumps(data).encode())
+        os.replace(tmp, path)
+        self.poll()
+        return path
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return -1.0

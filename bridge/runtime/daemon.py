@@ -1,0 +1,245 @@
+"""The daemon: builds drivers from the config, runs the pipeline threads, and serves HTTP, OSC, VMC and MIDI
+on one asyncio loop until stopped (SIGINT/SIGTERM, the end of a file, or a duration)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.core.clock import MediaClock
+from bridge.core.config import Config
+from bridge.core.errors import UserError
+from bridge.core.fanout import Broadcast
+from bridge.core.interfaces import (
+    AudioChunk,
+    ControlEvent,
+    ControlSurface,
+    FrameSink,
+    VideoFrame,
+)
+from bridge.core.stats import PipelineStats
+from bridge.runtime.build import (
+    build_audio_source,
+    build_avatar,
+    build_control_surfaces,
+    build_face_driver,
+    build_mixer,
+    build_sinks,
+)
+from bridge.runtime.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Owns the pipeline and every network-facing part. One per process."""
+
+    def __init__(
+        self,
+        config: Config,
+        duration: float | None = None,
+        record: Path | None = None,
+        live: bool | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        say = progress or (lambda _msg: None)
+        self.config = config
+        self.clock = MediaClock(config.video.fps)
+        self.stats = PipelineStats()
+        say(f"loading the {config.avatar.kind} avatar")
+        self.avatar = build_avatar(config)
+        say(f"starting the {config.face.driver} face driver")
+        self.face_driver = build_face_driver(config, self.avatar)
+        self.audio_source = build_audio_source(config)
+        self.mixer = build_mixer(config, self.avatar)
+        if live is None:
+            live = not (config.audio.source == "file" and not config.audio.realtime)
+        av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
+        self.pipeline = Pipeline(
+            self.clock,
+            self.audio_source,
+            self.face_driver,
+            self.avatar,
+            stats=self.stats,
+            mixer=self.mixer,
+            live=live,
+            duration=duration,
+            render_queue=config.pipeline.render_queue,
+            sink_queue=config.pipeline.sink_queue,
+            av_delay=av_delay,
+            margin=config.pipeline.margin_ms / 1000.0,
+        )
+        self._initial_sinks = build_sinks(config, record)
+        self.control_surfaces: list[ControlSurface] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running = False
+        self.http_port: int | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._http_runner: Any = None
+        self.passthrough: Any = None  # drivers.output.passthrough.AudioPassthrough when enabled
+
+    # --- the contract other parts use -----------------------------------------------------------------
+
+    @property
+    def frames(self) -> Broadcast[VideoFrame]:
+        return self.pipeline.frames
+
+    @property
+    def audio_out(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_out
+
+    @property
+    def audio_in(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_in
+
+    @property
+    def av_delay(self) -> float:
+        return self.pipeline.av_delay
+
+    def add_sink(self, sink: FrameSink) -> None:
+        self.pipeline.add_sink(sink)
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        self.pipeline.remove_sink(sink)
+
+    def emit_control(self, event: ControlEvent) -> None:
+        if self.mixer is not None and hasattr(self.mixer, "apply"):
+            self.mixer.apply(event)
+
+    @property
+    def muted(self) -> bool:
+        return self.pipeline.muted
+
+    def set_muted(self, value: bool) -> None:
+        """Silence the input for lip sync and outputs (the avatar keeps its idle life)."""
+        self.pipeline.muted = bool(value)
+
+    @property
+    def frozen(self) -> bool:
+        return self.pipeline.frozen
+
+    def set_frozen(self, value: bool) -> None:
+        """Hold the current picture; outputs keep receiving frames at the frame rate."""
+        self.pipeline.frozen = bool(value)
+
+    def set_audio_source(self, source: str, device: str | int | None = None) -> None:
+        """Switch the audio input while running (blocking: opens the device; raises UserError)."""
+        new = build_audio_source(self.config, source, device)
+        self.pipeline.replace_source(new)
+        self.audio_source = new
+        self.config.audio.source = source  # type: ignore[assignment]
+        if source == "microphone":
+            self.config.audio.device = device
+
+    def set_audio_output(self, device: str | int | None) -> None:
+        """Play the delayed speech on `device` (blocking: opens it; raises UserError)."""
+        from drivers.output.passthrough import AudioPassthrough
+
+        cfg = self.config.outputs.passthrough
+        new = AudioPassthrough(self, device=device, delay_ms=cfg.delay_ms)
+        new.start()
+        old, self.passthrough = self.passthrough, new
+        if old is not None:
+            old.stop()
+        cfg.device = device
+        cfg.enabled = True
+
+    def request_stop(self) -> None:
+        """Thread-safe: ask `serve()` to shut down."""
+        if self.loop is not None and self._stop_event is not None:
+            self.loop.call_soon_threadsafe(self._stop_event.set)
+
+    # --- running ---------------------------------------------------------------------------------------
+
+    async def _start_http(self) -> None:
+        if not self.config.http.enabled:
+            return
+        from aiohttp import web
+
+        from bridge.http.app import build_app
+
+        runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserError(
+                f"cannot serve HTTP on {self.config.http.host}:{self.config.http.port} ({exc.strerror}); "
+                "another program uses that port: set http.port to a free one (0 picks any), or stop the other daemon"
+            ) from exc
+        self._http_runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+
+    async def _start_controls(self) -> None:
+        for surface in build_control_surfaces(self.config, self.mixer):
+            try:
+                await surface.start(self.emit_control)
+                self.control_surfaces.append(surface)
+            except UserError as exc:
+                log.warning("control input %s is off: %s", surface.name, exc)
+
+    async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
+        """Run until stopped; returns a process exit code."""
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self.loop.add_signal_handler(sig, self._stop_event.set)
+                installed.append(sig)
+        if hasattr(signal, "SIGUSR1"):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self.loop.add_signal_handler(signal.SIGUSR1, lambda: print(self.stats.report(), file=sys.stderr))
+                installed.append(signal.SIGUSR1)
+        self.pipeline.on_finished = self.request_stop
+        try:
+            await self._start_http()
+            await self._start_controls()
+            for sink in self._initial_sinks:
+                self.pipeline.add_sink(sink)
+            self.pipeline.start()
+            if self.config.outputs.passthrough.enabled:
+                try:
+                    await self.loop.run_in_executor(None, self.set_audio_output, self.config.outputs.passthrough.device)
+                except UserError as exc:
+                    log.warning("delayed audio passthrough is off: %s", exc)
+            self.running = True
+            if ready is not None:
+                ready(self)
+            await self._stop_event.wait()
+        finally:
+            self.running = False
+            await self.shutdown()
+            for sig in installed:
+                with contextlib.suppress(Exception):
+                    self.loop.remove_signal_handler(sig)
+        if self.pipeline.error is not None:
+            raise self.pipeline.error
+        return 0
+
+    async def shutdown(self) -> None:
+        for surface in self.control_surfaces:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(surface.stop(), 1.0)
+        self.control_surfaces.clear()
+        loop = asyncio.get_running_loop()
+        if self.passthrough is not None:
+            self.passthrough.stop()
+            self.passthrough = None
+        await loop.run_in_executor(None, self.pipeline.stop, 2.0)
+        if self._http_runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_runner.cleanup(), 2.0)
+            self._http_runner = None
+        with contextlib.suppress(Exception):
+            self.avatar.close()

@@ -1,0 +1,459 @@
+"""The media pipeline: audio → face driver → mixer → avatar → sinks, on one media clock.
+
+Threads: `audio` reads the source and forwards audio; `face` runs the face driver ahead of time into a
+timeline of parameters; `clock` ticks at the frame rate, picks the parameters for each frame, mixes in
+controls and hands a job to `render` through a queue of `render_queue` jobs that drops the oldest when the
+renderer is late. The tick comes `render_lead` (the recent render time, at most one frame period) before
+the frame is due, so the frame is ready when it is due. Presentation time = audio capture time + `av_delay`, for video and audio alike, so sinks
+keep lips and voice in sync by pts alone.
+
+In live mode the clock follows wall time and late work is dropped. In offline mode (a file source that is not
+paced) nothing is dropped: each stage waits for the previous one, and the run is as fast as the slowest.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bridge.core.clock import MediaClock
+from bridge.core.face_params import FaceParams
+from bridge.core.fanout import Broadcast
+from bridge.core.interfaces import (
+    AudioChunk,
+    AudioSource,
+    Avatar,
+    FaceDriver,
+    FrameSink,
+    RenderedImage,
+    StreamInfo,
+    VideoFrame,
+)
+from bridge.core.stats import PipelineStats
+from bridge.runtime.sinks import SinkRunner
+
+log = logging.getLogger(__name__)
+
+RESYNC_S = 0.05  # capture-time jitter below this is absorbed; above it the timeline resyncs
+MAX_GAP_S = 5.0  # a longer dropout is filled with this much silence only
+
+
+class ParamsMixer(Protocol):
+    def mix(self, driven: FaceParams, now: float) -> FaceParams: ...
+
+
+class ParamsTimeline:
+    """Face parameters by frame index, written by the face thread and read by the clock thread."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self._frames: dict[int, FaceParams] = {}
+        self._cond = threading.Condition()
+        self._keep = keep
+        self.next_index = 0  # frames below this are known
+        self.consumed = 0  # the clock has taken frames below this
+        self.ended = False
+
+    def wait_for_room(self, stop: threading.Event) -> None:
+        """Offline mode: hold the producer while it is half the buffer ahead of the consumer."""
+        with self._cond:
+            while self.next_index - self.consumed > self._keep // 2 and not stop.is_set() and not self.ended:
+                self._cond.wait(0.1)
+
+    def extend(self, frames: list[FaceParams]) -> None:
+        with self._cond:
+            for params in frames:
+                self._frames[self.next_index] = params
+                self.next_index += 1
+            for stale in [k for k in self._frames if k < self.next_index - self._keep]:
+                del self._frames[stale]
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    def get(self, index: int, timeout: float | None) -> FaceParams | None:
+        """Frame `index`, waiting up to `timeout` (None: until it exists or the stream ends)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while index not in self._frames and index >= self.next_index and not self.ended:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining if remaining is not None else 0.5)
+            self.consumed = max(self.consumed, index + 1)
+            self._cond.notify_all()
+            return self._frames.get(index)
+
+    def is_past_end(self, index: int) -> bool:
+        with self._cond:
+            return self.ended and index >= self.next_index
+
+
+@dataclass
+class RenderJob:
+    index: int
+    pts: float
+    params: FaceParams
+
+
+class Pipeline:
+    def __init__(
+        self,
+        clock: MediaClock,
+        source: AudioSource,
+        driver: FaceDriver,
+        avatar: Avatar,
+        stats: PipelineStats | None = None,
+        mixer: ParamsMixer | None = None,
+        live: bool = True,
+        duration: float | None = None,
+        render_queue: int = 2,
+        sink_queue: int = 3,
+        av_delay: float | None = None,
+        margin: float = 0.06,
+    ) -> None:
+        self.clock = clock
+        self.fps = clock.fps
+        self.source = source
+        self.driver = driver
+        self.avatar = avatar
+        self.stats = stats or PipelineStats()
+        self.mixer = mixer
+        self.live = live
+        self.duration = duration
+        self.sink_queue = sink_queue
+        chunk_time = 0.02
+        self.av_delay = av_delay if av_delay is not None else driver.latency + chunk_time + margin
+        # Parameters are ready `slack` before their presentation time; the clock hands a frame to the renderer
+        # as early as its recent render time (at most one frame period, within that slack), so the frame is done
+        # when it is due: neither a render late nor, on a fast GPU, long before its audio.
+        slack = self.av_delay - driver.latency - chunk_time
+        self.max_render_lead = max(0.0, min(1.0 / self.fps, 0.75 * slack))
+        self._render_time = 0.0  # moving average of the avatar's render time (seconds)
+        self.frames: Broadcast[VideoFrame] = Broadcast()
+        self.audio_in: Broadcast[AudioChunk] = Broadcast()
+        self.audio_out: Broadcast[AudioChunk] = Broadcast()
+        self.info = StreamInfo(avatar.width, avatar.height, self.fps)
+        self.timeline = ParamsTimeline()
+        self._jobs: queue.Queue[RenderJob | None] = queue.Queue(maxsize=render_queue)
+        self._face_queue: collections.deque[AudioChunk | None] = collections.deque(maxlen=2000)
+        self._face_cond = threading.Condition()
+        self._runners: list[SinkRunner] = []
+        self._runners_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.finished = threading.Event()
+        self._origin_ready = threading.Event()
+        self.audio_origin = 0.0
+        self.frames_rendered = 0
+        self.last_frame: VideoFrame | None = None
+        self.error: BaseException | None = None
+        self.on_finished: Callable[[], None] | None = None
+        self._threads: list[threading.Thread] = []
+        self.muted = False  # the face driver and the outputs get silence instead of the input
+        self.frozen = False  # the last frame is shown again instead of rendering new ones
+        self._source_lock = threading.Lock()
+
+    # --- sinks -------------------------------------------------------------------------------------------
+
+    def add_sink(self, sink: FrameSink) -> SinkRunner:
+        runner = SinkRunner(sink, self.info, self.stats, video_queue=self.sink_queue, now=self.clock.now)
+        runner.start()
+        with self._runners_lock:
+            self._runners.append(runner)
+        return runner
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        with self._runners_lock:
+            runners = [r for r in self._runners if r.sink is sink]
+            self._runners = [r for r in self._runners if r.sink is not sink]
+        for runner in runners:
+            runner.close()
+
+    @property
+    def sinks(self) -> list[SinkRunner]:
+        with self._runners_lock:
+            return list(self._runners)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    @property
+    def render_lead(self) -> float:
+        """How long before a frame is due the clock hands it to the renderer: the recent render time with a
+        little headroom, capped by `max_render_lead`."""
+        return min(self.max_render_lead, 1.25 * self._render_time + 0.002)
+
+    @property
+    def stream_origin(self) -> float:
+        """Presentation time of frame 0."""
+        return self.audio_origin + self.av_delay
+
+    def start(self) -> None:
+        self.source.start(self.clock.now)
+        for name, target in (("audio", self._audio_loop), ("face", self._face_loop), ("clock", self._clock_loop),
+                             ("render", self._render_loop)):
+            thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                log.exception("pipeline thread %s failed", threading.current_thread().name)
+                self.error = exc
+                self._finish()
+
+        return run
+
+    def _finish(self) -> None:
+        if not self.finished.is_set():
+            self.finished.set()
+            if self.on_finished is not None:
+                self.on_finished()
+
+    def replace_source(self, source: AudioSource) -> None:
+        """Switch audio input while running; the new source continues the same timeline."""
+        source.start(self.clock.now)
+        with self._source_lock:
+            old, self.source = self.source, source
+        old.stop()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop every thread; returns within about `timeout` seconds."""
+        self._stop.set()
+        with self._face_cond:
+            self._face_cond.notify_all()
+        self.timeline.end()
+        with contextlib.suppress(queue.Full):
+            self._jobs.put_nowait(None)
+        self.source.stop()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for runner in self.sinks:
+            runner.close(timeout=max(0.5, deadline - time.monotonic() + 3.0))
+        self.frames.close()
+        self.audio_in.close()
+        self.audio_out.close()
+        self._finish()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    # --- threads -----------------------------------------------------------------------------------------
+
+    def _audio_loop(self) -> None:
+        first = True
+        expected = 0.0  # media time where the next chunk should start
+        while not self._stop.is_set():
+            with self._source_lock:
+                source = self.source
+            chunk = source.read(timeout=0.1)
+            if chunk is None:
+                error = getattr(source, "error", None)
+                if error is not None:
+                    raise error
+                if source.finished and source is self.source:
+                    break
+                continue
+            if first:
+                self.audio_origin = chunk.pts
+                self.info.extra["origin"] = self.stream_origin
+                self._origin_ready.set()
+                first = False
+                expected = chunk.pts
+            for piece in self._contiguous(chunk, expected):
+                expected = piece.end_pts
+                self._forward(piece)
+        with self._face_cond:
+            self._face_queue.append(None)
+            self._face_cond.notify()
+        if first:  # the source ended without any audio
+            self.audio_origin = self.clock.now()
+            self._origin_ready.set()
+
+    def _contiguous(self, chunk: AudioChunk, expected: float) -> list[AudioChunk]:
+        """Keep the audio timeline gapless: the face driver counts samples, so a dropout (a device
+        reconnecting, a source switch) becomes silence, and capture-time jitter is absorbed."""
+        drift = chunk.pts - expected
+        if abs(drift) <= RESYNC_S:
+            return [AudioChunk(chunk.samples, expected, chunk.sample_rate)]
+        if drift > 0:
+            gap = np.zeros(int(round(min(drift, MAX_GAP_S) * chunk.sample_rate)), np.float32)
+            self.stats.incr("audio_gaps")
+            filled = AudioChunk(gap, expected, chunk.sample_rate)
+            return [filled, AudioChunk(chunk.samples, filled.end_pts, chunk.sample_rate)]
+        skip = int(round(-drift * chunk.sample_rate))  # overlaps audio already delivered
+        rest = chunk.samples[skip:]
+        return [AudioChunk(rest, expected, chunk.sample_rate)] if rest.size else []
+
+    def _forward(self, chunk: AudioChunk) -> None:
+        if self.muted:
+            chunk = AudioChunk(np.zeros_like(chunk.samples), chunk.pts, chunk.sample_rate)
+        self.audio_in.publish(chunk)
+        shifted = AudioChunk(chunk.samples, chunk.pts + self.av_delay, chunk.sample_rate)
+        self.audio_out.publish(shifted)
+        for runner in self.sinks:
+            runner.put_audio(shifted)
+        with self._face_cond:
+            if len(self._face_queue) == self._face_queue.maxlen:
+                self.stats.drop("face")
+            self._face_queue.append(chunk)
+            self._face_cond.notify()
+        if not self.live:
+            self._wait_face_backlog()
+
+    def _wait_face_backlog(self) -> None:
+        """Offline mode: keep at most about a second of audio ahead of the face driver."""
+        with self._face_cond:
+            while len(self._face_queue) > 50 and not self._stop.is_set():
+                self._face_cond.wait(0.1)
+
+    def _face_loop(self) -> None:
+        started = False
+        while not self._stop.is_set():
+            with self._face_cond:
+                while not self._face_queue and not self._stop.is_set():
+                    self._face_cond.wait(0.1)
+                if self._stop.is_set():
+                    return
+                chunk = self._face_queue.popleft()
+                self._face_cond.notify_all()
+            if chunk is None:
+                self.timeline.extend(self.driver.flush())
+                self.timeline.end()
+                return
+            if not started:
+                self.driver.reset(chunk.pts)
+                started = True
+            if not self.live:
+                self.timeline.wait_for_room(self._stop)
+            t0 = time.perf_counter()
+            frames = self.driver.push(chunk)
+            if frames:
+                self.stats.time("face", time.perf_counter() - t0)
+            self.timeline.extend(frames)
+
+    def _clock_loop(self) -> None:
+        while not self._origin_ready.wait(0.1):
+            if self._stop.is_set():
+                return
+        frame_dt = 1.0 / self.fps
+        held = FaceParams.neutral()
+        index = 0
+        while not self._stop.is_set():
+            if self.duration is not None and index >= round(self.duration * self.fps):
+                break
+            if self.timeline.is_past_end(index) and self.duration is None:
+                break
+            pts = self.stream_origin + index * frame_dt
+            if self.live:
+                start = pts - self.render_lead
+                if not self.clock.sleep_until(start, self._stop):
+                    return
+                behind = int((self.clock.now() - start) / frame_dt)
+                if behind >= 2:  # the machine stalled: skip to the present instead of rendering the past
+                    self.stats.drop("clock", behind)
+                    index += behind
+                    continue
+                params = self.timeline.get(index, timeout=0.0)
+            else:
+                params = self.timeline.get(index, timeout=None)
+            if params is None:
+                if not self.timeline.is_past_end(index):
+                    self.stats.incr("face_late")
+                params = held.copy(pts=pts, audio_time=None)
+            held = params
+            t0 = time.perf_counter()
+            mixed = self.mixer.mix(params, pts) if self.mixer is not None else params
+            self.stats.time("mix", time.perf_counter() - t0)
+            mixed = mixed.copy(pts=pts, audio_time=params.audio_time)
+            self._submit(RenderJob(index, pts, mixed))
+            index += 1
+        with contextlib.suppress(queue.Full):
+            self._jobs.put(None, timeout=5.0 if not self.live else 0.5)
+
+    def _submit(self, job: RenderJob) -> None:
+        if not self.live:
+            while not self._stop.is_set():
+                try:
+                    self._jobs.put(job, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            try:  # drop the oldest waiting job: the newest frame is the one worth showing
+                self._jobs.get_nowait()
+                self.stats.drop("render")
+            except queue.Empty:
+                pass
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                self.stats.drop("render")
+
+    def _next_job(self) -> tuple[RenderJob | None, bool]:
+        """The job to render now and whether the stream ends after it. In live mode a job that is already due
+        gives way to a newer one waiting behind it (counted as a render drop): rendering it would make both
+        late."""
+        job = self._jobs.get(timeout=0.1)
+        while job is not None and self.live and self.clock.now() > job.pts:
+            try:
+                newer = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if newer is None:
+                return job, True
+            self.stats.drop("render")
+            job = newer
+        return job, job is None
+
+    def _render_loop(self) -> None:
+        last = False
+        while not self._stop.is_set() and not last:
+            try:
+                job, last = self._next_job()
+            except queue.Empty:
+                continue
+            if job is None:
+                break
+            t0 = time.perf_counter()
+            if self.frozen and self.last_frame is not None:
+                image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
+            else:
+                image = self.avatar.render(job.params)
+                took = time.perf_counter() - t0
+                self.stats.time("render", took)
+                self._render_time = took if self._render_time == 0.0 else 0.9 * self._render_time + 0.1 * took
+            frame = VideoFrame(
+                rgb=image.rgb,
+                pts=job.pts,
+                index=job.index,
+                alpha=image.alpha,
+                audio_time=job.params.audio_time,
+                params=job.params,
+                rendered_at=self.clock.now(),
+            )
+            if self.live and frame.rendered_at > job.pts + 0.5 / self.fps:  # missed its slot by half a period
+                self.stats.incr("frames_late")
+            self.frames_rendered += 1
+            self.last_frame = frame
+            self.frames.publish(frame)
+            for runner in self.sinks:
+                runner.put_video(frame)
+        self._finish()

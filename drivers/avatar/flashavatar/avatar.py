@@ -1,0 +1,438 @@
+"""`FlashAvatarAvatar`: the live `Avatar` driver for a trained FlashAvatar checkpoint and its FLAME files.
+
+The whole path stays on the device: FaceParams → one packed host vector of raw values (pinned, one upload) →
+rotations, head motion, FLAME, MLP and Gaussian parameters → splatting (gsplat on CUDA, the CPU renderer
+otherwise) → uint8 on the device → one copy into pinned host memory. On CUDA with gsplat all of it after the
+upload is one CUDA graph replay (`splat.frame_graph.GsplatFrameGraph`); otherwise the deformation is a graph
+and the splatting runs per frame.
+
+Two ways to drive it, one code path:
+- `render(params)`: the `Avatar` protocol; returns this frame's image (waits for the GPU).
+- `render_async(params, tag)` / `collect()` (or `render_pipelined`): live throughput; the device→host copy of a
+  frame is recorded with a CUDA event and collected while the next frame's GPU work runs (one frame of latency).
+Many frames at once (offline rendering, multi-view) and posed Gaussians for export are in `offline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bridge.core.errors import UserError
+from bridge.core.face_params import FaceParams
+from bridge.core.interfaces import RenderedImage
+from bridge.core.rotations_torch import axis_angle_to_matrix, matrix_to_rotation_6d
+from drivers.avatar.flame.model import head_motion_batch
+from drivers.avatar.flame.tracker import load_tracker_frame, tracker_camera
+from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame
+from drivers.avatar.splat.cameras import default_camera
+from drivers.avatar.splat.frame_graph import GsplatFrameGraph
+from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
+from drivers.cuda_graphs import capturing
+
+log = logging.getLogger(__name__)
+
+COND = 120
+PACK = 120  # expression 100, axis-angle jaw 3, eyes 6, head 3, neck 3, then eyelids 2, translation 3
+FP16_TOLERANCE = 5e-4  # max |tanh output| difference fp16 vs fp32 accepted for the fast MLP
+
+
+class AvatarSetupError(UserError, ValueError):
+    """The FlashAvatar configuration cannot be used; the message says which file or value and what to do."""
+
+
+def _find(explicit: Path | str | None, names: tuple[str, ...], dirs: list[Path], what: str, key: str) -> Path:
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise AvatarSetupError(f"{what} {p} does not exist; fix avatar.{key}")
+        return p
+    for d in dirs:
+        for n in names:
+            if (d / n).exists():
+                return d / n
+    raise AvatarSetupError(f"cannot find {what} ({' or '.join(names)}) next to the checkpoint or FLAME file; "
+                           f"set avatar.{key}")
+
+
+def load_shape(path: Path | str) -> np.ndarray:
+    """300 FLAME shape coefficients from .npy, .npz (key 'shape' or 'betas') or a tracker .frame."""
+    p = Path(path)
+    if p.suffix == ".frame":
+        fr = load_tracker_frame(p)
+        if fr.shape is None:
+            raise AvatarSetupError(f"{p} has no flame.shape")
+        return fr.shape
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise AvatarSetupError(f"shape file {p} is not a readable .npy/.npz ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        key = next((k for k in ("shape", "betas", "shape_params") if k in data.files), None)
+        if key is None:
+            raise AvatarSetupError(f"{p} has no 'shape' array (keys: {data.files})")
+        data = data[key]
+    arr = np.asarray(data, np.float32).reshape(-1)
+    if arr.size < 300:
+        arr = np.concatenate([arr, np.zeros(300 - arr.size, np.float32)])
+    return arr[:300]
+
+
+@dataclass
+class PendingFrame:
+    """A frame whose GPU work and device→host copy have been queued; `done` fires when `rgb` is filled."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None
+    done: Any  # torch.cuda.Event on CUDA, None on the CPU (already complete)
+    tag: Any = None
+    count: torch.Tensor | None = None  # frame graph: the true tile-intersection count (pinned host)
+    redo: Callable[[int], PendingFrame | None] | None = None  # frame graph: re-render if the count did not fit
+
+    def image(self) -> RenderedImage:
+        if self.done is not None:
+            self.done.synchronize()
+        if self.count is not None and self.redo is not None:
+            again = self.redo(int(self.count))
+            if again is not None:
+                return again.image()
+        return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds of the last frame per stage (CUDA events on GPU, wall clock on CPU)."""
+
+    deform: float = 0.0
+    raster: float = 0.0
+    convert: float = 0.0
+
+
+class FlashAvatarAvatar:
+    """Renders FaceParams with a FlashAvatar checkpoint (see module docstring)."""
+
+    name = "flashavatar"
+
+    def __init__(
+        self,
+        checkpoint: Path | str | None = None,
+        flame_model: Path | str | None = None,
+        flame_masks: Path | str | None = None,
+        flame_mesh: Path | str | None = None,
+        eyelids_dir: Path | str | None = None,
+        tracker_frame: Path | str | None = None,
+        shape: Path | str | np.ndarray | None = None,
+        width: int = 512,
+        height: int = 512,
+        renderer: str = "auto",
+        device: str = "auto",
+        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        transparent: bool = False,
+        zoom: float = 1.0,
+        kind: str | None = None,
+        mlp_precision: str = "auto",
+        cuda_graph: bool = True,
+        frame_graph: bool = True,
+        splat_renderer: SplatRenderer | None = None,
+    ) -> None:
+        if checkpoint is None or flame_model is None:
+            raise AvatarSetupError("FlashAvatar needs avatar.checkpoint (chkpnt*.pth) and avatar.flame_model "
+                                   "(FLAME 2020 generic_model.pkl)")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise AvatarSetupError("avatar.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        self.device = device
+        self.width, self.height = int(width), int(height)
+        self.transparent = bool(transparent)
+        ckpt_p, flame_p = Path(checkpoint).expanduser(), Path(flame_model).expanduser()
+        dirs = [flame_p.parent, flame_p.parent / "FLAME_masks", ckpt_p.parent, flame_p.parent / "blendshapes",
+                Path.cwd() / "flame", Path.cwd() / "flame" / "FLAME_masks", Path.cwd() / "flame" / "blendshapes"]
+        masks = _find(flame_masks, ("FLAME_masks.pkl",), dirs, "the FLAME masks file", "flame_masks")
+        mesh = _find(flame_mesh, ("FlameMesh.obj",), dirs, "the UV template mesh", "flame_mesh")
+        lids = (Path(eyelids_dir) if eyelids_dir is not None
+                else _find(None, ("l_eyelid.npy",), dirs, "the eyelid blendshapes", "eyelids_dir").parent)
+        frame = load_tracker_frame(tracker_frame) if tracker_frame is not None else None
+        if isinstance(shape, np.ndarray):
+            shape_arr: np.ndarray | None = shape.astype(np.float32).reshape(-1)
+        elif shape is not None:
+            shape_arr = load_shape(shape)
+        elif frame is not None and frame.shape is not None:
+            shape_arr = frame.shape
+        else:
+            log.warning("no avatar.shape or avatar.tracker_frame given: using the mean FLAME shape, which only "
+                        "matches avatars trained on it")
+            shape_arr = None
+        self.model = FlashAvatarModel.from_files(ckpt_p, flame_p, masks, mesh, lids, shape_arr, device=device)
+        dev = torch.device(device)
+        self._dev = dev
+        if frame is not None:
+            self.base_camera = tracker_camera(frame, self.width, self.height, zoom, device=dev)
+        else:
+            pts = self.model.canonical.detach().cpu().numpy()
+            lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
+            self.base_camera = default_camera((lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2), self.width,
+                                              self.height, zoom, device=dev)
+        self.background = torch.tensor((0.0, 0.0, 0.0) if transparent else tuple(background), dtype=torch.float32,
+                                       device=dev)
+        self.settings = RasterSettings(eps2d=0.3)
+        self.renderer = splat_renderer if splat_renderer is not None else self._select_renderer(renderer, device)
+        self.times = StageTimes()
+        self._joints_dev = self.model.joints0.detach().to(dev, torch.float32)
+        self._cuda = dev.type == "cuda"
+        # Two pinned input slots, each guarded by the event of its last upload, so packing frame N never waits
+        # for frame N-1's work (one frame in flight).
+        self._host_in = [torch.zeros(1, PACK, dtype=torch.float32, pin_memory=self._cuda) for _ in range(2)]
+        self._uploaded: list[Any] = [torch.cuda.Event() if self._cuda else None for _ in range(2)]
+        self._slot = 0
+        self._dev_in = torch.zeros(1, PACK, dtype=torch.float32, device=dev)
+        hw = (self.height, self.width)
+        self._f32 = torch.empty(*hw, 3, dtype=torch.float32, device=dev)  # reused conversion buffers
+        self._u8 = torch.empty(*hw, 3, dtype=torch.uint8, device=dev)
+        self._a32 = torch.empty(*hw, dtype=torch.float32, device=dev)
+        self._a8 = torch.empty(*hw, dtype=torch.uint8, device=dev)
+        self._inflight: deque[PendingFrame] = deque()
+        if self._cuda:
+            self._choose_precision(mlp_precision)
+        elif mlp_precision == "fp16":
+            log.warning("fp16 MLP is only used on CUDA; running fp32 on the CPU")
+        self._graph: Any = None
+        self._static_out: tuple[torch.Tensor, ...] | None = None
+        if self._cuda and cuda_graph:
+            self._capture_graph()
+        self._frame_graph: GsplatFrameGraph | None = None
+        if self._graph is not None and frame_graph and getattr(self.renderer, "name", "") == "gsplat":
+            self._capture_frame_graph()
+
+    @classmethod
+    def from_config(cls, config: Any) -> FlashAvatarAvatar:
+        """Build from the daemon's `Config` (its video size and [avatar] section)."""
+        a = config.avatar
+        keys = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape",
+                "renderer", "device", "background", "transparent", "zoom")
+        return cls(width=config.video.width, height=config.video.height, **{k: getattr(a, k) for k in keys})
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _select_renderer(name: str, device: str) -> SplatRenderer:
+        from drivers.avatar.splat.select import select_renderer
+
+        return select_renderer(name, device)
+
+    def _choose_precision(self, precision: str) -> None:
+        if precision == "fp32":
+            return
+        with torch.no_grad():
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            cond = torch.cat([torch.zeros(1, COND), torch.randn(3, COND, generator=gen) * 0.5]).to(self._dev)
+            cond[:, 100:106] = torch.tensor([1.0, 0, 0, 0, 1, 0], device=self._dev)
+            cond[:, 106:118] = torch.tensor([1.0, 0, 0, 0, 1, 0] * 2, device=self._dev)
+            ref = self.model.deform(cond)
+            self.model.set_mlp_dtype(torch.float16)
+            err = float((self.model.deform(cond) - ref).abs().max())
+        if precision == "auto" and err > FP16_TOLERANCE:
+            log.info("fp16 MLP differs by %.2g from fp32 on this avatar; keeping fp32", err)
+            self.model.set_mlp_dtype(torch.float32)
+        else:
+            log.info("fp16 MLP (max deviation %.2g)", err)
+
+    def _deform(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        means, quats, scales, viewmats = self.deform_batch(packed, self.base_camera.viewmat)
+        return means[0], quats[0], scales[0], viewmats[0]
+
+    def deform_batch(self, packed: torch.Tensor, views: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,120) packed frames → means/quats/scales (B,N,·) and world→camera (B,4,4) = view @ head motion;
+        `views` is the base view (4,4) or one per frame (B,4,4)."""
+        b = packed.shape[0]
+        rots = axis_angle_to_matrix(packed[:, 100:115].reshape(b, 5, 3))  # jaw, eyes, head, neck: one pass
+        six = matrix_to_rotation_6d(rots[:, :3])
+        frame = FlashFrame(packed[:, :100], six[:, 0], six[:, 1:].reshape(b, 12), packed[:, 115:117])
+        means, quats, scales = self.model.gaussians_batch(frame)
+        motion = head_motion_batch(rots[:, 3], rots[:, 4], packed[:, 117:120], self._joints_dev)
+        return means, quats, scales, views @ motion
+
+    def _capture_graph(self) -> None:
+        try:
+            self._dev_in.copy_(self.pack(FaceParams.neutral()))
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(3):
+                    self._deform(self._dev_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with capturing(graph):
+                self._static_out = self._deform(self._dev_in)
+            self._graph = graph
+        except RuntimeError as exc:  # capture is an optimisation: fall back to eager
+            log.warning("CUDA graph capture failed (%s); running eagerly", exc)
+            self._graph = None
+            self._static_out = None
+
+    def _capture_frame_graph(self) -> None:
+        m, cam = self.model, self.base_camera
+        try:
+            self._frame_graph = GsplatFrameGraph(
+                lambda: self._deform(self._dev_in), m.opacities, m.sh, m.sh_degree, cam.K, self.width, self.height,
+                cam.near, cam.far, self.background, self.settings, with_alpha=self.transparent,
+            )
+        except (RuntimeError, ImportError, AttributeError) as exc:  # an optimisation: the graph of the deformation
+            log.warning("whole-frame CUDA graph not available (%s); rasterising per frame", exc)  # still runs
+            self._frame_graph = None
+
+    # -- per frame -----------------------------------------------------------------------------------------
+    def pack(self, params: FaceParams) -> torch.Tensor:
+        """FaceParams → (1, 120) float32 host tensor of the raw values; rotations are converted on the device,
+        so the host's share of a frame is a copy."""
+        vec = np.concatenate([params.expression, params.jaw, params.eyes.reshape(6), params.head, params.neck,
+                              params.eyelids, params.translation]).astype(np.float32, copy=False)
+        return torch.from_numpy(vec)[None]
+
+    def gaussians(self, params: FaceParams) -> tuple[Gaussians, Camera]:
+        """Posed Gaussians and the camera for one frame (device tensors, overwritten by the next frame)."""
+        self._upload(params)
+        with torch.no_grad():
+            if self._graph is not None and self._static_out is not None:
+                self._graph.replay()
+                means, quats, scales, viewmat = self._static_out
+            else:
+                means, quats, scales, viewmat = self._deform(self._dev_in)
+        m = self.model
+        cam = Camera(viewmat, self.base_camera.K, self.width, self.height, self.base_camera.near,
+                     self.base_camera.far)
+        return Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree), cam
+
+    def _upload(self, params: FaceParams) -> None:
+        """Pack a frame into a pinned slot and copy it into the static device input the graphs read."""
+        packed = self.pack(params)
+        slot = self._slot = self._slot ^ 1
+        host, uploaded = self._host_in[slot], self._uploaded[slot]
+        if uploaded is not None:
+            uploaded.synchronize()  # this slot's previous upload (two frames ago) has left the pinned buffer
+        host.copy_(packed)
+        self._dev_in.copy_(host, non_blocking=self._cuda)
+        if uploaded is not None:
+            uploaded.record()
+
+    def set_view(self, viewmat: np.ndarray | torch.Tensor) -> None:
+        """Replace the base world→camera matrix (e.g. per-frame tracker cameras) in place, so a captured CUDA
+        graph keeps reading it."""
+        v = torch.as_tensor(np.asarray(viewmat, np.float32) if isinstance(viewmat, np.ndarray) else viewmat)
+        self.base_camera.viewmat.copy_(v.to(self.base_camera.viewmat.dtype).reshape(4, 4))
+
+    # -- serial and pipelined rendering -------------------------------------------------------------
+    def render(self, params: FaceParams) -> RenderedImage:
+        """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path."""
+        return self._submit(params).image()
+
+    def render_async(self, params: FaceParams, tag: Any = None) -> None:
+        """Queue a frame's whole GPU path and its device→host copy without waiting; `collect()` returns it.
+        Frames come back in submission order with their `tag` (e.g. pts)."""
+        self._inflight.append(self._submit(params, tag))
+
+    def collect(self) -> tuple[RenderedImage, Any]:
+        """The oldest queued frame's image and tag, waiting only for that frame's copy to finish."""
+        if not self._inflight:
+            raise RuntimeError("collect() without a frame queued by render_async()")
+        frame = self._inflight.popleft()
+        return frame.image(), frame.tag
+
+    @property
+    def pending(self) -> int:
+        """Frames queued by `render_async` and not yet collected."""
+        return len(self._inflight)
+
+    def render_pipelined(self, params: FaceParams, tag: Any = None) -> tuple[RenderedImage, Any] | None:
+        """Queue this frame and return the previous one (None on the first call): one frame in flight, so the
+        host packs, launches and hands out frame N-1 while the device renders frame N."""
+        self.render_async(params, tag)
+        return self.collect() if len(self._inflight) > 1 else None
+
+    def flush(self) -> list[tuple[RenderedImage, Any]]:
+        """Collect every frame still queued (end of stream)."""
+        return [self.collect() for _ in range(len(self._inflight))]
+
+    def _submit(self, params: FaceParams, tag: Any = None) -> PendingFrame:
+        if self._frame_graph is not None:
+            return self._submit_graphed(self._frame_graph, params, tag)
+        g, cam = self.gaussians(params)
+        with torch.no_grad():
+            rgb, alpha = self.renderer.render(g, cam, self.background, self.settings)
+            return self._finish(rgb, alpha if self.transparent else None, self._f32, self._u8, self._a32,
+                                self._a8, tag)
+
+    def _submit_graphed(self, fg: GsplatFrameGraph, params: FaceParams, tag: Any) -> PendingFrame:
+        """Upload, one graph replay, and the copies of the image and the intersection count into fresh pinned
+        blocks (in stream order, before the next replay overwrites the graph's outputs)."""
+        self._upload(params)
+        fg.replay()
+        rgb = torch.empty(fg.rgb_u8.shape, dtype=torch.uint8, pin_memory=True).copy_(fg.rgb_u8, non_blocking=True)
+        alpha = None
+        if fg.alpha_u8 is not None:
+            alpha = torch.empty(fg.alpha_u8.shape, dtype=torch.uint8, pin_memory=True).copy_(fg.alpha_u8,
+                                                                                            non_blocking=True)
+        count = torch.empty(1, dtype=torch.int64, pin_memory=True).copy_(fg.count, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return PendingFrame(rgb, alpha, done, tag, count, partial(self._redo, fg, fg.capacity, params, tag))
+
+    def _redo(self, fg: GsplatFrameGraph, capacity: int, params: FaceParams, tag: Any, count: int
+              ) -> PendingFrame | None:
+        """None when the frame fit the list it was rendered with; else render it again, growing the list first
+        unless a later frame has grown it enough already."""
+        if count <= capacity:
+            return None
+        if not fg.fits(count):
+            try:
+                fg.grow(count)
+            except RuntimeError as exc:
+                log.warning("capturing the grown frame graph failed (%s); rasterising per frame from now on", exc)
+                self._frame_graph = None
+                return self._submit(params, tag)
+        return self._submit_graphed(fg, params, tag)
+
+    def _finish(self, rgb: torch.Tensor, alpha: torch.Tensor | None, f32: torch.Tensor, u8: torch.Tensor,
+                a32: torch.Tensor, a8: torch.Tensor, tag: Any = None) -> PendingFrame:
+        """float [0,1] → uint8 (round half up) on the device into reused buffers, then one copy into a fresh
+        pinned host block from torch's caching host allocator: the returned array owns its block, so a frame
+        held by a slow sink is never overwritten by a later one, and freed blocks are reused without a new
+        pinning."""
+        host_rgb = self._convert(rgb, f32, u8)
+        host_a = None if alpha is None else self._convert(alpha, a32, a8)
+        done = None
+        if self._cuda:
+            done = torch.cuda.Event()
+            done.record()
+        return PendingFrame(host_rgb, host_a, done, tag)
+
+    def _convert(self, x: torch.Tensor, f32: torch.Tensor, u8: torch.Tensor) -> torch.Tensor:
+        torch.clamp(x, 0.0, 1.0, out=f32)
+        f32.mul_(255.0).add_(0.5)
+        host = torch.empty(f32.shape, dtype=torch.uint8, pin_memory=self._cuda)
+        if not self._cuda:
+            return host.copy_(f32)  # float → uint8 truncates, like .to(torch.uint8)
+        u8.copy_(f32)
+        return host.copy_(u8, non_blocking=True)
+
+    def close(self) -> None:
+        self._inflight.clear()
+        self._graph = None
+        self._static_out = None
+        self._frame_graph = None
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        return {"gaussians": m.ckpt.num_gaussians, "sh_degree": m.sh_degree, "device": self.device,
+                "renderer": getattr(self.renderer, "name", "?"), "mlp_dtype": str(m.mlp_dtype),
+                "cuda_graph": self._graph is not None, "width": self.width, "height": self.height,
+                "frame_graph": None if self._frame_graph is None else {"capacity": self._frame_graph.capacity,
+                                                                       "regrown": self._frame_graph.regrown}}

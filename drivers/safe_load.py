@@ -1,0 +1,308 @@
+"""Reading model files without running code: restricted pickles and weights-only torch checkpoints.
+
+Model files are pickles at heart, and unpickling runs whatever the file names. Every loader of the project
+goes through this module instead:
+
+- `unpickle` maps exactly the globals FLAME-era files contain (NumPy arrays, chumpy `Ch`, scipy sparse
+  matrices, Python-2 builtins) to inert stand-ins and refuses every other global; `to_arrays` then turns the
+  stand-ins into plain NumPy arrays. With `torch_placeholders`, pickled torch tensors inside such a file (the
+  contour tables of a landmark embedding) become placeholders that are never rebuilt.
+- `load_torch` is `torch.load(weights_only=True)` with an explicit allow-list of extra classes
+  (`NUMPY_ARRAYS` for metrical-tracker frames, `ARGPARSE_PATHS` for DiffPoseTalk's pickled arguments).
+
+Failures are `RefusedContent` (the file holds something outside the allow-list: tampered or foreign) or
+`DamagedFile` (truncated or not this format); callers phrase them for their file kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import contextlib
+import importlib
+import io
+import pathlib
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bridge.core.errors import UserError
+
+
+class SafeLoadError(UserError, ValueError):
+    """A file the safe loaders refuse or cannot read; `reason` is the short cause."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RefusedContent(SafeLoadError):
+    """The file references code or objects outside the allow-list."""
+
+
+class DamagedFile(SafeLoadError):
+    """The file is truncated, empty or not of the expected format."""
+
+
+BROKEN_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+                        AttributeError, UnicodeDecodeError, MemoryError, OverflowError)
+"""What unpickling a truncated or foreign file raises; each becomes a clear file error."""
+
+
+# ------------------------------------------------------------------------------------------ restricted pickles
+class Opaque:
+    """Stand-in for a pickled object whose state is only read (chumpy arrays, scipy sparse matrices)."""
+
+    kind = "object"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class ChumpyArray(Opaque):
+    kind = "chumpy"
+
+
+class SparseMatrix(Opaque):
+    kind = "sparse"
+    fmt = "csc"
+
+
+class TorchPlaceholder(Opaque):
+    """Stands in for a torch tensor (or its storage/hooks) inside a restricted pickle; never rebuilt."""
+
+    kind = "torch"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TorchPlaceholder:
+        return TorchPlaceholder()
+
+
+def _sparse_class(fmt: str) -> type[SparseMatrix]:
+    return type(f"SparseMatrix_{fmt}", (SparseMatrix,), {"fmt": fmt})
+
+
+def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
+    """copyreg._reconstructor for protocol 0/1 pickles, restricted to the stand-ins."""
+    if isinstance(cls, type) and issubclass(cls, Opaque):
+        return cls()
+    raise RefusedContent(f"refusing to reconstruct {cls!r}: not array data")
+
+
+def _multiarray() -> Any:
+    """NumPy's multiarray module under its 2.x name, or its 1.x name on old NumPy (no deprecation warning)."""
+    try:
+        return importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # NumPy 1.x
+        return importlib.import_module("numpy.core.multiarray")
+
+
+def _np_scalar(dtype: np.dtype, data: bytes | str | None = None) -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise RefusedContent("refusing a NumPy object scalar: not array data")
+    return _multiarray().scalar(dtype, data)
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    recon = _multiarray()._reconstruct
+    table: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): recon,
+        ("numpy._core.multiarray", "_reconstruct"): recon,
+        ("numpy.core.multiarray", "scalar"): _np_scalar,
+        ("numpy._core.multiarray", "scalar"): _np_scalar,
+        ("_codecs", "encode"): codecs.encode,
+        ("__builtin__", "set"): set,
+        ("builtins", "set"): set,
+        ("__builtin__", "frozenset"): frozenset,
+        ("builtins", "frozenset"): frozenset,
+        ("__builtin__", "object"): object,
+        ("builtins", "object"): object,
+        ("copy_reg", "_reconstructor"): _reconstructor,
+        ("copyreg", "_reconstructor"): _reconstructor,
+        ("chumpy.ch", "Ch"): ChumpyArray,
+        ("chumpy", "Ch"): ChumpyArray,
+    }
+    for fmt in ("csc", "csr", "coo"):
+        cls = _sparse_class(fmt)
+        for mod in (f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}", "scipy.sparse"):
+            table[(mod, f"{fmt}_matrix")] = cls
+            table[(mod, f"{fmt}_array")] = cls
+    return table
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays, chumpy arrays and scipy sparse matrices, nothing else."""
+
+    _table: dict[tuple[str, str], Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if SafeUnpickler._table is None:
+            SafeUnpickler._table = _allowed()
+        target = SafeUnpickler._table.get((module, name))
+        if target is None:
+            raise RefusedContent(
+                f"refusing to load: the file references {module}.{name}, which is not array data (only NumPy "
+                "arrays, chumpy arrays and scipy sparse matrices are allowed)"
+            )
+        return target
+
+
+class _PlaceholderUnpickler(SafeUnpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" or module.startswith("torch.") or (module, name) == ("collections", "OrderedDict"):
+            return TorchPlaceholder()
+        return super().find_class(module, name)
+
+
+def unpickle(stream: io.BytesIO, torch_placeholders: bool = False) -> Any:
+    """The object in `stream` (Python-2 strings read as latin1), stand-ins left in place; raises
+    `RefusedContent`, or one of `BROKEN_PICKLE_ERRORS` for a damaged stream."""
+    cls = _PlaceholderUnpickler if torch_placeholders else SafeUnpickler
+    return cls(stream, encoding="latin1").load()
+
+
+def to_arrays(obj: Any, key: str = "") -> Any:
+    """Turn stand-ins into NumPy arrays, recursively; raises `DamagedFile` or `RefusedContent`."""
+    if isinstance(obj, ChumpyArray):
+        state = obj.state if isinstance(obj.state, Mapping) else {}
+        if "x" not in state:
+            raise DamagedFile(f"the chumpy array {key!r} has no data ('x'); the file looks damaged")
+        return np.asarray(to_arrays(state["x"], key))
+    if isinstance(obj, SparseMatrix):
+        return _dense(obj, key)
+    if isinstance(obj, Opaque):
+        raise RefusedContent(f"unexpected object in {key!r}")
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise RefusedContent(f"{key!r} is an object array, not numeric data")
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): to_arrays(v, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_arrays(v, key) for v in obj)
+    return obj
+
+
+def _dense(obj: SparseMatrix, key: str) -> NDArray[np.float64]:
+    state = obj.state if isinstance(obj.state, Mapping) else {}
+    try:
+        shape = tuple(int(s) for s in state["_shape"])
+        data = np.asarray(state["data"], dtype=np.float64)
+        if obj.fmt == "coo":
+            rows = np.asarray(state["row"], dtype=np.int64)
+            cols = np.asarray(state["col"], dtype=np.int64)
+        else:
+            indices = np.asarray(state["indices"], dtype=np.int64)
+            indptr = np.asarray(state["indptr"], dtype=np.int64)
+            major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+            rows, cols = (indices, major) if obj.fmt == "csc" else (major, indices)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedFile(f"the sparse matrix {key!r} is incomplete ({exc}); the file looks damaged") from None
+    if len(shape) != 2 or rows.shape != data.shape or cols.shape != data.shape:
+        raise DamagedFile(f"the sparse matrix {key!r} is inconsistent; the file looks damaged")
+    if data.size and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
+        raise DamagedFile(f"the sparse matrix {key!r} has out-of-range indices; the file looks damaged")
+    out = np.zeros(shape, dtype=np.float64)
+    np.add.at(out, (rows, cols), data)
+    return out
+
+
+def load_pickle(path: Path | str, what: str) -> Any:
+    """A restricted pickle file as plain arrays; errors name `what` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise DamagedFile(f"{what} {path} does not exist; check the path in your config")
+    raw = path.read_bytes()
+    if not raw:
+        raise DamagedFile(f"{what} {path} is empty; download it again")
+    if raw[:2] == b"PK":
+        raise DamagedFile(f"{what} {path} is a zip/torch archive, not a pickle; did you swap two paths?")
+    try:
+        obj = unpickle(io.BytesIO(raw))
+    except SafeLoadError as exc:
+        raise type(exc)(f"{what} {path}: {exc}") from None
+    except BROKEN_PICKLE_ERRORS as exc:
+        raise DamagedFile(
+            f"{what} {path} is truncated or not a pickle ({type(exc).__name__}: {exc}); download it again"
+        ) from None
+    return to_arrays(obj)
+
+
+# ------------------------------------------------------------------------------------- weights-only torch files
+def _numpy_arrays() -> list[Any]:
+    """What torch's weights-only unpickler must additionally accept to rebuild plain NumPy arrays."""
+    allowed: list[Any] = [np.ndarray, np.dtype]
+    mod = _multiarray()
+    allowed += [mod._reconstruct, mod.scalar]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for attr in dir(dtypes):
+            cls = getattr(dtypes, attr)
+            if isinstance(cls, type) and attr.endswith("DType") and attr not in ("ObjectDType", "VoidDType"):
+                allowed.append(cls)
+    return allowed
+
+
+def _argparse_paths() -> list[Any]:
+    """argparse.Namespace and the pathlib classes, also under the names older Pythons write."""
+    entries: list[Any] = [argparse.Namespace]
+    for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path", "PurePath"):
+        cls = getattr(pathlib, name)
+        entries.append(cls)
+        if cls.__module__ != "pathlib":  # Python >= 3.13 moved them to pathlib._local
+            entries.append((cls, f"pathlib.{name}"))
+    return entries
+
+
+NUMPY_ARRAYS: tuple[Any, ...] = tuple(_numpy_arrays())
+ARGPARSE_PATHS: tuple[Any, ...] = tuple(_argparse_paths())
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """The informative line of torch's weights-only refusal (the global it met), not its generic advice."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    hit = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), None)
+    return (hit or (lines[0] if lines else type(exc).__name__))[:200]
+
+
+@contextlib.contextmanager
+def _allowing(entries: Sequence[Any]) -> Iterator[None]:
+    import torch
+
+    plain = [e for e in entries if not isinstance(e, tuple)]
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # an older torch: a process-wide allow-list
+        if plain:
+            torch.serialization.add_safe_globals(plain)
+        yield
+        return
+    try:
+        ctx = safe_globals(list(entries))
+    except (TypeError, AttributeError):  # a torch without (cls, name) tuples
+        ctx = safe_globals(plain)
+    with ctx:
+        yield
+
+
+def load_torch(path: Path | str, allow: Sequence[Any] = ()) -> Any:
+    """`torch.load(weights_only=True)` on the CPU, accepting the extra classes in `allow`; raises
+    `RefusedContent` (reason: the global torch refused) or `DamagedFile` (reason: the error torch met)."""
+    import torch
+
+    try:
+        with _allowing(allow):
+            return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RefusedContent(unpickling_reason(exc)) from None
+    except Exception as exc:  # torch raises many types for damaged files (IndexError, RuntimeError, ...)
+        raise DamagedFile(f"{type(exc).__name__}: {str(exc)[:200]}") from None
