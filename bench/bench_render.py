@@ -4,10 +4,9 @@ step as the avatar runs it (CUDA graph on GPUs), rasterisation, and uint8 conver
 
 Throughput rows per size, each including the host copy, each judged against the same target:
   serial     one render() per frame, waiting for its image: the per-frame latency bound (what the daemon does)
-  pipelined  render_pipelined(): one frame in flight, live throughput at the cost of one frame of latency
-  batched    render_batch() of B frames (default 8): offline rendering (`avatar-bridge avatar render`)
-On CUDA with gsplat a frame is one CUDA-graph replay (drivers/avatar/frame_graph.py); the `rasterization()`
-rows repeat serial and pipelined with gsplat's `rasterization()` called per frame instead, for comparison.
+  batched    offline.render_batch() of B frames (default 8): offline rendering (`avatar-bridge avatar render`)
+On CUDA with gsplat a frame is one CUDA-graph replay (drivers/avatar/splat/frame_graph.py); the
+`rasterization()` row repeats serial with gsplat's `rasterization()` called per frame instead, for comparison.
 
     python bench/bench_render.py                       # CUDA when present (targets: >=1000 fps @512, >=300 @1080p)
     python bench/bench_render.py --device cpu --frames 3
@@ -51,21 +50,16 @@ def timed(fn: Callable[[], object], n: int, cuda: bool, warmup: int = 3) -> floa
     return (time.perf_counter() - t0) * 1e3 / n
 
 
-def wall_ms(step: Callable[[], list[Any]], n: int, cuda: bool, finish: Callable[[], list[Any]] | None = None,
-            warmup: int = 5) -> float:
+def wall_ms(step: Callable[[], list[Any]], n: int, cuda: bool, warmup: int = 5) -> float:
     """Wall-clock milliseconds per call of `step`, from the first call to the last image in host memory."""
     for _ in range(warmup):
         step()
-    if finish is not None:
-        finish()
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     images = 0
     for _ in range(n):
         images += len(step())
-    if finish is not None:
-        images += len(finish())
     if cuda:
         torch.cuda.synchronize()
     assert images > 0
@@ -101,8 +95,6 @@ def bench_size(args: argparse.Namespace, width: int, height: int) -> dict[str, f
         out["convert"] = timed(lambda: avatar._finish(rgb, None, avatar._f32, avatar._u8, avatar._a32,
                                                       avatar._a8).image(), n, cuda)
         out["serial"] = wall_ms(lambda: [avatar.render(next_params())], n, cuda)
-        out["pipelined"] = wall_ms(lambda: [r for r in [avatar.render_pipelined(next_params())] if r], n, cuda,
-                                   finish=avatar.flush)
         b = args.batch
         batches = [[next_params() for _ in range(b)] for _ in range(4)]
         turn = [0]
@@ -116,8 +108,6 @@ def bench_size(args: argparse.Namespace, width: int, height: int) -> dict[str, f
             plain = build_avatar(args.golden, width, height, args.device, splat, mlp_precision=args.precision,
                                  cuda_graph=not args.no_graph, frame_graph=False)
             out["serial_raster"] = wall_ms(lambda: [plain.render(next_params())], n, cuda)
-            out["pipelined_raster"] = wall_ms(lambda: [r for r in [plain.render_pipelined(next_params())] if r], n,
-                                              cuda, finish=plain.flush)
             plain.close()
     img = avatar.render(frames[0])
     assert img.rgb.shape == (height, width, 3)
@@ -157,8 +147,8 @@ def main() -> int:
               f"{r['convert']:>8.3f}")
     print("\nfull path, FaceParams in → uint8 RGB in host memory out (wall clock, host copy included)")
     print(f"{'size':>10} {'mode':<27} {'ms/frame':>9} {'frames/s':>9}")
-    modes = (("serial", "serial"), ("pipelined", "pipelined"), ("batched", f"batched (B={args.batch})"),
-             ("serial_raster", "serial, rasterization()"), ("pipelined_raster", "pipelined, rasterization()"))
+    modes = (("serial", "serial"), ("batched", f"batched (B={args.batch})"),
+             ("serial_raster", "serial, rasterization()"))
     ok = True
     for (w, h), r in rows:
         target = TARGETS.get((w, h))
@@ -171,8 +161,8 @@ def main() -> int:
                 verdict = ("  PASS" if fps >= target else "  FAIL") + f" (target {target:.0f})"
                 ok &= fps >= target or key != "serial"  # the exit status follows the daemon's (serial) row
             print(f"{w}x{h:<5} {label:<27} {r[key]:>9.3f} {fps:>9.1f}{verdict}")
-    print("serial = one render() per frame, waiting for it (latency bound); pipelined = one frame in flight "
-          "(live throughput, +1 frame of latency); batched = render_batch() (offline)")
+    print("serial = one render() per frame, waiting for it (latency bound, what the daemon does); "
+          "batched = offline.render_batch() (offline rendering)")
     return 0 if ok else 1
 
 

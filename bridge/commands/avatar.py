@@ -77,28 +77,21 @@ def _hex(text: str) -> tuple[float, float, float]:
         raise UserError(f"--background {text!r}: use a hex colour like '#00ff00'") from None
 
 
-def _avatar_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = {}
-    if args.config is not None:
-        from bridge.core.config import load_config
+def _avatar_config(args: argparse.Namespace) -> Any:
+    """The daemon's `Config` for these options: the --config file (if given) with the command line's files,
+    size, framing, renderer and device on top. Missing files are reported by the config's own check."""
+    from bridge.core.config import load_config
 
-        cfg = load_config(args.config).avatar
-        kw = {k: getattr(cfg, k) for k in _FILE_OPTS}
-    for k in _FILE_OPTS:
-        v = getattr(args, k)
-        if v is not None:
-            kw[k] = v
-    if kw.get("checkpoint") is None or kw.get("flame_model") is None:
-        raise UserError("give --checkpoint and --flame-model (or --config with avatar.checkpoint/flame_model)")
-    kw.update(width=args.width, height=args.height, zoom=args.zoom, background=_hex(args.background),
-              renderer=args.renderer, device=args.device)
-    return kw
+    files = {k: str(getattr(args, k)) for k in _FILE_OPTS if getattr(args, k) is not None}
+    avatar = {"kind": "flashavatar", **files, "zoom": args.zoom, "background": _hex(args.background),
+              "renderer": args.renderer, "device": args.device}
+    return load_config(args.config, overrides={"avatar": avatar, "video": {"width": args.width, "height": args.height}})
 
 
 def _make_avatar(args: argparse.Namespace) -> Any:
     from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 
-    return FlashAvatarAvatar(**_avatar_kwargs(args))  # its setup errors are UserErrors
+    return FlashAvatarAvatar.from_config(_avatar_config(args))  # its setup errors are UserErrors
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ whose component is unavailable is printed as skipped, with the reason, never as 
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from bridge.core.config import Config, load_config
+from bridge.core.interfaces import Avatar
+from bridge.runtime import registry
 
 SECTIONS = ("render", "face", "encode", "e2e")
 
@@ -36,20 +37,6 @@ class Row:
         if self.skipped is not None:
             return f"{self.section:<8}{self.name:<46}{'skipped':>12}  {self.skipped}"
         return f"{self.section:<8}{self.name:<46}{self.value:>8.1f} {self.unit:<4} {self.detail}"
-
-
-def build(kind: str, name: str, cfg: Config, /, **available: Any) -> Any:
-    """Create a registered driver: `from_config(cfg)` when it has one, else the constructor arguments it
-    names from `available` (so the bench follows each driver's own signature)."""
-    from bridge.runtime import registry
-
-    cls = registry.resolve(kind, name)
-    factory = getattr(cls, "from_config", None)
-    if callable(factory):
-        return factory(cfg)
-    sig = inspect.signature(cls)
-    kwargs = {k: v for k, v in available.items() if k in sig.parameters}
-    return cls(**kwargs)
 
 
 def timed(fn: Callable[[], object], seconds: float, min_runs: int = 3) -> tuple[float, int]:
@@ -100,32 +87,31 @@ def bench_render(cfg: Config, seconds: float) -> list[Row]:
     rows = []
     seq = _params_sequence(50)
     w, h = cfg.video.width, cfg.video.height
-    variants: list[tuple[str, str, dict[str, Any], str | None]] = [
-        ("demo", "cpu", {}, None),
-        ("demo", "gsplat", {}, None if _cuda() else "no CUDA"),
-        ("flashavatar", "gsplat", {}, None if _cuda() else "no CUDA"),
+    variants: list[tuple[str, str, str | None]] = [
+        ("demo", "cpu", None),
+        ("demo", "gsplat", None if _cuda() else "no CUDA"),
+        ("flashavatar", "gsplat", None if _cuda() else "no CUDA"),
     ]
-    for kind, renderer, _extra, reason in variants:
+    for kind, renderer, reason in variants:
         label = f"{kind} avatar, {renderer} renderer, {w}x{h}"
         if kind == "flashavatar" and reason is None and cfg.avatar.checkpoint is None:
             reason = "avatar.checkpoint not configured (see install/models.md)"
         if reason:
             rows.append(Row("render", label, skipped=reason))
             continue
-        avatar = None
+        avatar: Avatar | None = None
         try:
             sub = cfg.model_copy(deep=True)
             sub.avatar.kind = kind  # type: ignore[assignment]
             sub.avatar.renderer = renderer  # type: ignore[assignment]
             sub.avatar.device = "cuda" if renderer == "gsplat" else "cpu"  # type: ignore[assignment]
-            avatar = build("avatar", kind, sub, config=sub, cfg=sub, width=w, height=h, device=sub.avatar.device,
-                           renderer=renderer, checkpoint=sub.avatar.checkpoint, flame_model=sub.avatar.flame_model)
+            avatar = registry.create("avatar", kind, sub)
             fps, runs = timed(_cycle(avatar.render, seq), seconds)
             rows.append(Row("render", label, fps, detail=f"{runs} frames, device {avatar.device}"))
         except Exception as exc:
             rows.append(Row("render", label, skipped=f"{type(exc).__name__}: {exc}"))
         finally:
-            if avatar is not None and hasattr(avatar, "close"):
+            if avatar is not None:
                 avatar.close()
     return rows
 
@@ -151,9 +137,7 @@ def bench_face(cfg: Config, seconds: float) -> list[Row]:
             rows.append(Row("face", label, skipped=reason))
             continue
         try:
-            pc = cfg.face.procedural
-            driver = build("face", name, cfg, config=cfg, cfg=cfg, fps=fps_v, attack_ms=pc.attack_ms,
-                           release_ms=pc.release_ms, gain=pc.gain, max_jaw=pc.max_jaw)
+            driver = registry.create("face", name, cfg)
 
             def run(d: Any = driver) -> int:
                 d.reset(0.0)

@@ -69,6 +69,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def start_daemon(config: Config, args: argparse.Namespace) -> int:
+    from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
 
     if args.record is not None and not args.record.parent.exists():
@@ -78,7 +79,7 @@ def start_daemon(config: Config, args: argparse.Namespace) -> int:
         print(f"avatar-bridge: {msg}", file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    daemon = Daemon(config, duration=args.duration, record=args.record, progress=say)
+    daemon = Daemon(config, duration=args.duration, record=args.record, progress=say, http_app=build_app)
 
     def ready(d: Daemon) -> None:
         where = f"http://{config.http.host}:{d.http_port}/" if d.http_port else "no HTTP"

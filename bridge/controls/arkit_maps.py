@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.controls.presets import MapError, Preset, group_delta, presets_dir, read_toml
-from bridge.controls.vocabulary import ARKIT_NAMES, arkit_name
+from bridge.controls.vocabulary import arkit_name
 from bridge.core.face_params import FaceParams
 
 F32 = NDArray[np.float32]
@@ -48,10 +48,6 @@ class ArkitMap:
     def vector(self, preset: Preset) -> F32:
         """A preset's FaceParams delta on this avatar: its ARKit weights through the map, plus its raw part."""
         return self.combine(preset.arkit) + preset.raw
-
-    def matrix(self) -> F32:
-        """(52, 120) in ARKIT_NAMES order."""
-        return np.stack([self.delta(n) for n in ARKIT_NAMES])
 
     def overlay(self, path: Path) -> None:
         """Replace entries with those of another map file (a calibration result)."""

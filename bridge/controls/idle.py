@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.config import IdleConfig
 from bridge.core.face_params import FaceParams
 
 F32 = NDArray[np.float32]
@@ -68,12 +69,12 @@ class IdleLife:
         self._freqs = np.array([0.071, 0.13, 0.23])
 
     @classmethod
-    def from_config(cls, cfg: object, seed: int = 0) -> IdleLife:
-        """From an `IdleConfig` (on/off + amount per feature)."""
+    def from_config(cls, cfg: IdleConfig, seed: int = 0) -> IdleLife:
+        """From the [idle] section (on/off + amount per feature)."""
         a = IdleAmounts(
-            blink=float(getattr(cfg, "blink_amount", 1.0)) if getattr(cfg, "blink", True) else 0.0,
-            gaze=float(getattr(cfg, "gaze_amount", 1.0)) if getattr(cfg, "gaze", True) else 0.0,
-            sway=float(getattr(cfg, "sway_amount", 1.0)) if getattr(cfg, "sway", True) else 0.0,
+            blink=float(cfg.blink_amount) if cfg.blink else 0.0,
+            gaze=float(cfg.gaze_amount) if cfg.gaze else 0.0,
+            sway=float(cfg.sway_amount) if cfg.sway else 0.0,
         )
         return cls(amounts=a, seed=seed)
 

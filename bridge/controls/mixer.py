@@ -8,8 +8,8 @@ Order of layers, per FaceParams channel (index of `FaceParams.to_vector()`):
 4. idle motion (saccades, sway, blinks) adds where no manual control holds the channel;
 5. manual blinks close the eyelids; the result is clamped to safe ranges.
 
-`apply()` only parses and queues (thread-safe, never raises); `mix()` drains the queue at the frame's
-media-clock time, so given the same events and times the output is identical (deterministic). A flood of
+`apply()` only parses (`commands.CommandParser`) and queues (thread-safe, never raises); `mix()` executes the
+queued commands at the frame's media-clock time, so given the same events and times the output is identical (deterministic). A flood of
 events is bounded: the queue keeps the newest `queue` events and a frame takes at most
 `max_events_per_frame` of them.
 """
@@ -28,17 +28,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.controls.arkit_maps import ArkitMap, load_for_avatar
+from bridge.controls.commands import (
+    Blink,
+    Command,
+    CommandParser,
+    ControlError,
+    Level,
+    Release,
+    Reset,
+    SetIdle,
+    SetLevel,
+    SetManual,
+    Toggle,
+)
 from bridge.controls.idle import IdleLife
 from bridge.controls.presets import PresetLibrary
-from bridge.controls.vocabulary import (
-    CHANNEL_LIMITS,
-    GAZE_MAX_PITCH,
-    GAZE_MAX_YAW,
-    ControlError,
-    arkit_name,
-    clamp,
-    finite,
-)
+from bridge.controls.vocabulary import CHANNEL_LIMITS
+from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import ControlEvent
 
@@ -130,25 +136,13 @@ class _Level:
     vector: F32
 
 
-# Parsed commands (queued by apply, executed by mix).
-@dataclass
-class _Cmd:
-    op: str  # manual | level | release | toggle | blink | reset | idle
-    target: str = ""
-    values: tuple[float, ...] = ()
-    fade: float | None = None
-    basis: NDArray[np.float64] | None = None
-    kind: str = ""
-    name: str = ""
-
-
 class Mixer:
     """Combines the driven face with controls; see the module docstring for the layer order."""
 
     def __init__(
         self,
         arkit: ArkitMap,
-        library: PresetLibrary | None = None,
+        library: PresetLibrary,
         idle: IdleLife | None = None,
         settings: MixerSettings | None = None,
     ) -> None:
@@ -158,10 +152,11 @@ class Mixer:
         self.settings = settings or MixerSettings()
         self._ease = EASINGS.get(self.settings.easing, EASINGS["smooth"])
         self._lock = threading.Lock()
-        self._queue: deque[_Cmd] = deque(maxlen=self.settings.queue)
+        self._queue: deque[Command] = deque(maxlen=self.settings.queue)
         self._manual: dict[str, _Manual] = {}
         self._levels: dict[tuple[str, str], _Level] = {}
-        self._generation = library.generation if library else 0
+        self._generation = library.generation
+        self.parser = CommandParser(arkit, library, self.settings.fade)
         self._next_reload = 0.0
         self._now = 0.0
         self._mixed = FaceParams.neutral()
@@ -171,6 +166,16 @@ class Mixer:
         self._override_default = np.array(
             [self._mode_of_group(g) == "override" for g in _GROUPS], dtype=bool
         )[_GROUP_OF]
+
+    @classmethod
+    def from_config(cls, config: Config, *, avatar_name: str, seed: int | None = None) -> Mixer:
+        """The daemon's mixer for `avatar_name` ("demo" or a FLAME avatar): the ARKit map and presets of the
+        [presets] folder, the [idle] and [mixer] sections; `seed` fixes idle life (default: random)."""
+        folder = config.presets.dir
+        m = config.mixer
+        settings = MixerSettings(fade=float(m.fade_ms) / 1000.0, easing=str(m.easing), modes=dict(m.modes))
+        idle = IdleLife.from_config(config.idle, seed=int(time.time_ns() % 2**32) if seed is None else seed)
+        return cls(load_for_avatar(avatar_name, folder), PresetLibrary(folder), idle, settings)
 
     # ---- configuration -------------------------------------------------------------------------------
     def _mode_of_group(self, group: str) -> str:
@@ -182,121 +187,11 @@ class Mixer:
             return mask & (mode == "override")
         return mask & self._override_default
 
-    # ---- parsing (any thread) ------------------------------------------------------------------------
-    def _basis(self, target: str, n: int) -> tuple[NDArray[np.float64], int]:
-        """(basis (k, 120), k) for a manual value target with `n` given values."""
-        parts = target.split("/")
-        if parts[0] == "blend" and len(parts) == 2:
-            name = arkit_name(parts[1])
-            if name is None:
-                raise ControlError(f"unknown ARKit blendshape {parts[1]!r}")
-            return self.arkit.delta(name)[None, :].astype(np.float64), 1
-        if parts[0] == "flame" and len(parts) >= 2:
-            group = parts[1]
-            if group == "expression":
-                if len(parts) != 3 or not parts[2].isdigit() or not 0 <= int(parts[2]) < 100:
-                    raise ControlError("use flame/expression/<0-99>")
-                b = np.zeros((1, VEC))
-                b[0, int(parts[2])] = 1.0
-                return b, 1
-            if group in ("jaw", "eyes", "eyelids", "neck", "head", "translation") and len(parts) == 2:
-                s, size = L[group]
-                if group == "jaw" and n == 1:
-                    b = np.zeros((1, VEC))
-                    b[0, s] = 1.0
-                    return b, 1
-                if group == "eyelids" and n == 1:
-                    b = np.zeros((1, VEC))
-                    b[0, s : s + 2] = 1.0
-                    return b, 1
-                b = np.zeros((size, VEC))
-                b[np.arange(size), s + np.arange(size)] = 1.0
-                return b, size
-            raise ControlError(f"unknown FLAME channel {target!r}")
-        if target == "gaze":
-            e = L["eyes"][0]
-            b = np.zeros((2, VEC))
-            b[0, [e + 1, e + 4]] = GAZE_MAX_YAW
-            b[1, [e + 0, e + 3]] = -GAZE_MAX_PITCH
-            return b, 2
-        if target == "head":
-            s = L["head"][0]
-            b = np.zeros((3, VEC))
-            b[np.arange(3), s + np.arange(3)] = 1.0
-            return b, 3
-        raise ControlError(f"unknown control target {target!r}")
-
-    def _range(self, target: str) -> tuple[float, float]:
-        head = target.split("/")[0]
-        if head == "blend":
-            return (0.0, 1.0)
-        if target.startswith("flame/expression"):
-            return (-3.0, 3.0)
-        if target == "flame/eyelids":
-            return (-0.3, 1.0)
-        if target == "flame/head":
-            return (-1.0, 1.0)
-        if head == "flame":
-            return (-0.8, 0.8)
-        return (-1.0, 1.0)
-
-    def parse(self, event: ControlEvent) -> _Cmd:
-        """Validate an event into a command; raises ControlError with a readable reason."""
-        target = event.target.strip().strip("/")
-        if target.startswith("avatar/"):
-            target = target[len("avatar/") :]
-        if len(target) > 200:
-            raise ControlError("target too long")
-        values = finite(tuple(event.values))
-        if len(values) > 8:
-            raise ControlError("too many values")
-        if target == "blink":
-            return _Cmd("blink", values=values)
-        if target == "reset":
-            return _Cmd("reset", fade=_fade_arg(values, 0))
-        for prefix in ("hold/", "toggle/", "release/"):
-            if target.startswith(prefix):
-                inner = target[len(prefix) :]
-                sub = self.parse(ControlEvent(inner, ()))  # validates the inner target
-                if sub.op not in ("manual", "level"):
-                    raise ControlError(f"{prefix}{inner}: only value targets can be held, toggled or released")
-                op = prefix[:-1]
-                if op == "hold":
-                    pressed = values[0] if values else 1.0
-                    if pressed > 0.5:
-                        sub.fade = _fade_arg(values, 1)
-                        if sub.fade is None:
-                            sub.fade = self.settings.fade
-                        return sub
-                    return _Cmd("release", target=inner, fade=_fade_arg(values, 1), kind=sub.kind, name=sub.name)
-                return _Cmd(op, target=inner, fade=_fade_arg(values, 0), kind=sub.kind, name=sub.name)
-        parts = target.split("/")
-        if parts[0] in ("preset", "emotion") and len(parts) == 2:
-            kind, name = parts
-            if (kind == "preset" and self.library is not None and self.library.get(kind, name) is None
-                    and self.library.get("emotion", name) is not None):
-                kind, target = "emotion", f"emotion/{name}"  # /avatar/preset/happy: emotions are presets too
-            if self.library is None or self.library.get(kind, name) is None:
-                known = self.library.names(kind) if self.library else []
-                if kind == "preset" and self.library is not None:
-                    known = known + self.library.names("emotion")
-                raise ControlError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}")
-            value = clamp(values[0], 0.0, 1.0) if values else 1.0
-            return _Cmd("level", target=target, values=(value,), fade=_fade_arg(values, 1), kind=kind, name=name)
-        if parts[0] == "idle" and len(parts) == 2 and parts[1] in ("blink", "gaze", "sway"):
-            return _Cmd("idle", name=parts[1], values=(clamp(values[0] if values else 1.0, 0.0, 3.0),))
-        basis, k = self._basis(target, len(values))
-        lo, hi = self._range(target)
-        given = values[:k]
-        vals = tuple(clamp(v, lo, hi) for v in given) + (0.0,) * (k - len(given))
-        if not values:
-            vals = (hi if k == 1 else 0.0,) * k
-        return _Cmd("manual", target=target, values=vals, fade=_fade_arg(values, k), basis=basis)
-
+    # ---- queueing (any thread) -----------------------------------------------------------------------
     def apply(self, event: ControlEvent) -> bool:
         """Queue a control event (thread-safe, never raises); False when it was rejected."""
         try:
-            cmd = self.parse(event)
+            cmd = self.parser.parse(event)
         except ControlError as exc:
             with self._lock:
                 self.counters["rejected"] += 1
@@ -315,69 +210,71 @@ class Mixer:
         return True
 
     # ---- execution (render thread) -------------------------------------------------------------------
-    def _run(self, cmd: _Cmd, now: float) -> None:
-        fade = self.settings.fade if cmd.fade is None and cmd.op == "level" else (cmd.fade or 0.0)
-        if cmd.op == "manual":
-            assert cmd.basis is not None
-            vals = np.asarray(cmd.values, np.float64)
-            m = self._manual.get(cmd.target)
-            if m is None or m.basis.shape != cmd.basis.shape:
-                mask = np.any(cmd.basis != 0, axis=0)
-                start = vals if fade <= 0 else np.zeros_like(vals)
-                m = _Manual(cmd.target, cmd.basis, mask, self._override_mask(cmd.target, mask),
-                            _Fader(start, self._ease), _Fader(np.zeros(1), self._ease))
-                self._manual[cmd.target] = m
-            m.basis = cmd.basis
-            m.releasing = False
-            m.values.set(now, vals, fade)
-            m.weight.set(now, np.ones(1), fade)
-        elif cmd.op == "level":
-            self._set_level(cmd.kind, cmd.name, cmd.values[0], fade, now)
-        elif cmd.op == "release":
-            self._release(cmd, now)
-        elif cmd.op == "toggle":
-            if cmd.kind:
-                lvl = self._levels.get((cmd.kind, cmd.name))
-                on = lvl is not None and float(lvl.weight.target[0]) > 0.5
-                self._set_level(cmd.kind, cmd.name, 0.0 if on else 1.0, self._fade(cmd), now)
-            else:
-                m = self._manual.get(cmd.target)
-                if m is not None and not m.releasing:
-                    self._release(cmd, now)
-                else:
-                    sub = self.parse(ControlEvent(cmd.target, ()))
-                    sub.fade = self._fade(cmd)
-                    self._run(sub, now)
-        elif cmd.op == "blink":
-            self.idle.trigger_blink(now, double=bool(cmd.values and cmd.values[0] > 1.5))
-        elif cmd.op == "reset":
-            fade = self._fade(cmd)
-            for t in list(self._manual):
-                self._release(_Cmd("release", target=t, fade=fade), now)
-            for (kind, name) in list(self._levels):
-                self._set_level(kind, name, 0.0, fade, now)
-        elif cmd.op == "idle":
-            setattr(self.idle.amounts, cmd.name, cmd.values[0])
+    def _run(self, cmd: Command, now: float) -> None:
+        if isinstance(cmd, SetManual):
+            self._set_manual(cmd, 0.0 if cmd.fade is None else cmd.fade, now)
+        elif isinstance(cmd, SetLevel):
+            self._set_level(cmd.level, cmd.value, self._fade(cmd.fade), now)
+        elif isinstance(cmd, Release):
+            self._release(cmd.target, cmd.level, self._fade(cmd.fade), now)
+        elif isinstance(cmd, Toggle):
+            self._toggle(cmd, self._fade(cmd.fade), now)
+        elif isinstance(cmd, Blink):
+            self.idle.trigger_blink(now, double=cmd.double)
+        elif isinstance(cmd, Reset):
+            fade = self._fade(cmd.fade)
+            for target in list(self._manual):
+                self._release(target, None, fade, now)
+            for kind, name in list(self._levels):
+                self._set_level(Level(kind, name), 0.0, fade, now)
+        elif isinstance(cmd, SetIdle):
+            setattr(self.idle.amounts, cmd.feature, cmd.amount)
 
-    def _fade(self, cmd: _Cmd) -> float:
-        return self.settings.fade if cmd.fade is None else cmd.fade
+    def _fade(self, fade: float | None) -> float:
+        return self.settings.fade if fade is None else fade
 
-    def _release(self, cmd: _Cmd, now: float) -> None:
-        if cmd.kind:
-            self._set_level(cmd.kind, cmd.name, 0.0, self._fade(cmd), now)
+    def _set_manual(self, cmd: SetManual, fade: float, now: float) -> None:
+        vals = np.asarray(cmd.values, np.float64)
+        m = self._manual.get(cmd.target)
+        if m is None or m.basis.shape != cmd.basis.shape:
+            mask = np.any(cmd.basis != 0, axis=0)
+            start = vals if fade <= 0 else np.zeros_like(vals)
+            m = _Manual(cmd.target, cmd.basis, mask, self._override_mask(cmd.target, mask),
+                        _Fader(start, self._ease), _Fader(np.zeros(1), self._ease))
+            self._manual[cmd.target] = m
+        m.basis = cmd.basis
+        m.releasing = False
+        m.values.set(now, vals, fade)
+        m.weight.set(now, np.ones(1), fade)
+
+    def _toggle(self, cmd: Toggle, fade: float, now: float) -> None:
+        if cmd.level is not None:
+            lvl = self._levels.get((cmd.level.kind, cmd.level.name))
+            on = lvl is not None and float(lvl.weight.target[0]) > 0.5
+            self._set_level(cmd.level, 0.0 if on else 1.0, fade, now)
             return
         m = self._manual.get(cmd.target)
+        if m is not None and not m.releasing:
+            self._release(cmd.target, None, fade, now)
+        elif cmd.press is not None:
+            self._set_manual(cmd.press, fade, now)
+
+    def _release(self, target: str, level: Level | None, fade: float, now: float) -> None:
+        if level is not None:
+            self._set_level(level, 0.0, fade, now)
+            return
+        m = self._manual.get(target)
         if m is not None:
             m.releasing = True
-            m.weight.set(now, np.zeros(1), self._fade(cmd))
+            m.weight.set(now, np.zeros(1), fade)
 
-    def _set_level(self, kind: str, name: str, value: float, fade: float, now: float) -> None:
-        key = (kind, name)
+    def _set_level(self, level: Level, value: float, fade: float, now: float) -> None:
+        kind, name = key = (level.kind, level.name)
         lvl = self._levels.get(key)
         if lvl is None:
             if value <= 0:
                 return
-            preset = self.library.get(kind, name) if self.library else None
+            preset = self.library.get(kind, name)
             if preset is None:
                 return
             lvl = _Level(kind, name, _Fader(np.zeros(1), self._ease), self.arkit.vector(preset))
@@ -389,7 +286,7 @@ class Mixer:
                     other.weight.set(now, np.zeros(1), fade)
 
     def _refresh_presets(self, now: float) -> None:
-        if self.library is None or now < self._next_reload:
+        if now < self._next_reload:
             return
         self._next_reload = now + self.settings.reload_interval
         self.library.poll()
@@ -427,7 +324,7 @@ class Mixer:
                 self.counters["applied"] += 1
             except Exception as exc:
                 self.counters["errors"] += 1
-                self.last_error = f"{cmd.target}: {type(exc).__name__}: {exc}"
+                self.last_error = f"{type(cmd).__name__}: {type(exc).__name__}: {exc}"
         self._refresh_presets(now)
         out = base.copy()
         # Presets and emotions add.
@@ -504,29 +401,4 @@ class Mixer:
             return self._control_delta.copy()
 
     def capture(self, name: str) -> str:
-        if self.library is None:
-            raise ValueError("this mixer has no presets folder to save into")
         return str(self.library.capture(name, self.control_delta()))
-
-
-def _fade_arg(values: tuple[float, ...], index: int) -> float | None:
-    if len(values) > index:
-        return clamp(values[index], 0.0, 30.0)
-    return None
-
-
-def create_mixer(config: Any, avatar_name: str, seed: int | None = None) -> Mixer:
-    """The daemon's mixer for `avatar_name` ("demo" or a FLAME avatar), from the config's presets folder,
-    idle section and (when present) mixer section."""
-    presets_dir = config.presets.dir
-    section = getattr(config, "mixer", None)
-    settings = MixerSettings()
-    if section is not None:
-        settings = MixerSettings(
-            fade=float(section.fade_ms) / 1000.0,
-            easing=str(section.easing),
-            modes=dict(section.modes),
-        )
-    library = PresetLibrary(presets_dir)
-    idle = IdleLife.from_config(config.idle, seed=int(time.time_ns() % 2**32) if seed is None else seed)
-    return Mixer(load_for_avatar(avatar_name, presets_dir), library, idle, settings)

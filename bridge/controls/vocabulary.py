@@ -8,7 +8,6 @@ value target. The same table is served as JSON by ``GET /api/controls`` and docu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,32 +89,25 @@ SPECS: tuple[ControlSpec, ...] = (
 )
 
 
-class ControlError(ValueError):
-    """An event that does not fit the vocabulary (counted and ignored by surfaces)."""
-
-
 def arkit_name(name: str) -> str | None:
     """The canonical ARKit name for `name` (case-insensitive; VMC senders vary in case), or None."""
     return _ARKIT_LOWER.get(name.lower())
 
 
-def finite(values: tuple[float, ...] | list[float]) -> tuple[float, ...]:
-    """The values as floats; raises ControlError on NaN/inf or non-numbers."""
-    out = []
-    for v in values:
-        if isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, (int, float)):
-            raise ControlError(f"value {v!r} is not a number")
-        f = float(v)
-        if not math.isfinite(f):
-            raise ControlError("NaN or infinite value")
-        out.append(f)
-    return tuple(out)
-
-
-def clamp(v: float, lo: float, hi: float) -> float:
-    return lo if v < lo else hi if v > hi else v
+def value_range(target: str) -> tuple[float, float]:
+    """The range a manual target's values are clamped to."""
+    head = target.split("/")[0]
+    if head == "blend":
+        return (0.0, 1.0)
+    if target.startswith("flame/expression"):
+        return (-3.0, 3.0)
+    if target == "flame/eyelids":
+        return (-0.3, 1.0)
+    if target == "flame/head":
+        return (-1.0, 1.0)
+    if head == "flame":
+        return (-0.8, 0.8)
+    return (-1.0, 1.0)
 
 
 def vocabulary(presets: list[str] | None = None, emotions: list[str] | None = None) -> dict[str, Any]:

@@ -15,22 +15,8 @@ class MediaClock:
         self.fps = fps
         self._origin = time.monotonic()
 
-    @property
-    def frame_duration(self) -> float:
-        return 1.0 / self.fps
-
     def now(self) -> float:
         return time.monotonic() - self._origin
-
-    def to_monotonic(self, media_time: float) -> float:
-        return self._origin + media_time
-
-    def frame_time(self, index: int) -> float:
-        return index / self.fps
-
-    def frame_index(self, media_time: float) -> int:
-        """The frame whose slot contains `media_time`."""
-        return int(media_time * self.fps + 1e-9)
 
     def sleep_until(self, media_time: float, stop: threading.Event | None = None) -> bool:
         """Sleep until `media_time`; returns False if `stop` was set first."""

@@ -119,7 +119,3 @@ class FaceParams:
             pts=pts,
         )
 
-    def lerp(self, other: FaceParams, t: float) -> FaceParams:
-        """Linear blend of every channel (rotations blended in axis-angle, fine for the small angles of a face)."""
-        vec = (1.0 - t) * self.to_vector() + t * other.to_vector()
-        return FaceParams.from_vector(vec, pts=self.pts, audio_time=self.audio_time)

@@ -1,4 +1,5 @@
-"""The small interfaces every driver implements, and the values that flow between them.
+"""The small interfaces every driver implements, the values that flow between them, and `MediaHub`, what
+outputs and HTTP routes may use of the running daemon.
 
 Data flows one way: AudioSource → FaceDriver → mixer → Avatar → FrameSinks, with ControlSurfaces feeding the
 mixer. Times are seconds on the daemon's media clock (`bridge.core.clock.MediaClock`).
@@ -8,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.clock import MediaClock
+from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
+from bridge.core.fanout import Broadcast
+from bridge.core.stats import PipelineStats
 
 SAMPLE_RATE = 16_000
 """Every AudioSource delivers 16 kHz mono float32: what HuBERT and the procedural driver consume."""
@@ -123,6 +128,8 @@ class Avatar(Protocol):
     width: int
     height: int
     device: str
+    expression_channels: dict[str, int]
+    """Named expression channels (e.g. "pucker" → 3) that drivers may animate; empty for FLAME avatars."""
 
     def render(self, params: FaceParams) -> RenderedImage: ...
 
@@ -156,7 +163,8 @@ class ControlEvent:
     time: float = 0.0
 
 
-ControlSink = Callable[[ControlEvent], None]
+ControlSink = Callable[[ControlEvent], object]
+"""Where surfaces hand their events (the daemon's `emit_control`; what it returns is not their concern)."""
 
 
 @runtime_checkable
@@ -168,3 +176,103 @@ class ControlSurface(Protocol):
     async def start(self, emit: ControlSink) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able counters and state for the panel and `/api/state`."""
+        ...
+
+
+class RemoteAudioInlet(Protocol):
+    """Where a remote WebRTC peer's audio track is handed, for the WebRTC audio source to read."""
+
+    def consume(self, track: Any) -> object:
+        """Start reading `track` (an aiortc audio track) on the running loop; the newest talker wins."""
+
+    async def close(self) -> None: ...
+
+
+class DelayedAudioOutput(Protocol):
+    """The speech played on a local device with the video's delay (audio passthrough)."""
+
+    @property
+    def delay(self) -> float:
+        """Seconds from capture to playback, as configured or measured."""
+
+    @property
+    def underruns(self) -> int: ...
+
+    def set_delay(self, delay_ms: float | str) -> None: ...
+
+
+class MediaHub(Protocol):
+    """The running daemon as outputs and HTTP routes see it: its clock, config and statistics, the media it
+    publishes, where sinks attach and control events enter, and the switches the panel offers."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> MediaClock: ...
+
+    @property
+    def stats(self) -> PipelineStats: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def frames(self) -> Broadcast[VideoFrame]:
+        """Every rendered frame, latest wins per subscriber."""
+
+    @property
+    def audio_in(self) -> Broadcast[AudioChunk]:
+        """The input audio as captured (media-clock pts)."""
+
+    @property
+    def audio_out(self) -> Broadcast[AudioChunk]:
+        """The input audio stamped with its presentation time (pts + av_delay)."""
+
+    @property
+    def av_delay(self) -> float:
+        """Seconds from audio capture to the presentation of the frames it drove."""
+
+    @property
+    def remote_audio(self) -> RemoteAudioInlet: ...
+
+    @property
+    def passthrough(self) -> DelayedAudioOutput | None: ...
+
+    @property
+    def control_surfaces(self) -> list[ControlSurface]: ...
+
+    @property
+    def avatar_name(self) -> str: ...
+
+    @property
+    def audio_source_name(self) -> str: ...
+
+    @property
+    def muted(self) -> bool: ...
+
+    @property
+    def frozen(self) -> bool: ...
+
+    def add_sink(self, sink: FrameSink) -> None: ...
+
+    def remove_sink(self, sink: FrameSink) -> None: ...
+
+    def emit_control(self, event: ControlEvent) -> bool:
+        """Queue a control event for the mixer; False when it was rejected (see the mixer's last error)."""
+
+    def set_muted(self, value: bool) -> None: ...
+
+    def set_frozen(self, value: bool) -> None: ...
+
+    def set_audio_source(self, source: str, device: str | int | None = None) -> None:
+        """Switch the audio input (blocking: opens the device; raises UserError)."""
+
+    def set_audio_output(self, device: str | int | None) -> None:
+        """Play the delayed speech on `device` (blocking: opens it; raises UserError)."""
+
+    def surface(self, name: str) -> ControlSurface | None:
+        """A running control surface by name ("osc", "vmc", "midi"), or None."""

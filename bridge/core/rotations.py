@@ -1,8 +1,10 @@
-"""Rotation conversions between axis-angle, matrices and the 6D form FLAME-based avatars use.
+"""Rotation conversions in NumPy between axis-angle, matrices, the 6D form FLAME-based avatars use, and
+quaternions.
 
-The 6D form is PyTorch3D's `matrix_to_rotation_6d`: the first two *rows* of the rotation matrix. The API of
-the daemon speaks axis-angle (radians); models that want 6D convert at their boundary with these functions.
-All functions take arrays with any leading batch shape.
+The 6D form is PyTorch3D's `matrix_to_rotation_6d`: the first two *rows* of the rotation matrix; quaternions
+are stored (w, x, y, z). The API of the daemon speaks axis-angle (radians); models that want 6D convert at
+their boundary with these functions. All functions take arrays with any leading batch shape. The torch twin
+for device-side code is `rotations_torch`; the tests hold the two to the same results.
 """
 
 from __future__ import annotations
@@ -80,3 +82,55 @@ def axis_angle_to_rotation_6d(aa: FloatArray) -> NDArray[np.float64]:
 
 def rotation_6d_to_axis_angle(d6: FloatArray) -> NDArray[np.float64]:
     return matrix_to_axis_angle(rotation_6d_to_matrix(d6))
+
+
+def quat_product(a: FloatArray, b: FloatArray) -> NDArray[np.float64]:
+    """Hamilton product a ⊗ b of (..., 4) quaternions (broadcast against each other)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    w1, v1 = a[..., :1], a[..., 1:]
+    w2, v2 = b[..., :1], b[..., 1:]
+    w = w1 * w2 - np.sum(v1 * v2, axis=-1, keepdims=True)
+    v = w1 * v2 + w2 * v1 + np.cross(v1, v2)
+    return np.concatenate([w, v], axis=-1)
+
+
+def matrix_to_quat(mat: FloatArray) -> NDArray[np.float64]:
+    """Shepperd's method, per element: (..., 3, 3) → (..., 4), robust for every angle (the sign of the
+    quaternion follows the branch taken; q and -q are the same rotation)."""
+    m = np.asarray(mat, dtype=np.float64)
+    shape = m.shape[:-2]
+    m = m.reshape(-1, 3, 3)
+    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
+    q = np.zeros((len(m), 4))
+    done = tr > 0
+    w = np.sqrt(np.clip(1 + tr, 0, None)) / 2
+    s = np.where(done, 4 * np.maximum(w, 1e-9), 1.0)
+    q[done] = np.stack([w, (m[:, 2, 1] - m[:, 1, 2]) / s, (m[:, 0, 2] - m[:, 2, 0]) / s,
+                        (m[:, 1, 0] - m[:, 0, 1]) / s], axis=1)[done]
+    for i in range(3):  # else the largest diagonal entry (the first on ties) picks the axis
+        j, k = (i + 1) % 3, (i + 2) % 3
+        pick = ~done & (m[:, i, i] >= m[:, j, j]) & (m[:, i, i] >= m[:, k, k])
+        r = np.sqrt(np.clip(1 + m[:, i, i] - m[:, j, j] - m[:, k, k], 1e-12, None))
+        qq = np.zeros((len(m), 4))
+        qq[:, 0] = (m[:, k, j] - m[:, j, k]) / (2 * r)
+        qq[:, 1 + i] = r / 2
+        qq[:, 1 + j] = (m[:, j, i] + m[:, i, j]) / (2 * r)
+        qq[:, 1 + k] = (m[:, k, i] + m[:, i, k]) / (2 * r)
+        q[pick] = qq[pick]
+        done |= pick
+    return q.reshape(*shape, 4)
+
+
+def quat_to_axis_angle(q: FloatArray) -> NDArray[np.float64]:
+    """(..., 4) quaternions (normalised here; zero or non-finite ones give no rotation) → (..., 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    norm = np.linalg.norm(q, axis=-1, keepdims=True)
+    ok = np.isfinite(norm) & (norm > 1e-9)
+    q = np.where(ok, q / np.where(ok, norm, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
+    q = np.where(q[..., :1] < 0, -q, q)  # the short way round
+    w, v = q[..., :1], q[..., 1:]
+    s = np.sqrt(np.clip(1.0 - w * w, 0.0, None))
+    angle = 2.0 * np.arctan2(s, w)
+    return np.where(s < 1e-9, 2.0 * v, v / np.where(s < 1e-9, 1.0, s) * angle)
+

@@ -53,7 +53,7 @@ def quat_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def quat_to_matrix(quats: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (N,3,3) from quaternions (N,4) as (w,x,y,z), normalised here."""
+    """Rotation matrices (N,3,3) from quaternions (N,4), normalised here."""
     q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     w, x, y, z = q.unbind(-1)
     return torch.stack(
@@ -72,20 +72,26 @@ def quat_to_matrix(quats: torch.Tensor) -> torch.Tensor:
     ).reshape(-1, 3, 3)
 
 
-def matrix_to_quat(r: torch.Tensor) -> torch.Tensor:
-    """(3,3) rotation → (4,) quaternion (w, x, y, z), robust for every angle."""
-    m = r.double()
-    tr = float(m.trace())
-    if tr > 0:
-        s = (tr + 1.0) ** 0.5 * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(torch.argmax(torch.diagonal(m)))
+def matrix_to_quat(mat: torch.Tensor) -> torch.Tensor:
+    """Shepperd's method, per element without host branches: (..., 3, 3) → (..., 4), robust for every angle;
+    the same branches (and so the same signs) as `rotations.matrix_to_quat`."""
+    m = mat.reshape(-1, 3, 3)
+    d = torch.diagonal(m, dim1=-2, dim2=-1)
+    tr = d.sum(-1)
+    w = torch.sqrt(torch.clamp(1 + tr, min=0)) / 2
+    s = 4 * torch.clamp(w, min=1e-9)
+    out = torch.stack([w, (m[:, 2, 1] - m[:, 1, 2]) / s, (m[:, 0, 2] - m[:, 2, 0]) / s,
+                       (m[:, 1, 0] - m[:, 0, 1]) / s], dim=-1)
+    done = tr > 0
+    for i in range(3):  # else the largest diagonal entry (the first on ties) picks the axis
         j, k = (i + 1) % 3, (i + 2) % 3
-        s = float((1.0 + m[i, i] - m[j, j] - m[k, k]).clamp_min(1e-12) ** 0.5) * 2
-        v = [0.0, 0.0, 0.0]
-        v[i] = 0.25 * s
-        v[j] = float(m[j, i] + m[i, j]) / s
-        v[k] = float(m[k, i] + m[i, k]) / s
-        q = [float(m[k, j] - m[j, k]) / s, *v]
-    return torch.tensor([float(x) for x in q], dtype=torch.float32)
+        pick = ~done & (d[:, i] >= d[:, j]) & (d[:, i] >= d[:, k])
+        r = torch.sqrt(torch.clamp(1 + d[:, i] - d[:, j] - d[:, k], min=1e-12))
+        parts = [torch.zeros_like(r)] * 4
+        parts[0] = (m[:, k, j] - m[:, j, k]) / (2 * r)
+        parts[1 + i] = r / 2
+        parts[1 + j] = (m[:, j, i] + m[:, i, j]) / (2 * r)
+        parts[1 + k] = (m[:, k, i] + m[:, i, k]) / (2 * r)
+        out = torch.where(pick[:, None], torch.stack(parts, dim=-1), out)
+        done = done | pick
+    return out.reshape(*mat.shape[:-2], 4)

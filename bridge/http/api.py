@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from bridge.core.interfaces import ControlEvent
+from bridge.http.keys import HUB_KEY, VIEWERS_KEY
+from bridge.http.responses import error, fail, json_body
 from bridge.runtime import registry
-
-if TYPE_CHECKING:
-    from bridge.runtime.daemon import Daemon
 
 
 @dataclass
@@ -64,9 +62,6 @@ class LiveStats:
 
 LIVE_KEY: web.AppKey[LiveStats] = web.AppKey("live_stats", LiveStats)
 WATCH_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("frame_watch", asyncio.Task)
-VIEWERS_KEY = "viewer_count"  # app[...] may hold a callable returning the number of WebRTC viewers
-
-
 def _gpu_memory() -> dict[str, Any] | None:
     """CUDA memory of this process, only when torch is already loaded (never imports torch here)."""
     torch = sys.modules.get("torch")
@@ -87,23 +82,6 @@ def _gpu_memory() -> dict[str, Any] | None:
         return None
 
 
-def viewer_count(app: web.Application, daemon: Daemon) -> int:
-    counter = app.get(VIEWERS_KEY)
-    if callable(counter):
-        with contextlib.suppress(Exception):
-            return int(counter())
-    for name in ("viewer_count", "viewers"):
-        value = getattr(daemon, name, None)
-        if callable(value):
-            with contextlib.suppress(Exception):
-                value = value()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, (list, set, dict, tuple)):
-            return len(value)
-    return 0
-
-
 ACTIVITY_SOURCES = ("osc", "vmc", "midi", "http", "webrtc")
 
 
@@ -119,17 +97,18 @@ def control_activity(counters: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def status_snapshot(app: web.Application, daemon: Daemon) -> dict[str, Any]:
+def status_snapshot(app: web.Application) -> dict[str, Any]:
     """Everything the status strip and `/metrics` show, in one JSON-able dict."""
+    hub = app[HUB_KEY]
     live = app[LIVE_KEY]
-    snap = daemon.stats.snapshot()
+    snap = hub.stats.snapshot()
     stages: dict[str, dict[str, float]] = snap.get("stages", {})  # type: ignore[assignment]
     counters: dict[str, int] = snap.get("counters", {})  # type: ignore[assignment]
     dropped = sum(int(s.get("dropped", 0)) for s in stages.values())
-    cfg = daemon.config
+    cfg = hub.config
     return {
-        "running": bool(getattr(daemon, "running", False)),
-        "time": daemon.clock.now(),
+        "running": hub.running,
+        "time": hub.clock.now(),
         "fps": round(live.fps(time.monotonic()), 2),
         "target_fps": cfg.video.fps,
         "size": [cfg.video.width, cfg.video.height],
@@ -139,64 +118,42 @@ def status_snapshot(app: web.Application, daemon: Daemon) -> dict[str, Any]:
         "counters": counters,
         "latency_ms": {
             "glass_to_glass": live.latency_ms(),
-            "av_delay": float(getattr(daemon, "av_delay", 0.0)) * 1000.0,
+            "av_delay": hub.av_delay * 1000.0,
             "per_sink": {  # glass-to-glass (audio capture → frame out) per output
                 name[4:]: {k: s[k] for k in ("p50_ms", "p95_ms", "p99_ms", "count")}
                 for name, s in stages.items() if name.startswith("g2g:")
             },
         },
         "gpu": _gpu_memory(),
-        "viewers": viewer_count(app, daemon),
+        "viewers": app[VIEWERS_KEY].count,
         "control_activity": control_activity(counters),
-        "muted": bool(getattr(daemon, "muted", False)),
-        "frozen": bool(getattr(daemon, "frozen", False)),
-        "avatar": getattr(getattr(daemon, "avatar", None), "name", None),
-        "audio_source": getattr(getattr(daemon, "audio_source", None), "name", cfg.audio.source),
+        "muted": hub.muted,
+        "frozen": hub.frozen,
+        "avatar": hub.avatar_name,
+        "audio_source": hub.audio_source_name,
     }
 
 
-async def _watch_frames(app: web.Application, daemon: Daemon) -> None:
+async def _watch_frames(app: web.Application) -> None:
+    hub = app[HUB_KEY]
     live = app[LIVE_KEY]
-    sub = daemon.frames.subscribe(maxsize=8, loop=asyncio.get_running_loop())
+    sub = hub.frames.subscribe(maxsize=8, loop=asyncio.get_running_loop())
     try:
         while True:
             frame = await sub.aget()
             if frame is None:
                 return
-            now = daemon.clock.now()
+            now = hub.clock.now()
             latency = None if frame.audio_time is None else max(0.0, now - frame.audio_time)
             live.observe(frame.index, time.monotonic(), latency)
     finally:
         sub.close()
 
 
-def _error(status: int, message: str, fix: str) -> web.Response:
-    return web.json_response({"error": message, "fix": fix}, status=status)
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body is not JSON", "fix": "send a JSON object"}),
-            content_type="application/json",
-        ) from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body must be a JSON object", "fix": "send {...}"}),
-            content_type="application/json",
-        )
-    return body
-
-
 def _bool_field(body: dict[str, Any], name: str) -> bool:
     value = body.get(name)
     if not isinstance(value, bool):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"{name!r} must be true or false, got {value!r}", "fix": f'{{"{name}": true}}'}),
-            content_type="application/json",
-        )
+        raise fail(400, f"{name!r} must be true or false, got {value!r}", f'{{"{name}": true}}')
     return value
 
 
@@ -218,122 +175,121 @@ def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | N
     return inputs, outputs, None
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+async def _start_watch(app: web.Application) -> None:
+    app[WATCH_KEY] = asyncio.get_running_loop().create_task(_watch_frames(app))
+
+
+async def _stop_watch(app: web.Application) -> None:
+    task = app.get(WATCH_KEY)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_snapshot(request.app))
+
+
+async def audio(request: web.Request) -> web.Response:
+    inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
+    cfg = request.app[HUB_KEY].config
+    return web.json_response(
+        {
+            "sources": registry.names("audio"),
+            "source": cfg.audio.source,
+            "device": cfg.audio.device,
+            "inputs": inputs,
+            "outputs": outputs,
+            "output": cfg.outputs.passthrough.device,
+            "passthrough": cfg.outputs.passthrough.enabled,
+            "problem": problem,
+        }
+    )
+
+
+async def select_source(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await json_body(request)
+    source = body.get("source", hub.config.audio.source)
+    device = body.get("device", hub.config.audio.device)
+    if source not in registry.names("audio"):
+        return error(400, f"unknown audio source {source!r}", f"choose one of {registry.names('audio')}")
+    if device is not None and not isinstance(device, (str, int)):
+        return error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_source, source, device)
+    except Exception as exc:
+        return error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
+                     "pick another device from GET /api/audio")
+    return web.json_response({"source": source, "device": device})
+
+
+async def select_output(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await json_body(request)
+    device = body.get("device")
+    if device is not None and not isinstance(device, (str, int)):
+        return error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_output, device)
+    except Exception as exc:
+        return error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
+    return web.json_response({"device": device})
+
+
+async def mute(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    hub.set_muted(_bool_field(await json_body(request), "muted"))
+    return web.json_response({"muted": hub.muted})
+
+
+async def freeze(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    hub.set_frozen(_bool_field(await json_body(request), "frozen"))
+    return web.json_response({"frozen": hub.frozen})
+
+
+async def get_idle(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HUB_KEY].config.idle.model_dump())
+
+
+async def set_idle(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = await json_body(request)
+    idle = hub.config.idle
+    known = set(type(idle).model_fields)
+    unknown = sorted(set(body) - known)
+    if unknown:
+        return error(400, f"unknown idle setting(s) {unknown}", f"use any of {sorted(known)}")
+    try:
+        updated = idle.model_validate({**idle.model_dump(), **body})
+    except Exception as exc:
+        return error(400, f"invalid idle setting: {exc}", "booleans for blink/gaze/sway, amounts in range")
+    for key in body:
+        setattr(idle, key, getattr(updated, key))
+    # The mixer's idle life takes amounts through the shared control vocabulary (0 turns a feature off).
+    for kind in ("blink", "gaze", "sway"):
+        if kind in body or f"{kind}_amount" in body:
+            amount = float(getattr(idle, f"{kind}_amount")) if getattr(idle, kind) else 0.0
+            hub.emit_control(ControlEvent(f"idle/{kind}", (amount,), source="http"))
+    return web.json_response(idle.model_dump())
+
+
+async def openapi(_: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def add_routes(app: web.Application) -> None:
     app[LIVE_KEY] = LiveStats()
-
-    async def start_watch(app: web.Application) -> None:
-        app[WATCH_KEY] = asyncio.get_running_loop().create_task(_watch_frames(app, daemon))
-
-    async def stop_watch(app: web.Application) -> None:
-        task = app.get(WATCH_KEY)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    app.on_startup.append(start_watch)
-    app.on_cleanup.append(stop_watch)
-
-    async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_snapshot(app, daemon))
-
-    async def audio(_: web.Request) -> web.Response:
-        inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
-        cfg = daemon.config
-        return web.json_response(
-            {
-                "sources": registry.names("audio"),
-                "source": cfg.audio.source,
-                "device": cfg.audio.device,
-                "inputs": inputs,
-                "outputs": outputs,
-                "output": cfg.outputs.passthrough.device,
-                "passthrough": cfg.outputs.passthrough.enabled,
-                "problem": problem,
-            }
-        )
-
-    async def select_source(request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        source = body.get("source", daemon.config.audio.source)
-        device = body.get("device", daemon.config.audio.device)
-        if source not in registry.names("audio") and source != "webrtc":
-            return _error(400, f"unknown audio source {source!r}", f"choose one of {registry.names('audio')}")
-        if device is not None and not isinstance(device, (str, int)):
-            return _error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
-        switch = getattr(daemon, "set_audio_source", None)
-        if not callable(switch):
-            return _error(501, "this daemon cannot switch audio sources while running",
-                          "set audio.source / audio.device in the config and restart")
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: switch(source, device))
-        except Exception as exc:
-            return _error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
-                          "pick another device from GET /api/audio")
-        return web.json_response({"source": source, "device": device})
-
-    async def select_output(request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        device = body.get("device")
-        if device is not None and not isinstance(device, (str, int)):
-            return _error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
-        switch = getattr(daemon, "set_audio_output", None)
-        if not callable(switch):
-            return _error(501, "this daemon cannot switch the audio output while running",
-                          "set outputs.passthrough.device in the config and restart")
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: switch(device))
-        except Exception as exc:
-            return _error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
-        return web.json_response({"device": device})
-
-    def _toggle(name: str) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            body = await _json_object(request)
-            value = _bool_field(body, name)
-            setter = getattr(daemon, f"set_{name}", None)
-            if callable(setter):
-                setter(value)
-            elif hasattr(daemon, name):
-                setattr(daemon, name, value)
-            else:
-                return _error(501, f"this daemon has no {name} switch", "update avatar-bridge")
-            return web.json_response({name: bool(getattr(daemon, name, value))})
-
-        return handler
-
-    async def get_idle(_: web.Request) -> web.Response:
-        return web.json_response(daemon.config.idle.model_dump())
-
-    async def set_idle(request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        idle = daemon.config.idle
-        known = set(type(idle).model_fields)
-        unknown = sorted(set(body) - known)
-        if unknown:
-            return _error(400, f"unknown idle setting(s) {unknown}", f"use any of {sorted(known)}")
-        try:
-            updated = idle.model_validate({**idle.model_dump(), **body})
-        except Exception as exc:
-            return _error(400, f"invalid idle setting: {exc}", "booleans for blink/gaze/sway, amounts in range")
-        for key in body:
-            setattr(idle, key, getattr(updated, key))
-        # The mixer's idle life takes amounts through the shared control vocabulary (0 turns a feature off).
-        for kind in ("blink", "gaze", "sway"):
-            if kind in body or f"{kind}_amount" in body:
-                amount = float(getattr(idle, f"{kind}_amount")) if getattr(idle, kind) else 0.0
-                daemon.emit_control(ControlEvent(f"idle/{kind}", (amount,), source="http"))
-        return web.json_response(idle.model_dump())
-
-    async def openapi(_: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
-
+    app.on_startup.append(_start_watch)
+    app.on_cleanup.append(_stop_watch)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/audio", audio)
     app.router.add_post("/api/audio/source", select_source)
     app.router.add_post("/api/audio/output", select_output)
-    app.router.add_post("/api/mute", _toggle("muted"))
-    app.router.add_post("/api/freeze", _toggle("frozen"))
+    app.router.add_post("/api/mute", mute)
+    app.router.add_post("/api/freeze", freeze)
     app.router.add_get("/api/idle", get_idle)
     app.router.add_post("/api/idle", set_idle)
     app.router.add_get("/api/openapi.json", openapi)

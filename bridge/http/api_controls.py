@@ -15,35 +15,18 @@ POST /api/midi/learn/stop
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from aiohttp import web
 
+from bridge.controls.commands import ControlError
+from bridge.controls.mixer import Mixer
 from bridge.controls.vocabulary import vocabulary
 from bridge.core.interfaces import ControlEvent
-from bridge.runtime.build import find_surface
-
-
-def _error(status: int, message: str, fix: str = "") -> web.Response:
-    body = {"error": message}
-    if fix:
-        body["fix"] = fix
-    return web.json_response(body, status=status)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body is not JSON",
-                                                  "fix": "send a JSON object with Content-Type: application/json"}),
-                                 content_type="application/json") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
-    return data
+from bridge.http.keys import HUB_KEY, MIXER_KEY
+from bridge.http.responses import error, fail, json_body
+from drivers.control.midi import MidiControlSurface
 
 
 def _values(raw: Any) -> tuple[float, ...] | None:
@@ -60,124 +43,117 @@ def _values(raw: Any) -> tuple[float, ...] | None:
     return tuple(out)
 
 
-def setup(app: web.Application, daemon: Any) -> None:
-    def mixer() -> Any:
-        m = getattr(daemon, "mixer", None)
-        if m is None:
-            raise web.HTTPServiceUnavailable(text=json.dumps({"error": "this daemon runs without a mixer"}),
-                                             content_type="application/json")
-        return m
+def _send(mixer: Mixer, target: str, values: tuple[float, ...]) -> web.Response:
+    if not mixer.apply(ControlEvent(target, values, source="http")):
+        return error(400, mixer.last_error, "see GET /api/controls for the targets and their values")
+    return web.json_response({"ok": True, "target": target, "values": list(values)})
 
-    def send(target: str, values: tuple[float, ...]) -> web.Response:
-        m = mixer()
-        if not m.apply(ControlEvent(target, values, source="http")):
-            return _error(400, m.last_error, "see GET /api/controls for the targets and their values")
-        return web.json_response({"ok": True, "target": target, "values": list(values)})
 
-    async def state(_: web.Request) -> web.Response:
-        body = mixer().state()
-        surfaces = {}
-        for s in getattr(daemon, "control_surfaces", []) or []:
-            info = s.status() if hasattr(s, "status") else {"counters": getattr(s, "counters", {})}
-            if hasattr(s, "bound"):
-                info = {**info, "bound": s.bound, "last_error": getattr(s, "last_error", "")}
-            surfaces[s.name] = info
-        body["surfaces"] = surfaces
-        return web.json_response(body)
+def _midi(request: web.Request) -> MidiControlSurface:
+    surface = request.app[HUB_KEY].surface("midi")
+    if not isinstance(surface, MidiControlSurface):
+        raise fail(409, "MIDI input is not running", "set midi.enabled = true and restart")
+    return surface
 
-    async def controls(_: web.Request) -> web.Response:
-        m = mixer()
-        lib = m.library
-        body = vocabulary(lib.names("preset") if lib else [], lib.names("emotion") if lib else [])
-        body["avatar_map"] = m.arkit.to_json()
-        return web.json_response(body)
 
-    async def control(request: web.Request) -> web.Response:
-        data = await _body(request)
-        target = data.get("target")
-        values = _values(data.get("values"))
-        if not isinstance(target, str) or values is None:
-            return _error(400, "give 'target' (a string) and 'values' (a finite number or a list of up to 8)",
-                          'e.g. {"target": "blend/jawOpen", "values": [0.7]}')
-        return send(target, values)
+async def state(request: web.Request) -> web.Response:
+    body = request.app[MIXER_KEY].state()
+    body["surfaces"] = {s.name: s.status() for s in request.app[HUB_KEY].control_surfaces}
+    return web.json_response(body)
 
-    async def presets(_: web.Request) -> web.Response:
-        lib = mixer().library
-        return web.json_response(lib.to_json() if lib else {"presets": [], "errors": {}})
 
-    async def apply_preset(request: web.Request) -> web.Response:
-        data = await _body(request)
-        name, kind = data.get("name"), data.get("kind", "preset")
-        if not isinstance(name, str) or kind not in ("preset", "emotion"):
-            return _error(400, "give 'name' and optionally 'kind' ('preset' or 'emotion'), 'value', 'fade'")
-        vals = _values([data.get("value", 1.0)] + ([data["fade"]] if "fade" in data else []))
-        if vals is None:
-            return _error(400, "'value' and 'fade' must be finite numbers")
-        return send(f"{kind}/{name}", vals)
+async def controls(request: web.Request) -> web.Response:
+    mixer = request.app[MIXER_KEY]
+    lib = mixer.library
+    body = vocabulary(lib.names("preset"), lib.names("emotion"))
+    body["avatar_map"] = mixer.arkit.to_json()
+    return web.json_response(body)
 
-    async def capture(request: web.Request) -> web.Response:
-        data = await _body(request)
-        name = data.get("name")
-        if not isinstance(name, str):
-            return _error(400, "give the preset 'name' to save")
-        try:
-            path = mixer().capture(name)
-        except (ValueError, OSError) as exc:
-            return _error(400, str(exc), "pick a name of letters, digits, '_' or '-'; check the presets folder is writable")
-        return web.json_response({"ok": True, "name": name, "path": path})
 
-    async def reload(_: web.Request) -> web.Response:
-        lib = mixer().library
-        if lib is None:
-            return _error(409, "no presets folder is configured")
-        lib.reload()
-        return web.json_response({"ok": True, "errors": lib.errors, "presets": lib.names("preset"),
-                                  "emotions": lib.names("emotion")})
+async def control(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    target = data.get("target")
+    values = _values(data.get("values"))
+    if not isinstance(target, str) or values is None:
+        return error(400, "give 'target' (a string) and 'values' (a finite number or a list of up to 8)",
+                     'e.g. {"target": "blend/jawOpen", "values": [0.7]}')
+    return _send(request.app[MIXER_KEY], target, values)
 
-    def midi() -> Any:
-        s = find_surface(daemon, "midi")
-        if s is None:
-            raise web.HTTPConflict(text=json.dumps({"error": "MIDI input is not running",
-                                                    "fix": "set midi.enabled = true and restart"}),
-                                   content_type="application/json")
-        return s
 
-    async def midi_status(_: web.Request) -> web.Response:
-        return web.json_response(midi().status())
+async def presets(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MIXER_KEY].library.to_json())
 
-    async def learn_start(request: web.Request) -> web.Response:
-        data = await _body(request) if request.can_read_body else {}
-        target = data.get("target")
-        s = midi()
-        if target is not None:
-            probe = mixer().parse  # validate the target before waiting for a fader
-            try:
-                probe(ControlEvent(str(target), ()))
-            except ValueError as exc:
-                return _error(400, f"target {target!r}: {exc}")
-        s.mapper.learn_start(target)
-        return web.json_response(s.status())
 
-    async def learn_assign(request: web.Request) -> web.Response:
-        data = await _body(request)
-        target = data.get("target")
-        if not isinstance(target, str):
-            return _error(400, "give the 'target' to bind the last moved MIDI control to")
-        s = midi()
-        try:
-            mixer().parse(ControlEvent(target, ()))
-            binding = s.mapper.learn_assign(target)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        except RuntimeError as exc:
-            return _error(409, str(exc))
-        return web.json_response({"ok": True, "binding": binding.to_toml(), **s.status()})
+async def apply_preset(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    name, kind = data.get("name"), data.get("kind", "preset")
+    if not isinstance(name, str) or kind not in ("preset", "emotion"):
+        return error(400, "give 'name' and optionally 'kind' ('preset' or 'emotion'), 'value', 'fade'")
+    vals = _values([data.get("value", 1.0)] + ([data["fade"]] if "fade" in data else []))
+    if vals is None:
+        return error(400, "'value' and 'fade' must be finite numbers")
+    return _send(request.app[MIXER_KEY], f"{kind}/{name}", vals)
 
-    async def learn_stop(_: web.Request) -> web.Response:
-        s = midi()
-        s.mapper.learn_stop()
-        return web.json_response(s.status())
 
+async def capture(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    name = data.get("name")
+    if not isinstance(name, str):
+        return error(400, "give the preset 'name' to save")
+    try:
+        path = request.app[MIXER_KEY].capture(name)
+    except (ValueError, OSError) as exc:
+        return error(400, str(exc), "pick a name of letters, digits, '_' or '-'; check the presets folder is writable")
+    return web.json_response({"ok": True, "name": name, "path": path})
+
+
+async def reload(request: web.Request) -> web.Response:
+    lib = request.app[MIXER_KEY].library
+    lib.reload()
+    return web.json_response({"ok": True, "errors": lib.errors, "presets": lib.names("preset"),
+                              "emotions": lib.names("emotion")})
+
+
+async def midi_status(request: web.Request) -> web.Response:
+    return web.json_response(_midi(request).status())
+
+
+async def learn_start(request: web.Request) -> web.Response:
+    data = await json_body(request) if request.can_read_body else {}
+    target = data.get("target")
+    surface = _midi(request)
+    if target is not None:
+        try:  # validate the target before waiting for a fader
+            request.app[MIXER_KEY].parser.parse(ControlEvent(str(target), ()))
+        except ControlError as exc:
+            return error(400, f"target {target!r}: {exc}")
+    surface.mapper.learn_start(target)
+    return web.json_response(surface.status())
+
+
+async def learn_assign(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    target = data.get("target")
+    if not isinstance(target, str):
+        return error(400, "give the 'target' to bind the last moved MIDI control to")
+    surface = _midi(request)
+    try:
+        request.app[MIXER_KEY].parser.parse(ControlEvent(target, ()))
+        binding = surface.mapper.learn_assign(target)
+    except ValueError as exc:
+        return error(400, str(exc))
+    except RuntimeError as exc:
+        return error(409, str(exc))
+    return web.json_response({"ok": True, "binding": binding.to_toml(), **surface.status()})
+
+
+async def learn_stop(request: web.Request) -> web.Response:
+    surface = _midi(request)
+    surface.mapper.learn_stop()
+    return web.json_response(surface.status())
+
+
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/controls", controls)
     app.router.add_post("/api/control", control)

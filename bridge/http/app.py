@@ -1,29 +1,24 @@
 """Builds the aiohttp application from route modules, with the bearer-token rule of the server.
 
-Each module in `ROUTE_MODULES` exposes `setup(app: web.Application, daemon: Daemon) -> None`.
+Each module in `ROUTE_MODULES` exposes `add_routes(app)`; its handlers are module-level functions that read
+the daemon (a `MediaHub`) and its mixer from the application (`bridge.http.keys`).
 """
 
 from __future__ import annotations
 
 import hmac
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.http import api, api_controls, metrics, panel, signaling
+from bridge.http.keys import HUB_KEY, MIXER_KEY
+
 if TYPE_CHECKING:
     from bridge.runtime.daemon import Daemon
 
-ROUTE_MODULES = (
-    "bridge.http.api_controls",
-    "bridge.http.api",
-    "bridge.http.signaling",
-    "bridge.http.panel",
-    "bridge.http.metrics",
-)
-
-DAEMON_KEY: web.AppKey[Any] = web.AppKey("daemon", object)
+ROUTE_MODULES = (api_controls, api, signaling, panel, metrics)
 OPEN_PATHS = ("/health",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,14 +44,15 @@ def token_middleware(token: str | None) -> Any:
     return check
 
 
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "running": request.app[HUB_KEY].running})
+
+
 def build_app(daemon: Daemon) -> web.Application:
     app = web.Application(middlewares=[token_middleware(daemon.config.http.token)], client_max_size=1 << 20)
-    app[DAEMON_KEY] = daemon
-
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "running": daemon.running})
-
+    app[HUB_KEY] = daemon
+    app[MIXER_KEY] = daemon.mixer
     app.router.add_get("/health", health)
-    for name in ROUTE_MODULES:
-        importlib.import_module(name).setup(app, daemon)
+    for module in ROUTE_MODULES:
+        module.add_routes(app)
     return app

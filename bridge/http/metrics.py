@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from bridge.http.api import status_snapshot
-
-if TYPE_CHECKING:
-    from bridge.runtime.daemon import Daemon
 
 PREFIX = "avatar_bridge_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -120,9 +117,10 @@ def render_metrics(status: dict[str, Any]) -> str:
     return out.text()
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
-    async def metrics(_: web.Request) -> web.Response:
-        body = render_metrics(status_snapshot(app, daemon))
-        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+async def metrics(request: web.Request) -> web.Response:
+    body = render_metrics(status_snapshot(request.app))
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
+
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)

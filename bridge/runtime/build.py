@@ -1,121 +1,84 @@
-"""Building the daemon's drivers from the config: avatar, face driver, audio source, mixer, sinks and control
-surfaces (OSC, VMC, MIDI). Driver classes are looked up by name in `registry`, so a driver's library is
-imported only when the config selects it."""
+"""Building the daemon's parts from the config: the one place that decides which drivers run and what each is
+handed. Every driver is made by `registry.create(kind, name, config, **collaborators)`, i.e. by its own
+`from_config`; this module only chooses the names and wires the collaborators (the avatar for the face
+driver, the remote-audio inbox for the WebRTC source, the running daemon for outputs)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bridge.controls.mixer import Mixer, create_mixer
+from bridge.controls.mixer import Mixer
 from bridge.core.config import Config
-from bridge.core.errors import UserError
-from bridge.core.interfaces import AudioSource, Avatar, ControlSurface, FaceDriver, FrameSink
+from bridge.core.interfaces import AudioSource, Avatar, ControlSurface, FaceDriver, FrameSink, MediaHub
 from bridge.runtime import registry
+
+if TYPE_CHECKING:
+    from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.output.passthrough import AudioPassthrough
 
 log = logging.getLogger(__name__)
 
 
-def build_avatar(config: Config) -> Avatar:
-    a = config.avatar
-    common: dict[str, Any] = {
-        "width": config.video.width,
-        "height": config.video.height,
-        "renderer": a.renderer,
-        "device": a.device,
-        "background": a.background,
-        "transparent": a.transparent,
-        "zoom": a.zoom,
-    }
-    if a.kind == "flashavatar":
-        for key in ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape"):
-            common[key] = getattr(a, key)
-    avatar: Avatar = registry.create("avatar", a.kind, **common)
-    return avatar
+def avatar(config: Config) -> Avatar:
+    made: Avatar = registry.create("avatar", config.avatar.kind, config)
+    return made
 
 
-def build_audio_source(config: Config, name: str | None = None, device: str | int | None = None) -> AudioSource:
-    a = config.audio
-    name = name or a.source
-    if name == "file":
-        kwargs: dict[str, Any] = {"path": a.file, "realtime": a.realtime, "loop": a.loop}
-    elif name == "microphone":
-        kwargs = {"device": device if device is not None else a.device}
-    elif name == "silence":
-        kwargs = {"realtime": True}
-    elif name == "webrtc" and a.webrtc_mix:
-        kwargs = {"mix": registry.create("audio", "microphone", device=device if device is not None else a.device)}
+def face_driver(config: Config, avatar: Avatar) -> FaceDriver:
+    made: FaceDriver = registry.create("face", config.face.driver, config, avatar=avatar)
+    return made
+
+
+def remote_audio() -> RemoteAudioInbox:
+    """Where WebRTC viewers hand a remote talker's audio track, for the WebRTC audio source."""
+    from drivers.audio.webrtc_in import RemoteAudioInbox
+
+    return RemoteAudioInbox()
+
+
+def audio_source(config: Config, inbox: RemoteAudioInbox) -> AudioSource:
+    name = config.audio.source
+    if name == "webrtc":
+        mix = registry.create("audio", "microphone", config) if config.audio.webrtc_mix else None
+        made: AudioSource = registry.create("audio", name, config, inbox=inbox, mix=mix)
     else:
-        kwargs = {}
-    source: AudioSource = registry.create("audio", name, **kwargs)
-    return source
+        made = registry.create("audio", name, config)
+    return made
 
 
-def build_face_driver(config: Config, avatar: Avatar) -> FaceDriver:
-    f = config.face
-    fps = config.video.fps
-    if f.driver == "procedural":
-        channels: dict[str, int] = getattr(avatar, "expression_channels", {}) or {}
-        kwargs: dict[str, Any] = f.procedural.model_dump()
-        kwargs.update(fps=fps, pucker_channel=channels.get("pucker"), wide_channel=channels.get("wide"))
-    else:
-        kwargs = f.diffposetalk.model_dump()
-        kwargs["fps"] = fps
-        if kwargs.get("checkpoint") is None:
-            raise UserError(
-                "face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt file) and "
-                "face.diffposetalk.stats (stats_train.npz); see install/models.md"
-            )
-    driver: FaceDriver = registry.create("face", f.driver, **kwargs)
-    return driver
+def mixer(config: Config, avatar: Avatar) -> Mixer:
+    return Mixer.from_config(config, avatar_name=avatar.name)
 
 
-def build_mixer(config: Config, avatar: Avatar) -> Mixer:
-    return create_mixer(config, avatar.name)
-
-
-def build_sinks(config: Config, record: Path | None = None) -> list[FrameSink]:
-    sinks: list[FrameSink] = []
+def sinks(config: Config) -> list[FrameSink]:
+    """The sinks the [outputs] section turns on: a recording, snapshots, a virtual camera."""
     out = config.outputs
-    path = record or out.record.path
-    if path is not None:
-        sinks.append(registry.create("sink", "recorder", path=path, crf=out.record.crf, preset=out.record.preset))
-    if out.snapshot_dir is not None:
-        sinks.append(registry.create("sink", "snapshot", directory=out.snapshot_dir))
-    if out.virtualcam.enabled:
-        vc = out.virtualcam
-        sinks.append(
-            registry.create("sink", "virtualcam", device=vc.device, backend=vc.backend, mirror=vc.mirror, fmt=vc.fmt)
-        )
-    return sinks
+    names = [name for name, wanted in (("recorder", out.record.path is not None),
+                                       ("snapshot", out.snapshot_dir is not None),
+                                       ("virtualcam", out.virtualcam.enabled)) if wanted]
+    return [registry.create("sink", name, config) for name in names]
 
 
-def build_control_surfaces(config: Config, mixer: Mixer | None = None) -> list[ControlSurface]:
-    """The enabled surfaces, not yet started (the daemon starts them on its loop)."""
+def control_surfaces(config: Config, mixer: Mixer) -> list[ControlSurface]:
+    """The enabled surfaces, not yet started (the daemon starts them on its loop). MIDI without a usable
+    backend or port is left off with a warning: the daemon runs without it."""
+    from drivers.control.midi import MidiError
+
     surfaces: list[ControlSurface] = []
     if config.osc.enabled:
-        from drivers.control.osc import OscControlSurface
-
-        state = mixer.state if mixer is not None else None
-        surfaces.append(OscControlSurface.from_config(config.osc, state=state))
+        surfaces.append(registry.create("control", "osc", config, state=mixer.state))
     if config.vmc.enabled:
-        from drivers.control.vmc import VmcControlSurface
-
-        surfaces.append(VmcControlSurface.from_config(config.vmc, allow=config.osc.allow))
+        surfaces.append(registry.create("control", "vmc", config))
     if config.midi.enabled:
-        from drivers.control.midi import MidiControlSurface, MidiError
-
         try:
-            surfaces.append(MidiControlSurface.from_config(config.midi))
+            surfaces.append(registry.create("control", "midi", config))
         except MidiError as exc:
             log.warning("MIDI input is off: %s", exc)
     return surfaces
 
 
-def find_surface(daemon: Any, name: str) -> Any:
-    """A running surface by name (e.g. "midi"), or None."""
-    for s in getattr(daemon, "control_surfaces", []) or []:
-        if getattr(s, "name", None) == name:
-            return s
-    return None
+def passthrough(config: Config, hub: MediaHub, device: str | int | None) -> AudioPassthrough:
+    """The delayed speech on a local output device (not yet started)."""
+    made: AudioPassthrough = registry.create("output", "passthrough", config, hub=hub, device=device)
+    return made

@@ -1,5 +1,9 @@
 """The daemon: builds drivers from the config, runs the pipeline threads, and serves HTTP, OSC, VMC and MIDI
-on one asyncio loop until stopped (SIGINT/SIGTERM, the end of a file, or a duration)."""
+on one asyncio loop until stopped (SIGINT/SIGTERM, the end of a file, or a duration).
+
+It implements `MediaHub`, the contract outputs and HTTP routes use. The HTTP application is handed in by the
+caller (`bridge.http.app.build_app` from the CLI), so the runtime never imports the UI above it.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,26 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
-from bridge.core.interfaces import (
-    AudioChunk,
-    ControlEvent,
-    ControlSurface,
-    FrameSink,
-    VideoFrame,
-)
+from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
 from bridge.core.stats import PipelineStats
-from bridge.runtime.build import (
-    build_audio_source,
-    build_avatar,
-    build_control_surfaces,
-    build_face_driver,
-    build_mixer,
-    build_sinks,
-)
+from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.output.passthrough import AudioPassthrough
+
 log = logging.getLogger(__name__)
+
+HttpApp = Callable[["Daemon"], "web.Application"]
 
 
 class Daemon:
@@ -47,26 +46,31 @@ class Daemon:
         record: Path | None = None,
         live: bool | None = None,
         progress: Callable[[str], None] | None = None,
+        http_app: HttpApp | None = None,
     ) -> None:
         say = progress or (lambda _msg: None)
-        self.config = config
-        self.clock = MediaClock(config.video.fps)
-        self.stats = PipelineStats()
+        if record is not None:
+            config.outputs.record.path = record
+        self._config = config
+        self._clock = MediaClock(config.video.fps)
+        self._stats = PipelineStats()
+        self._http_app = http_app
         say(f"loading the {config.avatar.kind} avatar")
-        self.avatar = build_avatar(config)
+        self.avatar = build.avatar(config)
         say(f"starting the {config.face.driver} face driver")
-        self.face_driver = build_face_driver(config, self.avatar)
-        self.audio_source = build_audio_source(config)
-        self.mixer = build_mixer(config, self.avatar)
+        self.face_driver = build.face_driver(config, self.avatar)
+        self._remote_audio: RemoteAudioInbox = build.remote_audio()
+        self.audio_source = build.audio_source(config, self._remote_audio)
+        self.mixer = build.mixer(config, self.avatar)
         if live is None:
             live = not (config.audio.source == "file" and not config.audio.realtime)
         av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
         self.pipeline = Pipeline(
-            self.clock,
+            self._clock,
             self.audio_source,
             self.face_driver,
             self.avatar,
-            stats=self.stats,
+            stats=self._stats,
             mixer=self.mixer,
             live=live,
             duration=duration,
@@ -75,16 +79,28 @@ class Daemon:
             av_delay=av_delay,
             margin=config.pipeline.margin_ms / 1000.0,
         )
-        self._initial_sinks = build_sinks(config, record)
-        self.control_surfaces: list[ControlSurface] = []
+        self._initial_sinks = build.sinks(config)
+        self._surfaces: list[ControlSurface] = []
+        self._passthrough: AudioPassthrough | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running = False
         self.http_port: int | None = None
         self._stop_event: asyncio.Event | None = None
-        self._http_runner: Any = None
-        self.passthrough: Any = None  # drivers.output.passthrough.AudioPassthrough when enabled
+        self._http_runner: web.AppRunner | None = None
 
-    # --- the contract other parts use -----------------------------------------------------------------
+    # --- MediaHub: what outputs and routes use ----------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def clock(self) -> MediaClock:
+        return self._clock
+
+    @property
+    def stats(self) -> PipelineStats:
+        return self._stats
 
     @property
     def frames(self) -> Broadcast[VideoFrame]:
@@ -102,15 +118,37 @@ class Daemon:
     def av_delay(self) -> float:
         return self.pipeline.av_delay
 
+    @property
+    def remote_audio(self) -> RemoteAudioInbox:
+        return self._remote_audio
+
+    @property
+    def passthrough(self) -> AudioPassthrough | None:
+        return self._passthrough
+
+    @property
+    def control_surfaces(self) -> list[ControlSurface]:
+        return self._surfaces
+
+    @property
+    def avatar_name(self) -> str:
+        return self.avatar.name
+
+    @property
+    def audio_source_name(self) -> str:
+        return self.audio_source.name
+
+    def surface(self, name: str) -> ControlSurface | None:
+        return next((s for s in self._surfaces if s.name == name), None)
+
     def add_sink(self, sink: FrameSink) -> None:
         self.pipeline.add_sink(sink)
 
     def remove_sink(self, sink: FrameSink) -> None:
         self.pipeline.remove_sink(sink)
 
-    def emit_control(self, event: ControlEvent) -> None:
-        if self.mixer is not None and hasattr(self.mixer, "apply"):
-            self.mixer.apply(event)
+    def emit_control(self, event: ControlEvent) -> bool:
+        return self.mixer.apply(event)
 
     @property
     def muted(self) -> bool:
@@ -130,23 +168,25 @@ class Daemon:
 
     def set_audio_source(self, source: str, device: str | int | None = None) -> None:
         """Switch the audio input while running (blocking: opens the device; raises UserError)."""
-        new = build_audio_source(self.config, source, device)
+        wanted = self._config.model_copy(deep=True)
+        wanted.audio.source = source  # type: ignore[assignment]
+        if device is not None:
+            wanted.audio.device = device
+        new = build.audio_source(wanted, self._remote_audio)
         self.pipeline.replace_source(new)
         self.audio_source = new
-        self.config.audio.source = source  # type: ignore[assignment]
+        self._config.audio.source = source  # type: ignore[assignment]
         if source == "microphone":
-            self.config.audio.device = device
+            self._config.audio.device = device
 
     def set_audio_output(self, device: str | int | None) -> None:
         """Play the delayed speech on `device` (blocking: opens it; raises UserError)."""
-        from drivers.output.passthrough import AudioPassthrough
-
-        cfg = self.config.outputs.passthrough
-        new = AudioPassthrough(self, device=device, delay_ms=cfg.delay_ms)
+        new = build.passthrough(self._config, self, device)
         new.start()
-        old, self.passthrough = self.passthrough, new
+        old, self._passthrough = self._passthrough, new
         if old is not None:
             old.stop()
+        cfg = self._config.outputs.passthrough
         cfg.device = device
         cfg.enabled = True
 
@@ -158,13 +198,11 @@ class Daemon:
     # --- running ---------------------------------------------------------------------------------------
 
     async def _start_http(self) -> None:
-        if not self.config.http.enabled:
+        if not self.config.http.enabled or self._http_app is None:
             return
         from aiohttp import web
 
-        from bridge.http.app import build_app
-
-        runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        runner = web.AppRunner(self._http_app(self), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
         try:
@@ -176,15 +214,14 @@ class Daemon:
                 "another program uses that port: set http.port to a free one (0 picks any), or stop the other daemon"
             ) from exc
         self._http_runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        bound = [addr for addr in runner.addresses if isinstance(addr, tuple)]
+        self.http_port = int(bound[0][1]) if bound else self.config.http.port
 
     async def _start_controls(self) -> None:
-        for surface in build_control_surfaces(self.config, self.mixer):
+        for surface in build.control_surfaces(self.config, self.mixer):
             try:
                 await surface.start(self.emit_control)
-                self.control_surfaces.append(surface)
+                self._surfaces.append(surface)
             except UserError as exc:
                 log.warning("control input %s is off: %s", surface.name, exc)
 
@@ -231,15 +268,17 @@ class Daemon:
         for surface in self.control_surfaces:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(surface.stop(), 1.0)
-        self.control_surfaces.clear()
+        self._surfaces.clear()
         loop = asyncio.get_running_loop()
-        if self.passthrough is not None:
-            self.passthrough.stop()
-            self.passthrough = None
+        if self._passthrough is not None:
+            self._passthrough.stop()
+            self._passthrough = None
         await loop.run_in_executor(None, self.pipeline.stop, 2.0)
         if self._http_runner is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_runner.cleanup(), 2.0)
             self._http_runner = None
+        with contextlib.suppress(Exception):
+            await self._remote_audio.close()
         with contextlib.suppress(Exception):
             self.avatar.close()

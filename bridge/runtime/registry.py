@@ -1,13 +1,17 @@
-"""One registry from config names to driver classes.
+"""The one table of driver names: config names to driver classes, per kind.
 
 Entries are import paths, so a driver's library (gsplat, aiortc, sounddevice, ...) is imported only when the
-config actually selects it.
+config actually selects it. Every driver class builds itself with `from_config(config, **collaborators)`;
+`create` is the one way to call it. The config's choices (`audio.source`, `face.driver`, `avatar.kind`) are
+checked against these names by a test.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from bridge.core.config import Config
 
 DRIVERS: dict[str, dict[str, str]] = {
     "audio": {
@@ -29,16 +33,21 @@ DRIVERS: dict[str, dict[str, str]] = {
         "snapshot": "drivers.output.snapshot:SnapshotSink",
         "virtualcam": "drivers.output.virtualcam:VirtualCameraSink",
     },
+    "control": {
+        "osc": "drivers.control.osc:OscControlSurface",
+        "vmc": "drivers.control.vmc:VmcControlSurface",
+        "midi": "drivers.control.midi:MidiControlSurface",
+    },
+    "output": {  # outputs that read the running daemon (a MediaHub) instead of receiving frames as a sink
+        "passthrough": "drivers.output.passthrough:AudioPassthrough",
+        "viewers": "drivers.output.webrtc.peers:ViewerHub",
+        "whip": "drivers.output.webrtc.whip:WhipPublisher",
+    },
 }
 
 
 class UnknownDriverError(LookupError):
     pass
-
-
-def register(kind: str, name: str, target: str) -> None:
-    """Add or replace a driver: `target` is "package.module:Class"."""
-    DRIVERS.setdefault(kind, {})[name] = target
 
 
 def names(kind: str) -> list[str]:
@@ -58,5 +67,7 @@ def resolve(kind: str, name: str) -> Any:
     return getattr(module, attr)
 
 
-def create(kind: str, name: str, /, **kwargs: Any) -> Any:
-    return resolve(kind, name)(**kwargs)
+def create(kind: str, name: str, config: Config, /, **collaborators: Any) -> Any:
+    """Build driver `name` of `kind` from the config, handing it the collaborators it declares (e.g. the
+    avatar for a face driver, the MediaHub for an output)."""
+    return resolve(kind, name).from_config(config, **collaborators)

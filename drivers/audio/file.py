@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.config import Config
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 from drivers.audio.decode import demo_clip_path, iter_decoded
 
@@ -107,6 +108,11 @@ class FileAudioSource(_ChunkedSource):
 
             raise UserError(f"audio file {self.path} contains no audio samples")
 
+    @classmethod
+    def from_config(cls, config: Config) -> FileAudioSource:
+        a = config.audio
+        return cls(path=a.file, realtime=a.realtime, loop=a.loop)
+
     def _blocks(self) -> Iterator[NDArray[np.float32]]:
         while True:
             yield from iter_decoded(self.path)
@@ -122,6 +128,10 @@ class SilenceAudioSource(_ChunkedSource):
     def __init__(self, duration: float | None = None, realtime: bool = True, chunk_ms: float = 20.0) -> None:
         super().__init__(chunk_ms=chunk_ms, realtime=realtime)
         self.duration = duration
+
+    @classmethod
+    def from_config(cls, config: Config) -> SilenceAudioSource:
+        return cls(realtime=True)
 
     def _blocks(self) -> Iterator[NDArray[np.float32]]:
         total = None if self.duration is None else int(self.duration * SAMPLE_RATE)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
 
@@ -57,7 +58,7 @@ class MicrophoneAudioSource:
 
     name = "microphone"
 
-    def __init__(self, device: str | int | None = None, chunk_ms: float = 20.0, **_: object) -> None:
+    def __init__(self, device: str | int | None = None, chunk_ms: float = 20.0) -> None:
         self.sd = import_sounddevice()
         self.device_spec = device
         self.device = find_device(self.sd, device, "input")
@@ -70,6 +71,10 @@ class MicrophoneAudioSource:
         self._now: Callable[[], float] = time.monotonic
         self.reconnects = 0
         self.dropped = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> MicrophoneAudioSource:
+        return cls(device=config.audio.device)
 
     def _resampler(self) -> Any:
         import av

@@ -1,7 +1,7 @@
 """A remote peer's microphone (the viewer page's talk button, or any WebRTC client) as an AudioSource.
 
-The HTTP signaling code hands each incoming audio track to `INBOX.consume(track)`; whichever
-`WebRTCAudioSource` is running takes the audio, resampled to 16 kHz mono with PyAV and stamped on the media
+The daemon owns one `RemoteAudioInbox` (its `remote_audio`): the WebRTC viewers hand each incoming audio
+track to it, and whichever `WebRTCAudioSource` is running takes the audio, resampled to 16 kHz mono with PyAV and stamped on the media
 clock at arrival. The newest talker wins: a second track replaces the first. With `mix` set to a local
 AudioSource (the microphone), both are summed on the media timeline, so a remote guest and the local speaker
 can both drive the avatar.
@@ -22,6 +22,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.config import Config
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, AudioSource
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def to_mono16k(frame: av.AudioFrame, resample: av.AudioResampler) -> NDArray[np.
 
 
 class RemoteAudioInbox:
-    """Process-wide meeting point between remote tracks (asyncio loop) and the running source (pipeline)."""
+    """The meeting point between remote tracks (asyncio loop) and the running source (pipeline thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -55,10 +56,6 @@ class RemoteAudioInbox:
         with self._lock:
             if self._sink == sink:  # bound methods compare equal, never identical
                 self._sink = None
-
-    @property
-    def active(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     def feed(self, samples: NDArray[np.float32]) -> None:
         with self._lock:
@@ -90,9 +87,6 @@ class RemoteAudioInbox:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-INBOX = RemoteAudioInbox()
 
 
 class MixBuffer:
@@ -135,14 +129,8 @@ class WebRTCAudioSource:
 
     name = "webrtc"
 
-    def __init__(
-        self,
-        inbox: RemoteAudioInbox | None = None,
-        mix: AudioSource | None = None,
-        jitter: float = 0.06,
-        **_: object,
-    ) -> None:
-        self.inbox = inbox or INBOX
+    def __init__(self, inbox: RemoteAudioInbox, mix: AudioSource | None = None, jitter: float = 0.06) -> None:
+        self.inbox = inbox
         self.mix = mix
         self.jitter = jitter  # how long mixed audio waits for the later of its streams
         self._queue: queue.Queue[AudioChunk] = queue.Queue(maxsize=500)
@@ -153,6 +141,12 @@ class WebRTCAudioSource:
         self.dropped = 0
         self.error: BaseException | None = None
         self._last_end: float | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, *, inbox: RemoteAudioInbox, mix: AudioSource | None = None
+                    ) -> WebRTCAudioSource:
+        """Reads the daemon's `inbox`; with audio.webrtc_mix the build hands the local microphone as `mix`."""
+        return cls(inbox, mix=mix)
 
     def start(self, now: Callable[[], float]) -> None:
         self._now = now

@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mido
 import tomli_w
 
 from bridge.controls.presets import presets_dir
+from bridge.core.config import Config
 from bridge.core.interfaces import ControlEvent, ControlSink
 
 if sys.version_info >= (3, 11):
@@ -33,7 +34,6 @@ else:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["cc", "note", "pitchbend"]
 KINDS = ("cc", "note", "pitchbend")
 MODES = ("absolute", "relative", "momentary", "toggle", "trigger")
 CURVES = ("linear", "exp", "log", "scurve")
@@ -322,7 +322,9 @@ class MidiControlSurface:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> MidiControlSurface:
+    def from_config(cls, config: Config) -> MidiControlSurface:
+        """The [midi] section: its map file (else the learned one, else an empty map) and input port filter."""
+        cfg = config.midi
         path = cfg.map
         if path is not None:
             midi_map = MidiMap.load(path)

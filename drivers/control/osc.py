@@ -30,6 +30,7 @@ from typing import Any
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import ControlEvent, ControlSink
 
@@ -131,6 +132,9 @@ class OscServerBase:
         if not _is_loopback(host) and not self.allow:
             log.warning("%s: bound to %s but osc allow-list is empty: only this machine may send; "
                         "add the senders' addresses to the allow list", self.name, host)
+
+    def status(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "bound": self.bound, "last_error": self.last_error}
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self, emit: ControlSink) -> None:
@@ -329,7 +333,9 @@ class OscControlSurface(OscServerBase):
         self.prefix = prefix.rstrip("/")
 
     @classmethod
-    def from_config(cls, cfg: Any, state: StateFn | None = None) -> OscControlSurface:
+    def from_config(cls, config: Config, *, state: StateFn | None = None) -> OscControlSurface:
+        """The [osc] section; `state` answers /avatar/state queries (the mixer's state)."""
+        cfg = config.osc
         return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:

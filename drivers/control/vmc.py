@@ -9,11 +9,14 @@ fades, so a 60 fps stream costs the mixer little. Other VMC addresses (root, oth
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from bridge.controls.vocabulary import arkit_name
+from bridge.core.config import Config
+from bridge.core.rotations import quat_to_axis_angle
 from drivers.control.osc import MAX_PACKETS_PER_SECOND, OscServerBase, numbers
 
 VRM_ALIASES: dict[str, list[tuple[str, float]]] = {
@@ -42,18 +45,8 @@ HEAD_BONES = ("head",)
 def unity_quat_to_flame_axis_angle(qx: float, qy: float, qz: float, qw: float) -> tuple[float, float, float]:
     """A Unity (left-handed, x right of the model) rotation as FLAME axis-angle (x to the model's left):
     mirroring x maps the quaternion to (qx, -qy, -qz, qw)."""
-    x, y, z, w = qx, -qy, -qz, qw
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if norm < 1e-9 or not math.isfinite(norm):
-        return (0.0, 0.0, 0.0)
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    if w < 0:
-        x, y, z, w = -x, -y, -z, -w
-    s = math.sqrt(max(0.0, 1.0 - w * w))
-    angle = 2.0 * math.atan2(s, w)
-    if s < 1e-9:
-        return (2.0 * x, 2.0 * y, 2.0 * z)
-    return (x / s * angle, y / s * angle, z / s * angle)
+    x, y, z = quat_to_axis_angle(np.array([qw, qx, -qy, -qz])).tolist()
+    return (x, y, z)
 
 
 class VmcControlSurface(OscServerBase):
@@ -69,8 +62,10 @@ class VmcControlSurface(OscServerBase):
         self.counters["ignored"] = 0
 
     @classmethod
-    def from_config(cls, cfg: Any, allow: Iterable[str] = ()) -> VmcControlSurface:
-        return cls(cfg.host, cfg.port, allow, max_packets_per_second=cfg.max_packets_per_second)
+    def from_config(cls, config: Config) -> VmcControlSurface:
+        """The [vmc] section; senders beyond loopback are allowed by the same osc.allow list as OSC."""
+        cfg = config.vmc
+        return cls(cfg.host, cfg.port, config.osc.allow, max_packets_per_second=cfg.max_packets_per_second)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if address == "/VMC/Ext/Blend/Val":

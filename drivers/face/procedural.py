@@ -12,8 +12,9 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
-from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, Avatar
 
 WINDOW_S = 0.030
 FLOOR_DB = -48.0  # absolute gate: quieter is silence
@@ -48,6 +49,15 @@ class ProceduralFaceDriver:
         self._taper = np.hanning(2 * self._half).astype(np.float32)
         self._freqs = np.fft.rfftfreq(2 * self._half, 1.0 / SAMPLE_RATE)
         self.reset(0.0)
+
+    @classmethod
+    def from_config(cls, config: Config, *, avatar: Avatar | None = None) -> ProceduralFaceDriver:
+        """The [face.procedural] section at the video's frame rate; `avatar` names the expression channels
+        the driver may animate (the demo head's pucker and wide), if it has them."""
+        p = config.face.procedural
+        channels = avatar.expression_channels if avatar is not None else {}
+        return cls(fps=config.video.fps, attack_ms=p.attack_ms, release_ms=p.release_ms, gain=p.gain,
+                   max_jaw=p.max_jaw, pucker_channel=channels.get("pucker"), wide_channel=channels.get("wide"))
 
     @property
     def latency(self) -> float:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.config import Config
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, MediaHub
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,9 @@ class DelayLine:
 class AudioPassthrough:
     """Plays `daemon.audio_in` (capture-time stamps) to a sounddevice output, `delay` seconds late."""
 
-    def __init__(self, daemon: Any, device: str | int | None = None, delay_ms: float | str = "auto",
+    def __init__(self, hub: MediaHub, device: str | int | None = None, delay_ms: float | str = "auto",
                  rate: int = 48_000) -> None:
-        self.daemon = daemon
+        self.hub = hub
         self.device_spec = device
         self.delay_ms = delay_ms
         self.rate = rate
@@ -86,12 +87,17 @@ class AudioPassthrough:
         self._stop = threading.Event()
         self.output_latency = 0.0
 
+    @classmethod
+    def from_config(cls, config: Config, *, hub: MediaHub, device: str | int | None = None) -> AudioPassthrough:
+        """Plays `hub`'s input on `device` (None: the system default), delayed as outputs.passthrough.delay_ms."""
+        return cls(hub, device=device, delay_ms=config.outputs.passthrough.delay_ms)
+
     @property
     def delay(self) -> float:
         """Seconds from capture to playback, as configured or measured."""
         if self.delay_ms != "auto":
             return float(self.delay_ms) / 1000.0
-        return measured_delay(self.daemon)
+        return measured_delay(self.hub)
 
     def set_delay(self, delay_ms: float | str) -> None:
         if delay_ms != "auto" and not (0 <= float(delay_ms) <= 5000):
@@ -103,7 +109,7 @@ class AudioPassthrough:
 
         sd = import_sounddevice()
         index = find_device(sd, self.device_spec, "output")
-        now: Callable[[], float] = self.daemon.clock.now
+        now: Callable[[], float] = self.hub.clock.now
         up = self.rate // SAMPLE_RATE
 
         def callback(outdata: NDArray[np.float32], frames: int, _time: Any, _status: Any) -> None:
@@ -116,7 +122,7 @@ class AudioPassthrough:
         self._stream = sd.OutputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
                                        callback=callback, latency="low")
         self.output_latency = float(self._stream.latency)
-        self._sub = self.daemon.audio_in.subscribe(maxsize=500)
+        self._sub = self.hub.audio_in.subscribe(maxsize=500)
         self._thread = threading.Thread(target=self._feed, name="passthrough", daemon=True)
         self._thread.start()
         self._stream.start()
@@ -141,15 +147,19 @@ class AudioPassthrough:
                 log.debug("closing the passthrough output: %s", exc)
             self._stream = None
 
+    @property
+    def underruns(self) -> int:
+        return self.line.underruns
+
     def describe(self) -> dict[str, Any]:
         return {"device": self.device_spec, "delay_ms": self.delay * 1000.0, "mode": self.delay_ms,
                 "underruns": self.line.underruns, "running": self._stream is not None}
 
 
-def measured_delay(daemon: Any) -> float:
+def measured_delay(hub: MediaHub) -> float:
     """The video latency as measured on the sinks (median glass-to-glass), else the pipeline's av_delay."""
-    stages = daemon.stats.snapshot().get("stages", {})
+    stages = hub.stats.snapshot().get("stages", {})
     medians = [s["p50_ms"] for name, s in stages.items() if name.startswith("g2g:") and s.get("count", 0) >= 10]
     if medians:
         return min(medians) / 1000.0
-    return float(daemon.av_delay)
+    return float(hub.av_delay)

@@ -14,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 
@@ -39,6 +40,13 @@ class RecorderSink:
         self._audio_pending = np.zeros(0, np.float32)
         self._audio_samples = 0  # samples placed on the timeline so far
         self._audio_encoded = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> RecorderSink:
+        r = config.outputs.record
+        if r.path is None:
+            raise UserError("outputs.record.path is not set: give the file to record to")
+        return cls(r.path, crf=r.crf, preset=r.preset)
 
     def open(self, info: StreamInfo) -> None:
         self.info = info

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 from drivers.output.png import write_png
@@ -25,6 +26,13 @@ class SnapshotSink:
         self._lock = threading.Lock()
         self._last_auto = float("-inf")
         self.written: list[Path] = []
+
+    @classmethod
+    def from_config(cls, config: Config) -> SnapshotSink:
+        folder = config.outputs.snapshot_dir
+        if folder is None:
+            raise UserError("outputs.snapshot_dir is not set: give the folder for snapshots")
+        return cls(folder)
 
     def open(self, info: StreamInfo) -> None:
         self.info = info

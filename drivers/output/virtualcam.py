@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 
@@ -156,7 +157,7 @@ class VirtualCameraSink:
     name = "virtualcam"
 
     def __init__(self, device: str | None = None, backend: str | None = None, mirror: bool = False,
-                 fmt: str = "auto", retry: tuple[float, float] = (0.5, 10.0), **_: object) -> None:
+                 fmt: str = "auto", retry: tuple[float, float] = (0.5, 10.0)) -> None:
         try:
             import pyvirtualcam
         except ImportError as exc:
@@ -177,6 +178,11 @@ class VirtualCameraSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._info: StreamInfo | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> VirtualCameraSink:
+        vc = config.outputs.virtualcam
+        return cls(device=vc.device, backend=vc.backend, mirror=vc.mirror, fmt=vc.fmt)
 
     def _pixel_format(self) -> Any:
         pf = self._pv.PixelFormat

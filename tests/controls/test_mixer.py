@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.controls.mixer import create_mixer
+from bridge.controls.mixer import Mixer
 from bridge.controls.vocabulary import GAZE_MAX_YAW
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
@@ -198,7 +198,7 @@ def test_apply_is_thread_safe_while_mixing() -> None:
 def test_create_mixer_from_config_and_capture(presets_dir: Path) -> None:
     cfg = Config.model_validate({"presets": {"dir": str(presets_dir)}, "mixer": {"fade_ms": 0},
                                  "idle": {"blink": False, "gaze": False, "sway": False}})
-    m = create_mixer(cfg, "demo", seed=0)
+    m = Mixer.from_config(cfg, avatar_name="demo", seed=0)
     m.apply(E("preset/smile"))
     m.apply(E("blend/browInnerUp", (1.0,)))
     m.mix(talking(0.2), 0.0)

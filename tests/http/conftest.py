@@ -14,6 +14,7 @@ from bridge.core.config import load_config
 
 @contextlib.asynccontextmanager
 async def running_daemon(**overrides: Any) -> AsyncIterator[Any]:
+    from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
 
     base: dict[str, Any] = {
@@ -28,7 +29,7 @@ async def running_daemon(**overrides: Any) -> AsyncIterator[Any]:
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value}
     cfg = load_config(None, overrides=base, environ={})
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, http_app=build_app)
     ready = asyncio.Event()
     task = asyncio.get_running_loop().create_task(daemon.serve(ready=lambda _d: ready.set()))
     async with asyncio.timeout(60):

@@ -36,7 +36,8 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
     mixer = make_mixer(presets_dir, fade=0.0)
     midi = MidiControlSurface(MidiMapper(MidiMap(path=presets_dir / "midi" / "learned.toml")))
     host = SimpleNamespace(config=Config(), mixer=mixer, control_surfaces=[midi], running=True,
-                           frames=Broadcast(), clock=MediaClock(25), stats=PipelineStats())
+                           frames=Broadcast(), clock=MediaClock(25), stats=PipelineStats(),
+                           surface=lambda name: midi if name == "midi" else None)
     runner, url = await serve(host)
     try:
         with MixerTicker(mixer) as ticker:

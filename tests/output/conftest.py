@@ -23,9 +23,9 @@ def base_url(daemon: Any) -> str:
 
 
 def hub_of(daemon: Any) -> Any:
-    from bridge.http.signaling import HUB_KEY
+    from bridge.http.keys import VIEWERS_KEY
 
-    return daemon._http_runner.app[HUB_KEY]
+    return daemon._http_runner.app[VIEWERS_KEY]
 
 
 @dataclass

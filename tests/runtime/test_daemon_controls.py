@@ -19,7 +19,6 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.runtime.build import find_surface
 from tests.http.conftest import running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +67,7 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
     # A small picture keeps the CPU renderer well inside the frame budget, so what is measured is the flood.
     async with running_daemon(osc={"enabled": True, "port": 0},
                               video={"width": 64, "height": 64, "fps": FPS}) as daemon:
-        osc = find_surface(daemon, "osc")
+        osc = daemon.surface("osc")
         port = osc.bound[1]
         counter = FrameCounter(daemon)
         try:
@@ -109,7 +108,7 @@ async def test_fuzz_100k_packets_while_the_daemon_renders() -> None:
 
 async def test_vmc_stream_drives_eyes_and_brows_in_the_daemon() -> None:
     async with running_daemon(vmc={"enabled": True, "port": 0}) as daemon:
-        vmc = find_surface(daemon, "vmc")
+        vmc = daemon.surface("vmc")
         client = SimpleUDPClient("127.0.0.1", vmc.bound[1])
         before = (await api_state(daemon))["mixed"]
         for i in range(30):  # a face-capture app streaming at 60 fps
@@ -149,11 +148,11 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
     """oscsend /avatar/preset/happy to a daemon lip-syncing the demo clip into an MP4; on the decoded video the
     smile region (pixels the happy preset changes on a still face) moves towards the smiling picture and stays,
     while the mouth region (pixels jawOpen changes) keeps changing from frame to frame."""
-    from bridge.controls.mixer import create_mixer
+    from bridge.controls.mixer import Mixer
     from bridge.core.config import load_config
     from bridge.core.face_params import FaceParams
     from bridge.core.interfaces import ControlEvent
-    from bridge.runtime.build import build_avatar
+    from bridge.runtime import build
 
     size = 192
     video = {"width": size, "height": size, "fps": FPS}
@@ -162,8 +161,8 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
                  "outputs": {"record": {"path": str(record), "crf": 12}}, "mixer": {"fade_ms": 400}}
     # Reference pictures of this avatar: neutral, smiling, mouth open.
     cfg = load_config(None, overrides={k: v for k, v in overrides.items() if k in ("video",)}, environ={})
-    avatar = build_avatar(cfg)
-    mixer = create_mixer(cfg, avatar.name, seed=1)
+    avatar = build.avatar(cfg)
+    mixer = Mixer.from_config(cfg, avatar_name=avatar.name, seed=1)
     mixer.idle.amounts.blink = mixer.idle.amounts.gaze = mixer.idle.amounts.sway = 0.0
     neutral_params = mixer.mix(FaceParams.neutral(), 0.0)
     assert mixer.apply(ControlEvent("preset/happy", ()))
@@ -182,7 +181,7 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
     base = {k: v for k, v in overrides.items() if k not in ("osc", "outputs", "mixer")}
     async with running_daemon(**base, osc=overrides["osc"], outputs=overrides["outputs"],
                               mixer=overrides["mixer"]) as daemon:
-        port = find_surface(daemon, "osc").bound[1]
+        port = daemon.surface("osc").bound[1]
         await asyncio.sleep(2.0)
         pressed = time.monotonic()
         proc = await asyncio.create_subprocess_exec("oscsend", "localhost", str(port), "/avatar/preset/happy")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import RenderedImage
 from drivers.avatar.demo.head import HeadModel, build_head
@@ -93,8 +94,8 @@ class DemoAvatar:
         self._never_cull = torch.from_numpy(~m.cull)
 
     @classmethod
-    def from_config(cls, config: Any) -> DemoAvatar:
-        """Build from the daemon's `Config` (its video size and [avatar] section)."""
+    def from_config(cls, config: Config) -> DemoAvatar:
+        """The video size and the [avatar] section's renderer, device, background and framing."""
         a = config.avatar
         return cls(width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
                    background=a.background, transparent=a.transparent, zoom=a.zoom)
@@ -129,5 +130,5 @@ class DemoAvatar:
         """Nothing to release: the geometry is shared and tensors are freed with the object."""
 
     def info(self) -> dict[str, Any]:
-        return {"gaussians": len(self.model), "device": self.device, "renderer": getattr(self.renderer, "name", "?"),
+        return {"gaussians": len(self.model), "device": self.device, "renderer": self.renderer.name,
                 "width": self.width, "height": self.height, "cull_backfaces": self.cull_backfaces}

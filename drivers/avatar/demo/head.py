@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.rotations import matrix_to_quat
+
 F = NDArray[np.float32]
 D = NDArray[np.float64]
 
@@ -108,26 +110,7 @@ def frames_to_quats(t: D, n: D) -> D:
     t = _unit(t - np.sum(t * n, axis=1, keepdims=True) * n)
     b = np.cross(n, t)
     m = np.stack([t, b, n], axis=2)  # columns
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    q = np.zeros((len(m), 4))
-    w = np.sqrt(np.clip(1 + tr, 0, None)) / 2
-    # Shepperd's method, branch per element.
-    c0 = tr > 0
-    s = np.where(c0, 4 * np.maximum(w, 1e-9), 1.0)
-    q[c0] = np.stack([w, (m[:, 2, 1] - m[:, 1, 2]) / s, (m[:, 0, 2] - m[:, 2, 0]) / s,
-                      (m[:, 1, 0] - m[:, 0, 1]) / s], axis=1)[c0]
-    for i in range(3):
-        j, k = (i + 1) % 3, (i + 2) % 3
-        ci = (~c0) & (m[:, i, i] >= m[:, j, j]) & (m[:, i, i] >= m[:, k, k])
-        ci &= np.all(q == 0, axis=1)
-        r = np.sqrt(np.clip(1 + m[:, i, i] - m[:, j, j] - m[:, k, k], 1e-12, None))
-        qq = np.zeros((len(m), 4))
-        qq[:, 0] = (m[:, k, j] - m[:, j, k]) / (2 * r)
-        qq[:, 1 + i] = r / 2
-        qq[:, 1 + j] = (m[:, j, i] + m[:, i, j]) / (2 * r)
-        qq[:, 1 + k] = (m[:, k, i] + m[:, i, k]) / (2 * r)
-        q[ci] = qq[ci]
-    return q
+    return matrix_to_quat(m)
 
 
 @dataclass

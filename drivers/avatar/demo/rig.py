@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.core.face_params import FaceParams
-from bridge.core.rotations import axis_angle_to_matrix
+from bridge.core.rotations import axis_angle_to_matrix, matrix_to_quat, quat_product
 from drivers.avatar.demo.head import (
     CHANNELS,
     EYEBALL,
@@ -28,35 +28,6 @@ F = NDArray[np.float32]
 # Head rotation pivots at the top of the neck (the "root"), neck rotation at its base.
 LID_FOLLOWS_PITCH = 0.8  # eyelid units per radian of eye pitch
 JOINTS = np.array([NECK_PIVOT, NECK_PIVOT + np.array([0.0, -0.06, 0.0])])
-
-
-def matrix_to_quat(m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(3,3) rotation → (w,x,y,z)."""
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        return np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
-    i = int(np.argmax(np.diag(m)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12)) * 2
-    q = np.zeros(4)
-    q[0] = (m[k, j] - m[j, k]) / s
-    q[1 + i] = 0.25 * s
-    q[1 + j] = (m[j, i] + m[i, j]) / s
-    q[1 + k] = (m[k, i] + m[i, k]) / s
-    return q
-
-
-def quat_mul(a: NDArray[np.float64], b: F) -> F:
-    """a (4,) ⊗ b (N,4), Hamilton product, (w,x,y,z)."""
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    return np.stack([
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-    ], axis=1).astype(np.float32)
 
 
 class HeadRig:
@@ -111,6 +82,6 @@ class HeadRig:
         if len(self.body_idx):
             b = self.body_idx
             moved[b] = p[b] + self.body_w * (moved[b] - p[b])
-        quats = quat_mul(matrix_to_quat(motion[:3, :3]), m.quats)
+        quats = quat_product(matrix_to_quat(motion[:3, :3]), m.quats).astype(np.float32)
         normals = m.normals @ rot.T
         return moved, quats, normals

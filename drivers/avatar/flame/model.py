@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from bridge.core.rotations_torch import axis_angle_to_matrix, rotation_6d_to_matrix
-from drivers.avatar.flame.files import N_JOINTS, N_VERTICES, FlameFileError, load_flame_arrays
+from drivers.avatar.flame.files import N_JOINTS, FlameFileError, load_flame_arrays
 
 N_SHAPE = 300
 N_EXPR = 100
@@ -210,11 +210,6 @@ class BoundFlame:
         return verts
 
     __call__ = forward
-
-
-def check_vertex_count(n: int, source: str) -> None:
-    if n != N_VERTICES:
-        raise FlameFileError(f"expected {N_VERTICES} vertices, {source} has {n}")
 
 
 # Head motion. FlashAvatar keeps FLAME's global rotation, neck and translation at identity and carries head

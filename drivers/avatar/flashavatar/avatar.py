@@ -6,17 +6,13 @@ otherwise) → uint8 on the device → one copy into pinned host memory. On CUDA
 upload is one CUDA graph replay (`splat.frame_graph.GsplatFrameGraph`); otherwise the deformation is a graph
 and the splatting runs per frame.
 
-Two ways to drive it, one code path:
-- `render(params)`: the `Avatar` protocol; returns this frame's image (waits for the GPU).
-- `render_async(params, tag)` / `collect()` (or `render_pipelined`): live throughput; the device→host copy of a
-  frame is recorded with a CUDA event and collected while the next frame's GPU work runs (one frame of latency).
-Many frames at once (offline rendering, multi-view) and posed Gaussians for export are in `offline`.
+`render(params)` is the `Avatar` protocol: this frame's image, waiting for the device. Many frames at once
+(offline rendering, multi-view) and posed Gaussians for export are in `offline`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import RenderedImage
@@ -93,7 +90,6 @@ class PendingFrame:
     rgb: torch.Tensor
     alpha: torch.Tensor | None
     done: Any  # torch.cuda.Event on CUDA, None on the CPU (already complete)
-    tag: Any = None
     count: torch.Tensor | None = None  # frame graph: the true tile-intersection count (pinned host)
     redo: Callable[[int], PendingFrame | None] | None = None  # frame graph: re-render if the count did not fit
 
@@ -107,19 +103,11 @@ class PendingFrame:
         return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
 
 
-@dataclass
-class StageTimes:
-    """Milliseconds of the last frame per stage (CUDA events on GPU, wall clock on CPU)."""
-
-    deform: float = 0.0
-    raster: float = 0.0
-    convert: float = 0.0
-
-
 class FlashAvatarAvatar:
     """Renders FaceParams with a FlashAvatar checkpoint (see module docstring)."""
 
     name = "flashavatar"
+    expression_channels: dict[str, int] = {}  # noqa: RUF012 - FLAME expressions have no named channels
 
     def __init__(
         self,
@@ -137,7 +125,6 @@ class FlashAvatarAvatar:
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
         transparent: bool = False,
         zoom: float = 1.0,
-        kind: str | None = None,
         mlp_precision: str = "auto",
         cuda_graph: bool = True,
         frame_graph: bool = True,
@@ -185,7 +172,6 @@ class FlashAvatarAvatar:
                                        device=dev)
         self.settings = RasterSettings(eps2d=0.3)
         self.renderer = splat_renderer if splat_renderer is not None else self._select_renderer(renderer, device)
-        self.times = StageTimes()
         self._joints_dev = self.model.joints0.detach().to(dev, torch.float32)
         self._cuda = dev.type == "cuda"
         # Two pinned input slots, each guarded by the event of its last upload, so packing frame N never waits
@@ -199,7 +185,6 @@ class FlashAvatarAvatar:
         self._u8 = torch.empty(*hw, 3, dtype=torch.uint8, device=dev)
         self._a32 = torch.empty(*hw, dtype=torch.float32, device=dev)
         self._a8 = torch.empty(*hw, dtype=torch.uint8, device=dev)
-        self._inflight: deque[PendingFrame] = deque()
         if self._cuda:
             self._choose_precision(mlp_precision)
         elif mlp_precision == "fp16":
@@ -209,16 +194,17 @@ class FlashAvatarAvatar:
         if self._cuda and cuda_graph:
             self._capture_graph()
         self._frame_graph: GsplatFrameGraph | None = None
-        if self._graph is not None and frame_graph and getattr(self.renderer, "name", "") == "gsplat":
+        if self._graph is not None and frame_graph and self.renderer.name == "gsplat":
             self._capture_frame_graph()
 
     @classmethod
-    def from_config(cls, config: Any) -> FlashAvatarAvatar:
-        """Build from the daemon's `Config` (its video size and [avatar] section)."""
+    def from_config(cls, config: Config) -> FlashAvatarAvatar:
+        """The video size and the [avatar] section: the checkpoint, its FLAME files, renderer and framing."""
         a = config.avatar
-        keys = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape",
-                "renderer", "device", "background", "transparent", "zoom")
-        return cls(width=config.video.width, height=config.video.height, **{k: getattr(a, k) for k in keys})
+        return cls(checkpoint=a.checkpoint, flame_model=a.flame_model, flame_masks=a.flame_masks,
+                   flame_mesh=a.flame_mesh, eyelids_dir=a.eyelids_dir, tracker_frame=a.tracker_frame, shape=a.shape,
+                   width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
+                   background=a.background, transparent=a.transparent, zoom=a.zoom)
 
     # -- setup ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -329,48 +315,21 @@ class FlashAvatarAvatar:
         v = torch.as_tensor(np.asarray(viewmat, np.float32) if isinstance(viewmat, np.ndarray) else viewmat)
         self.base_camera.viewmat.copy_(v.to(self.base_camera.viewmat.dtype).reshape(4, 4))
 
-    # -- serial and pipelined rendering -------------------------------------------------------------
+    # -- rendering -----------------------------------------------------------------------
     def render(self, params: FaceParams) -> RenderedImage:
         """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path."""
         return self._submit(params).image()
 
-    def render_async(self, params: FaceParams, tag: Any = None) -> None:
-        """Queue a frame's whole GPU path and its device→host copy without waiting; `collect()` returns it.
-        Frames come back in submission order with their `tag` (e.g. pts)."""
-        self._inflight.append(self._submit(params, tag))
-
-    def collect(self) -> tuple[RenderedImage, Any]:
-        """The oldest queued frame's image and tag, waiting only for that frame's copy to finish."""
-        if not self._inflight:
-            raise RuntimeError("collect() without a frame queued by render_async()")
-        frame = self._inflight.popleft()
-        return frame.image(), frame.tag
-
-    @property
-    def pending(self) -> int:
-        """Frames queued by `render_async` and not yet collected."""
-        return len(self._inflight)
-
-    def render_pipelined(self, params: FaceParams, tag: Any = None) -> tuple[RenderedImage, Any] | None:
-        """Queue this frame and return the previous one (None on the first call): one frame in flight, so the
-        host packs, launches and hands out frame N-1 while the device renders frame N."""
-        self.render_async(params, tag)
-        return self.collect() if len(self._inflight) > 1 else None
-
-    def flush(self) -> list[tuple[RenderedImage, Any]]:
-        """Collect every frame still queued (end of stream)."""
-        return [self.collect() for _ in range(len(self._inflight))]
-
-    def _submit(self, params: FaceParams, tag: Any = None) -> PendingFrame:
+    def _submit(self, params: FaceParams) -> PendingFrame:
         if self._frame_graph is not None:
-            return self._submit_graphed(self._frame_graph, params, tag)
+            return self._submit_graphed(self._frame_graph, params)
         g, cam = self.gaussians(params)
         with torch.no_grad():
             rgb, alpha = self.renderer.render(g, cam, self.background, self.settings)
             return self._finish(rgb, alpha if self.transparent else None, self._f32, self._u8, self._a32,
-                                self._a8, tag)
+                                self._a8)
 
-    def _submit_graphed(self, fg: GsplatFrameGraph, params: FaceParams, tag: Any) -> PendingFrame:
+    def _submit_graphed(self, fg: GsplatFrameGraph, params: FaceParams) -> PendingFrame:
         """Upload, one graph replay, and the copies of the image and the intersection count into fresh pinned
         blocks (in stream order, before the next replay overwrites the graph's outputs)."""
         self._upload(params)
@@ -383,10 +342,9 @@ class FlashAvatarAvatar:
         count = torch.empty(1, dtype=torch.int64, pin_memory=True).copy_(fg.count, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return PendingFrame(rgb, alpha, done, tag, count, partial(self._redo, fg, fg.capacity, params, tag))
+        return PendingFrame(rgb, alpha, done, count, partial(self._redo, fg, fg.capacity, params))
 
-    def _redo(self, fg: GsplatFrameGraph, capacity: int, params: FaceParams, tag: Any, count: int
-              ) -> PendingFrame | None:
+    def _redo(self, fg: GsplatFrameGraph, capacity: int, params: FaceParams, count: int) -> PendingFrame | None:
         """None when the frame fit the list it was rendered with; else render it again, growing the list first
         unless a later frame has grown it enough already."""
         if count <= capacity:
@@ -397,11 +355,11 @@ class FlashAvatarAvatar:
             except RuntimeError as exc:
                 log.warning("capturing the grown frame graph failed (%s); rasterising per frame from now on", exc)
                 self._frame_graph = None
-                return self._submit(params, tag)
-        return self._submit_graphed(fg, params, tag)
+                return self._submit(params)
+        return self._submit_graphed(fg, params)
 
     def _finish(self, rgb: torch.Tensor, alpha: torch.Tensor | None, f32: torch.Tensor, u8: torch.Tensor,
-                a32: torch.Tensor, a8: torch.Tensor, tag: Any = None) -> PendingFrame:
+                a32: torch.Tensor, a8: torch.Tensor) -> PendingFrame:
         """float [0,1] → uint8 (round half up) on the device into reused buffers, then one copy into a fresh
         pinned host block from torch's caching host allocator: the returned array owns its block, so a frame
         held by a slow sink is never overwritten by a later one, and freed blocks are reused without a new
@@ -412,7 +370,7 @@ class FlashAvatarAvatar:
         if self._cuda:
             done = torch.cuda.Event()
             done.record()
-        return PendingFrame(host_rgb, host_a, done, tag)
+        return PendingFrame(host_rgb, host_a, done)
 
     def _convert(self, x: torch.Tensor, f32: torch.Tensor, u8: torch.Tensor) -> torch.Tensor:
         torch.clamp(x, 0.0, 1.0, out=f32)
@@ -424,7 +382,6 @@ class FlashAvatarAvatar:
         return host.copy_(u8, non_blocking=True)
 
     def close(self) -> None:
-        self._inflight.clear()
         self._graph = None
         self._static_out = None
         self._frame_graph = None
@@ -432,7 +389,7 @@ class FlashAvatarAvatar:
     def info(self) -> dict[str, Any]:
         m = self.model
         return {"gaussians": m.ckpt.num_gaussians, "sh_degree": m.sh_degree, "device": self.device,
-                "renderer": getattr(self.renderer, "name", "?"), "mlp_dtype": str(m.mlp_dtype),
+                "renderer": self.renderer.name, "mlp_dtype": str(m.mlp_dtype),
                 "cuda_graph": self._graph is not None, "width": self.width, "height": self.height,
                 "frame_graph": None if self._frame_graph is None else {"capacity": self._frame_graph.capacity,
                                                                        "regrown": self._frame_graph.regrown}}

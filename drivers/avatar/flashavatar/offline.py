@@ -85,5 +85,6 @@ def world_gaussians(avatar: FlashAvatarAvatar, params: FaceParams, apply_head_mo
         joints = model.joints0.detach().cpu().numpy().astype(np.float64)
         m = torch.as_tensor(head_motion(params.head, params.neck, params.translation, joints), dtype=torch.float32)
         means = means @ m[:3, :3].T + m[:3, 3]
-        quats = torch.nn.functional.normalize(quat_product(matrix_to_quat(m[:3, :3]).expand_as(quats), quats), dim=-1)
+        turn = matrix_to_quat(m[:3, :3].double()).float()
+        quats = torch.nn.functional.normalize(quat_product(turn.expand_as(quats), quats), dim=-1)
     return Gaussians(means, quats, scales, model.opacities.cpu(), model.sh.cpu(), model.sh_degree)

@@ -2,15 +2,13 @@
 
 Released checkpoints are `torch.save`d dicts `{'args': argparse.Namespace, 'model': state_dict, 'iter': int}`
 whose `args` hold pathlib paths. They are read with `weights_only=True` and an allow-list of exactly those
-stdlib classes, so a malicious file cannot run code. Every model size is taken from `args` and cross-checked
-against the state-dict shapes; anything inconsistent is refused with a message naming the key.
+stdlib classes (`drivers.safe_load`), so a malicious file cannot run code. Every model size is taken from
+`args` and cross-checked against the state-dict shapes; anything inconsistent is refused naming the key.
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from numpy.typing import NDArray
 
 from drivers.face.diffposetalk.hubert import HubertShapeError, HubertSizes, hubert_sizes
+from drivers.safe_load import ARGPARSE_PATHS, RefusedContent, SafeLoadError, load_torch
 
 HUBERT_PREFIX = "audio_encoder."
 SHAPE_DIM = 100
@@ -80,39 +79,18 @@ class DiffPoseTalkCheckpoint:
     path: Path
 
 
-def _path_classes() -> list[Any]:
-    """Allow-list entries for the pathlib classes pickled in `args`, under the names older Pythons write."""
-    entries: list[Any] = [argparse.Namespace]
-    for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path", "PurePath"):
-        cls = getattr(pathlib, name)
-        entries.append(cls)
-        if cls.__module__ != "pathlib":  # Python >= 3.13 moved them to pathlib._local
-            entries.append((cls, f"pathlib.{name}"))
-    return entries
-
-
 def _safe_torch_load(path: Path) -> Any:
-    entries = _path_classes()
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
     try:
-        if safe_globals is not None:
-            try:
-                ctx = safe_globals(entries)
-            except (TypeError, AttributeError):  # a torch without (cls, name) tuples
-                ctx = safe_globals([e for e in entries if not isinstance(e, tuple)])
-            with ctx:
-                return torch.load(path, map_location="cpu", weights_only=True)
-        torch.serialization.add_safe_globals([e for e in entries if not isinstance(e, tuple)])
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        return load_torch(path, allow=ARGPARSE_PATHS)
+    except RefusedContent as exc:
         raise CheckpointError(
             f"{path}: refused to load: it contains objects other than tensors, argparse.Namespace and pathlib "
-            f"paths ({str(exc).splitlines()[0][:300]}). Only load DiffPoseTalk checkpoints from a source you "
-            "trust; this loader never unpickles arbitrary code."
+            f"paths ({exc.reason}). Only load DiffPoseTalk checkpoints from a source you trust; this loader "
+            "never unpickles arbitrary code."
         ) from None
-    except Exception as exc:  # torch raises many types for damaged files (IndexError, RuntimeError, ...)
+    except SafeLoadError as exc:
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"{path}: not a readable PyTorch checkpoint ({exc.reason}). "
             "The file may be truncated or not a DiffPoseTalk iter_*.pt; download it again."
         ) from None
 

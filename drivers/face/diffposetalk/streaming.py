@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bridge.core.config import Config
+from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
-from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
+from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, Avatar
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_shape, load_stats, load_style
 from drivers.face.diffposetalk.graphed import GraphedCall
 from drivers.face.diffposetalk.mapping import OutputMapping, denormalise
@@ -129,10 +131,6 @@ class StreamingEngine:
         if graphs is None and options.cuda_graph and dev.type == "cuda":
             graphs = HopGraphs(model, sampler)
         self.graphs = graphs  # shared between the engines of one driver, so graphs are captured once
-
-    @property
-    def latency_frames(self) -> int:
-        return self.opt.hop_frames + self.opt.lookahead_frames
 
     def feed(self, samples: NDArray[np.floating]) -> None:
         x = np.asarray(samples, np.float32).reshape(-1)
@@ -287,6 +285,19 @@ class DiffPoseTalkFaceDriver:
         self._thread.start()
 
     # --------------------------------------------------------------------------------------- protocol
+
+    @classmethod
+    def from_config(cls, config: Config, *, avatar: Avatar | None = None) -> DiffPoseTalkFaceDriver:
+        """The [face.diffposetalk] section at the video's frame rate. The model predicts FLAME parameters, which
+        every avatar takes, so `avatar` is not needed."""
+        d = config.face.diffposetalk
+        if d.checkpoint is None:
+            raise UserError(
+                "face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt file) and "
+                "face.diffposetalk.stats (stats_train.npz); see install/models.md"
+            )
+        return cls(**d.model_dump(), fps=config.video.fps)
+
     @property
     def latency(self) -> float:
         return (self.options.hop_frames + self.options.lookahead_frames) / self.fps

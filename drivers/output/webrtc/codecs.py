@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+MIME_TYPES = {"vp8": "video/VP8", "h264": "video/H264"}
+"""The video codecs webrtc.codec may name, by their SDP MIME type."""
+
 
 def apply_bitrate(codec: str, kbps: int) -> None:
     """aiortc reads its start bitrate from module constants; congestion feedback then moves it within bounds."""
@@ -20,7 +23,7 @@ def prefer_codec(transceiver: Any, codec: str) -> None:
     """Offer only `codec` (plus its retransmission format) for the video of this peer."""
     from aiortc import RTCRtpSender
 
-    want = "video/H264" if codec == "h264" else "video/VP8"
+    want = MIME_TYPES[codec]
     caps = RTCRtpSender.getCapabilities("video").codecs
     chosen = [c for c in caps if c.mimeType == want] + [c for c in caps if c.mimeType == "video/rtx"]
     transceiver.setCodecPreferences(chosen)

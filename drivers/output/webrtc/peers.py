@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.config import Config, WebRTCConfig
+from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.codecs import apply_bitrate, prefer_codec
 
 
@@ -37,16 +39,21 @@ class Peer:
 class ViewerHub:
     """Every WebRTC viewer of the daemon: creation from an offer, teardown, counting."""
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, hub: MediaHub, settings: WebRTCConfig) -> None:
         from drivers.output.webrtc.tracks import SharedI420
 
-        self.daemon = daemon
-        self.config = daemon.config.webrtc
+        self.hub = hub
+        self.config = settings
         self.peers: dict[str, Peer] = {}
         self.shared = SharedI420()
         self._closing: set[asyncio.Task[bool]] = set()
         self._ids = itertools.count(1)
         apply_bitrate(self.config.codec, self.config.bitrate_kbps)
+
+    @classmethod
+    def from_config(cls, config: Config, *, hub: MediaHub) -> ViewerHub:
+        """Viewers of `hub` with the [webrtc] section's codec, bitrate and viewer cap."""
+        return cls(hub, config.webrtc)
 
     @property
     def count(self) -> int:
@@ -56,7 +63,6 @@ class ViewerHub:
         """Build a peer for a remote offer; returns it and the answer SDP (ICE candidates included)."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        from drivers.audio.webrtc_in import INBOX
         from drivers.output.webrtc.tracks import tracks_for
 
         if offer_type != "offer":
@@ -83,11 +89,11 @@ class ViewerHub:
         def on_track(track: Any) -> None:
             if track.kind == "audio":
                 peer.talking = True
-                INBOX.consume(track)
+                self.hub.remote_audio.consume(track)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            video, audio = tracks_for(self.daemon, self.shared)
+            video, audio = tracks_for(self.hub, self.shared)
             for transceiver in pc.getTransceivers():
                 remote_receives = _remote_receives(sdp, transceiver.mid)
                 if transceiver.kind == "video" and remote_receives:

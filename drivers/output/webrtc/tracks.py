@@ -1,4 +1,4 @@
-"""WebRTC media tracks fed by the daemon: video from `daemon.frames`, speech from `daemon.audio_out`.
+"""WebRTC media tracks fed by the daemon: video from `hub.frames`, speech from `hub.audio_out`.
 
 Both tracks of one viewer stamp media on the same epoch (a media-clock time), video at 90 kHz and audio at
 48 kHz, so a receiver that aligns them by RTP time sees the lips and the voice together. Video is a
@@ -16,7 +16,6 @@ import collections
 import fractions
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import av
 import numpy as np
@@ -24,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from numpy.typing import NDArray
 
 from bridge.core.fanout import Broadcast, Subscription
-from bridge.core.interfaces import AudioChunk, VideoFrame
+from bridge.core.interfaces import AudioChunk, MediaHub, VideoFrame
 from bridge.core.stats import PipelineStats
 
 VIDEO_CLOCK = 90_000
@@ -164,10 +163,6 @@ class AudioTimeline:
     def _append(self, samples: NDArray[np.int16]) -> None:
         self._pending = np.concatenate([self._pending, samples])
 
-    @property
-    def next_pts(self) -> int:
-        return self.samples_out
-
     def next_media_time(self) -> float:
         return self.epoch + self.samples_out / AUDIO_RATE
 
@@ -256,11 +251,12 @@ class DaemonAudioTrack(MediaStreamTrack):
         super().stop()
 
 
-def tracks_for(daemon: Any, shared: SharedI420, epoch: float | None = None) -> tuple[DaemonVideoTrack, DaemonAudioTrack]:
-    """A video and an audio track on one epoch (now, by default) for one peer of `daemon`."""
+def tracks_for(hub: MediaHub, shared: SharedI420, epoch: float | None = None
+               ) -> tuple[DaemonVideoTrack, DaemonAudioTrack]:
+    """A video and an audio track on one epoch (now, by default) for one peer of `hub`."""
     loop = asyncio.get_running_loop()
-    now = daemon.clock.now
+    now = hub.clock.now
     start = now() if epoch is None else epoch
-    video = DaemonVideoTrack(daemon.frames, loop, start, now, shared=shared, stats=daemon.stats)
-    audio = DaemonAudioTrack(daemon.audio_out, loop, start, now)
+    video = DaemonVideoTrack(hub.frames, loop, start, now, shared=shared, stats=hub.stats)
+    audio = DaemonAudioTrack(hub.audio_out, loop, start, now)
     return video, audio

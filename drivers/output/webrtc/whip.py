@@ -16,6 +16,11 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from bridge.core.config import Config
+from bridge.core.interfaces import MediaHub
+from drivers.output.webrtc.codecs import prefer_codec
+from drivers.output.webrtc.tracks import SharedI420, tracks_for
+
 log = logging.getLogger(__name__)
 
 
@@ -26,16 +31,16 @@ class WhipError(RuntimeError):
 class WhipPublisher:
     def __init__(
         self,
-        daemon: Any,
+        hub: MediaHub,
         url: str,
         token: str | None = None,
         codec: str = "vp8",
-        shared: Any = None,
+        shared: SharedI420 | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise WhipError(f"webrtc.whip_url = {url!r} is not an http(s) URL; use the WHIP endpoint of your server")
-        self.daemon = daemon
+        self.hub = hub
         self.url = url
         self.token = token
         self.codec = codec
@@ -48,6 +53,15 @@ class WhipPublisher:
         self._pc: Any = None
         self._task: asyncio.Task[None] | None = None
         self._ended: asyncio.Event | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, *, hub: MediaHub, shared: SharedI420 | None = None) -> WhipPublisher:
+        """Publishes `hub` to webrtc.whip_url with the section's token and codec; `shared` is the viewers' RGB →
+        I420 conversion, so a frame is converted once for all of them."""
+        w = config.webrtc
+        if not w.whip_url:
+            raise WhipError("webrtc.whip_url is not set: give the WHIP endpoint of your media server")
+        return cls(hub, w.whip_url, token=w.whip_token, codec=w.codec, shared=shared)
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "state": self.state, "location": self.location, "sessions": self.sessions,
@@ -88,9 +102,6 @@ class WhipPublisher:
     async def _publish(self, http: aiohttp.ClientSession) -> None:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
-        from drivers.output.webrtc.codecs import prefer_codec
-        from drivers.output.webrtc.tracks import SharedI420, tracks_for
-
         self.state = "connecting"
         self._ended = asyncio.Event()
         pc = RTCPeerConnection()
@@ -104,7 +115,7 @@ class WhipPublisher:
             elif pc.connectionState == "connected":
                 self.state = "publishing"
 
-        video, audio = tracks_for(self.daemon, self.shared or SharedI420())
+        video, audio = tracks_for(self.hub, self.shared or SharedI420())
         prefer_codec(pc.addTransceiver(video, direction="sendonly"), self.codec)
         pc.addTransceiver(audio, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())

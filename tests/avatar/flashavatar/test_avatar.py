@@ -26,7 +26,7 @@ def _kwargs(tmp: Path) -> dict[str, object]:
     return {"checkpoint": GOLDEN / "chkpnt_seed0.pth", "flame_model": GOLDEN / "flame_synthetic.pkl",
             "flame_masks": GOLDEN / "FLAME_masks_synthetic.pkl", "flame_mesh": GOLDEN / "FlameMesh.obj",
             "eyelids_dir": GOLDEN, "shape": shape, "width": SIZE, "height": SIZE, "renderer": "cpu",
-            "device": "cpu", "background": (0.0, 1.0, 0.0), "transparent": False, "zoom": 1.0, "kind": "flashavatar"}
+            "device": "cpu", "background": (0.0, 1.0, 0.0), "transparent": False, "zoom": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,7 @@ def test_config_builds_the_driver(tmp_path: Path) -> None:
                                                  "eyelids_dir", "shape"))
     )
     cfg = load_config(cfg_file, environ={})
-    fields = cfg.avatar.model_dump()
-    av = registry.create("avatar", cfg.avatar.kind, **fields, width=cfg.video.width, height=cfg.video.height)
+    av = registry.create("avatar", cfg.avatar.kind, cfg)
     img = av.render(FaceParams.neutral())
     assert img.rgb.shape == (64, 64, 3)
     assert img.rgb[0, 0].tolist() == [0, 0, 0]  # the config's background (black by default)

@@ -1,5 +1,5 @@
-"""Pipelined and batched rendering give the serial render()'s images (golden avatar, CPU renderer, small size):
-tags and order survive the pipeline, batches chunk, per-frame views match set_view + render()."""
+"""Batched offline rendering gives the serial render()'s images (golden avatar, CPU renderer, small size):
+batches chunk, per-frame views match set_view + render()."""
 
 from __future__ import annotations
 
@@ -48,25 +48,6 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
     level on a few pixels, nothing more."""
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
-
-
-def test_pipelined_equals_serial_in_order_with_tags(avatar, serial) -> None:  # type: ignore[no-untyped-def]
-    got = []
-    for i, p in enumerate(_params()):
-        out = avatar.render_pipelined(p, tag=("pts", i))
-        assert (out is None) == (i == 0)  # one frame in flight: frame N returns frame N-1
-        if out is not None:
-            got.append(out)
-    assert avatar.pending == 1
-    got += avatar.flush()
-    assert avatar.pending == 0
-    assert [t for _, t in got] == [("pts", i) for i in range(len(serial))]
-    for (img, _), ref in zip(got, serial):
-        assert np.array_equal(img.rgb, ref.rgb) and img.alpha is not None and ref.alpha is not None
-        assert np.array_equal(img.alpha, ref.alpha)
-    assert not np.array_equal(got[0][0].rgb, got[1][0].rgb)  # each frame owns its buffer
-    with pytest.raises(RuntimeError, match="render_async"):
-        avatar.collect()
 
 
 def test_batched_equals_serial_and_chunks(avatar, serial) -> None:  # type: ignore[no-untyped-def]
