@@ -239,13 +239,13 @@ def _open_numpy(path: Path) -> str:
 
 def _opener(kind: str, path: Path) -> Callable[[Path], str]:
     """The project's own loader for `kind` when it is installed, else a format check that really opens the file."""
-    flame_io = "drivers.avatar.flame.files"
-    if kind == "flame_model" and (load_flame := _loader(flame_io, "load_flame_arrays")) is not None:
+    flame_files = "drivers.avatar.flame.files"
+    if kind == "flame_model" and (load_flame := _loader(flame_files, "load_flame_arrays")) is not None:
         return lambda p: f"FLAME model, {len(load_flame(p, cache=False))} arrays"
-    if kind == "flame_masks" and (load_masks := _loader(flame_io, "load_masks")) is not None:
+    if kind == "flame_masks" and (load_masks := _loader(flame_files, "load_masks")) is not None:
         return lambda p: f"{len(load_masks(p))} FLAME masks"
     if kind == "eyelids_dir":
-        if (load_eyelids := _loader(flame_io, "load_eyelids")) is not None:
+        if (load_eyelids := _loader(flame_files, "load_eyelids")) is not None:
             return lambda p: f"eyelid blendshapes {len(load_eyelids(p))}"
         return _check_eyelids
     if kind == "flame_mesh" and (load_obj := _loader("drivers.avatar.flame.obj", "load_obj")) is not None:

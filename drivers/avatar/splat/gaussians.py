@@ -1,7 +1,7 @@
 """What a splatting renderer consumes: a set of 3D Gaussians and a pinhole camera, in gsplat's conventions.
 
-Both renderers (`render_cpu` and `render_gsplat`) take exactly these values, so an avatar builds them once
-and the backend is a choice, not a code path.
+Every renderer (`reference` on the CPU, `gsplat_backend` on CUDA; `select` picks one) takes exactly these
+values, so an avatar builds them once and the backend is a choice, not a code path.
 """
 
 from __future__ import annotations
