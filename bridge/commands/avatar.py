@@ -1,5 +1,6 @@
-"""`avatar-bridge avatar ...`: inspect a FlashAvatar checkpoint, render a FLAME parameter sequence offline, and
-export the posed Gaussians of a frame to a 3DGS `.ply`.
+"""`avatar-bridge avatar ...`: train a FlashAvatar on a tracked video (and make a synthetic dataset to test that),
+inspect a checkpoint, render a FLAME parameter sequence offline, and export the posed Gaussians of a frame to a
+3DGS `.ply`.
 
 Heavy imports (torch, PyAV, the config) happen inside the commands so `avatar-bridge --help` stays fast.
 """
@@ -18,7 +19,7 @@ _FILE_OPTS = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("avatar", help="FlashAvatar tools: info, offline render, .ply export")
+    parser = sub.add_parser("avatar", help="FlashAvatar tools: train, info, offline render, .ply export")
     avsub = parser.add_subparsers(dest="avatar_command", metavar="ACTION")
 
     info = avsub.add_parser("info", help="what a FlashAvatar checkpoint contains and which FLAME files it needs")
@@ -47,7 +48,138 @@ def register(sub: Any) -> None:
     ply.add_argument("--world", action="store_true",
                      help="keep FLAME coordinates (default: apply the frame's head motion, if any)")
     ply.set_defaults(func=cmd_export_ply)
+
+    train = avsub.add_parser("train", help="train a FlashAvatar on a tracked video (upstream's dataset layout)",
+                             description="Train a FlashAvatar from DATASET (imgs/, alpha/, parsing/ and "
+                             "metrical-tracker .frame files; see install/models.md) into --out: chkpnt<N>.pth "
+                             "checkpoints, avatar.toml, previews and held-out metrics. Ctrl-C saves and stops; "
+                             "--resume continues.")
+    train.add_argument("dataset", type=Path, help="the dataset folder (upstream's dataset/<id>)")
+    train.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/me")
+    train.add_argument("--tracking", type=Path,
+                       help="metrical-tracker's output/<id> (or its checkpoint/) folder, if not inside DATASET")
+    train.add_argument("--frame-offset", type=int, default=1,
+                       help="image number of tracker frame 0 (upstream: 1, the tracker starts on the 2nd frame)")
+    _flame_args(train)
+    train.add_argument("--iterations", type=int, default=150_000, help="upstream: 150000; ~10000 is usable")
+    train.add_argument("--size", type=int, default=512, help="training image height in pixels (upstream: 512)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="cuda for real training; cpu only for tiny test runs")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    train.add_argument("--checkpoint-every", type=int, default=5000)
+    train.add_argument("--preview-every", type=int, default=500)
+    train.add_argument("--eval-every", type=int, default=0,
+                       help="held-out PSNR/SSIM every N iterations (0: with each checkpoint)")
+    train.add_argument("--test-frames", type=int, default=None,
+                       help="held-out frames at the end (default: upstream's 500, a tenth below 1000 frames)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-lpips", action="store_true", help="leave out the LPIPS(VGG) loss after 15k iterations")
+    train.add_argument("--white-background", action="store_true", help="train against white instead of green")
+    train.add_argument("--mlp-width", type=int, default=256,
+                       help="deformation MLP width (upstream: 256; other sizes are read by this project only)")
+    train.add_argument("--mlp-layers", type=int, default=6, help="deformation MLP hidden layers (upstream: 6)")
+    train.add_argument("--log-every", type=int, default=100, help="loss read-back and CSV row every N iterations")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CSVs only)")
+    train.set_defaults(func=cmd_train)
+
+    syn = avsub.add_parser("make-synthetic", help="render a teacher avatar into a training dataset with known "
+                           "answers (for testing training)")
+    syn.add_argument("out", type=Path, help="dataset folder to write")
+    _flame_args(syn)
+    syn.add_argument("--shape", type=Path, help=".npy/.npz/.frame with the teacher's 300 shape coefficients")
+    syn.add_argument("--mlp-from", type=Path, help="a checkpoint whose deformation MLP the teacher reuses")
+    syn.add_argument("--mlp-width", type=int, default=256, help="the teacher MLP's width without --mlp-from")
+    syn.add_argument("--mlp-layers", type=int, default=6, help="the teacher MLP's hidden layers without --mlp-from")
+    syn.add_argument("--frames", type=int, default=300)
+    syn.add_argument("--size", type=int, default=512, help="image size (square)")
+    syn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(func=cmd_make_synthetic)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _flame_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="config TOML whose [avatar] section names the FLAME files")
+    p.add_argument("--flame-model", type=Path, help="FLAME 2020 generic_model.pkl (the one the tracker used)")
+    p.add_argument("--flame-masks", type=Path, help="FLAME_masks.pkl (default: next to the FLAME model)")
+    p.add_argument("--flame-mesh", type=Path, help="FlashAvatar's FlameMesh.obj (default: next to the FLAME model)")
+    p.add_argument("--eyelids-dir", type=Path, help="folder with l_eyelid.npy and r_eyelid.npy")
+
+
+def _subject_paths(args: argparse.Namespace) -> Any:
+    """The FLAME-side files from the options, a config's [avatar] section, or beside the FLAME model."""
+    from drivers.avatar.flashavatar.avatar import _find
+    from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths
+
+    keys = ("flame_model", "flame_masks", "flame_mesh", "eyelids_dir")
+    kw: dict[str, Any] = {}
+    if args.config is not None:
+        from bridge.core.config import load_config
+
+        cfg = load_config(args.config).avatar
+        kw = {k: getattr(cfg, k) for k in keys}
+    kw.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    if kw.get("flame_model") is None:
+        raise UserError("give --flame-model (FLAME 2020 generic_model.pkl, the model the tracker used) or --config "
+                        "with avatar.flame_model")
+    flame = Path(kw["flame_model"]).expanduser()
+    if not flame.is_file():
+        raise UserError(f"--flame-model {flame} does not exist")
+    dirs = [flame.parent, flame.parent / "FLAME_masks", flame.parent / "blendshapes", Path.cwd() / "flame",
+            Path.cwd() / "flame" / "FLAME_masks", Path.cwd() / "flame" / "blendshapes"]
+    lids = kw.get("eyelids_dir")
+    return SubjectFilePaths(
+        flame_model=flame,
+        flame_masks=_find(kw.get("flame_masks"), ("FLAME_masks.pkl",), dirs, "the FLAME masks file",
+                          "flame_masks (--flame-masks)"),
+        flame_mesh=_find(kw.get("flame_mesh"), ("FlameMesh.obj",), dirs, "the UV template mesh",
+                         "flame_mesh (--flame-mesh)"),
+        eyelids_dir=(Path(lids).expanduser() if lids is not None else
+                     _find(None, ("l_eyelid.npy",), dirs, "the eyelid blendshapes", "eyelids_dir (--eyelids-dir)"
+                           ).parent),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from drivers.avatar.flashavatar.train.trainer import Trainer, TrainOptions
+
+    opts = TrainOptions(
+        iterations=args.iterations, size=args.size, device=args.device, checkpoint_every=args.checkpoint_every,
+        preview_every=args.preview_every, eval_every=args.eval_every, log_every=args.log_every, seed=args.seed,
+        test_frames=args.test_frames, frame_offset=args.frame_offset, lpips=not args.no_lpips,
+        hidden_dim=args.mlp_width, hidden_layers=args.mlp_layers, white_background=args.white_background,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    trainer = Trainer(args.dataset, args.out, _subject_paths(args), opts, tracking=args.tracking)
+    result = trainer.run()
+    state = "stopped" if result.interrupted else "finished"
+    print(f"{state} at iteration {result.iteration} after {result.seconds:.0f} s ({result.its_per_s:.1f} it/s)")
+    sc = result.scores
+    assert sc is not None
+    print(f"held-out PSNR {sc.psnr:.2f} dB ({sc.psnr_head:.2f} dB on the head), SSIM {sc.ssim:.4f} on the last "
+          f"{result.test_frames} frames (metrics.csv)")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"avatar:     {result.avatar_toml}  ->  avatar-bridge run --config {result.avatar_toml}")
+    if result.interrupted:
+        print(f"continue with: avatar-bridge avatar train {args.dataset} --out {args.out} --resume")
+        return 130
+    return 0
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from drivers.avatar.flashavatar.avatar import load_shape
+    from drivers.avatar.flashavatar.train.synthetic import make_dataset
+    from drivers.avatar.splat.select import resolve_device
+
+    if args.frames < 2 or args.size < 16:
+        raise UserError("give --frames 2 or more and --size 16 or more")
+    files = _subject_paths(args)
+    shape = load_shape(args.shape) if args.shape is not None else np.zeros(300, np.float32)
+    res = make_dataset(args.out, files, shape, frames=args.frames, size=args.size,
+                       device=resolve_device(args.device), mlp_from=args.mlp_from, seed=args.seed,
+                       hidden_dim=args.mlp_width, hidden_layers=args.mlp_layers)
+    print(f"wrote {res.frames} frames to {res.dataset} (tracking in {res.tracking}, teacher {res.teacher})")
+    return 0
 
 
 def _avatar_args(p: argparse.ArgumentParser) -> None:

@@ -68,6 +68,43 @@ class DeformMLP(nn.Module):
         return self.output_linear(h)
 
 
+def apply_deformation(d: torch.Tensor, mesh_points: torch.Tensor, rotation_base: torch.Tensor,
+                      scaling_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MLP's tanh outputs `d` (B,N,10) applied to the Gaussians: means = mesh points + d[0:3], quats =
+    base ⊗ (exp(d3), d4, d5, d6) normalised, scales = exp(base_log · exp(d[7:10])). Rendering and training
+    share this, so a trained checkpoint means exactly what it meant while it was trained."""
+    means = mesh_points + d[..., 0:3]
+    q_delta = torch.cat([torch.exp(d[..., 3:4]), d[..., 4:7]], dim=-1)
+    quats = F.normalize(quat_product(rotation_base[None], q_delta), dim=-1)
+    scales = torch.exp(scaling_base[None] * torch.exp(d[..., 7:10]))
+    return means, quats, scales
+
+
+@dataclass
+class SubjectFiles:
+    """The FLAME-side files every avatar of this kind is built on: FLAME, the UV raster of the template mesh and
+    the mask boundary; together they fix the Gaussians (texels) a checkpoint must have."""
+
+    flame: FlameModel
+    raster: UVRaster
+    mesh_faces: np.ndarray
+    boundary: np.ndarray
+
+    @classmethod
+    def load(cls, flame_model: Path | str, flame_masks: Path | str, flame_mesh: Path | str,
+             eyelids_dir: Path | str | None, device: torch.device | str = "cpu") -> SubjectFiles:
+        flame = FlameModel.from_files(flame_model, eyelids_dir, device=device)
+        mesh = load_obj(flame_mesh)
+        if int(mesh.faces.max()) >= flame.num_vertices:
+            raise FlameFileError(f"{flame_mesh} indexes vertex {int(mesh.faces.max())}; FLAME has {flame.num_vertices}")
+        raster = rasterize_uv(mesh.uvs, mesh.uv_faces, UV_SIZE)
+        return cls(flame, raster, mesh.faces, load_masks(flame_masks)["boundary"])
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(head_mask(self.raster, self.mesh_faces, self.boundary).sum())
+
+
 @dataclass
 class FlashFrame:
     """One frame of FlashAvatar conditions (batched): expr (B,100), jaw (B,6), eyes (B,12), eyelids (B,2)."""
@@ -144,16 +181,11 @@ class FlashAvatarModel:
         mlp_dtype: torch.dtype = torch.float32,
     ) -> FlashAvatarModel:
         ckpt = load_checkpoint(checkpoint)
-        flame = FlameModel.from_files(flame_model, eyelids_dir, device=device)
-        mesh = load_obj(flame_mesh)
-        if int(mesh.faces.max()) >= flame.num_vertices:
-            raise FlameFileError(f"{flame_mesh} indexes vertex {int(mesh.faces.max())}; FLAME has {flame.num_vertices}")
-        raster = rasterize_uv(mesh.uvs, mesh.uv_faces, UV_SIZE)
-        boundary = load_masks(flame_masks)["boundary"]
+        files = SubjectFiles.load(flame_model, flame_masks, flame_mesh, eyelids_dir, device)
         if shape is None:
             shape = np.zeros(300, np.float32)
-        return cls(ckpt, flame, raster, mesh.faces, boundary, torch.as_tensor(np.asarray(shape, np.float32)),
-                   device=device, mlp_dtype=mlp_dtype)
+        return cls(ckpt, files.flame, files.raster, files.mesh_faces, files.boundary,
+                   torch.as_tensor(np.asarray(shape, np.float32)), device=device, mlp_dtype=mlp_dtype)
 
     # -- per-subject precomputation ----------------------------------------------------------------------
     def _prepare_mlp(self) -> None:
@@ -202,11 +234,7 @@ class FlashAvatarModel:
         """(means (B,N,3), quats (B,N,4) normalised, scales (B,N,3)) for a batch of frames."""
         d = self.deform(self.condition(frame))
         verts = self.pose_vertices(frame)
-        means = self.sample(verts) + d[..., 0:3]
-        q_delta = torch.cat([torch.exp(d[..., 3:4]), d[..., 4:7]], dim=-1)
-        quats = F.normalize(quat_product(self.rotation_base[None], q_delta), dim=-1)
-        scales = torch.exp(self.scaling_base[None] * torch.exp(d[..., 7:10]))
-        return means, quats, scales
+        return apply_deformation(d, self.sample(verts), self.rotation_base, self.scaling_base)
 
     def gaussians(self, frame: FlashFrame) -> Gaussians:
         means, quats, scales = self.gaussians_batch(frame)

@@ -15,6 +15,10 @@ Speed comes from doing everything per (Gaussian, pixel) pair in flat tensors: pa
 inside each Gaussian's ellipse (already in depth order), grouped by pixel with one stable integer sort, and the
 per-pixel running transmittance is a segmented cumulative sum of log(1 - alpha); only pairs that contribute
 reach the colour sums. No Python loop touches a Gaussian or a pixel.
+
+Every step is a differentiable torch operation (the discrete choices - which pairs exist, depth order, where
+compositing stops - carry no gradient, as in gsplat's backward pass), so `loss.backward()` through `render`
+gives the gradients training needs on machines without CUDA.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """World-space covariances (N,3,3) = R S S^T R^T."""
     m = quat_to_matrix(quats) * scales[:, None, :]
     return m @ m.transpose(1, 2)
+
+
+def work_dtype(gaussians: Gaussians) -> torch.dtype:
+    """float32, or float64 when the Gaussians are float64 (exact gradient checks)."""
+    return torch.float64 if gaussians.means.dtype == torch.float64 else torch.float32
 
 
 def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -64,19 +73,20 @@ class Projected:
 
 def project(gaussians: Gaussians, camera: Camera, settings: RasterSettings) -> Projected:
     """EWA projection and culling, as gsplat's fully fused projection does it."""
-    means = gaussians.means.float()
+    dt = work_dtype(gaussians)
+    means = gaussians.means.to(dt)
     dev = means.device
-    viewmat = camera.viewmat.to(dev, torch.float32)
-    K = camera.K.to(dev, torch.float32)
+    viewmat = camera.viewmat.to(dev, dt)
+    K = camera.K.to(dev, dt)
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     mean_c = means @ R.T + t
     z = mean_c[:, 2]
-    opac = gaussians.opacities.float().reshape(-1)
+    opac = gaussians.opacities.to(dt).reshape(-1)
     keep = (z >= camera.near) & (z <= camera.far) & (opac >= settings.min_alpha)
     idx = keep.nonzero().squeeze(1)
     mean_c, z, opac = mean_c[idx], z[idx], opac[idx]
 
-    cov = covariances(gaussians.quats.float()[idx], gaussians.scales.float()[idx])
+    cov = covariances(gaussians.quats.to(dt)[idx], gaussians.scales.to(dt)[idx])
     cov_c = R @ cov @ R.T
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     w, h = float(camera.width), float(camera.height)
@@ -116,14 +126,15 @@ def project(gaussians: Gaussians, camera: Camera, settings: RasterSettings) -> P
 
 def splat_colors(gaussians: Gaussians, camera: Camera, index: torch.Tensor) -> torch.Tensor:
     """Per-Gaussian RGB for the selected Gaussians: plain colours, or SH along mean - camera centre."""
-    colors = gaussians.colors.float()[index]
+    dt = work_dtype(gaussians)
+    colors = gaussians.colors.to(dt)[index]
     if gaussians.sh_degree is None:
         if colors.dim() != 2 or colors.shape[-1] != 3:
             raise ValueError(f"plain colours must be (N,3) when sh_degree is None, got {tuple(colors.shape)}")
         return colors
-    viewmat = camera.viewmat.to(colors.device, torch.float32)
+    viewmat = camera.viewmat.to(colors.device, dt)
     campos = -(viewmat[:3, :3].T @ viewmat[:3, 3])
-    dirs = gaussians.means.float()[index] - campos
+    dirs = gaussians.means.to(dt)[index] - campos
     return torch.clamp_min(eval_sh(gaussians.sh_degree, colors, dirs) + 0.5, 0.0)
 
 
@@ -173,7 +184,8 @@ class CpuSplatRenderer:
         rgb, acc = self._composite(pix, gid, alpha, colors, W * H, s)
         t4 = time.perf_counter()
 
-        bg = torch.zeros(3, device=dev) if background is None else background.to(dev, torch.float32).reshape(3)
+        dt = work_dtype(gaussians)
+        bg = torch.zeros(3, device=dev, dtype=dt) if background is None else background.to(dev, dt).reshape(3)
         rgb = rgb + (1.0 - acc)[:, None] * bg
         self.timings = {
             "project": (t1 - t0) * 1e3,
@@ -198,7 +210,8 @@ class CpuSplatRenderer:
         m = proj.mean2d.shape[0]
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         mx, my = proj.mean2d[:, 0], proj.mean2d[:, 1]
-        rx, ry = proj.radius[:, 0].float(), proj.radius[:, 1].float()
+        dt = proj.mean2d.dtype
+        rx, ry = proj.radius[:, 0].to(dt), proj.radius[:, 1].to(dt)
         # Pixel x whose centre x + 0.5 lies within [mx - rx, mx + rx], clipped to the image.
         x0 = torch.ceil(mx - rx - 0.5).clamp(0, W - 1)
         x1 = torch.floor(mx + rx - 0.5).clamp(-1, W - 1)
@@ -208,11 +221,11 @@ class CpuSplatRenderer:
         bh = torch.where(x1 >= x0, bh, torch.zeros_like(bh))
         n_rows = int(bh.sum())
         if m == 0 or n_rows == 0:
-            return empty, empty, torch.zeros(0, device=dev)
+            return empty, empty, torch.zeros(0, device=dev, dtype=dt)
         # One entry per (Gaussian, box row).
         row_g = torch.repeat_interleave(torch.arange(m, device=dev), bh)
         row_start = torch.cumsum(bh, 0) - bh
-        row_y = _take(y0, row_g) + (torch.arange(n_rows, device=dev) - _take(row_start, row_g)).float()
+        row_y = _take(y0, row_g) + (torch.arange(n_rows, device=dev) - _take(row_start, row_g)).to(dt)
         a, b, c = proj.conic[:, 0], proj.conic[:, 1], proj.conic[:, 2]
         ra, rb, rc = _take(a, row_g), _take(b, row_g), _take(c, row_g)
         dy = (_take(my, row_g) - 0.5) - row_y
@@ -229,7 +242,7 @@ class CpuSplatRenderer:
         count = torch.where(disc >= 0, (hi - lo + 1).clamp_min(0), torch.zeros_like(hi)).long()
         n_pairs = int(count.sum())
         if n_pairs == 0:
-            return empty, empty, torch.zeros(0, device=dev)
+            return empty, empty, torch.zeros(0, device=dev, dtype=dt)
         # Along a row, sigma is a quadratic in k = px - lo: fold the per-row terms once, so each pair only
         # evaluates a k^2 + b k + c.
         d0 = cx - lo
@@ -241,12 +254,12 @@ class CpuSplatRenderer:
         # One entry per candidate pair.
         pr = torch.repeat_interleave(torch.arange(n_rows, device=dev), count)
         p_start = torch.cumsum(count, 0) - count
-        k = (torch.arange(n_pairs, device=dev) - _take(p_start, pr)).float()
+        k = (torch.arange(n_pairs, device=dev) - _take(p_start, pr)).to(dt)
         sigma = (_take(qa, pr) * k + _take(qb, pr)) * k + _take(qc, pr)
         alpha = torch.clamp_max(torch.exp(_take(log_op, pr) - sigma), s.max_alpha)
         # Candidates outside the threshold (the padding) get alpha 0: they then neither occlude nor add colour,
         # exactly as if skipped.
-        alpha = torch.where((alpha >= s.min_alpha) & (sigma >= 0), alpha, torch.zeros((), device=dev))
+        alpha = torch.where((alpha >= s.min_alpha) & (sigma >= 0), alpha, torch.zeros((), device=dev, dtype=dt))
         pix = (_take(base, pr) + k).long()
         return pix, _take(row_g, pr), alpha
 
@@ -263,7 +276,8 @@ class CpuSplatRenderer:
         dev = alpha.device
         n = pix.shape[0]
         if n == 0:
-            return torch.zeros(n_pixels, 3, device=dev), torch.zeros(n_pixels, device=dev)
+            return (torch.zeros(n_pixels, 3, device=dev, dtype=alpha.dtype),
+                    torch.zeros(n_pixels, device=dev, dtype=alpha.dtype))
         # Running log-transmittance per pixel: a global cumulative sum (float64, so long runs stay exact)
         # minus its value at the start of each pixel's segment.
         alpha64 = alpha.double()
@@ -271,15 +285,14 @@ class CpuSplatRenderer:
         excl = torch.cumsum(log1m, 0) - log1m
         counts = torch.bincount(pix, minlength=n_pixels)
         seg_start = _take(torch.cumsum(counts, 0) - counts, pix)
-        # The differences are small again, so the rest runs in float32.
-        t_excl = torch.exp((excl - _take(excl, seg_start)).float())  # exclusive: product over those in front
+        # The differences are small again, so the rest runs in the working precision.
+        t_excl = torch.exp((excl - _take(excl, seg_start)).to(alpha.dtype))  # exclusive: product over those in front
         # gsplat stops before a Gaussian that would take transmittance to <= 1e-4, and applies none after.
         applied = (t_excl * (1.0 - alpha) > s.min_transmittance).nonzero().squeeze(1)
         weight = _take(alpha, applied) * _take(t_excl, applied)
         p = _take(pix, applied)
-        acc = torch.bincount(p, weights=weight, minlength=n_pixels).float()
-        cols = torch.index_select(colors.t().contiguous(), 1, _take(gid, applied))
-        rgb = torch.stack(
-            [torch.bincount(p, weights=weight * cols[ch], minlength=n_pixels) for ch in range(3)], dim=-1
-        ).float()
+        # index_add accumulates in the same order as bincount (identical sums) and, unlike it, has a gradient.
+        acc = weight.new_zeros(n_pixels).index_add(0, p, weight)
+        cols = _take(colors, _take(gid, applied))
+        rgb = weight.new_zeros(n_pixels, 3).index_add(0, p, weight[:, None] * cols)
         return rgb, acc
