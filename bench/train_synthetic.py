@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=10_000)
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--test-frames", type=int, default=None)
+    ap.add_argument("--face-hz", type=float, nargs=2, default=(0.5, 2.5),
+                    help="frequency band of the expression motion (default: talking pace)")
     ap.add_argument("--mlp-width", type=int, default=256)
     ap.add_argument("--mlp-layers", type=int, default=6)
     ap.add_argument("--profile-steps", type=int, default=500, help="steps timed per stage after training")
@@ -76,9 +78,10 @@ def main() -> int:
     files = golden_subject(args.golden)
     t0 = time.perf_counter()
     made = make_dataset(work / "data", files, golden_shape(args.golden), frames=args.frames, size=args.size,
-                        device=device, mlp_from=args.golden / "chkpnt_seed0.pth")
+                        device=device, mlp_from=args.golden / "chkpnt_seed0.pth", face_hz=tuple(args.face_hz))
     print(f"synthetic dataset: {made.frames} frames at {args.size}x{args.size} in {time.perf_counter() - t0:.1f} s "
-          f"(teacher {made.teacher.name}, {device})", flush=True)
+          f"(teacher {made.teacher.name}, {device}; expressions move at {args.face_hz[0]}-{args.face_hz[1]} Hz)",
+          flush=True)
 
     opts = TrainOptions(iterations=args.iterations, size=args.size, device=device, eval_every=args.eval_every,
                         checkpoint_every=args.iterations, preview_every=max(500, args.eval_every),

@@ -45,6 +45,8 @@ OUTPUT_SCALE = (0.025,) * 3 + (0.25,) * 4 + (0.03,) * 3
 COLOUR_JITTER = 0.06  # per-Gaussian colour noise: detail at the texel scale
 SIZE_FACTOR = 0.7  # Gaussian sigma relative to the texel spacing
 PHOTO_BACKGROUND = (0.35, 0.38, 0.42)
+FACE_HZ = (0.5, 2.5)  # expression, jaw, eyes, blinks: the pace of talking
+HEAD_HZ = (0.2, 1.0)  # head turns and moves
 EYEBALL_FIRST_VERTEX = 3931  # FLAME's eyeball vertices come last
 
 
@@ -125,32 +127,33 @@ def make_teacher(files: SubjectFilePaths, shape: np.ndarray, out: Path, mlp_from
     return save_checkpoint(out, model, mlp_opt, gauss_opt, model.subject.canonical, 1)
 
 
-def _smooth(rng: np.random.Generator, frames: int, dims: int, amplitude: np.ndarray | float, waves: int = 3
-            ) -> np.ndarray:
-    """(frames, dims) sums of a few sinusoids of 0.2-1 Hz at 25 fps with random phases: smooth, varied motion
-    that keeps revisiting its range (so the held-out tail is like the rest)."""
+def _smooth(rng: np.random.Generator, frames: int, dims: int, amplitude: np.ndarray | float,
+            band: tuple[float, float], waves: int = 3) -> np.ndarray:
+    """(frames, dims) sums of a few sinusoids with frequencies in `band` (Hz at 25 fps) and random phases:
+    smooth, varied motion that keeps revisiting its range (so the held-out tail is like the rest)."""
     t = np.arange(frames)[:, None, None] / FPS
-    freq = rng.uniform(0.2, 1.0, (1, dims, waves))
+    freq = rng.uniform(band[0], band[1], (1, dims, waves))
     phase = rng.uniform(0, 2 * np.pi, (1, dims, waves))
     weight = rng.uniform(0.5, 1.0, (1, dims, waves))
     x = (weight * np.sin(2 * np.pi * freq * t + phase)).sum(-1) / weight.sum(-1)
     return (x * np.asarray(amplitude)).astype(np.float32)
 
 
-def sequence(frames: int, seed: int = 0) -> dict[str, np.ndarray]:
+def sequence(frames: int, seed: int = 0, face_hz: tuple[float, float] = FACE_HZ,
+             head_hz: tuple[float, float] = HEAD_HZ) -> dict[str, np.ndarray]:
     """Expression (F,100), jaw/eyes as 6D (F,6)/(F,12), eyelids (F,2), head rotation (F,3) and translation
-    (F,3) in metres."""
+    (F,3) in metres. The face moves in the `face_hz` band (talking), the head in the slower `head_hz` band."""
     rng = np.random.default_rng(seed)
     amp = np.concatenate([np.full(10, 1.5), np.full(20, 0.8), np.full(70, 0.3)])
-    expr = _smooth(rng, frames, 100, amp)
-    jaw_open = 0.18 * (1 + _smooth(rng, frames, 1, 1.0)[:, 0])  # 0 .. 0.36 rad
-    jaw_aa = np.stack([jaw_open, *_smooth(rng, frames, 2, 0.04).T], axis=1)
-    gaze = _smooth(rng, frames, 2, 0.2)
+    expr = _smooth(rng, frames, 100, amp, face_hz)
+    jaw_open = 0.18 * (1 + _smooth(rng, frames, 1, 1.0, face_hz)[:, 0])  # 0 .. 0.36 rad
+    jaw_aa = np.stack([jaw_open, *_smooth(rng, frames, 2, 0.04, face_hz).T], axis=1)
+    gaze = _smooth(rng, frames, 2, 0.2, face_hz)
     eyes_aa = np.concatenate([gaze[:, 0:1], gaze[:, 1:2], np.zeros((frames, 1))], axis=1).astype(np.float32)
-    blink = np.clip(_smooth(rng, frames, 1, 1.0)[:, 0] * 2.5 - 1.5, 0.0, 1.0)
+    blink = np.clip(_smooth(rng, frames, 1, 1.0, face_hz)[:, 0] * 2.5 - 1.5, 0.0, 1.0)
     lids = np.stack([blink, blink], axis=1).astype(np.float32)
-    head = _smooth(rng, frames, 3, np.array([0.25, 0.5, 0.15]))  # pitch, yaw, roll (rad)
-    move = _smooth(rng, frames, 3, np.array([0.02, 0.015, 0.03]))
+    head = _smooth(rng, frames, 3, np.array([0.25, 0.5, 0.15]), head_hz)  # pitch, yaw, roll (rad)
+    move = _smooth(rng, frames, 3, np.array([0.02, 0.015, 0.03]), head_hz)
 
     def six(aa: np.ndarray) -> np.ndarray:
         return matrix_to_rotation_6d(axis_angle_to_matrix(torch.as_tensor(aa, dtype=torch.float32))).numpy()
@@ -196,8 +199,8 @@ def _write_frame(root: Path, tracking: Path, stem: str, photo: np.ndarray, alpha
 
 def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: int = 300, size: int = 512,
                  device: str = "cpu", mlp_from: Path | None = None, seed: int = 0, frame_offset: int = 1,
-                 batch: int = 16, hidden_dim: int = HIDDEN_DIM, hidden_layers: int = HIDDEN_LAYERS
-                 ) -> SyntheticResult:
+                 batch: int = 16, hidden_dim: int = HIDDEN_DIM, hidden_layers: int = HIDDEN_LAYERS,
+                 face_hz: tuple[float, float] = FACE_HZ) -> SyntheticResult:
     """Render the teacher over `frames` frames into `out` (upstream's layout; tracking in out/tracking)."""
     if frames < 2:
         raise ValueError("a synthetic dataset needs at least 2 frames")
@@ -213,7 +216,7 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
     from drivers.avatar.splat.select import select_renderer
 
     renderer = select_renderer("auto", device)
-    seq = sequence(frames, seed)
+    seq = sequence(frames, seed, face_hz)
     pts = teacher.canonical.detach().cpu().numpy()
     lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
     base = default_camera((lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2), TRACKER_SIZE, TRACKER_SIZE,
