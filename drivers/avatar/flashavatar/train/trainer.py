@@ -382,10 +382,13 @@ class Trainer:
         metrics = CsvLog(self.out / "metrics.csv", ["iteration", "psnr", "psnr_head", "ssim", "test_frames",
                                                     "seconds"], fresh)
 
+        scored: dict[int, Scores] = {}
+
         def score(iteration: int) -> Scores:
-            sc = self.evaluate()
-            metrics.add(iteration, sc.psnr, sc.psnr_head, sc.ssim, n_test, time.perf_counter() - t0)
-            return sc
+            if iteration not in scored:  # a run stopped right after an evaluation is not evaluated twice
+                sc = scored[iteration] = self.evaluate()
+                metrics.add(iteration, sc.psnr, sc.psnr_head, sc.ssim, n_test, time.perf_counter() - t0)
+            return scored[iteration]
 
         losses = CsvLog(self.out / "train_log.csv", ["iteration", "loss", "its_per_s", "seconds"], fresh)
         result = TrainResult(self.start_iteration, Path(), Path(), False, test_frames=n_test)
