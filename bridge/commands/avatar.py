@@ -78,6 +78,9 @@ def register(sub: Any) -> None:
     train.add_argument("--mlp-width", type=int, default=256,
                        help="deformation MLP width (upstream: 256; other sizes are read by this project only)")
     train.add_argument("--mlp-layers", type=int, default=6, help="deformation MLP hidden layers (upstream: 6)")
+    train.add_argument("--mlp-init", choices=("upstream", "zero"), default="upstream",
+                       help="zero: the deformation starts at none, the Gaussians on the mesh (upstream's init "
+                       "shifts them by centimetres at first, a small MLP's by decimetres)")
     train.add_argument("--log-every", type=int, default=100, help="loss read-back and CSV row every N iterations")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CSVs only)")
     train.set_defaults(func=cmd_train)
@@ -147,7 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations, size=args.size, device=args.device, checkpoint_every=args.checkpoint_every,
         preview_every=args.preview_every, eval_every=args.eval_every, log_every=args.log_every, seed=args.seed,
         test_frames=args.test_frames, frame_offset=args.frame_offset, lpips=not args.no_lpips,
-        hidden_dim=args.mlp_width, hidden_layers=args.mlp_layers, white_background=args.white_background,
+        hidden_dim=args.mlp_width, hidden_layers=args.mlp_layers, zero_head=args.mlp_init == "zero",
+        white_background=args.white_background,
         resume=args.resume, progress=not args.no_progress,
     )
     trainer = Trainer(args.dataset, args.out, _subject_paths(args), opts, tracking=args.tracking)

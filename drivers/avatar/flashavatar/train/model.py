@@ -60,10 +60,16 @@ class TrainableAvatar(nn.Module):
     pe: torch.Tensor  # (N,51) positional encoding of the canonical points
 
     def __init__(self, files: SubjectFiles, shape: np.ndarray, device: torch.device | str,
-                 hidden_dim: int = HIDDEN_DIM, hidden_layers: int = HIDDEN_LAYERS) -> None:
+                 hidden_dim: int = HIDDEN_DIM, hidden_layers: int = HIDDEN_LAYERS, zero_head: bool = False) -> None:
+        """`zero_head` starts the MLP's output layer at zero, so the deformation starts at none and the Gaussians
+        on the mesh; upstream keeps PyTorch's default init, whose constant output shifts them by centimetres at
+        first (decimetres with a small MLP), which training then undoes."""
         super().__init__()
         dev = torch.device(device)
         self.mlp = DeformMLP(PE_DIM + COND_DIM, 10, hidden_dim, hidden_layers)
+        if zero_head:
+            nn.init.zeros_(self.mlp.output_linear.weight)
+            nn.init.zeros_(self.mlp.output_linear.bias)
         n = files.num_gaussians
         self.subject = FlashAvatarModel(blank_checkpoint(n, self.mlp), files.flame, files.raster, files.mesh_faces,
                                         files.boundary, torch.as_tensor(np.asarray(shape, np.float32)), device=dev)

@@ -103,6 +103,7 @@ class TrainOptions:
     huber_delta: float = HUBER_DELTA
     hidden_dim: int = HIDDEN_DIM
     hidden_layers: int = HIDDEN_LAYERS
+    zero_head: bool = False  # start the deformation at zero instead of upstream's default MLP init
     white_background: bool = False
     resume: bool = False
     progress: bool = True
@@ -221,7 +222,7 @@ class Trainer:
 
         subject = SubjectFiles.load(files.flame_model, files.flame_masks, files.flame_mesh, files.eyelids_dir,
                                     self.device)
-        self.model = TrainableAvatar(subject, self.tracking.shape, self.device, hidden, layers)
+        self.model = TrainableAvatar(subject, self.tracking.shape, self.device, hidden, layers, options.zero_head)
         cam = tracker_camera(self.tracking.first, self.width, self.height, device=self.device)
         self.K = cam.K
         self.viewmats = self.tracking.viewmats().to(self.device)
@@ -245,6 +246,7 @@ class Trainer:
             self.perceptual, self._perceptual_note = Perceptual.load(self.device)
         self.store: ds.FrameStore | None = None
         self._stop = False
+        self._abort = False
         self.timer: StageTimer | None = None
         self._positions: torch.Tensor | None = None
 
@@ -358,7 +360,8 @@ class Trainer:
         return path, toml
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop:  # a second Ctrl-C: stop now (checkpoints already written stay intact)
+        if self._stop:  # a second Ctrl-C: abort without saving (checkpoints already written stay intact)
+            self._abort = True
             raise KeyboardInterrupt
         self._stop = True
         self.say("\nCtrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again to abort)")
@@ -379,6 +382,7 @@ class Trainer:
                  f"{self.device.type} with the {self.renderer.name} rasteriser")
         self.load_images()
         fresh = self.start_iteration == 0
+        t0 = time.perf_counter()
         metrics = CsvLog(self.out / "metrics.csv", ["iteration", "psnr", "psnr_head", "ssim", "test_frames",
                                                     "seconds"], fresh)
 
@@ -409,8 +413,7 @@ class Trainer:
                        desc="training")
         loss_sum = torch.zeros((), device=self.device)
         loss_n = 0
-        t0 = time.perf_counter()
-        t_log = t0
+        t_log = time.perf_counter()
         it = self.start_iteration
         try:
             while it < opts.iterations and not self._stop:
@@ -449,7 +452,9 @@ class Trainer:
                         bar.write(f"iteration {it}: held-out PSNR {sc.psnr:.2f} dB ({sc.psnr_head:.2f} dB on the "
                                   f"head), SSIM {sc.ssim:.4f}")
         except KeyboardInterrupt:
-            self._stop = True
+            if self._abort:
+                raise
+            self._stop = True  # outside the main thread Ctrl-C arrives as this: stop and save as usual
         finally:
             if bar is not None:
                 bar.close()
