@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bridge.core.errors import UserError
+
+if TYPE_CHECKING:
+    from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths
 
 _FILE_OPTS = ("checkpoint", "flame_model", "flame_masks", "flame_mesh", "eyelids_dir", "tracker_frame", "shape")
 
@@ -109,7 +112,7 @@ def _flame_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eyelids-dir", type=Path, help="folder with l_eyelid.npy and r_eyelid.npy")
 
 
-def _subject_paths(args: argparse.Namespace) -> Any:
+def _subject_paths(args: argparse.Namespace) -> SubjectFilePaths:
     """The FLAME-side files from the options, a config's [avatar] section, or beside the FLAME model."""
     from drivers.avatar.flashavatar.avatar import _find
     from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths

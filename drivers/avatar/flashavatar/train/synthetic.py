@@ -5,7 +5,8 @@ and head poses, written exactly as a real one is laid out (frames, alpha, parsin
 The teacher is a checkpoint in the real format on the given FLAME files: a deformation MLP (an existing
 checkpoint's or a seeded fresh one, rescaled so it moves Gaussians by millimetres with the expression), a
 procedural skin-like texture over the UV layout (lips, eyes, hairline, a pattern, per-Gaussian detail) with
-some view-dependent colour, near-opaque Gaussians a little smaller than their spacing. It is rendered by the inference model and renderer the avatar driver uses.
+some view-dependent colour, near-opaque Gaussians a little smaller than their spacing. It is rendered by the
+inference model and renderer the avatar driver uses.
 
 Per frame the "photo" is the teacher's colour where it covers the pixel (its matting foreground) over a plain
 background, the alpha is its coverage, the neck-and-head mask is every pixel it covers and the mouth mask is
@@ -15,7 +16,8 @@ the teacher's render on green, up to JPEG.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,8 +235,8 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
     black = torch.zeros(3, device=dev)
     settings = RasterSettings(eps2d=0.3)
     photo_bg = torch.tensor(PHOTO_BACKGROUND, device=dev)
-    pool = ThreadPoolExecutor(max_workers=4)
-    jobs = []
+    pool = ThreadPoolExecutor(max_workers=4)  # encodes and writes while the next frames render
+    jobs: deque[Future[None]] = deque()
     for s in range(0, frames, batch):
         idx = list(range(s, min(s + batch, frames)))
 
@@ -260,6 +262,8 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
                 frame = _frame_file(np.asarray(shape, np.float32), seq, i, views[i], K512)
                 jobs.append(pool.submit(_write_frame, out, tracking, f"{i + frame_offset:05d}", photo, alpha8,
                                         head8, mouth8, frame, i))
+        while len(jobs) > 4 * batch:  # at most a few batches behind: memory stays bounded
+            jobs.popleft().result()
     for job in jobs:
         job.result()
     pool.shutdown()
