@@ -178,12 +178,32 @@ class HttpConfig(Section):
         return self
 
 
+class JanusConfig(Section):
+    """Publishing to a Janus VideoRoom over its WebSocket API (viewers then play from Janus)."""
+
+    url: str | None = None  # e.g. "ws://127.0.0.1:8188"; None: off
+    room: int | str = 1234
+    display: str = "Avatar Bridge"
+    pin: str | None = None
+    api_secret: str | None = None  # Janus's `apisecret`, when its janus.jcfg sets one
+    token: str | None = None  # a Janus auth token, when it runs with token_auth
+    create_room: bool = True  # create the room when it does not exist
+
+    @field_validator("url")
+    @classmethod
+    def _websocket(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("ws://", "wss://")):
+            raise ValueError("must be Janus's WebSocket API, e.g. 'ws://127.0.0.1:8188' (not the HTTP API)")
+        return v
+
+
 class WebRTCConfig(Section):
     codec: Literal["vp8", "h264"] = "vp8"
     bitrate_kbps: int = Field(2500, ge=100, le=50_000)
     whip_url: str | None = None
     whip_token: str | None = None
     max_viewers: int = Field(8, ge=1, le=64)  # aiortc encodes once per viewer: each costs one encoder
+    janus: JanusConfig = JanusConfig()
 
 
 class OscConfig(Section):

@@ -1,6 +1,6 @@
 """WebRTC signaling routes on the daemon's HTTP server: a JSON offer/answer endpoint (the panel preview, the
-viewer page), standard WHEP at `/whep`, the built-in viewer page at `/viewer`, the WHIP publisher's lifecycle
-and the delayed audio passthrough's settings. The peers themselves are `drivers.output.webrtc.peers`.
+viewer page), standard WHEP at `/whep`, the built-in viewer page at `/viewer`, the lifecycle of the publishers
+to media servers (WHIP, Janus) and the delayed audio passthrough's settings. The peers themselves are `drivers.output.webrtc.peers`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from drivers.output.passthrough import measured_delay
 from drivers.output.webrtc.peers import SignalingError
 
 if TYPE_CHECKING:
-    from drivers.output.webrtc.whip import WhipPublisher
+    from drivers.output.webrtc.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-WHIP_KEY: web.AppKey[WhipPublisher] = web.AppKey("whip")
+PUBLISHERS_KEY: web.AppKey[dict[str, Publisher]] = web.AppKey("publishers")  # "whip", "janus" when configured
+PUBLISHERS = ("whip", "janus")
 OFFER_FIX = "send {sdp, type: 'offer'}"
 
 
@@ -77,11 +78,11 @@ async def whep_options(_: web.Request) -> web.Response:
 
 async def viewers(request: web.Request) -> web.Response:
     hub = request.app[VIEWERS_KEY]
-    whip = request.app.get(WHIP_KEY)
+    publishers = request.app.get(PUBLISHERS_KEY, {})
+    described = {name: (p.describe() if (p := publishers.get(name)) else None) for name in PUBLISHERS}
     return web.json_response({"viewers": hub.describe(), "count": hub.count,
                               "max_viewers": hub.config.max_viewers, "codec": hub.config.codec,
-                              "bitrate_kbps": hub.config.bitrate_kbps,
-                              "whip": whip.describe() if whip is not None else None})
+                              "bitrate_kbps": hub.config.bitrate_kbps, **described})
 
 
 async def viewer_page(request: web.Request) -> web.Response:
@@ -125,25 +126,28 @@ async def passthrough_set(request: web.Request) -> web.Response:
     return await passthrough_get(request)
 
 
-async def _start_whip(app: web.Application) -> None:
+async def _start_publishers(app: web.Application) -> None:
     hub = app[HUB_KEY]
-    if hub.config.webrtc.whip_url:
-        client: WhipPublisher = registry.create("output", "whip", hub.config, hub=hub, shared=app[VIEWERS_KEY].shared)
-        app[WHIP_KEY] = client
-        client.start()
+    wanted = {"whip": hub.config.webrtc.whip_url, "janus": hub.config.webrtc.janus.url}
+    publishers: dict[str, Publisher] = {
+        name: registry.create("output", name, hub.config, hub=hub, shared=app[VIEWERS_KEY].shared)
+        for name in PUBLISHERS if wanted[name]}
+    app[PUBLISHERS_KEY] = publishers
+    for publisher in publishers.values():
+        publisher.start()
 
 
 async def _stop_all(app: web.Application) -> None:
-    client = app.get(WHIP_KEY)
-    if client is not None:
-        await client.stop()
+    publishers = app.get(PUBLISHERS_KEY, {})
+    for name in list(publishers):
+        await publishers.pop(name).stop()
     await app[VIEWERS_KEY].close_all()
 
 
 def add_routes(app: web.Application) -> None:
     hub = app[HUB_KEY]
     app[VIEWERS_KEY] = registry.create("output", "viewers", hub.config, hub=hub)
-    app.on_startup.append(_start_whip)
+    app.on_startup.append(_start_publishers)
     app.on_shutdown.append(_stop_all)
     app.router.add_post("/api/webrtc/offer", json_offer)
     app.router.add_delete("/api/webrtc/{id}", delete_peer)

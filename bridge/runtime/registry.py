@@ -42,6 +42,7 @@ DRIVERS: dict[str, dict[str, str]] = {
         "passthrough": "drivers.output.passthrough:AudioPassthrough",
         "viewers": "drivers.output.webrtc.peers:ViewerHub",
         "whip": "drivers.output.webrtc.whip:WhipPublisher",
+        "janus": "drivers.output.webrtc.janus:JanusPublisher",
     },
 }
 

@@ -61,8 +61,9 @@ class ViewerHub:
 
     async def answer(self, sdp: str, kind: str, offer_type: str = "offer") -> tuple[Peer, str]:
         """Build a peer for a remote offer; returns it and the answer SDP (ICE candidates included)."""
-        from aiortc import RTCPeerConnection, RTCSessionDescription
+        from aiortc import RTCSessionDescription
 
+        from drivers.output.webrtc.dtls import new_peer_connection
         from drivers.output.webrtc.tracks import tracks_for
 
         if offer_type != "offer":
@@ -76,7 +77,7 @@ class ViewerHub:
         if self.count >= self.config.max_viewers and ("m=video" in sdp):
             raise SignalingError(503, f"already serving webrtc.max_viewers = {self.config.max_viewers} viewers",
                                  "close a viewer, raise webrtc.max_viewers, or publish with WHIP to an SFU")
-        pc = RTCPeerConnection()
+        pc = new_peer_connection()
         peer = Peer(id=f"{next(self._ids)}-{secrets.token_hex(6)}", pc=pc, kind=kind)
         self.peers[peer.id] = peer
 

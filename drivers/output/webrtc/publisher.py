@@ -1,0 +1,128 @@
+"""What every publisher to a media server shares: one outgoing peer (the avatar's video + speech), a session
+that is opened, watched and closed, and republishing with exponential backoff when it ends or fails.
+
+A protocol (WHIP, the Janus VideoRoom API) subclasses `Publisher` and says how to open a session with an SDP
+offer (`_open`) and how to end it on the server (`_close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from bridge.core.interfaces import MediaHub
+from drivers.output.webrtc.codecs import prefer_codec
+from drivers.output.webrtc.dtls import new_peer_connection
+from drivers.output.webrtc.tracks import SharedI420, tracks_for
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Publishes the daemon's tracks once to a server and keeps doing so until stopped."""
+
+    name = "publisher"
+
+    def __init__(self, hub: MediaHub, url: str, codec: str = "vp8", shared: SharedI420 | None = None,
+                 backoff: tuple[float, float] = (1.0, 30.0)) -> None:
+        self.hub = hub
+        self.url = url
+        self.codec = codec
+        self.shared = shared
+        self.backoff = backoff
+        self.state = "idle"
+        self.last_error: str | None = None
+        self.sessions = 0  # successful publishes (reconnects = sessions - 1)
+        self._pc: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._ended: asyncio.Event | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "state": self.state, "sessions": self.sessions, "last_error": self.last_error}
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            try:
+                self.state = "connecting"
+                self._ended = asyncio.Event()
+                await self._open(await self._offer())
+                self.sessions += 1
+                self.last_error = None
+                delay = self.backoff[0]
+                await self._ended.wait()
+                self.state = "reconnecting"
+                log.warning("%s session to %s ended; publishing again", self.name, self.url)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.state = "retrying"
+                self.last_error = str(exc)
+                log.warning("%s publish to %s failed (%s); retrying in %.0f s", self.name, self.url, exc, delay)
+            await self._teardown()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2.0, self.backoff[1])
+
+    async def _offer(self) -> str:
+        """A new send-only peer with the daemon's video and audio; returns its offer (ICE gathered)."""
+        pc = new_peer_connection()
+        self._pc = pc
+        ended = self._ended
+        assert ended is not None
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                ended.set()
+            elif pc.connectionState == "connected":
+                self.state = "publishing"
+
+        video, audio = tracks_for(self.hub, self.shared or SharedI420())
+        prefer_codec(pc.addTransceiver(video, direction="sendonly"), self.codec)
+        pc.addTransceiver(audio, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+
+    async def _accept(self, answer: str) -> None:
+        """Apply the server's SDP answer to the current peer."""
+        from aiortc import RTCSessionDescription
+
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def _session_ended(self) -> None:
+        """The server ended the session (or the link to it broke): publish again."""
+        if self._ended is not None:
+            self._ended.set()
+
+    async def _open(self, offer: str) -> None:
+        """Open a session on the server with `offer` and apply its answer (raises with a fix on refusal)."""
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        """End the session on the server, if one is open (errors are ignored: the server may be gone)."""
+
+    async def _teardown(self) -> None:
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            for sender in pc.getSenders():
+                if sender.track is not None:
+                    sender.track.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pc.close(), 5.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close(), 5.0)
+
+    async def stop(self) -> None:
+        """End the session on the server and stop publishing."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._teardown()
+        self.state = "stopped"
