@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.config import Config, load_config
+from bridge.core.errors import UserError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -121,12 +122,25 @@ def check_audio(cfg: Config) -> list[Check]:
     elif not inputs:
         checks.append(Check(WARN, "microphone", "no audio input device (fine for file input)",
                             "connect a microphone to drive the avatar live"))
-    if passthrough:
-        want = cfg.outputs.passthrough.device
-        if want is not None and not _find_device(outputs, want):
-            checks.append(Check(FAIL, "audio output", f"outputs.passthrough.device = {want!r} matches no output",
-                                "pick one from `avatar-bridge devices` (the virtual microphone sink on Linux)"))
+    want = cfg.outputs.passthrough.device
+    if cfg.outputs.passthrough.create or (isinstance(want, str) and want.startswith("pulse:")):
+        checks.append(check_sound_server())
+    elif passthrough and want is not None and not _find_device(outputs, want):
+        checks.append(Check(FAIL, "audio output", f"outputs.passthrough.device = {want!r} matches no output",
+                            "pick one from `avatar-bridge devices`, or on Linux set outputs.passthrough.create = true"))
     return checks
+
+
+def check_sound_server() -> Check:
+    """The virtual microphone and `pulse:` outputs need a PulseAudio/PipeWire server that pactl reaches."""
+    from drivers.output.virtual_mic import pactl
+
+    try:
+        server = next((line.split(":", 1)[1].strip() for line in pactl("info").splitlines()
+                       if line.startswith("Server Name:")), "a sound server")
+    except UserError as exc:
+        return Check(FAIL, "sound server", str(exc).split(";")[0], str(exc).split(";", 1)[-1].strip())
+    return Check(OK, "sound server", f"{server} answers (the virtual microphone can be made)")
 
 
 def _find_device(devices: list[dict[str, Any]], want: str | int) -> bool:

@@ -151,8 +151,9 @@ class VirtualCamConfig(Section):
 
 class PassthroughConfig(Section):
     enabled: bool = False
-    device: str | int | None = None
+    device: str | int | None = None  # PortAudio output name/index, or "pulse:SINK" (a PulseAudio/PipeWire sink)
     delay_ms: float | Literal["auto"] = "auto"
+    create: bool = False  # Linux: make the "Avatar Bridge Mic" virtual microphone, play into it, remove on exit
 
 
 class OutputsConfig(Section):

@@ -16,6 +16,7 @@ from bridge.runtime import registry
 if TYPE_CHECKING:
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
+    from drivers.output.virtual_mic import VirtualMic
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +82,10 @@ def control_surfaces(config: Config, mixer: Mixer) -> list[ControlSurface]:
 def passthrough(config: Config, hub: MediaHub, device: str | int | None) -> AudioPassthrough:
     """The delayed speech on a local output device (not yet started)."""
     made: AudioPassthrough = registry.create("output", "passthrough", config, hub=hub, device=device)
+    return made
+
+
+def virtual_mic(config: Config) -> VirtualMic:
+    """The Linux virtual microphone the delayed speech plays into (not yet created)."""
+    made: VirtualMic = registry.create("output", "virtual_mic", config)
     return made

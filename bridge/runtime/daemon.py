@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
+    from drivers.output.virtual_mic import VirtualMic
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Daemon:
         self.http_port: int | None = None
         self._stop_event: asyncio.Event | None = None
         self._http_runner: web.AppRunner | None = None
+        self._virtual_mic: VirtualMic | None = None  # when outputs.passthrough.create
 
     # --- MediaHub: what outputs and routes use ----------------------------------------------------------
 
@@ -190,6 +192,18 @@ class Daemon:
         cfg.device = device
         cfg.enabled = True
 
+    @property
+    def virtual_mic(self) -> VirtualMic | None:
+        return self._virtual_mic
+
+    def _create_virtual_mic(self) -> None:
+        """Make the virtual microphone and play the delayed voice into it (blocking; raises UserError)."""
+        mic = build.virtual_mic(self._config)
+        mic.create()
+        self._virtual_mic = mic
+        self._config.outputs.passthrough.device = mic.device
+        self._config.outputs.passthrough.enabled = True
+
     def request_stop(self) -> None:
         """Thread-safe: ask `serve()` to shut down."""
         if self.loop is not None and self._stop_event is not None:
@@ -245,6 +259,11 @@ class Daemon:
             for sink in self._initial_sinks:
                 self.pipeline.add_sink(sink)
             self.pipeline.start()
+            if self.config.outputs.passthrough.create:
+                try:
+                    await self.loop.run_in_executor(None, self._create_virtual_mic)
+                except UserError as exc:
+                    log.warning("the virtual microphone is off: %s", exc)
             if self.config.outputs.passthrough.enabled:
                 try:
                     await self.loop.run_in_executor(None, self.set_audio_output, self.config.outputs.passthrough.device)
@@ -273,6 +292,9 @@ class Daemon:
         if self._passthrough is not None:
             self._passthrough.stop()
             self._passthrough = None
+        if self._virtual_mic is not None:
+            await loop.run_in_executor(None, self._virtual_mic.remove)
+            self._virtual_mic = None
         await loop.run_in_executor(None, self.pipeline.stop, 2.0)
         if self._http_runner is not None:
             with contextlib.suppress(Exception):

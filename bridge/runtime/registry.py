@@ -40,6 +40,7 @@ DRIVERS: dict[str, dict[str, str]] = {
     },
     "output": {  # outputs that read the running daemon (a MediaHub) instead of receiving frames as a sink
         "passthrough": "drivers.output.passthrough:AudioPassthrough",
+        "virtual_mic": "drivers.output.virtual_mic:VirtualMic",
         "viewers": "drivers.output.webrtc.peers:ViewerHub",
         "whip": "drivers.output.webrtc.whip:WhipPublisher",
         "janus": "drivers.output.webrtc.janus:JanusPublisher",

@@ -6,10 +6,14 @@ no audio; without this the real microphone would run ahead of the rendered mouth
 at `now - delay`, so the output follows the clock (not the device's callback cadence) and the delay can be
 changed while it plays. "auto" delay = the daemon's measured glass-to-glass latency (falls back to
 `av_delay`).
+
+Outputs are PortAudio devices (by name or index), or `pulse:SINK`: a PulseAudio/PipeWire sink by name,
+played through the pulse protocol (drivers.output.pulse), which is how the virtual microphone is fed.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +26,14 @@ from bridge.core.config import Config
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, MediaHub
 
 log = logging.getLogger(__name__)
+
+PULSE_PREFIX = "pulse:"  # device = "pulse:SINK" plays into that PulseAudio/PipeWire sink
+PULSE_BLOCK = SAMPLE_RATE // 100  # samples per write to the sound server (10 ms)
+PULSE_BUFFER = 0.2  # seconds the sound server may queue (less when the delay is short: see LEAD)
+LEAD = 0.03  # seconds after capture before a block is written: its audio has reached the delay line by then
+RESYNC = 0.008  # seconds of (median) error from the due time before the stream is moved (a skip or repeat)
+JUMP = 0.020  # seconds the delay must change by to move the stream at once (smaller changes are followed)
+STALL = 0.030  # seconds behind in two readings running: the thread was starved and the server ran dry
 
 
 class DelayLine:
@@ -82,10 +94,13 @@ class AudioPassthrough:
         self.rate = rate
         self.line = DelayLine(SAMPLE_RATE)
         self._stream: Any = None
+        self._pulse: Any = None  # drivers.output.pulse.PulseStream for `pulse:` devices
+        self._player: threading.Thread | None = None
         self._sub: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.output_latency = 0.0
+        self.resyncs = 0  # times the pulse output had drifted and was moved (each one a short skip or repeat)
 
     @classmethod
     def from_config(cls, config: Config, *, hub: MediaHub, device: str | int | None = None) -> AudioPassthrough:
@@ -105,6 +120,21 @@ class AudioPassthrough:
         self.delay_ms = delay_ms
 
     def start(self) -> None:
+        spec = self.device_spec
+        if isinstance(spec, str) and spec.startswith(PULSE_PREFIX):
+            self._open_pulse(spec[len(PULSE_PREFIX):] or None)
+        else:
+            self._open_portaudio()
+        self._sub = self.hub.audio_in.subscribe(maxsize=500)
+        self._thread = threading.Thread(target=self._feed, name="passthrough", daemon=True)
+        self._thread.start()
+        if self._stream is not None:
+            self._stream.start()
+        else:
+            self._player = threading.Thread(target=self._play_pulse, name="passthrough-pulse", daemon=True)
+            self._player.start()
+
+    def _open_portaudio(self) -> None:
         from drivers.audio.microphone import find_device, import_sounddevice
 
         sd = import_sounddevice()
@@ -122,10 +152,54 @@ class AudioPassthrough:
         self._stream = sd.OutputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
                                        callback=callback, latency="low")
         self.output_latency = float(self._stream.latency)
-        self._sub = self.hub.audio_in.subscribe(maxsize=500)
-        self._thread = threading.Thread(target=self._feed, name="passthrough", daemon=True)
-        self._thread.start()
-        self._stream.start()
+
+    def _open_pulse(self, sink: str | None) -> None:
+        from drivers.output.pulse import PLAYBACK, PulseStream
+
+        # 16 kHz mono as captured: the sound server resamples to the sink's rate with its own resampler.
+        self._pulse = PulseStream(PLAYBACK, sink, SAMPLE_RATE, latency_s=PULSE_BUFFER, stream_name="delayed voice")
+        self.output_latency = self._pulse.latency()
+
+    def _play_pulse(self) -> None:
+        """Write 10 ms blocks back to back; a block is heard `latency` after it is written, so it should hold
+        what was captured `delay` before that. The server may queue up to PULSE_BUFFER, which rides out a
+        starved thread on a busy machine; a block is never written before its audio has arrived (LEAD), so
+        with a short delay less is queued. One latency reading can be far off (the thread was preempted
+        between the clock and the query), so the stream follows the median error of the last quarter second,
+        moving only when that is off by more than RESYNC. It moves at once to a new delay, and past what it
+        missed when it was starved for longer than the queue lasted (STALL)."""
+        from drivers.output.pulse import PulseError
+
+        stream, now = self._pulse, self.hub.clock.now
+        block = PULSE_BLOCK / SAMPLE_RATE
+        cursor: float | None = None
+        delay = 0.0
+        errors: collections.deque[float] = collections.deque(maxlen=25)
+        while not self._stop.is_set():
+            try:
+                # The clock before the query: the thread may wait for the GIL after it, never before it.
+                at = now()
+                self.output_latency = stream.latency()
+                if cursor is None or abs(self.delay - delay) > JUMP:
+                    delay = self.delay
+                    cursor = at + self.output_latency - delay
+                    errors.clear()
+                errors.append(at + self.output_latency - delay - cursor)
+                stalled = len(errors) >= 2 and min(errors[-1], errors[-2]) > STALL  # two readings agree
+                if stalled or (len(errors) == errors.maxlen and abs(float(np.median(errors))) > RESYNC):
+                    self.resyncs += 1
+                    cursor += errors[-1] if stalled else float(np.median(errors))
+                    errors.clear()
+                early = cursor + block + LEAD - now()
+                if early > 0:  # its audio may not be here yet: let the queue run down instead
+                    self._stop.wait(early)
+                    continue
+                stream.write(self.line.read(cursor, PULSE_BLOCK))
+            except PulseError as exc:
+                if not self._stop.is_set():
+                    log.warning("the delayed voice stopped playing: %s", exc)
+                return
+            cursor += block
 
     def _feed(self) -> None:
         while not self._stop.is_set():
@@ -139,6 +213,12 @@ class AudioPassthrough:
             self._sub.close()
         if self._thread is not None:
             self._thread.join(1.0)
+        if self._player is not None:
+            self._player.join(2.0)
+            self._player = None
+        if self._pulse is not None:
+            self._pulse.close()
+            self._pulse = None
         if self._stream is not None:
             try:
                 self._stream.stop()
@@ -153,7 +233,7 @@ class AudioPassthrough:
 
     def describe(self) -> dict[str, Any]:
         return {"device": self.device_spec, "delay_ms": self.delay * 1000.0, "mode": self.delay_ms,
-                "underruns": self.line.underruns, "running": self._stream is not None}
+                "underruns": self.line.underruns, "resyncs": self.resyncs, "running": self._stream is not None or self._pulse is not None}
 
 
 def measured_delay(hub: MediaHub) -> float:

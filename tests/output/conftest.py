@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.http.conftest import running_daemon
+from tests.output.pulse_server import PulseServer, running_pulseaudio
 
 __all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "watch"]
 
@@ -110,6 +113,16 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
         if loop.time() > deadline:
             raise TimeoutError(f"{what} within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
+    """A real PulseAudio server that this process (libpulse, pactl, PortAudio's ALSA pulse device) reaches
+    through PULSE_SERVER."""
+    with running_pulseaudio(tmp_path / "pulse") as server:
+        monkeypatch.setenv("PULSE_SERVER", server.address)
+        monkeypatch.setenv("HOME", server.env["HOME"])
+        yield server
 
 
 @contextlib.asynccontextmanager
