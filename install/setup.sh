@@ -14,10 +14,16 @@ done
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# System packages: PortAudio for microphones; for the tests also headless Chromium, liblo's oscsend,
-# espeak-ng and sox. Only attempted where we may (root + apt); otherwise say what to install.
-apt_pkgs=(libportaudio2)
-if [ "$dev" = 1 ]; then apt_pkgs+=(chromium chromium-driver liblo-tools espeak-ng sox); fi
+# System packages: PortAudio for microphones, pactl + libpulse for the virtual microphone; for the tests also
+# headless Chromium, liblo's oscsend, espeak-ng, sox, a PulseAudio server, Janus with janus.js, and GStreamer's
+# webrtcbin for the system Python. Only attempted where we may (root + apt); otherwise say what to install.
+apt_pkgs=(libportaudio2 pulseaudio-utils libpulse0)
+if [ "$dev" = 1 ]; then
+  apt_pkgs+=(chromium chromium-driver liblo-tools espeak-ng sox)
+  apt_pkgs+=(pulseaudio libasound2-plugins janus libjs-janus-gateway libjs-webrtc-adapter)
+  apt_pkgs+=(python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+             gstreamer1.0-plugins-bad gstreamer1.0-nice)
+fi
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
