@@ -73,9 +73,10 @@ async def _consume(track: Any, media: ReceivedMedia) -> None:
                 media.audio_peak = max(media.audio_peak, float(np.abs(frame.to_ndarray()).max()))
 
 
-async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None) -> Viewer:
+async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None,
+                pc: RTCPeerConnection | None = None) -> Viewer:
     """Connect one aiortc viewer (recvonly video + audio) through the JSON endpoint or WHEP."""
-    pc = RTCPeerConnection()
+    pc = pc or RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     media = ReceivedMedia()
