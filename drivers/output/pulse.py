@@ -97,29 +97,24 @@ class PulseStream:
         self._handle: int | None = handle
         self._lock = threading.Lock()
 
-    def _check(self, result: int, error: ctypes.c_int, what: str) -> None:
-        if result < 0:
-            raise PulseError(f"PulseAudio {what} failed: {_strerror(error.value)}")
-
-    def write(self, samples: NDArray[np.float32]) -> None:
-        """Queue samples for playback (blocks while the server's buffer is full)."""
-        data = np.ascontiguousarray(samples, np.float32)
+    def _transfer(self, call: str, data: NDArray[np.float32]) -> None:
+        """pa_simple_write or pa_simple_read of the whole buffer (blocking), as a PulseError on failure."""
         error = ctypes.c_int(0)
         with self._lock:
             if self._handle is None:
                 raise PulseError("the PulseAudio stream is closed")
-            self._check(_simple().pa_simple_write(self._handle, data.ctypes.data, data.nbytes, ctypes.byref(error)),
-                        error, "write")
+            result = getattr(_simple(), call)(self._handle, data.ctypes.data, data.nbytes, ctypes.byref(error))
+        if result < 0:
+            raise PulseError(f"PulseAudio {call.removeprefix('pa_simple_')} failed: {_strerror(error.value)}")
+
+    def write(self, samples: NDArray[np.float32]) -> None:
+        """Queue samples for playback (blocks while the server's buffer is full)."""
+        self._transfer("pa_simple_write", np.ascontiguousarray(samples, np.float32))
 
     def read(self, frames: int) -> NDArray[np.float32]:
         """The next `frames` captured samples (blocks until they are there)."""
         out = np.empty(frames, np.float32)
-        error = ctypes.c_int(0)
-        with self._lock:
-            if self._handle is None:
-                raise PulseError("the PulseAudio stream is closed")
-            self._check(_simple().pa_simple_read(self._handle, out.ctypes.data, out.nbytes, ctypes.byref(error)),
-                        error, "read")
+        self._transfer("pa_simple_read", out)
         return out
 
     def latency(self) -> float:

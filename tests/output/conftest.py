@@ -126,6 +126,16 @@ def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServ
         yield server
 
 
+async def first_error(publisher: Any, timeout: float = 30.0) -> str:
+    """Start a publisher (drivers.output.webrtc.publisher) that cannot publish; its first error, then stop it."""
+    publisher.start()
+    try:
+        await wait_until(lambda: publisher.last_error is not None, timeout, "an error")
+        return str(publisher.last_error)
+    finally:
+        await publisher.stop()
+
+
 @contextlib.asynccontextmanager
 async def viewer_of(daemon: Any, mode: str = "json") -> AsyncIterator[Viewer]:
     viewer = await watch(base_url(daemon), mode)

@@ -20,7 +20,7 @@ from aiohttp import web
 from bridge.core.config import ConfigError, load_config
 from drivers.output.webrtc.janus import JanusPublisher
 from tests.http.cdp import Browser, chromium_available
-from tests.output.conftest import base_url, hub_of, running_daemon, wait_until
+from tests.output.conftest import base_url, first_error, hub_of, running_daemon, wait_until
 from tests.output.janus_server import ADAPTER_JS, JANUS_JS, Janus, janus_available, running_janus
 from tests.output.test_viewer_chromium import decode_png
 
@@ -103,8 +103,8 @@ async def test_janus_js_in_chromium_plays_the_avatar_from_janus(janus: Janus, tm
                   if (r.type === 'inbound-rtp') out[r.kind] = r; });
                 return out; })()"""
             stats = await page.wait_for(f"""(async () => {{ const s = await {inbound};
-                return s.video && s.video.framesDecoded > 40 && s.audio && s.audio.packetsReceived > 25 ? s : null;
-                }})()""", timeout=60)
+                return s.video && s.video.framesDecoded >= 10 && s.audio && s.audio.packetsReceived > 25 ? s : null;
+                }})()""", timeout=120)
             assert stats["video"]["frameWidth"] == 128, stats["video"]
             first = await page.eval("document.getElementById('video').currentTime")
             await page.wait_for(f"document.getElementById('video').currentTime > {first} + 0.5", timeout=20)
@@ -148,13 +148,8 @@ async def test_janus_publisher_republishes_leaves_and_reports(janus: Janus) -> N
         assert await publishers_in(janus, janus.room) == [], "the publisher stayed in the room after stop"
 
         # A room that does not exist: created when allowed, a fix in the error otherwise.
-        missing = JanusPublisher(daemon, janus.url, 777, create_room=False, backoff=(0.2, 0.5))
-        missing.start()
-        try:
-            await wait_until(lambda: missing.last_error is not None, 30, "an error")
-            assert "no VideoRoom room 777" in str(missing.last_error) and "create_room" in str(missing.last_error)
-        finally:
-            await missing.stop()
+        missing = await first_error(JanusPublisher(daemon, janus.url, 777, create_room=False, backoff=(0.2, 0.5)))
+        assert "no VideoRoom room 777" in missing and "create_room" in missing
         created = JanusPublisher(daemon, janus.url, 778, backoff=(0.2, 0.5))
         created.start()
         try:
@@ -164,13 +159,8 @@ async def test_janus_publisher_republishes_leaves_and_reports(janus: Janus) -> N
             await created.stop()
 
         # No Janus at that address.
-        nowhere = JanusPublisher(daemon, "ws://127.0.0.1:9", janus.room, backoff=(0.2, 0.5))
-        nowhere.start()
-        try:
-            await wait_until(lambda: nowhere.last_error is not None, 30, "an error")
-            assert "cannot reach Janus" in str(nowhere.last_error)
-        finally:
-            await nowhere.stop()
+        nowhere = await first_error(JanusPublisher(daemon, "ws://127.0.0.1:9", janus.room, backoff=(0.2, 0.5)))
+        assert "cannot reach Janus" in nowhere
 
 
 def test_janus_url_must_be_the_websocket_api() -> None:

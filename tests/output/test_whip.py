@@ -13,7 +13,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from drivers.output.webrtc.whip import WhipPublisher
-from tests.output.conftest import running_daemon, wait_until
+from tests.output.conftest import first_error, running_daemon, wait_until
 
 
 class WhipServer:
@@ -99,13 +99,7 @@ async def test_whip_publish_retry_republish_and_delete() -> None:
             assert str(server.posts) in server.deleted, "no DELETE of the session on stop"
             assert publisher.state == "stopped"
 
-            wrong = WhipPublisher(daemon, url, token="nope", backoff=(0.2, 0.5))
-            wrong.start()
-            try:
-                await wait_until(lambda: wrong.last_error is not None, 10, "an error")
-                assert "token" in str(wrong.last_error)
-            finally:
-                await wrong.stop()
+            assert "token" in await first_error(WhipPublisher(daemon, url, token="nope", backoff=(0.2, 0.5)))
     finally:
         await server.close()
         await runner.cleanup()
