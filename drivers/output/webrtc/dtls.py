@@ -1,9 +1,9 @@
 """DTLS for our peers: aiortc's certificate (ECDSA P-256) with a cipher list that also accepts RSA peers.
 
-aiortc offers only ECDHE-ECDSA suites. When we are the DTLS client (we answer an offer, e.g. WHEP, or a
-server answers our WHIP offer as passive) and the remote's certificate is RSA — GStreamer's webrtcbin, some
-SIP gateways, Janus with `rsa_private_key` — the remote finds no suite its key can sign and the handshake
-fails with "no shared cipher". Offering the ECDHE-RSA suites beside the ECDSA ones fixes that: the cipher is
+aiortc offers only ECDHE-ECDSA suites. When we are the DTLS client (we answer an offer with setup:active,
+as for WHEP, or a server answers our WHIP offer as passive) and the remote's certificate is RSA, as GStreamer's
+webrtcbin makes by default, the remote finds no suite its key can sign and the handshake fails with OpenSSL's
+"no shared cipher". Offering the ECDHE-RSA suites beside the ECDSA ones fixes that: the cipher is
 the server's pick among what the client offers, and our own key (ECDSA) only signs when we are the server,
 where the RSA suites are simply not chosen. Same AEADs and key exchange as before, nothing weaker.
 """
