@@ -31,6 +31,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The tests start their own Janus on loopback; a system-wide one would listen on every interface.
+    if [[ " ${missing[*]} " == *" janus "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now janus >/dev/null 2>&1 || true
+    fi
   else
     say "please install these system packages: ${missing[*]} (e.g. sudo apt install ${missing[*]})"
   fi
