@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.commands.doctor import check_sound_server
 from bridge.core.errors import UserError
 from drivers.output.virtual_mic import MIC_NAME, SINK, SOURCE, VirtualMic, VirtualMicError
 from tests.output.audio_delay import bursts_file, heard_delay_ms
@@ -47,6 +48,7 @@ async def test_virtual_mic_plays_the_voice_delay_ms_late_and_is_removed(pulse: P
 
 
 def test_virtual_mic_replaces_leftovers_and_removes_what_it_made(pulse: PulseServer) -> None:
+    assert check_sound_server().status == "OK"  # what `avatar-bridge doctor` reports
     # A daemon that was killed left its sink behind: a new one unloads it instead of stacking a copy.
     pulse.pactl("load-module", "module-null-sink", f"sink_name={SINK}")
     mic = VirtualMic()
@@ -67,6 +69,8 @@ async def test_no_sound_server_is_one_line_with_a_fix(tmp_path: Path, monkeypatc
     message = str(err.value)
     assert isinstance(err.value, UserError) and "\n" not in message
     assert "no PulseAudio or PipeWire sound server answers" in message and "create = false" in message
+    doctor = check_sound_server()
+    assert doctor.status == "FAIL" and "pipewire-pulse" in doctor.fix
     with contextlib.ExitStack():
         async with running_daemon(outputs={"passthrough": {"create": True}}) as daemon:
             assert daemon.virtual_mic is None and daemon.passthrough is None  # the daemon runs on without it
