@@ -203,8 +203,10 @@ class WebRTCConfig(Section):
     bitrate_kbps: int = Field(2500, ge=100, le=50_000)
     whip_url: str | None = None
     whip_token: str | None = None
-    max_viewers: int = Field(8, ge=1, le=64)  # aiortc encodes once per viewer: each costs one encoder
     janus: JanusConfig = JanusConfig()
+    max_viewers: int = Field(32, ge=1, le=256)  # encodes are shared: a viewer costs packetizing and encryption
+    alpha: bool = False  # default for viewers: packed colour + alpha video (/whep?alpha=1 asks per viewer)
+    tiers: int = Field(3, ge=1, le=4)  # bitrate tiers (each half the one above) viewers move between on congestion
 
 
 class OscConfig(Section):

@@ -1,13 +1,14 @@
 """WebRTC signaling routes on the daemon's HTTP server: a JSON offer/answer endpoint (the panel preview, the
 viewer page), standard WHEP at `/whep`, the built-in viewer page at `/viewer`, the lifecycle of the publishers
-to media servers (WHIP, Janus) and the delayed audio passthrough's settings. The peers themselves are `drivers.output.webrtc.peers`.
+to media servers (WHIP, Janus) and the delayed audio passthrough's settings. The peers themselves are
+`drivers.output.webrtc.peers`. Packed alpha is asked for with `/whep?alpha=1` or `"alpha": true` in the JSON offer.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,6 +33,21 @@ def _refused(err: SignalingError) -> web.Response:
     return error(err.status, err.message, err.fix)
 
 
+def parse_alpha(value: Any) -> bool | None:
+    """The `alpha` option of an offer (query string or JSON); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SignalingError(400, f"alpha = {value!r} is not a yes/no value",
+                         "use alpha=1 for packed colour + alpha video (the /obs page) or alpha=0 for plain video")
+
+
 async def json_offer(request: web.Request) -> web.Response:
     try:
         body = await json_body(request)
@@ -40,7 +56,9 @@ async def json_offer(request: web.Request) -> web.Response:
     if not isinstance(body.get("sdp"), str):
         return error(400, "missing 'sdp' string", OFFER_FIX)
     try:
-        peer, answer = await request.app[VIEWERS_KEY].answer(body["sdp"], "viewer", str(body.get("type", "offer")))
+        alpha = parse_alpha(body.get("alpha"))
+        peer, answer = await request.app[VIEWERS_KEY].answer(body["sdp"], "viewer", str(body.get("type", "offer")),
+                                                             alpha)
     except SignalingError as err:
         return _refused(err)
     return web.json_response({"sdp": answer, "type": "answer", "id": peer.id})
@@ -57,7 +75,8 @@ async def whep_post(request: web.Request) -> web.Response:
         return error(415, f"WHEP needs Content-Type application/sdp, got {request.content_type!r}",
                      "POST the SDP offer as the raw body with Content-Type: application/sdp")
     try:
-        peer, answer = await request.app[VIEWERS_KEY].answer(await request.text(), "whep")
+        alpha = parse_alpha(request.query.get("alpha"))
+        peer, answer = await request.app[VIEWERS_KEY].answer(await request.text(), "whep", alpha=alpha)
     except SignalingError as err:
         return _refused(err)
     location = f"/whep/{peer.id}"
@@ -82,18 +101,27 @@ async def viewers(request: web.Request) -> web.Response:
     described = {name: (p.describe() if (p := publishers.get(name)) else None) for name in PUBLISHERS}
     return web.json_response({"viewers": hub.describe(), "count": hub.count,
                               "max_viewers": hub.config.max_viewers, "codec": hub.config.codec,
-                              "bitrate_kbps": hub.config.bitrate_kbps, **described})
+                              "bitrate_kbps": hub.config.bitrate_kbps, "encoders": hub.fanout.describe(),
+                              **described})
 
 
-async def viewer_page(request: web.Request) -> web.Response:
-    html = (STATIC / "viewer.html").read_text(encoding="utf-8")
-    if request.query_string:  # the script needs the same ?token= as the page
-        html = html.replace('src="viewer.js"', f'src="viewer.js?{request.query_string}"')
-    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+def page(name: str) -> Any:
+    """A page from static/; its scripts get the page's query string (the ?token= they need too)."""
+
+    async def serve(request: web.Request) -> web.Response:
+        html = (STATIC / f"{name}.html").read_text(encoding="utf-8")
+        if request.query_string:
+            html = html.replace('.js"></script>', f'.js?{request.query_string}"></script>')
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    return serve
 
 
-async def viewer_script(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "viewer.js", headers={"Cache-Control": "no-store"})
+def script(name: str) -> Any:
+    async def serve(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / f"{name}.js", headers={"Cache-Control": "no-store"})
+
+    return serve
 
 
 async def passthrough_get(request: web.Request) -> web.Response:
@@ -130,7 +158,7 @@ async def _start_publishers(app: web.Application) -> None:
     hub = app[HUB_KEY]
     wanted = {"whip": hub.config.webrtc.whip_url, "janus": hub.config.webrtc.janus.url}
     publishers: dict[str, Publisher] = {
-        name: registry.create("output", name, hub.config, hub=hub, shared=app[VIEWERS_KEY].shared)
+        name: registry.create("output", name, hub.config, hub=hub, fanout=app[VIEWERS_KEY].fanout)
         for name in PUBLISHERS if wanted[name]}
     app[PUBLISHERS_KEY] = publishers
     for publisher in publishers.values():
@@ -158,5 +186,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/whep/{id}", whep_patch)
     app.router.add_get("/api/passthrough", passthrough_get)
     app.router.add_post("/api/passthrough", passthrough_set)
-    app.router.add_get("/viewer", viewer_page)
-    app.router.add_get("/viewer.js", viewer_script)
+    app.router.add_get("/viewer", page("viewer"))
+    app.router.add_get("/viewer.js", script("viewer"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from tests.http.conftest import running_daemon
 from tests.output.pulse_server import PulseServer, running_pulseaudio
 
-__all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "watch"]
+__all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "server_tracks", "watch"]
 
 
 def base_url(daemon: Any) -> str:
@@ -29,6 +29,15 @@ def hub_of(daemon: Any) -> Any:
     from bridge.http.keys import VIEWERS_KEY
 
     return daemon._http_runner.app[VIEWERS_KEY]
+
+
+def server_tracks(daemon: Any, viewer: Viewer) -> tuple[Any, Any]:
+    """The daemon's (video, audio) tracks for this viewer."""
+    peer_id = viewer.peer_id or str(viewer.location).rsplit("/", 1)[-1]
+    peer = hub_of(daemon).peers[peer_id]
+    video = next((t for t in peer.tracks if t.kind == "video"), None)
+    audio = next((t for t in peer.tracks if t.kind == "audio"), None)
+    return video, audio
 
 
 @dataclass
@@ -73,9 +82,11 @@ async def _consume(track: Any, media: ReceivedMedia) -> None:
                 media.audio_peak = max(media.audio_peak, float(np.abs(frame.to_ndarray()).max()))
 
 
-async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None,
-                pc: RTCPeerConnection | None = None) -> Viewer:
-    """Connect one aiortc viewer (recvonly video + audio) through the JSON endpoint or WHEP."""
+async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None, alpha: bool | None = None,
+                munge: Callable[[str], str] | None = None, pc: RTCPeerConnection | None = None) -> Viewer:
+    """Connect one aiortc viewer (recvonly video + audio) through the JSON endpoint or WHEP; `alpha` asks for
+    packed alpha (JSON `alpha`, WHEP `?alpha=`), `munge` edits the offer before it is sent, `pc` is the peer to
+    use (default: a new one)."""
     pc = pc or RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
@@ -87,17 +98,21 @@ async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = N
         tasks.append(asyncio.get_running_loop().create_task(_consume(track, media)))
 
     await pc.setLocalDescription(await pc.createOffer())
+    offer = munge(pc.localDescription.sdp) if munge is not None else pc.localDescription.sdp
     viewer = Viewer(pc, media, tasks)
     async with aiohttp.ClientSession(headers=headers) as http:
         if mode == "json":
-            async with http.post(url + "/api/webrtc/offer",
-                                 json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+            body: dict[str, Any] = {"sdp": offer, "type": "offer"}
+            if alpha is not None:
+                body["alpha"] = alpha
+            async with http.post(url + "/api/webrtc/offer", json=body) as r:
                 body = await r.json()
                 assert r.status == 200, body
             viewer.peer_id = body["id"]
             answer = body["sdp"]
         else:
-            async with http.post(url + "/whep", data=pc.localDescription.sdp,
+            query = "" if alpha is None else f"?alpha={int(alpha)}"
+            async with http.post(url + "/whep" + query, data=offer,
                                  headers={"Content-Type": "application/sdp"}) as r:
                 assert r.status == 201, await r.text()
                 assert r.content_type == "application/sdp"

@@ -24,7 +24,7 @@ import aiohttp
 from bridge.core.config import Config
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.publisher import Publisher
-from drivers.output.webrtc.tracks import SharedI420
+from drivers.output.webrtc.fanout import MediaFanout
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ class JanusPublisher(Publisher):
         token: str | None = None,
         create_room: bool = True,
         codec: str = "vp8",
-        shared: SharedI420 | None = None,
+        fanout: MediaFanout | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise JanusError(f"webrtc.janus.url = {url!r} is not a WebSocket URL; use Janus's WebSocket API, "
                              "e.g. ws://127.0.0.1:8188 (janus.transport.websockets.jcfg)")
-        super().__init__(hub, url, codec=codec, shared=shared, backoff=backoff)
+        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff)
         self.room = room
         self.display = display
         self.pin = pin
@@ -77,14 +77,14 @@ class JanusPublisher(Publisher):
         self._ids = itertools.count(1)
 
     @classmethod
-    def from_config(cls, config: Config, *, hub: MediaHub, shared: SharedI420 | None = None) -> JanusPublisher:
-        """Publishes `hub` to the room of webrtc.janus in webrtc.codec; `shared` is the viewers' RGB → I420
-        conversion, so a frame is converted once for all of them."""
+    def from_config(cls, config: Config, *, hub: MediaHub, fanout: MediaFanout | None = None) -> JanusPublisher:
+        """Publishes `hub` to the room of webrtc.janus in webrtc.codec; `fanout` is the
+        viewers' shared encoders, so one encode serves the viewers and the media server."""
         cfg = config.webrtc.janus
         if not cfg.url:
             raise JanusError("webrtc.janus.url is not set: give Janus's WebSocket API, e.g. ws://127.0.0.1:8188")
         return cls(hub, cfg.url, cfg.room, display=cfg.display, pin=cfg.pin, api_secret=cfg.api_secret,
-                   token=cfg.token, create_room=cfg.create_room, codec=config.webrtc.codec, shared=shared)
+                   token=cfg.token, create_room=cfg.create_room, codec=config.webrtc.codec, fanout=fanout)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "room": self.room, "feed": self.feed}

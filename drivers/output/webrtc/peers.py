@@ -1,10 +1,11 @@
 """Every WebRTC viewer of the daemon: a peer per remote offer, its tracks, its teardown.
 
-Each viewer is one aiortc RTCPeerConnection with its own tracks and its own encoder (aiortc does not share
-encodes between senders), so the number of viewers is capped by `webrtc.max_viewers`; for an audience,
-publish once with WHIP to an SFU. A viewer that stalls only loses its own frames; one that vanishes is closed
-when its connection fails. An incoming audio track (the viewer page's talk button) goes to the WebRTC audio
-source.
+Each viewer is one aiortc RTCPeerConnection whose tracks carry packets of the shared encoders
+(`drivers.output.webrtc.fanout`): a frame is encoded once per stream (codec, packed alpha or not, bitrate
+tier), whatever the number of viewers, so a viewer costs packetizing and encryption (`webrtc.max_viewers`
+bounds that). A viewer asks for packed alpha per offer (default: `webrtc.alpha`). A viewer that stalls only
+loses its own frames; one that vanishes is closed when its connection fails. An incoming audio track (the
+viewer page's talk button) goes to the WebRTC audio source.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import contextlib
 import itertools
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.config import Config, WebRTCConfig
 from bridge.core.interfaces import MediaHub
-from drivers.output.webrtc.codecs import apply_bitrate, prefer_codec
+from drivers.output.webrtc.codecs import answered_codec, prefer_codec
+
+if TYPE_CHECKING:
+    from drivers.output.webrtc.fanout import MediaFanout
 
 
 class SignalingError(Exception):
@@ -34,21 +38,32 @@ class Peer:
     kind: str  # "viewer" (JSON endpoint), "whep"
     tracks: list[Any] = field(default_factory=list)
     talking: bool = False
+    alpha: bool = False
 
 
 class ViewerHub:
     """Every WebRTC viewer of the daemon: creation from an offer, teardown, counting."""
 
     def __init__(self, hub: MediaHub, settings: WebRTCConfig) -> None:
-        from drivers.output.webrtc.tracks import SharedI420
-
         self.hub = hub
         self.config = settings
         self.peers: dict[str, Peer] = {}
-        self.shared = SharedI420()
+        self._fanout: MediaFanout | None = None
         self._closing: set[asyncio.Task[bool]] = set()
         self._ids = itertools.count(1)
-        apply_bitrate(self.config.codec, self.config.bitrate_kbps)
+
+    @property
+    def fanout(self) -> MediaFanout:
+        """The shared encoders, made on first use (from the hub's frames, speech and clock)."""
+        if self._fanout is None:
+            from drivers.output.webrtc.fanout import MediaFanout
+
+            self._fanout = MediaFanout.for_hub(self.hub)
+        return self._fanout
+
+    @fanout.setter
+    def fanout(self, fanout: MediaFanout) -> None:
+        self._fanout = fanout
 
     @classmethod
     def from_config(cls, config: Config, *, hub: MediaHub) -> ViewerHub:
@@ -59,12 +74,13 @@ class ViewerHub:
     def count(self) -> int:
         return sum(1 for p in self.peers.values() if p.kind != "talk")
 
-    async def answer(self, sdp: str, kind: str, offer_type: str = "offer") -> tuple[Peer, str]:
-        """Build a peer for a remote offer; returns it and the answer SDP (ICE candidates included)."""
+    async def answer(self, sdp: str, kind: str, offer_type: str = "offer", alpha: bool | None = None) -> tuple[Peer, str]:
+        """Build a peer for a remote offer; returns it and the answer SDP (ICE candidates included). `alpha`:
+        packed colour + alpha video (None: `webrtc.alpha`)."""
         from aiortc import RTCSessionDescription
 
         from drivers.output.webrtc.dtls import new_peer_connection
-        from drivers.output.webrtc.tracks import tracks_for
+        from drivers.output.webrtc.tracks import audio_track, video_track
 
         if offer_type != "offer":
             raise SignalingError(400, f"expected an SDP offer, got type {offer_type!r}", "send {type: 'offer'}")
@@ -78,7 +94,8 @@ class ViewerHub:
             raise SignalingError(503, f"already serving webrtc.max_viewers = {self.config.max_viewers} viewers",
                                  "close a viewer, raise webrtc.max_viewers, or publish with WHIP to an SFU")
         pc = new_peer_connection()
-        peer = Peer(id=f"{next(self._ids)}-{secrets.token_hex(6)}", pc=pc, kind=kind)
+        peer = Peer(id=f"{next(self._ids)}-{secrets.token_hex(6)}", pc=pc, kind=kind,
+                    alpha=self.config.alpha if alpha is None else alpha)
         self.peers[peer.id] = peer
 
         @pc.on("connectionstatechange")
@@ -93,20 +110,21 @@ class ViewerHub:
                 self.hub.remote_audio.consume(track)
 
         try:
+            if "m=video" in sdp:  # before reading the offer, or aiortc ignores the codec preference
+                prefer_codec(pc.addTransceiver("video", direction="sendonly"), self.config.codec, fallback=True)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            video, audio = tracks_for(self.hub, self.shared)
             for transceiver in pc.getTransceivers():
-                remote_receives = _remote_receives(sdp, transceiver.mid)
-                if transceiver.kind == "video" and remote_receives:
-                    prefer_codec(transceiver, self.config.codec)
-                    pc.addTrack(video)
+                if not _remote_receives(sdp, transceiver.mid) or transceiver.kind in {t.kind for t in peer.tracks}:
+                    continue
+                if transceiver.kind == "video":
+                    codec = answered_codec(sdp, transceiver.mid, self.config.codec)
+                    video = video_track(self.fanout, codec, peer.alpha, self.hub.stats)
                     peer.tracks.append(video)
-                elif transceiver.kind == "audio" and remote_receives:
-                    pc.addTrack(audio)
+                    video.bind(pc.addTrack(video))
+                elif transceiver.kind == "audio":
+                    audio = audio_track(self.fanout)
                     peer.tracks.append(audio)
-            for track in (video, audio):
-                if track not in peer.tracks:
-                    track.stop()
+                    pc.addTrack(audio)
             await pc.setLocalDescription(await pc.createAnswer())
         except SignalingError:
             await self.close(peer.id)
@@ -142,14 +160,22 @@ class ViewerHub:
             await self.close(peer_id)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._fanout is not None:
+            await self._fanout.aclose()
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
         for peer in self.peers.values():
             video = next((t for t in peer.tracks if t.kind == "video"), None)
-            out.append({"id": peer.id, "kind": peer.kind, "state": peer.pc.connectionState,
-                        "frames_sent": getattr(video, "sent", 0), "talking": peer.talking})
+            out.append({"id": peer.id, "kind": peer.kind, "state": peer.pc.connectionState, "alpha": peer.alpha,
+                        "frames_sent": getattr(video, "sent", 0), "talking": peer.talking,
+                        "tier": getattr(video, "tier", None), "remb_kbps": _kbps(getattr(video, "remb", None)),
+                        "pli": getattr(video, "pli", 0), "lost": getattr(video, "lost", 0)})
         return out
+
+
+def _kbps(bps: int | None) -> float | None:
+    return None if bps is None else round(bps / 1000.0, 1)
 
 
 def _remote_receives(sdp: str, mid: str | None) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.codecs import prefer_codec
 from drivers.output.webrtc.dtls import new_peer_connection
-from drivers.output.webrtc.tracks import SharedI420, tracks_for
+from drivers.output.webrtc.fanout import MediaFanout
+from drivers.output.webrtc.tracks import audio_track, video_track
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,13 @@ class Publisher:
 
     name = "publisher"
 
-    def __init__(self, hub: MediaHub, url: str, codec: str = "vp8", shared: SharedI420 | None = None,
+    def __init__(self, hub: MediaHub, url: str, codec: str = "vp8", fanout: MediaFanout | None = None,
                  backoff: tuple[float, float] = (1.0, 30.0)) -> None:
         self.hub = hub
         self.url = url
         self.codec = codec
-        self.shared = shared
+        self._fanout = fanout  # the viewers' shared encoders; None: its own (a publisher without viewers)
+        self._own_fanout = False
         self.backoff = backoff
         self.state = "idle"
         self.last_error: str | None = None
@@ -82,9 +84,14 @@ class Publisher:
             elif pc.connectionState == "connected":
                 self.state = "publishing"
 
-        video, audio = tracks_for(self.hub, self.shared or SharedI420())
-        prefer_codec(pc.addTransceiver(video, direction="sendonly"), self.codec)
-        pc.addTransceiver(audio, direction="sendonly")
+        if self._fanout is None:
+            self._fanout = MediaFanout.for_hub(self.hub)
+            self._own_fanout = True
+        video = video_track(self._fanout, self.codec, stats=self.hub.stats)
+        transceiver = pc.addTransceiver(video, direction="sendonly")
+        prefer_codec(transceiver, self.codec)
+        video.bind(transceiver.sender)  # the server's PLI and REMB reach the shared encoder like a viewer's
+        pc.addTransceiver(audio_track(self._fanout), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         return str(pc.localDescription.sdp)
 
@@ -125,4 +132,6 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._teardown()
+        if self._own_fanout and self._fanout is not None:
+            await self._fanout.aclose()
         self.state = "stopped"

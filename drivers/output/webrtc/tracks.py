@@ -1,262 +1,242 @@
-"""WebRTC media tracks fed by the daemon: video from `hub.frames`, speech from `hub.audio_out`.
+"""The WebRTC tracks of one viewer (or of the WHIP publisher): already-encoded video and speech from the
+shared encoders (`drivers.output.webrtc.fanout`), handed to aiortc as `av.Packet`s, which its sender
+packetizes without encoding again.
 
-Both tracks of one viewer stamp media on the same epoch (a media-clock time), video at 90 kHz and audio at
-48 kHz, so a receiver that aligns them by RTP time sees the lips and the voice together. Video is a
-latest-wins subscription (a slow viewer skips frames, it never queues latency); audio is paced to its
-presentation time and kept gapless, since Opus timestamps count samples.
+Timestamps: video in 90 kHz and audio in 48 kHz ticks of the media clock from media time 0 (aiortc adds its
+random RTP origin), so the two tracks of a viewer line up by RTP time and RTCP sender reports.
 
-aiortc runs one encoder per RTCRtpSender: encodes are not shared between viewers. What is shared is the
-RGB → I420 conversion (`SharedI420`), done once per rendered frame for every viewer.
+The video track also owns this viewer's side of the sharing: it starts at a keyframe and, after losing a
+frame from its latest-wins queue, skips to the next keyframe (asking for one) rather than send frames that
+reference a picture the receiver never got. It routes its sender's RTCP feedback: PLI/FIR become keyframe
+requests to the shared encoder, REMB estimates and reported loss drive the viewer's bitrate tier
+(`drivers.output.webrtc.tiers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import fractions
-import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from numpy.typing import NDArray
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 
-from bridge.core.fanout import Broadcast, Subscription
-from bridge.core.interfaces import AudioChunk, MediaHub, VideoFrame
+from bridge.core.fanout import Subscription
 from bridge.core.stats import PipelineStats
-
-VIDEO_CLOCK = 90_000
-AUDIO_RATE = 48_000
-AUDIO_FRAME = 960  # 20 ms at 48 kHz, what Opus packs
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
-AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+from drivers.output.webrtc.audio_encoder import AUDIO_TIME_BASE, EncodedAudio
+from drivers.output.webrtc.encoder import VIDEO_CLOCK, VIDEO_TIME_BASE, EncodedVideo, VideoEncoder
+from drivers.output.webrtc.fanout import MediaFanout
+from drivers.output.webrtc.tiers import TierPolicy
 
 
-def media_to_ticks(media_time: float, epoch: float, rate: int) -> int:
-    """Media-clock seconds to RTP ticks since `epoch`."""
-    return int(round((media_time - epoch) * rate))
+def media_to_ticks(media_time: float, rate: int) -> int:
+    """Media-clock seconds to RTP ticks since media time 0."""
+    return int(round(media_time * rate))
 
 
-class SharedI420:
-    """Converts each rendered frame to I420 once, whatever the number of viewers (keyed by frame index)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._index: int | None = None
-        self._planes: NDArray[np.uint8] | None = None
-        self.conversions = 0
-
-    def get(self, frame: VideoFrame) -> NDArray[np.uint8]:
-        with self._lock:
-            if self._index == frame.index and self._planes is not None:
-                return self._planes
-        rgb = np.ascontiguousarray(frame.rgb[..., :3])
-        converted = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        planes: NDArray[np.uint8] = np.asarray(converted.to_ndarray(), np.uint8)
-        with self._lock:
-            self._index, self._planes = frame.index, planes
-            self.conversions += 1
-        return planes
-
-
-class DaemonVideoTrack(MediaStreamTrack):
-    """Rendered frames for one viewer; pts are 90 kHz ticks of the frame's presentation time since `epoch`."""
+class EncodedVideoTrack(MediaStreamTrack):
+    """One viewer's video: the shared encoder's frames from a keyframe on; see the module docstring."""
 
     kind = "video"
 
     def __init__(
         self,
-        frames: Broadcast[VideoFrame],
+        fanout: MediaFanout,
+        codec: str,
+        alpha: bool,
         loop: asyncio.AbstractEventLoop,
-        epoch: float,
         now: Callable[[], float],
-        shared: SharedI420 | None = None,
         stats: PipelineStats | None = None,
         stage: str = "g2g:webrtc",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._sub: Subscription[VideoFrame] = frames.subscribe(maxsize=1, loop=loop)
-        self.epoch = epoch
+        self.codec = codec
+        self.alpha = alpha
+        self.policy = TierPolicy(len(fanout.bitrates))
+        self._fanout = fanout
+        self._event_loop = loop
         self._now = now
-        self._shared = shared or SharedI420()
+        self._clock = clock
         self._stats = stats
         self._stage = stage
+        self._encoder: VideoEncoder = fanout.video(codec, alpha, 0)
+        self._sub: Subscription[EncodedVideo] = self._encoder.subscribe(loop)
+        self._expect: int | None = None  # the next encoder seq; another one means frames were lost
+        self._synced = False  # a keyframe was sent and nothing lost since
         self._last_pts = -1
         self.first_media_time: float | None = None
-        self.sent = 0
         self.last_media_time: float | None = None
+        self.sent = 0
+        self.keyframes_sent = 0
+        self.waited = 0  # frames not sent while waiting for a keyframe
+        self.lost = 0  # frames this viewer's queue dropped
+        self.pli = 0
+        self.remb: int | None = None
         self.lag: collections.deque[float] = collections.deque(maxlen=256)  # hand-off time − presentation time
+        self.render_late: collections.deque[float] = collections.deque(maxlen=256)  # rendered − presentation time
 
-    async def recv(self) -> av.VideoFrame:
+    @property
+    def encoder(self) -> VideoEncoder:
+        return self._encoder
+
+    @property
+    def tier(self) -> int:
+        return self.policy.tier
+
+    async def recv(self) -> av.Packet:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            frame = await self._sub.aget()
-            if frame is None:
+            self._probe()
+            sub = self._sub
+            item = await sub.aget()
+            if item is None:
+                if sub is not self._sub:
+                    continue  # switched to another tier meanwhile
                 self.stop()
                 raise MediaStreamError
-            pts = media_to_ticks(frame.pts, self.epoch, VIDEO_CLOCK)
-            if pts <= self._last_pts:
-                continue  # before this viewer's epoch, or a repeat: never send time backwards
+            if self._expect is not None and item.seq != self._expect:
+                self.lost += item.seq - self._expect
+                self._synced = False
+                self._encoder.request_keyframe("loss")
+            self._expect = item.seq + 1
+            pts = media_to_ticks(item.media_time, VIDEO_CLOCK)
+            if pts <= self._last_pts:  # the same picture from another tier's encoder: never send time backwards
+                if item.keyframe and not self._synced:
+                    self._encoder.request_keyframe("resync")
+                continue
+            if not self._synced:
+                if not item.keyframe:
+                    self.waited += 1
+                    continue
+                self._synced = True
             break
-        planes = self._shared.get(frame)
-        out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        out.pts = pts
-        out.time_base = VIDEO_TIME_BASE
+        packet = av.Packet(item.data)
+        packet.pts = pts
+        packet.time_base = VIDEO_TIME_BASE
+        packet.is_keyframe = item.keyframe
         self._last_pts = pts
         if self.first_media_time is None:
-            self.first_media_time = frame.pts
-        self.last_media_time = frame.pts
+            self.first_media_time = item.media_time
+        self.last_media_time = item.media_time
         self.sent += 1
-        self.lag.append(self._now() - frame.pts)
-        if self._stats is not None and frame.audio_time is not None:
-            self._stats.time(self._stage, max(0.0, self._now() - frame.audio_time))
-        return out
+        self.keyframes_sent += item.keyframe
+        self.lag.append(self._now() - item.media_time)
+        self.render_late.append(item.rendered_at - item.media_time)
+        if self._stats is not None and item.audio_time is not None:
+            self._stats.time(self._stage, max(0.0, self._now() - item.audio_time))
+        return packet
+
+    # --- RTCP feedback and tiers ------------------------------------------------------------------------
+
+    def bind(self, sender: Any) -> None:
+        """Take this sender's RTCP feedback. aiortc would only flag its own encoder, which packets bypass."""
+        handle = sender._handle_rtcp_packet
+
+        async def on_rtcp(packet: Any) -> None:
+            self.feedback(packet, sender._ssrc)
+            await handle(packet)
+
+        sender._handle_rtcp_packet = on_rtcp
+
+    def feedback(self, packet: Any, ssrc: int) -> None:
+        if self.readyState != "live":
+            return
+        tier = None
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == ssrc:
+                    tier = self.policy.on_loss(report.fraction_lost / 256.0, self._clock())
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.pli += 1
+            self._encoder.request_keyframe("pli")
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if ssrc in ssrcs:
+                self.remb = bitrate
+                tier = self.policy.on_estimate(bitrate, self._encoder.rate_bps, self._clock())
+        if tier is not None:
+            self._switch(tier)
+
+    def _probe(self) -> None:
+        tier = self.policy.poll(self._clock())
+        if tier is not None:
+            self._switch(tier)
+
+    def _switch(self, tier: int) -> None:
+        """Move to another tier's encoder; its next keyframe (requested by subscribing) resumes the picture."""
+        old = self._sub
+        self._encoder = self._fanout.video(self.codec, self.alpha, tier)
+        self._sub = self._encoder.subscribe(self._event_loop)
+        self._expect = None
+        self._synced = False
+        old.close()
+        self._fanout.release()
 
     def stop(self) -> None:
         self._sub.close()
+        self._fanout.release()
         super().stop()
 
 
-class AudioTimeline:
-    """Turns 16 kHz chunks stamped on the media clock into gapless 20 ms frames at 48 kHz from `epoch`.
-
-    Audio before the epoch is cut, a gap becomes silence and an overlap is trimmed, so sample k of the output
-    always plays media time epoch + k / 48000."""
-
-    def __init__(self, epoch: float) -> None:
-        self.epoch = epoch
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-        self._pending = np.zeros(0, np.int16)
-        self.samples_out = 0  # 48 kHz samples handed out so far
-        self._next_in: float | None = None  # media time where the next input chunk should start
-
-    def push(self, chunk: AudioChunk) -> None:
-        samples = np.asarray(chunk.samples, np.float32)
-        start = chunk.pts
-        if start + chunk.duration <= self.epoch:
-            return
-        if start < self.epoch:  # cut what precedes the epoch
-            skip = int(round((self.epoch - start) * chunk.sample_rate))
-            samples, start = samples[skip:], self.epoch
-        if self._next_in is None:
-            self._next_in = self.epoch
-            lead = int(round((start - self.epoch) * AUDIO_RATE))
-            self._pending = np.zeros(max(0, lead), np.int16)
-        drift = start - self._next_in
-        if drift > 0.01:  # a hole in the input: keep the timeline with silence
-            self._append(np.zeros(int(round(drift * AUDIO_RATE)), np.int16))
-            self._next_in = start
-        elif drift < -0.01:  # overlap: drop what was already placed
-            skip = int(round(-drift * chunk.sample_rate))
-            samples = samples[skip:]
-            start = self._next_in
-        if samples.size == 0:
-            return
-        self._next_in = start + samples.size / chunk.sample_rate
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate = chunk.sample_rate
-        for out in self._resampler.resample(frame):
-            self._append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
-
-    def _append(self, samples: NDArray[np.int16]) -> None:
-        self._pending = np.concatenate([self._pending, samples])
-
-    def next_media_time(self) -> float:
-        return self.epoch + self.samples_out / AUDIO_RATE
-
-    def ready(self) -> bool:
-        return self._pending.size >= AUDIO_FRAME
-
-    def pop(self, silence: bool = False) -> av.AudioFrame:
-        """The next 20 ms frame; with `silence`, zeros when the input has not arrived (an underrun)."""
-        if self._pending.size >= AUDIO_FRAME:
-            data, self._pending = self._pending[:AUDIO_FRAME], self._pending[AUDIO_FRAME:]
-        else:
-            if not silence:
-                raise ValueError("no audio frame ready")
-            data = np.zeros(AUDIO_FRAME, np.int16)
-            if self._next_in is not None:
-                self._next_in += (AUDIO_FRAME - self._pending.size) / AUDIO_RATE
-            data[: self._pending.size] = self._pending
-            self._pending = np.zeros(0, np.int16)
-        frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self.samples_out
-        frame.time_base = AUDIO_TIME_BASE
-        self.samples_out += AUDIO_FRAME
-        return frame
-
-
-class DaemonAudioTrack(MediaStreamTrack):
-    """The driving speech for one viewer, 48 kHz mono, each 20 ms frame released at its presentation time."""
+class EncodedAudioTrack(MediaStreamTrack):
+    """One viewer's speech: the shared Opus encoder's packets, each handed over at its presentation time."""
 
     kind = "audio"
 
-    def __init__(
-        self,
-        audio: Broadcast[AudioChunk],
-        loop: asyncio.AbstractEventLoop,
-        epoch: float,
-        now: Callable[[], float],
-        underrun_after: float = 0.2,
-    ) -> None:
+    def __init__(self, fanout: MediaFanout, loop: asyncio.AbstractEventLoop, now: Callable[[], float]) -> None:
         super().__init__()
-        self._sub: Subscription[AudioChunk] = audio.subscribe(maxsize=500, loop=loop)
-        self._timeline = AudioTimeline(epoch)
+        self._fanout = fanout
+        self._sub: Subscription[EncodedAudio] = fanout.audio().subscribe(loop)
         self._now = now
-        self._underrun_after = underrun_after
-        self.epoch = epoch
         self.first_media_time: float | None = None
         self.sent = 0
         self.lag: collections.deque[float] = collections.deque(maxlen=256)  # hand-off time − presentation time
 
-    async def _fill(self, deadline: float) -> bool:
-        """Take input until a frame is ready or `deadline` (media time) passes; False when the feed closed."""
-        while not self._timeline.ready():
-            wait = deadline - self._now()
-            if wait <= 0:
-                return True
-            try:
-                chunk = await asyncio.wait_for(self._sub.aget(), wait)
-            except TimeoutError:
-                return True
-            if chunk is None:
-                return False
-            self._timeline.push(chunk)
-        return True
-
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        due = self._timeline.next_media_time()
-        alive = await self._fill(due + self._underrun_after)
-        if not alive:
+        item = await self._sub.aget()
+        if item is None:
             self.stop()
             raise MediaStreamError
-        # Underrun (the source stalled): keep the clock with silence rather than stretch time.
-        frame = self._timeline.pop(silence=True)
-        wait = due - self._now()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        packet = av.Packet(item.data)
+        packet.pts = item.sample
+        packet.time_base = AUDIO_TIME_BASE
         if self.first_media_time is None:
-            self.first_media_time = due
+            self.first_media_time = item.media_time
         self.sent += 1
-        self.lag.append(self._now() - due)
-        return frame
+        self.lag.append(self._now() - item.media_time)
+        return packet
 
     def stop(self) -> None:
         self._sub.close()
+        self._fanout.release()
         super().stop()
 
 
-def tracks_for(hub: MediaHub, shared: SharedI420, epoch: float | None = None
-               ) -> tuple[DaemonVideoTrack, DaemonAudioTrack]:
-    """A video and an audio track on one epoch (now, by default) for one peer of `hub`."""
-    loop = asyncio.get_running_loop()
-    now = hub.clock.now
-    start = now() if epoch is None else epoch
-    video = DaemonVideoTrack(hub.frames, loop, start, now, shared=shared, stats=hub.stats)
-    audio = DaemonAudioTrack(hub.audio_out, loop, start, now)
-    return video, audio
+def video_track(
+    fanout: MediaFanout, codec: str, alpha: bool = False, stats: PipelineStats | None = None
+) -> EncodedVideoTrack:
+    """One peer's video track, on the running loop."""
+    return EncodedVideoTrack(fanout, codec, alpha, asyncio.get_running_loop(), fanout.now, stats=stats)
+
+
+def audio_track(fanout: MediaFanout) -> EncodedAudioTrack:
+    """One peer's speech track, on the running loop."""
+    return EncodedAudioTrack(fanout, asyncio.get_running_loop(), fanout.now)

@@ -1,5 +1,6 @@
 """WHIP publisher: sends the avatar (video + speech) once to an SFU or media server (LiveKit, Janus, MediaMTX,
-Cloudflare) that fans it out to any number of viewers.
+Cloudflare) that fans it out to any number of viewers. Like every publisher it sends packets of the viewers'
+shared encoders (one encode serves both) and routes the server's RTCP feedback as a viewer does.
 
 Protocol (RFC 9725): POST the SDP offer as `application/sdp` with `Authorization: Bearer <token>`; the server
 answers 201 Created with the SDP answer and a `Location` for the session; DELETE that location to stop. When
@@ -16,7 +17,7 @@ import aiohttp
 from bridge.core.config import Config
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.publisher import Publisher
-from drivers.output.webrtc.tracks import SharedI420
+from drivers.output.webrtc.fanout import MediaFanout
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 
@@ -34,23 +35,23 @@ class WhipPublisher(Publisher):
         url: str,
         token: str | None = None,
         codec: str = "vp8",
-        shared: SharedI420 | None = None,
+        fanout: MediaFanout | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise WhipError(f"webrtc.whip_url = {url!r} is not an http(s) URL; use the WHIP endpoint of your server")
-        super().__init__(hub, url, codec=codec, shared=shared, backoff=backoff)
+        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff)
         self.token = token
         self.location: str | None = None
 
     @classmethod
-    def from_config(cls, config: Config, *, hub: MediaHub, shared: SharedI420 | None = None) -> WhipPublisher:
-        """Publishes `hub` to webrtc.whip_url with the section's token and codec; `shared` is the viewers' RGB →
-        I420 conversion, so a frame is converted once for all of them."""
+    def from_config(cls, config: Config, *, hub: MediaHub, fanout: MediaFanout | None = None) -> WhipPublisher:
+        """Publishes `hub` to webrtc.whip_url with the section's token and codec; `fanout` is the
+        viewers' shared encoders, so one encode serves the viewers and the media server."""
         w = config.webrtc
         if not w.whip_url:
             raise WhipError("webrtc.whip_url is not set: give the WHIP endpoint of your media server")
-        return cls(hub, w.whip_url, token=w.whip_token, codec=w.codec, shared=shared)
+        return cls(hub, w.whip_url, token=w.whip_token, codec=w.codec, fanout=fanout)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "location": self.location}
