@@ -1,7 +1,8 @@
 """WebRTC signaling routes on the daemon's HTTP server: a JSON offer/answer endpoint (the panel preview, the
-viewer page), standard WHEP at `/whep`, the built-in viewer page at `/viewer`, the lifecycle of the publishers
-to media servers (WHIP, Janus) and the delayed audio passthrough's settings. The peers themselves are
-`drivers.output.webrtc.peers`. Packed alpha is asked for with `/whep?alpha=1` or `"alpha": true` in the JSON offer.
+viewer page), standard WHEP at `/whep`, the built-in viewer page at `/viewer`, the page for OBS's browser
+source at `/obs`, the lifecycle of the publishers to media servers (WHIP, Janus) and the delayed audio
+passthrough's settings. The peers themselves are `drivers.output.webrtc.peers`. Packed alpha is asked for with
+`/whep?alpha=1` or `"alpha": true` in the JSON offer.
 """
 
 from __future__ import annotations
@@ -186,5 +187,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/whep/{id}", whep_patch)
     app.router.add_get("/api/passthrough", passthrough_get)
     app.router.add_post("/api/passthrough", passthrough_set)
-    app.router.add_get("/viewer", page("viewer"))
-    app.router.add_get("/viewer.js", script("viewer"))
+    for name in ("viewer", "obs"):
+        app.router.add_get(f"/{name}", page(name))
+    for name in ("viewer", "obs", "alpha"):
+        app.router.add_get(f"/{name}.js", script(name))

@@ -1,11 +1,14 @@
 // The built-in viewer: plays the avatar over WHEP, and "talk" sends this browser's microphone upstream
-// (a second, send-only connection) after switching the daemon's audio source to "webrtc".
+// (a second, send-only connection) after switching the daemon's audio source to "webrtc". With ?alpha=1 it
+// asks for packed alpha and shows the unpacked picture over a checkerboard (alpha.js).
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
+const alpha = params.get("alpha") === "1";
 const $ = (id) => document.getElementById(id);
-const viewer = { pc: null, resource: null, talk: null, talkId: null, previousSource: null, state: "new" };
+const viewer = { pc: null, resource: null, talk: null, talkId: null, previousSource: null, state: "new",
+  alpha, alphaFrames: 0 };
 window.viewer = viewer;
 
 function headers(type) {
@@ -39,7 +42,8 @@ async function watch() {
   };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const res = await fetch("whep", { method: "POST", headers: headers("application/sdp"), body: pc.localDescription.sdp });
+  const res = await fetch(alpha ? "whep?alpha=1" : "whep", { method: "POST", headers: headers("application/sdp"),
+    body: pc.localDescription.sdp });
   if (res.status !== 201) {
     let why = res.statusText;
     try { const j = await res.json(); why = j.error + " — " + j.fix; } catch (_) { /* not JSON */ }
@@ -101,4 +105,9 @@ window.addEventListener("pagehide", () => {
   if (viewer.resource) fetch(viewer.resource, { method: "DELETE", headers: headers("application/json"), keepalive: true });
 });
 $("video").muted = true;  // autoplay is allowed muted; "play with sound" unmutes
+if (alpha) {
+  $("video").classList.add("feed");
+  $("canvas").hidden = false;
+  window.PackedAlpha.attach($("video"), $("canvas"), () => { viewer.alphaFrames += 1; });
+}
 watch().catch((err) => say("cannot watch: " + err.message));
