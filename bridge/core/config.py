@@ -146,7 +146,7 @@ class VirtualCamConfig(Section):
     device: str | None = None
     backend: str | None = None
     mirror: bool = False
-    fmt: Literal["auto", "rgb", "i420", "nv12"] = "auto"
+    fmt: Literal["auto", "rgb", "i420", "nv12", "rgba"] = "auto"  # rgba: alpha (Unity Capture on Windows only)
 
 
 class PassthroughConfig(Section):

@@ -4,6 +4,11 @@ A camera consumer expects frames on a steady clock, so the sink sends on its own
 (absolute deadlines: no drift however long it runs), repeating the newest frame when the renderer is late
 and skipping stale slots when the machine stalled. Frames are converted to the pixel format the backend
 takes (RGB, I420 or NV12; BT.601 limited range); a frame that is a CUDA tensor is converted on the GPU.
+
+Alpha: only Unity Capture (Windows) takes RGBA; v4l2loopback, the OBS virtual camera and macOS carry no alpha.
+With a transparent avatar and `fmt = "auto"` the sink asks for RGBA first and falls back to the usual format
+when no backend takes it; `fmt = "rgba"` insists. RGBA goes out straight (unpremultiplied), as OBS's Video
+Capture Device source composites it.
 A device that is busy or vanishes is reopened with backoff; a missing device at start is a clear error that
 says how to create one.
 """
@@ -26,7 +31,7 @@ from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("rgb", "i420", "nv12")
+FORMATS = ("rgb", "i420", "nv12", "rgba")
 
 
 def no_device_help() -> str:
@@ -109,9 +114,29 @@ def mirrored(rgb: Any) -> Any:
     return rgb[:, ::-1]
 
 
-def convert(rgb: Any, fmt: str, mirror: bool = False) -> NDArray[np.uint8]:
+def straight_rgba(rgb: Any, alpha: Any) -> NDArray[np.uint8]:
+    """(H, W, 4) RGBA with unpremultiplied colour, from the renderers' colour premultiplied over black and their
+    alpha (None: opaque)."""
+    colour = _host(rgb)[..., :3]
+    out = np.empty((*colour.shape[:2], 4), np.uint8)
+    if alpha is None:
+        out[..., :3] = colour
+        out[..., 3] = 255
+        return out
+    a = _host(alpha).astype(np.uint16)
+    covered = np.maximum(a, 1)[..., None]
+    out[..., :3] = np.minimum((colour.astype(np.uint16) * 255 + covered // 2) // covered, 255)
+    out[..., :3][a == 0] = 0
+    out[..., 3] = a
+    return out
+
+
+def convert(rgb: Any, fmt: str, mirror: bool = False, alpha: Any = None) -> NDArray[np.uint8]:
     if mirror:
         rgb = mirrored(rgb)
+        alpha = None if alpha is None else mirrored(alpha)
+    if fmt == "rgba":
+        return straight_rgba(rgb, alpha)
     if fmt == "i420":
         return rgb_to_i420(rgb)
     if fmt == "nv12":
@@ -157,23 +182,25 @@ class VirtualCameraSink:
     name = "virtualcam"
 
     def __init__(self, device: str | None = None, backend: str | None = None, mirror: bool = False,
-                 fmt: str = "auto", retry: tuple[float, float] = (0.5, 10.0)) -> None:
+                 fmt: str = "auto", alpha: bool = False, retry: tuple[float, float] = (0.5, 10.0)) -> None:
         try:
             import pyvirtualcam
         except ImportError as exc:
             raise UserError(f"pyvirtualcam is not installed ({exc}); run 'pip install pyvirtualcam'") from exc
         if fmt not in ("auto", *FORMATS):
-            raise UserError(f"outputs.virtualcam.fmt = {fmt!r}; use auto, rgb, i420 or nv12")
+            raise UserError(f"outputs.virtualcam.fmt = {fmt!r}; use auto, rgb, i420, nv12 or rgba")
         self._pv = pyvirtualcam
         self.device = device
         self.backend = backend
         self.mirror = mirror
         self.fmt = fmt
+        self.alpha = alpha  # the avatar renders coverage (avatar.transparent): send it where a backend takes it
         self.retry = retry
         self.camera: Any = None
         self.sent = 0
         self.reopens = 0
-        self._latest: NDArray[np.uint8] | None = None
+        self._latest: tuple[str, NDArray[np.uint8]] | None = None  # (format, data) of the newest frame
+        self.fmt_name = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,21 +209,34 @@ class VirtualCameraSink:
     @classmethod
     def from_config(cls, config: Config) -> VirtualCameraSink:
         vc = config.outputs.virtualcam
-        return cls(device=vc.device, backend=vc.backend, mirror=vc.mirror, fmt=vc.fmt)
+        return cls(device=vc.device, backend=vc.backend, mirror=vc.mirror, fmt=vc.fmt,
+                   alpha=config.avatar.transparent)
 
     def _pixel_format(self) -> Any:
         pf = self._pv.PixelFormat
         if self.fmt == "auto":  # what the backends take natively: I420 on v4l2loopback, NV12 for OBS
             return pf.I420 if sys.platform.startswith("linux") else pf.NV12
-        return {"rgb": pf.RGB, "i420": pf.I420, "nv12": pf.NV12}[self.fmt]
+        return {"rgb": pf.RGB, "i420": pf.I420, "nv12": pf.NV12, "rgba": pf.RGBA}[self.fmt]
+
+    def _camera(self, fmt: Any) -> Any:
+        assert self._info is not None
+        return self._pv.Camera(self._info.width, self._info.height, self._info.fps, fmt=fmt,
+                               device=self.device, backend=self.backend, print_fps=False)
 
     def _open_camera(self) -> Any:
-        assert self._info is not None
+        if self.alpha and self.fmt == "auto":
+            try:  # only a backend that takes RGBA accepts it (Unity Capture); the others refuse at once
+                return self._camera(self._pv.PixelFormat.RGBA)
+            except Exception as exc:
+                log.info("no virtual camera here takes RGBA (%s); sending without alpha",
+                         str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
         fmt = self._pixel_format()
         try:
-            return self._pv.Camera(self._info.width, self._info.height, self._info.fps, fmt=fmt,
-                                   device=self.device, backend=self.backend, print_fps=False)
+            return self._camera(fmt)
         except Exception as exc:
+            if self.fmt == "rgba":
+                raise UserError(f"no virtual camera takes RGBA here ({str(exc).strip()}); only Unity Capture on "
+                                "Windows carries alpha: install it, or set outputs.virtualcam.fmt = 'auto'") from exc
             text = str(exc)
             if "busy" in text.lower() or "in use" in text.lower():
                 raise UserError(f"the virtual camera {self.device or ''} is in use by another program ({text}); "
@@ -205,16 +245,21 @@ class VirtualCameraSink:
 
     def open(self, info: StreamInfo) -> None:
         self._info = info
-        self.camera = self._open_camera()  # a missing device is reported at once, with the fix
-        self.fmt_name = str(self.camera.fmt.name if hasattr(self.camera.fmt, "name") else self.camera.fmt)
+        self._use(self._open_camera())  # a missing device is reported at once, with the fix
         self._thread = threading.Thread(target=self._send_loop, name="virtualcam", daemon=True)
         self._thread.start()
 
+    def _use(self, camera: Any) -> Any:
+        self.camera = camera
+        name = str(camera.fmt.name if hasattr(camera.fmt, "name") else camera.fmt).split(".")[-1]
+        self.fmt_name = {"RGB": "rgb", "I420": "i420", "NV12": "nv12", "RGBA": "rgba"}.get(name, "rgb")
+        return camera
+
     def write_video(self, frame: VideoFrame) -> None:
-        fmt = {"RGB": "rgb", "I420": "i420", "NV12": "nv12"}.get(self.fmt_name.split(".")[-1], "rgb")
-        data = convert(frame.rgb, fmt, self.mirror)
+        fmt = self.fmt_name
+        data = convert(frame.rgb, fmt, self.mirror, frame.alpha)
         with self._lock:
-            self._latest = data
+            self._latest = (fmt, data)
 
     def write_audio(self, chunk: AudioChunk) -> None:
         pass  # a camera carries no audio: the delayed passthrough does
@@ -226,15 +271,18 @@ class VirtualCameraSink:
         while not self._stop.is_set():
             pacer.wait()
             with self._lock:
-                data = self._latest
-            if data is None:
+                latest = self._latest
+            if latest is None:
                 continue
             try:
                 if self.camera is None:
-                    self.camera = self._open_camera()
+                    camera = self._use(self._open_camera())
                     self.reopens += 1
                     delay = self.retry[0]
-                    log.info("virtual camera %s is back", self.camera.device)
+                    log.info("virtual camera %s is back", camera.device)
+                fmt, data = latest
+                if fmt != self.fmt_name:
+                    continue  # converted for the camera before a reopen; the next frame comes in this one's format
                 self.camera.send(data)
                 self.sent += 1
             except Exception as exc:  # vanished or taken: close and reopen later, never crash

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import sys
+from typing import ClassVar
 
 import av
 import numpy as np
@@ -153,3 +154,111 @@ def test_frames_reach_a_v4l2loopback_device() -> None:
         feeder.join()
         sink.close()
     assert sink.sent > 0
+
+
+# --- alpha: RGBA where the backend takes it ----------------------------------------------------------------
+
+class RecordingBackend:
+    """A pyvirtualcam backend (registered through its plug-in API) that keeps what it is sent; `takes` is the
+    one pixel format it accepts, as each real backend accepts only some (Unity Capture: RGBA among others)."""
+
+    takes = "ABGR"
+    frames: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, width: int, height: int, fps: float, fourcc: int, device: str | None, **_: object) -> None:
+        from pyvirtualcam.util import decode_fourcc
+
+        if decode_fourcc(fourcc) != self.takes:
+            raise RuntimeError(f"unsupported format {decode_fourcc(fourcc)}")
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return "recording camera"
+
+    def native_fourcc(self) -> None:
+        return None
+
+    def send(self, frame: np.ndarray) -> None:
+        type(self).frames.append(frame.copy())
+
+
+class RgbaOnly(RecordingBackend):
+    takes = "ABGR"
+    frames: ClassVar[list[np.ndarray]] = []
+
+
+class I420Only(RecordingBackend):
+    takes = "I420"
+    frames: ClassVar[list[np.ndarray]] = []
+
+
+@pytest.fixture
+def recording_backends() -> object:
+    pyvirtualcam = pytest.importorskip("pyvirtualcam")
+    from pyvirtualcam import camera
+
+    pyvirtualcam.register_backend("test-rgba", RgbaOnly)
+    pyvirtualcam.register_backend("test-i420", I420Only)
+    RgbaOnly.frames, I420Only.frames = [], []
+    I420Only.takes = "I420"
+    yield
+    camera.BACKENDS.pop("test-rgba", None)
+    camera.BACKENDS.pop("test-i420", None)
+
+
+def transparent_frame(index: int = 0) -> VideoFrame:
+    alpha = np.zeros((64, 96), np.uint8)
+    alpha[16:48, 24:72] = 255
+    alpha[16:48, 20:24] = 128  # a soft edge
+    straight = np.array([200, 120, 40], np.float32)
+    rgb = np.round(alpha[..., None] / 255.0 * straight).astype(np.uint8)
+    return VideoFrame(rgb=rgb, pts=index / 25, index=index, alpha=alpha)
+
+
+def send_some(sink: VirtualCameraSink, backend: type[RecordingBackend]) -> None:
+    import time
+
+    sink.open(StreamInfo(96, 64, 25))
+    try:
+        deadline = time.monotonic() + 10
+        while not backend.frames and time.monotonic() < deadline:
+            sink.write_video(transparent_frame())
+            time.sleep(0.02)
+    finally:
+        sink.close()
+    assert backend.frames, "nothing reached the camera"
+
+
+def test_straight_rgba_unpremultiplies() -> None:
+    frame = transparent_frame()
+    rgba = convert(frame.rgb, "rgba", alpha=frame.alpha)
+    assert rgba.shape == (64, 96, 4) and np.array_equal(rgba[..., 3], frame.alpha)
+    assert (rgba[30, 40, :3] == (200, 120, 40)).all()
+    assert np.abs(rgba[30, 21, :3].astype(int) - (200, 120, 40)).max() <= 2  # the soft edge too (8-bit rounding)
+    assert (rgba[0, 0] == 0).all()  # nothing there: transparent black
+    opaque = convert(frame.rgb, "rgba")
+    assert (opaque[..., 3] == 255).all() and np.array_equal(opaque[..., :3], frame.rgb)
+    mirrored_rgba = convert(frame.rgb, "rgba", mirror=True, alpha=frame.alpha)
+    assert np.array_equal(mirrored_rgba, rgba[:, ::-1])
+
+
+@pytest.mark.usefixtures("recording_backends")
+def test_a_transparent_avatar_goes_out_as_rgba_where_the_backend_takes_it() -> None:
+    sink = VirtualCameraSink(backend="test-rgba", alpha=True)
+    send_some(sink, RgbaOnly)
+    assert sink.fmt_name == "rgba"
+    sent = RgbaOnly.frames[-1].reshape(64, 96, 4)  # backends get the frame as flat bytes
+    assert np.array_equal(sent[..., 3], transparent_frame().alpha) and (sent[30, 40, :3] == (200, 120, 40)).all()
+
+
+@pytest.mark.usefixtures("recording_backends")
+def test_without_an_rgba_backend_it_falls_back_and_rgba_on_demand_says_why() -> None:
+    sink = VirtualCameraSink(backend="test-i420", fmt="auto", alpha=True)
+    if not sys.platform.startswith("linux"):  # auto means NV12 there; the point is the fallback
+        I420Only.takes = "NV12"
+    send_some(sink, I420Only)
+    assert sink.fmt_name in ("i420", "nv12") and I420Only.frames[-1].size == 96 * 64 * 3 // 2
+    with pytest.raises(UserError, match="Unity Capture"):
+        VirtualCameraSink(backend="test-i420", fmt="rgba", alpha=True).open(StreamInfo(96, 64, 25))
