@@ -44,6 +44,18 @@ async def screenshot(page: Page) -> np.ndarray:
     return decode_rgba(base64.b64decode(shot["data"]))
 
 
+async def playing(page: Page, condition: str, timeout: float) -> None:
+    """Wait for `condition` on the page; on a timeout, say what the page and its video were doing."""
+    try:
+        await page.wait_for(condition, timeout=timeout)
+    except TimeoutError as exc:
+        state = await page.eval("JSON.stringify({state: window.obs && window.obs.state, frames: window.obs && "
+                                "window.obs.frames, error: window.obs && window.obs.error, video: "
+                                "[document.getElementById('video').readyState, document.getElementById('video')"
+                                ".currentTime]})")
+        raise TimeoutError(f"{exc}; page: {state}") from exc
+
+
 async def transparent_page(browser: Browser, url: str) -> Page:
     page = await browser.open("about:blank")
     await page.send("Emulation.setDeviceMetricsOverride",
@@ -61,13 +73,14 @@ async def test_obs_page_draws_the_head_on_transparency_and_reconnects() -> None:
         async with running_daemon(**overrides) as daemon:
             port = daemon.http_port
             page = await transparent_page(browser, f"http://127.0.0.1:{port}/obs?token={TOKEN}")
-            await page.wait_for("window.obs && window.obs.frames > 10", timeout=90)
+            await playing(page, "window.obs && window.obs.frames > 3", 120)
             assert await page.eval("[window.obs.size, window.obs.error]") == [[128, 128 * 2 + 16], None]
             image = await screenshot(page)
             # Over white: what OBS shows over a bright scene. Premultiplied colour composites as c + (1 - a) white.
             await page.send("Emulation.setDefaultBackgroundColorOverride",
                             {"color": {"r": 255, "g": 255, "b": 255, "a": 1}})
-            await page.wait_for("window.obs.frames > 15", timeout=60)
+            frames = await page.eval("window.obs.frames")
+            await playing(page, f"window.obs.frames > {frames + 2}", 60)
             over_white = (await screenshot(page))[..., :3].astype(np.float32)
             truth, rgb = daemon.pipeline.last_frame.alpha, daemon.pipeline.last_frame.rgb  # the idle head holds still
             assert truth is not None
@@ -104,7 +117,7 @@ async def test_obs_page_draws_the_head_on_transparency_and_reconnects() -> None:
         # The daemon restarts on the same port: the page connects again by itself and plays.
         before = await page.eval("window.obs.frames")
         async with running_daemon(**{**overrides, "http": {"token": TOKEN, "port": port}}) as daemon:
-            await page.wait_for(f"window.obs.reconnects >= 1 && window.obs.frames > {before + 5}", timeout=120)
+            await playing(page, f"window.obs.reconnects >= 1 && window.obs.frames > {before + 3}", 120)
             await wait_until(lambda: hub_of(daemon).count == 1, 20, "the page watching the new daemon")
             assert await page.eval("window.obs.error") is None
     finally:
