@@ -16,8 +16,8 @@ import aiohttp
 
 from bridge.core.config import Config
 from bridge.core.interfaces import MediaHub
-from drivers.output.webrtc.publisher import Publisher
 from drivers.output.webrtc.fanout import MediaFanout
+from drivers.output.webrtc.publisher import Publisher
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 
