@@ -214,14 +214,17 @@ class OscConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=0, le=65535)
     allow: list[str] = Field(default_factory=list)  # source addresses allowed when bound wider than loopback
-    max_packets_per_second: float = Field(2000.0, gt=0)  # beyond this, packets are dropped unparsed (counted)
+    # Per sender (address and port): beyond this, its packets are dropped unparsed (counted).
+    max_packets_per_second: float = Field(2000.0, gt=0)
+    tcp_idle_timeout_s: float = Field(60.0, gt=0, le=86_400)  # OSC over TCP: close a connection idle this long
+    tcp_max_connections_per_source: int = Field(8, ge=1, le=1024)
 
 
 class VmcConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(39539, ge=0, le=65535)
-    max_packets_per_second: float = Field(2000.0, gt=0)
+    max_packets_per_second: float = Field(2000.0, gt=0)  # per sender, as for OSC
 
 
 class MidiConfig(Section):

@@ -10,8 +10,10 @@ Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar
 
 UDP (and TCP on the same port: OSC 1.0 length-prefixed or OSC 1.1 SLIP frames). Anything malformed —
 truncated packets, wrong types, unknown addresses, NaN/inf, oversized bundles — is counted and ignored;
-handling a packet never blocks, so a flood cannot stall the render loop. Binds 127.0.0.1 by default; bound
-wider, only loopback and the addresses/networks in ``allow`` may send.
+handling a packet never blocks, so a flood cannot stall the render loop. Each sender has its own packet and
+reply budget (`budget.SenderBudgets`), so a flooding sender cannot starve another. TCP connections are
+capped per source address and closed when idle. Binds 127.0.0.1 by default; bound wider, only loopback and
+the addresses/networks in ``allow`` may send.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import ControlEvent, ControlSink
+from drivers.control.budget import SenderBudgets
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,14 @@ MAX_DATAGRAM = 65_507
 MAX_MESSAGES_PER_PACKET = 256
 MAX_ARGS = 16
 MAX_TCP_FRAME = 65_536
-REPLIES_PER_SECOND = 50.0
+REPLIES_PER_SECOND = 50.0  # per sender
 # A Stream Deck sends a few packets per press and a VMC face tracker one bundle per frame (60-120 per second):
-# far more than that from a source is a flood or a bug.
+# far more than that from one sender is a flood or a bug.
 MAX_PACKETS_PER_SECOND = 2000.0
+# OSC over TCP: a control surface keeps one or two connections open; an idle one is closed after a while.
+TCP_IDLE_TIMEOUT = 60.0
+TCP_MAX_PER_SOURCE = 8
+TCP_MAX_CONNECTIONS = 64
 
 StateFn = Callable[[], dict[str, Any]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -108,7 +115,8 @@ class OscServerBase:
     name = "osc"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, allow: Iterable[str] = (), tcp: bool = True,
-                 max_packets_per_second: float = MAX_PACKETS_PER_SECOND) -> None:
+                 max_packets_per_second: float = MAX_PACKETS_PER_SECOND, tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+                 tcp_max_per_source: int = TCP_MAX_PER_SOURCE) -> None:
         self.host = host
         self.port = port
         self.allow = parse_allow(allow)
@@ -116,25 +124,24 @@ class OscServerBase:
         self.counters: dict[str, int] = {
             "packets": 0, "messages": 0, "accepted": 0, "malformed": 0, "unknown": 0, "bad_args": 0,
             "denied": 0, "oversized": 0, "replies": 0, "socket_errors": 0, "tcp_connections": 0, "rate_limited": 0,
+            "tcp_refused": 0, "tcp_idle_closed": 0, "senders_evicted": 0,
         }
-        # Packets beyond this rate are dropped before parsing: a flood must not take the render thread's CPU.
+        # Packets beyond a sender's budget are dropped before parsing: a flood must not take the render
+        # thread's CPU, nor the budget of the other senders.
         self.max_rate = float(max_packets_per_second)
-        self._tokens = self.max_rate
-        self._token_time = time.monotonic()
+        self.budgets = SenderBudgets(self.max_rate, REPLIES_PER_SECOND)
+        self.tcp_idle_timeout = float(tcp_idle_timeout)
+        self.tcp_max_per_source = int(tcp_max_per_source)
+        self._tcp_clients: dict[asyncio.StreamWriter, str] = {}
         self._allowed_hosts: dict[str, bool] = {}
         self.last_error = ""
         self._emit: ControlSink | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.AbstractServer | None = None
-        self._reply_tokens = REPLIES_PER_SECOND
-        self._reply_time = time.monotonic()
         self.bound: tuple[str, int] | None = None
         if not _is_loopback(host) and not self.allow:
             log.warning("%s: bound to %s but osc allow-list is empty: only this machine may send; "
                         "add the senders' addresses to the allow list", self.name, host)
-
-    def status(self) -> dict[str, Any]:
-        return {"counters": dict(self.counters), "bound": self.bound, "last_error": self.last_error}
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self, emit: ControlSink) -> None:
@@ -165,8 +172,16 @@ class OscServerBase:
             self._transport = None
         if self._tcp_server is not None:
             self._tcp_server.close()
+            for writer in list(self._tcp_clients):
+                writer.close()
             await self._tcp_server.wait_closed()
             self._tcp_server = None
+
+    def status(self) -> dict[str, Any]:
+        """Counters, the busiest senders with what each had dropped, open TCP clients (for /api/state)."""
+        self.counters["senders_evicted"] = self.budgets.evicted
+        return {"counters": dict(self.counters), "bound": self.bound, "last_error": self.last_error,
+                "senders": self.budgets.busiest(), "tcp_clients": len(self._tcp_clients)}
 
     # ---- input ---------------------------------------------------------------------------------------
     def allowed(self, host: str) -> bool:
@@ -197,7 +212,7 @@ class OscServerBase:
         if len(data) > MAX_DATAGRAM:
             self.counters["oversized"] += 1
             return
-        if not self._take_token():
+        if not self.budgets.take((host, addr[1] if len(addr) > 1 else 0)):
             self.counters["rate_limited"] += 1
             return
         try:
@@ -212,7 +227,14 @@ class OscServerBase:
         if len(messages) > MAX_MESSAGES_PER_PACKET:
             self.counters["oversized"] += 1
             messages = messages[:MAX_MESSAGES_PER_PACKET]
-        send = reply or (lambda payload: self._send(payload, addr))
+        sender = (host, addr[1] if len(addr) > 1 else 0)
+
+        def send_limited(payload: bytes) -> None:
+            if self.budgets.take_reply(sender):  # queries cannot be turned into a flood of replies
+                (reply or (lambda p: self._send(p, addr)))(payload)
+                self.counters["replies"] += 1
+
+        send = send_limited
         for timed in messages:
             self.counters["messages"] += 1
             try:
@@ -234,15 +256,6 @@ class OscServerBase:
             self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic()))
             self.counters["accepted"] += 1
 
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.max_rate, self._tokens + (now - self._token_time) * self.max_rate)
-        self._token_time = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         raise NotImplementedError
 
@@ -252,27 +265,28 @@ class OscServerBase:
             self._transport.sendto(payload, addr)
 
     def reply(self, send: Callable[[bytes], None], address: str, *args: float | str) -> None:
-        """Send a message back, rate-limited so a flood of queries cannot be turned into a flood of replies."""
-        now = time.monotonic()
-        self._reply_tokens = min(REPLIES_PER_SECOND, self._reply_tokens + (now - self._reply_time) * REPLIES_PER_SECOND)
-        self._reply_time = now
-        if self._reply_tokens < 1:
-            return
-        self._reply_tokens -= 1
+        """Send a message back through `send` (which holds the sender's reply budget)."""
         b = OscMessageBuilder(address)
         for a in args:
             b.add_arg(a)
         send(b.build().dgram)
-        self.counters["replies"] += 1
 
     # ---- TCP (OSC 1.0 int32 size prefix, or OSC 1.1 SLIP) ----------------------------------------------
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        source = str(peer[0])
         self.counters["tcp_connections"] += 1
-        if not self.allowed(str(peer[0])):
+        if not self.allowed(source):
             self.counters["denied"] += 1
             writer.close()
             return
+        from_source = sum(1 for s in self._tcp_clients.values() if s == source)
+        if from_source >= self.tcp_max_per_source or len(self._tcp_clients) >= TCP_MAX_CONNECTIONS:
+            self.counters["tcp_refused"] += 1
+            self.last_error = f"TCP connection from {source} refused: {from_source} already open from there"
+            writer.close()
+            return
+        self._tcp_clients[writer] = source
         slip: bool | None = None
 
         def send(payload: bytes) -> None:
@@ -281,35 +295,44 @@ class OscServerBase:
             else:
                 writer.write(len(payload).to_bytes(4, "big") + payload)
 
+        async def frame() -> bytes | None:
+            """The next frame's payload; None when the peer broke the framing."""
+            nonlocal slip
+            if slip is None:
+                first = await reader.readexactly(1)
+                slip = first == b"\xc0"
+                if slip:
+                    return b""
+                head = first + await reader.readexactly(3)
+            elif slip:
+                body = (await reader.readuntil(b"\xc0"))[:-1]
+                return body.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
+            else:
+                head = await reader.readexactly(4)
+            size = int.from_bytes(head, "big")
+            if size > MAX_TCP_FRAME:
+                self.counters["oversized"] += 1
+                return None
+            return await reader.readexactly(size)
+
         try:
             while True:
-                if slip is None:
-                    first = await reader.readexactly(1)
-                    slip = first == b"\xc0"
-                    if not slip:
-                        rest = await reader.readexactly(3)
-                        size = int.from_bytes(first + rest, "big")
-                        if size > MAX_TCP_FRAME:
-                            self.counters["oversized"] += 1
-                            break
-                        self.handle_datagram(await reader.readexactly(size), peer, send)
-                    continue
-                if slip:
-                    frame = await reader.readuntil(b"\xc0")
-                    body = frame[:-1]
-                    if body:
-                        body = body.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
-                        self.handle_datagram(body, peer, send)
-                else:
-                    size = int.from_bytes(await reader.readexactly(4), "big")
-                    if size > MAX_TCP_FRAME:
-                        self.counters["oversized"] += 1
-                        break
-                    self.handle_datagram(await reader.readexactly(size), peer, send)
-                await writer.drain()
+                try:
+                    # The whole frame must arrive within the idle timeout: a peer that trickles is idle too.
+                    async with asyncio.timeout(self.tcp_idle_timeout):
+                        payload = await frame()
+                except TimeoutError:
+                    self.counters["tcp_idle_closed"] += 1
+                    break
+                if payload is None:
+                    break
+                if payload:
+                    self.handle_datagram(payload, peer, send)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
+            self._tcp_clients.pop(writer, None)
             writer.close()
 
 
@@ -327,8 +350,10 @@ class OscControlSurface(OscServerBase):
         prefix: str = "/avatar",
         tcp: bool = True,
         max_packets_per_second: float = MAX_PACKETS_PER_SECOND,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        tcp_max_per_source: int = TCP_MAX_PER_SOURCE,
     ) -> None:
-        super().__init__(host, port, allow, tcp, max_packets_per_second)
+        super().__init__(host, port, allow, tcp, max_packets_per_second, tcp_idle_timeout, tcp_max_per_source)
         self.state = state
         self.prefix = prefix.rstrip("/")
 
@@ -336,7 +361,8 @@ class OscControlSurface(OscServerBase):
     def from_config(cls, config: Config, *, state: StateFn | None = None) -> OscControlSurface:
         """The [osc] section; `state` answers /avatar/state queries (the mixer's state)."""
         cfg = config.osc
-        return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second)
+        return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second,
+                   tcp_idle_timeout=cfg.tcp_idle_timeout_s, tcp_max_per_source=cfg.tcp_max_connections_per_source)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if not address.startswith(self.prefix + "/"):

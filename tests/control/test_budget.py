@@ -1,0 +1,46 @@
+"""Per-sender packet budgets: a flooding sender spends only its own budget, the table of senders stays bounded,
+and replies have their own budget per sender."""
+
+from __future__ import annotations
+
+from drivers.control.budget import SenderBudgets
+
+
+def test_a_flood_spends_only_its_own_budget() -> None:
+    budgets = SenderBudgets(rate=100, reply_rate=10)
+    now = 1000.0
+    flood = quiet = 0
+    for step in range(200):  # two seconds in steps of 10 ms
+        t = now + step * 0.01
+        flood += sum(budgets.take(("127.0.0.1", 5000), t) for _ in range(500))
+        if step % 5 == 0:
+            quiet += budgets.take(("127.0.0.1", 6000), t)
+    assert quiet == 40  # every packet of the calm sender got through
+    assert flood <= 100 + 2 * 100 + 1  # its first second's burst and then its rate
+    table = {s["address"]: s for s in budgets.busiest()}
+    assert table["127.0.0.1:6000"]["rate_limited"] == 0
+    assert table["127.0.0.1:5000"]["rate_limited"] == 200 * 500 - flood
+
+
+def test_all_senders_together_stay_under_the_ceiling() -> None:
+    budgets = SenderBudgets(rate=100, reply_rate=10, ceiling=250)
+    passed = sum(budgets.take(("10.0.0.1", port), 5.0) for port in range(1000))
+    assert passed == 250
+
+
+def test_the_table_of_senders_is_bounded() -> None:
+    budgets = SenderBudgets(rate=100, reply_rate=10, max_senders=16)
+    for port in range(1000):
+        budgets.take(("127.0.0.1", port), 1.0 + port * 0.01)
+    assert len(budgets) == 16 and budgets.evicted == 1000 - 16
+    # The most recently heard senders are kept.
+    assert {s["address"] for s in budgets.busiest(16)} == {f"127.0.0.1:{p}" for p in range(984, 1000)}
+    assert budgets.busiest(1)[0]["address"].startswith("127.0.0.1:")
+
+
+def test_replies_have_a_budget_per_sender() -> None:
+    budgets = SenderBudgets(rate=1000, reply_rate=10)
+    a = sum(budgets.take_reply(("::1", 1), 3.0) for _ in range(100))
+    b = sum(budgets.take_reply(("::1", 2), 3.0) for _ in range(5))
+    assert (a, b) == (10, 5)
+    assert SenderBudgets(1, 1).busiest() == []
