@@ -163,19 +163,80 @@ class OutputsConfig(Section):
     passthrough: PassthroughConfig = PassthroughConfig()
 
 
+MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_DISTINCT = 8
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _token_problem(token: str) -> str | None:
+    """Why `token` is too weak to guard a daemon other machines can reach, or None."""
+    if token != token.strip() or any(c.isspace() for c in token):
+        return "contains spaces"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"is {len(token)} characters long (at least {MIN_TOKEN_LENGTH})"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return f"uses only {len(set(token))} different characters (at least {MIN_TOKEN_DISTINCT})"
+    return None
+
+
+def _origin(entry: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(entry.strip())
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"{entry!r} is not an origin; write scheme://host[:port], e.g. 'https://player.example'")
+    return entry.strip().rstrip("/")
+
+
 class HttpConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token: str | None = None
+    # Web pages from these origins may use WHEP and the viewer API (CORS) and send requests that change state.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Extra names the daemon answers to (e.g. "studio.lan", or "localhost:9999" behind an ssh tunnel); loopback
+    # names with the served port and the bound address are always accepted.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # A connection that has not sent a complete request for this long is closed (slow or idle clients).
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        return [_origin(e) for e in v]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if not entry or any(c.isspace() or c in "/@?#" for c in entry):
+                raise ValueError(f"{entry!r} is not a host name or name:port")
+        return v
 
     @model_validator(mode="after")
     def _token_when_wide(self) -> HttpConfig:
-        if self.enabled and self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
-            raise ValueError(
-                f"http.host = {self.host!r} exposes the daemon beyond this machine: set http.token "
-                "(a long random string; clients send 'Authorization: Bearer <token>')"
-            )
+        if self.token is not None and not self.token.strip():
+            raise ValueError("http.token is blank; set a long random string (python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(24))') or remove it")
+        if self.enabled and self.host not in LOOPBACK_HOSTS:
+            if not self.token:
+                raise ValueError(
+                    f"http.host = {self.host!r} exposes the daemon beyond this machine: set http.token "
+                    "(a long random string, e.g. from python -c 'import secrets; print(secrets.token_urlsafe(24))'; "
+                    "clients send 'Authorization: Bearer <token>')"
+                )
+            problem = _token_problem(self.token)
+            if problem is not None:
+                raise ValueError(
+                    f"http.token {problem}: too weak for a daemon reachable from other machines (http.host = "
+                    f"{self.host!r}); use a long random string, e.g. from python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(24))'"
+                )
         return self
 
 
@@ -198,13 +259,34 @@ class JanusConfig(Section):
         return v
 
 
+class IceServer(Section):
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: str | list[str]) -> str | list[str]:
+        for url in [v] if isinstance(v, str) else v:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a STUN or TURN URL (stun:host:port, turn:host:port)")
+        return v
+
+
 class WebRTCConfig(Section):
     codec: Literal["vp8", "h264"] = "vp8"
     bitrate_kbps: int = Field(2500, ge=100, le=50_000)
     whip_url: str | None = None
     whip_token: str | None = None
     janus: JanusConfig = JanusConfig()
-    max_viewers: int = Field(32, ge=1, le=256)  # encodes are shared: a viewer costs packetizing and encryption
+    # Sessions of every kind (viewers, audio-only listeners, talk-back) count against this one cap; encodes
+    # are shared, so a viewer costs packetizing and encryption.
+    max_viewers: int = Field(32, ge=1, le=256)
+    max_sessions_per_address: int = Field(4, ge=1, le=256)
+    # An offer whose peer has not connected within this time is closed (its place freed).
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    # STUN/TURN servers for viewers' connections; none by default, so nothing is asked of outside servers.
+    ice_servers: list[IceServer] = Field(default_factory=list)
     alpha: bool = False  # default for viewers: packed colour + alpha video (/whep?alpha=1 asks per viewer)
     tiers: int = Field(3, ge=1, le=4)  # bitrate tiers (each half the one above) viewers move between on congestion
 
@@ -244,6 +326,7 @@ class IdleConfig(Section):
 
 class MixerConfig(Section):
     fade_ms: float = Field(400.0, ge=0, le=30_000)  # default fade of presets, emotions and hold buttons
+    max_manual: int = Field(256, ge=1, le=4096)  # manual controls held at once; more are refused (counted)
     easing: Literal["linear", "smooth", "cubic", "sine", "out"] = "smooth"
     # Per FaceParams group (expression, jaw, eyes, eyelids, neck, head, translation) or per control target
     # (e.g. "blend/jawOpen"): "add" to lip sync or "override" it. Defaults: add on expression and jaw.
@@ -252,6 +335,7 @@ class MixerConfig(Section):
 
 class PresetsConfig(Section):
     dir: Path | None = None  # None: the presets shipped with the package
+    max_captured: int = Field(256, ge=1, le=10_000)  # presets saved by capture (captured.toml)
 
 
 class Config(Section):
