@@ -1,4 +1,4 @@
-"""Builds the aiohttp application from route modules, with the bearer-token rule of the server.
+"""Builds the aiohttp application from route modules behind the request policy (`bridge.http.policy`).
 
 Each module in `ROUTE_MODULES` exposes `add_routes(app)`; its handlers are module-level functions that read
 the daemon (a `MediaHub`) and its mixer from the application (`bridge.http.keys`).
@@ -6,42 +6,19 @@ the daemon (a `MediaHub`) and its mixer from the application (`bridge.http.keys`
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bridge.core.errors import UserError
 from bridge.http import api, api_controls, metrics, panel, signaling
 from bridge.http.keys import HUB_KEY, MIXER_KEY
+from bridge.http.policy import PolicySettings, request_policy
 
 if TYPE_CHECKING:
     from bridge.runtime.daemon import Daemon
 
 ROUTE_MODULES = (api_controls, api, signaling, panel, metrics)
-OPEN_PATHS = ("/health",)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def token_middleware(token: str | None) -> Any:
-    """Require `Authorization: Bearer <token>` (or `?token=` for the panel page) on every path but health."""
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
-            return await handler(request)
-        given = request.headers.get("Authorization", "")
-        supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-        if not hmac.compare_digest(supplied.encode(), token.encode()):
-            return web.json_response(
-                {"error": "missing or wrong bearer token", "fix": "send 'Authorization: Bearer <http.token>'"},
-                status=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await handler(request)
-
-    return check
 
 
 async def health(request: web.Request) -> web.Response:
@@ -49,7 +26,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(middlewares=[token_middleware(daemon.config.http.token)], client_max_size=1 << 20)
+    try:
+        settings = PolicySettings.from_config(daemon.config.http)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    app = web.Application(middlewares=[request_policy(settings, daemon.stats.incr)], client_max_size=1 << 20)
     app[HUB_KEY] = daemon
     app[MIXER_KEY] = daemon.mixer
     app.router.add_get("/health", health)

@@ -1,36 +1,29 @@
 """The web control panel: three static files served as they are (no build step), talking to the JSON API.
 
-`/` redirects to `/panel/`; the page keeps a `?token=` it was opened with and sends it as a bearer token on
-every API call, so the same token rule protects the panel and the API when the server is bound wide.
+`/` redirects to `/panel/`. The pages hold no data and load without a token; the page takes a token it was
+opened with (`#token=` or `?token=`) into the tab's session storage, removes it from the address bar, and sends
+it as a bearer token on every API call. The server never puts a token into a page or a URL it sends back.
 """
 
 from __future__ import annotations
 
-from html import escape as html_escape
 from pathlib import Path
-from urllib.parse import urlencode
 
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).with_name("static")
-PAGES = {"panel.html": "text/html", "panel.js": "text/javascript", "panel.css": "text/css"}
+PAGES = {"panel.html": "text/html", "panel.js": "text/javascript", "panel.css": "text/css",
+         "token.js": "text/javascript"}
 
 
-async def root(request: web.Request) -> web.Response:
-    query = f"?{request.query_string}" if request.query_string else ""
-    raise web.HTTPFound(f"/panel/{query}")
+async def root(_: web.Request) -> web.Response:
+    raise web.HTTPFound("/panel/")  # a ?token= stays behind: the page reads it from the address it was given
 
 
 async def page(request: web.Request) -> web.StreamResponse:
     name = request.match_info.get("name") or "panel.html"
     if name not in PAGES:
         raise web.HTTPNotFound(text=f"no panel file {name!r}")
-    if name == "panel.html":
-        # The page's own script and style requests carry the token it was opened with.
-        token = request.query.get("token", "")
-        suffix = "?" + urlencode({"token": token}) if token else ""
-        html = (STATIC_DIR / name).read_text(encoding="utf-8").replace("{{asset_query}}", html_escape(suffix))
-        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
     return web.FileResponse(
         STATIC_DIR / name,
         headers={"Content-Type": PAGES[name], "Cache-Control": "no-cache"},

@@ -42,7 +42,7 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_PATHS = frozenset({"/health"})
 # Static pages hold no data (every call they make needs the token), so they load without it.
 PAGE_PATHS = frozenset({"/", "/panel", "/panel/", "/panel/panel.html", "/panel/panel.js", "/panel/panel.css",
-                        "/viewer", "/viewer.js"})
+                        "/panel/token.js", "/viewer", "/viewer.js", "/obs", "/obs.js", "/alpha.js"})
 CORS_PREFIXES = ("/whep", "/api/webrtc/")
 CORS_METHODS = "GET, POST, DELETE, PATCH, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-Match"
@@ -232,7 +232,7 @@ def request_policy(settings: PolicySettings, count: Counter | None = None) -> Ca
             return preflight
         if method in STATE_CHANGING:
             if origin is not None and not settings.origin_allowed(origin, port):
-                return refused("origin", request, 403, "requests from other web sites may not change this daemon",
+                return refused("origin", request, 403, "requests from other origins (web sites) may not change this daemon",
                                "use the daemon's own pages, or add the page's origin to http.allowed_origins")
             want = expected_media_type(method, path)
             given = request.headers.get("Content-Type")

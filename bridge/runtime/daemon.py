@@ -216,7 +216,10 @@ class Daemon:
             return
         from aiohttp import web
 
-        runner = web.AppRunner(self._http_app(self), handle_signals=False, access_log=None)
+        # Connections that do not finish a request within http.idle_timeout_s are closed (slow clients that
+        # trickle their headers, and idle keep-alive ones). No access log: URLs and headers stay out of logs.
+        runner = web.AppRunner(self._http_app(self), handle_signals=False, access_log=None,
+                               keepalive_timeout=self.config.http.idle_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
         try:

@@ -50,7 +50,7 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
                 assert r.status == 400 and "unknown ARKit" in (await r.json())["error"]
                 r = await s.post(f"{url}/api/control", json={"target": "gaze", "values": ["NaN"]})
                 assert r.status == 400
-                r = await s.post(f"{url}/api/control", data=b"{not json")
+                r = await s.post(f"{url}/api/control", data=b"{not json", headers={"Content-Type": "application/json"})
                 assert r.status == 400
                 r = await s.post(f"{url}/api/presets/apply", json={"name": "smile", "value": 0.5})
                 assert r.status == 200
@@ -81,10 +81,10 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
                 # Editing a presets file is picked up without a restart.
                 text = (presets_dir / "expressions.toml").read_text()
                 (presets_dir / "expressions.toml").write_text(text + "\n[brand_new]\nbrowInnerUp = 0.5\n")
-                r = await s.post(f"{url}/api/presets/reload")
+                r = await s.post(f"{url}/api/presets/reload", json={})
                 assert "brand_new" in (await r.json())["presets"]
                 # MIDI learn over HTTP: move a fader, then pick a control.
-                r = await s.post(f"{url}/api/midi/learn/start")
+                r = await s.post(f"{url}/api/midi/learn/start", json={})
                 assert (await r.json())["learning"] is True
                 import mido
 

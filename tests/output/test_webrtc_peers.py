@@ -98,13 +98,13 @@ async def test_status_counts_viewers_and_a_stalled_viewer_does_not_slow_others()
 async def test_bad_offers_get_clear_errors() -> None:
     async with running_daemon(webrtc={"max_viewers": 1}) as daemon, aiohttp.ClientSession() as http:
         url = base_url(daemon)
-        async with http.post(url + "/api/webrtc/offer", data=b"not json") as r:
+        async with http.post(url + "/api/webrtc/offer", data=b"not json", headers={"Content-Type": "application/json"}) as r:
             assert r.status == 400 and "JSON" in (await r.json())["error"]
         async with http.post(url + "/api/webrtc/offer", json={"sdp": "hello", "type": "offer"}) as r:
             body = await r.json()
             assert r.status == 400 and "v=0" in body["error"] and body["fix"]
         async with http.post(url + "/whep", data="v=0", headers={"Content-Type": "text/plain"}) as r:
-            assert r.status == 415
+            assert r.status == 403 and "application/sdp" in (await r.json())["fix"]
         async with http.delete(url + "/whep/nope") as r:
             assert r.status == 404
         viewer = await watch(url)

@@ -28,7 +28,8 @@ async def test_whep_offer_answer_location_and_delete() -> None:
                              "WHEP media")
             assert viewer.media.last_image.width == 128
             async with aiohttp.ClientSession() as http:
-                async with http.patch(url + viewer.location, data="a=candidate") as r:
+                async with http.patch(url + viewer.location, data="a=candidate",
+                                  headers={"Content-Type": "application/trickle-ice-sdpfrag"}) as r:
                     assert r.status == 405 and "trickle" in (await r.json())["error"]
                 async with http.get(url + "/api/webrtc/viewers") as r:
                     listing = await r.json()

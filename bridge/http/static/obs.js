@@ -2,11 +2,12 @@
 // (alpha.js) and draws it on a transparent page, so OBS composites the head over the scene. Reconnects by
 // itself when the daemon restarts or the network blips.
 //
-// Options (query string): token=<http.token>, audio=0 (video only), status=0 (never show the status line).
+// Options (query string): token=<http.token> (or #token=), audio=0 (video only), status=0 (never show the
+// status line).
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
+const token = readToken();
 const withAudio = params.get("audio") !== "0";
 const showStatus = params.get("status") !== "0";
 const STALL_MS = 5000; // pictures came, then none this long: connect again

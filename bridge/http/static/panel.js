@@ -3,8 +3,7 @@
 // OSC and MIDI), so the panel is one more control surface feeding the one mixer.
 "use strict";
 
-const params = new URLSearchParams(location.search);
-const TOKEN = params.get("token") || "";
+const TOKEN = readToken();
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {

@@ -4,7 +4,7 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
+const token = readToken();
 const alpha = params.get("alpha") === "1";
 const $ = (id) => document.getElementById(id);
 const viewer = { pc: null, resource: null, talk: null, talkId: null, previousSource: null, state: "new",
