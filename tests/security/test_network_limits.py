@@ -1,0 +1,166 @@
+"""Floods and idle connections on the control ports: a flooding OSC or VMC sender uses up only its own packet
+budget (a second sender is still heard), and idle TCP connections to the OSC port are capped per source and
+closed after a timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from tests.security.daemon import REPO, DaemonProcess, wait_for
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def start_flood(port: int, count: int = 10_000_000) -> subprocess.Popen[bytes]:
+    """The hostile sender of the OSC fuzz tests, in its own process, from its own UDP port (until killed)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "tests.control.osc_fuzz", str(port), str(count), "5"], env=env,
+                            stdout=subprocess.DEVNULL)
+
+
+def sender_entry(daemon: DaemonProcess, surface: str, port: int) -> dict[str, Any]:
+    senders = daemon.state()["surfaces"][surface]["senders"]
+    return next((s for s in senders if s["address"] == f"127.0.0.1:{port}"), {"packets": 0, "rate_limited": 0})
+
+
+def message(address: str, *args: float | str) -> bytes:
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+def test_an_osc_flood_does_not_starve_another_sender(daemon: DaemonProcess) -> None:
+    frames = daemon.frames()
+    port = daemon.surface_port("osc")
+    flood = start_flood(port)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    probe.settimeout(0.05)
+    pongs: set[int] = set()
+    try:
+        wait_for(lambda: daemon.state()["surfaces"]["osc"]["counters"]["rate_limited"] > 0, 60,
+                 "the flood went over its budget")
+        for i in range(40):
+            probe.sendto(message("/avatar/ping", i), ("127.0.0.1", port))
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                try:
+                    data = probe.recv(512)
+                except TimeoutError:
+                    break
+                pongs.update(int(a) for a in OscMessage(data).params if isinstance(a, int))
+        end = time.monotonic() + 3
+        while time.monotonic() < end and len(pongs) < 40:
+            with contextlib.suppress(TimeoutError):
+                pongs.update(int(a) for a in OscMessage(probe.recv(512)).params if isinstance(a, int))
+        flooding = flood.poll() is None
+        me = sender_entry(daemon, "osc", probe.getsockname()[1])
+    finally:
+        flood.kill()
+        flood.wait()
+        probe.close()
+    assert flooding, "the flood ended before the probe did; it proves nothing"
+    assert me["rate_limited"] == 0, me
+    assert len(pongs) >= 36, f"{len(pongs)} of 40 pings answered during the flood"
+    daemon.assert_rendering(frames)
+
+
+def test_a_vmc_flood_does_not_starve_another_sender(daemon: DaemonProcess) -> None:
+    frames = daemon.frames()
+    port = daemon.surface_port("vmc")
+    flood = start_flood(port)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    try:
+        wait_for(lambda: daemon.state()["surfaces"]["vmc"]["counters"]["rate_limited"] > 0, 60,
+                 "the flood went over its budget")
+        for i in range(40):
+            b = OscBundleBuilder(IMMEDIATELY)
+            b.add_content(OscMessageBuilder("/VMC/Ext/Blend/Val").build())  # type: ignore[arg-type]
+            val = OscMessageBuilder("/VMC/Ext/Blend/Val")
+            val.add_arg("jawOpen")
+            val.add_arg(0.2 + i / 100)
+            b.add_content(val.build())  # type: ignore[arg-type]
+            b.add_content(OscMessageBuilder("/VMC/Ext/Blend/Apply").build())  # type: ignore[arg-type]
+            probe.sendto(b.build().dgram, ("127.0.0.1", port))
+            time.sleep(0.05)
+        flooding = flood.poll() is None
+        me = wait_for(lambda: (e := sender_entry(daemon, "vmc", probe.getsockname()[1]))["packets"] >= 36 and e,
+                      10, "the probe's packets seen")
+    finally:
+        flood.kill()
+        flood.wait()
+        probe.close()
+    assert flooding, "the flood ended before the probe did; it proves nothing"
+    assert me["rate_limited"] == 0, me
+    daemon.assert_rendering(frames)
+
+
+def closed(sock: socket.socket) -> bool:
+    ready, _, _ = select.select([sock], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BlockingIOError):
+        return True
+
+
+def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonProcess) -> None:
+    frames = daemon.frames()
+    port = daemon.surface_port("osc")
+    cap = daemon.config["osc"]["tcp_max_connections_per_source"]
+    fds = open_fds(daemon.pid)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(200)]
+    try:
+        wait_for(lambda: sum(closed(s) for s in socks) >= len(socks) - cap, 30,
+                 "connections beyond the per-source cap closed")
+        assert open_fds(daemon.pid) <= fds + cap + 2
+        wait_for(lambda: all(closed(s) for s in socks), 30, "idle connections closed after the timeout")
+        # An active client is not idle: it outlives the timeout and gets answers over TCP.
+        active = socket.create_connection(("127.0.0.1", port), timeout=10)
+        end = time.monotonic() + 3 * daemon.config["osc"]["tcp_idle_timeout_s"]
+        answered = 0
+        while time.monotonic() < end:
+            payload = message("/avatar/ping", answered)
+            active.sendall(len(payload).to_bytes(4, "big") + payload)
+            size = int.from_bytes(active.recv(4), "big")
+            assert b"/avatar/pong" in active.recv(size)
+            answered += 1
+            time.sleep(0.3)
+        assert answered >= 3
+        active.close()
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: open_fds(daemon.pid) <= fds + 1, 30, "the daemon's descriptors back where they were")
+    daemon.assert_rendering(frames)
+
+
+def test_the_table_of_senders_is_bounded(daemon: DaemonProcess) -> None:
+    """A thousand source ports cost a fixed amount of memory: the least recently heard make room."""
+    frames = daemon.frames()
+    port = daemon.surface_port("osc")
+    before = daemon.state()["surfaces"]["osc"]["counters"]["senders_evicted"]
+    data = message("/avatar/blend/jawOpen", 0.1)
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(data, ("127.0.0.1", port))
+    status = wait_for(lambda: (st := daemon.state()["surfaces"]["osc"])["counters"]["senders_evicted"] > before
+                      and st, 30, "senders evicted from the table")
+    assert len(status["senders"]) <= 32
+    daemon.assert_rendering(frames)
