@@ -10,8 +10,13 @@ goes through this module instead:
 - `load_torch` is `torch.load(weights_only=True)` with an explicit allow-list of extra classes
   (`NUMPY_ARRAYS` for metrical-tracker frames, `ARGPARSE_PATHS` for DiffPoseTalk's pickled arguments).
 
+Before either runs, a damaged file is named instead of used: torch's reader ignores the CRC-32 checksums of
+its zip archives, so `load_torch` checks them first (a checkpoint whose bytes changed after it was written
+would otherwise load and render garbage), and `pickle_depth` reads a pickle's opcodes to refuse one that nests
+containers deeper than any model file does (a 200,000-deep file would otherwise end in a RecursionError).
+
 Failures are `RefusedContent` (the file holds something outside the allow-list: tampered or foreign) or
-`DamagedFile` (truncated or not this format); callers phrase them for their file kind.
+`DamagedFile` (damaged, truncated or not this format); callers phrase them for their file kind.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import importlib
 import io
 import pathlib
 import pickle
+import pickletools
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,134 @@ class DamagedFile(SafeLoadError):
 BROKEN_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
                         AttributeError, UnicodeDecodeError, MemoryError, OverflowError)
 """What unpickling a truncated or foreign file raises; each becomes a clear file error."""
+
+
+MAX_PICKLE_DEPTH = 100  # model files nest containers a few levels deep; far more is damage or a trap
+
+
+# ------------------------------------------------------------------------------------------------ damaged files
+_ATOMS = frozenset({"NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
+                    "FLOAT", "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE",
+                    "BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "GLOBAL",
+                    "EXT1", "EXT2", "EXT4", "PERSID", "NEXT_BUFFER"})
+_EMPTY = frozenset({"EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_SET"})
+_FROM_MARK = frozenset({"LIST", "TUPLE", "DICT", "FROZENSET", "INST", "OBJ"})
+_INTO_BELOW_MARK = frozenset({"APPENDS", "SETITEMS", "ADDITEMS"})
+_UNCHANGED = frozenset({"PROTO", "FRAME", "STOP", "READONLY_BUFFER"})
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthStack:
+    """The unpickler's stack with only how deeply each item nests, not the item."""
+
+    def __init__(self, limit: int) -> None:
+        self.items: list[int] = []
+        self.marks: list[int] = []
+        self.memo: dict[Any, int] = {}
+        self.limit = limit
+        self.deepest = 0
+
+    def push(self, depth: int) -> None:
+        self.deepest = max(self.deepest, depth)
+        if self.deepest > self.limit:
+            raise _TooDeep
+        self.items.append(depth)
+
+    def pop(self, n: int) -> list[int]:
+        taken = self.items[len(self.items) - n :] if n else []
+        del self.items[len(self.items) - n :]
+        return taken
+
+    def to_mark(self) -> list[int]:
+        start = self.marks.pop() if self.marks else 0
+        taken = self.items[start:]
+        del self.items[start:]
+        return taken
+
+    def into_top(self, depth: int) -> None:
+        """Items added into the container on top of the stack (append, setitem, build)."""
+        self.push(max(self.items.pop() if self.items else 0, depth))
+
+    def top(self) -> int:
+        return self.items[-1] if self.items else 0
+
+    def step(self, name: str, arg: Any) -> None:
+        if name in _UNCHANGED:
+            return
+        if name == "MARK":
+            self.marks.append(len(self.items))
+        elif name in _ATOMS:
+            self.push(0)
+        elif name in _EMPTY:
+            self.push(1)
+        elif name in _FROM_MARK:
+            self.push(1 + max(self.to_mark(), default=0))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            self.push(1 + max(self.pop(int(name[-1])), default=0))
+        elif name in _INTO_BELOW_MARK:
+            self.into_top(1 + max(self.to_mark(), default=0))
+        elif name in ("APPEND", "BUILD"):
+            self.into_top(1 + max(self.pop(1), default=0))
+        elif name == "SETITEM":
+            self.into_top(1 + max(self.pop(2), default=0))
+        elif name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX"):  # the callable or class does not nest; its arguments do
+            self.push(1 + max(self.pop(3 if name == "NEWOBJ_EX" else 2)[1:], default=0))
+        elif name in ("STACK_GLOBAL", "BINPERSID"):
+            self.pop(2 if name == "STACK_GLOBAL" else 1)
+            self.push(0)
+        elif name == "DUP":
+            self.push(self.top())
+        elif name == "POP":
+            self.pop(1)
+        elif name == "POP_MARK":
+            self.to_mark()
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = self.top()
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = self.top()
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            self.push(self.memo.get(arg, 0))
+        else:  # an opcode this scan does not model: count one more level, never fewer
+            self.push(1 + self.top())
+
+
+def pickle_depth(data: bytes, limit: int = MAX_PICKLE_DEPTH) -> int:
+    """How deeply the containers of a pickle nest, read from its opcodes without building anything; counting
+    stops past `limit`. A malformed stream ends the count where it breaks (the unpickler then names it)."""
+    stack = _DepthStack(limit)
+    with contextlib.suppress(_TooDeep, ValueError, IndexError, EOFError):
+        for op, arg, _pos in pickletools.genops(data):
+            stack.step(op.name, arg)
+    return stack.deepest
+
+
+def _too_deep(depth: int) -> DamagedFile:
+    return DamagedFile(f"damaged file: its data is nested more than {MAX_PICKLE_DEPTH} levels deep ({depth}+), "
+                       "which no model file is")
+
+
+def check_archive(path: Path) -> None:
+    """A torch zip archive's CRC-32s and the nesting of its pickle; raises `DamagedFile` naming what is wrong.
+    Files that are not zip archives (legacy torch pickles) are left to the loader."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise DamagedFile(f"damaged file: {bad} inside the archive does not match its CRC-32 checksum "
+                                  "(the file changed after it was written)")
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            for name in pickles:
+                if (depth := pickle_depth(archive.read(name))) > MAX_PICKLE_DEPTH:
+                    raise _too_deep(depth)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, SafeLoadError):
+            raise
+        raise DamagedFile(f"damaged file: the zip archive cannot be read ({str(exc)[:160]})") from None
 
 
 # ------------------------------------------------------------------------------------------ restricted pickles
@@ -166,18 +301,24 @@ class _PlaceholderUnpickler(SafeUnpickler):
 
 def unpickle(stream: io.BytesIO, torch_placeholders: bool = False) -> Any:
     """The object in `stream` (Python-2 strings read as latin1), stand-ins left in place; raises
-    `RefusedContent`, or one of `BROKEN_PICKLE_ERRORS` for a damaged stream."""
+    `RefusedContent`, `DamagedFile` (nested too deeply), or one of `BROKEN_PICKLE_ERRORS` for a damaged stream."""
+    depth = pickle_depth(bytes(stream.getbuffer()[stream.tell() :]))
+    if depth > MAX_PICKLE_DEPTH:
+        raise _too_deep(depth)
     cls = _PlaceholderUnpickler if torch_placeholders else SafeUnpickler
     return cls(stream, encoding="latin1").load()
 
 
-def to_arrays(obj: Any, key: str = "") -> Any:
-    """Turn stand-ins into NumPy arrays, recursively; raises `DamagedFile` or `RefusedContent`."""
+def to_arrays(obj: Any, key: str = "", depth: int = 0) -> Any:
+    """Turn stand-ins into NumPy arrays, recursively; raises `DamagedFile` or `RefusedContent`. A structure
+    deeper than any model file (or one that contains itself) is damaged."""
+    if depth > MAX_PICKLE_DEPTH:
+        raise _too_deep(depth)
     if isinstance(obj, ChumpyArray):
         state = obj.state if isinstance(obj.state, Mapping) else {}
         if "x" not in state:
             raise DamagedFile(f"the chumpy array {key!r} has no data ('x'); the file looks damaged")
-        return np.asarray(to_arrays(state["x"], key))
+        return np.asarray(to_arrays(state["x"], key, depth + 1))
     if isinstance(obj, SparseMatrix):
         return _dense(obj, key)
     if isinstance(obj, Opaque):
@@ -187,9 +328,9 @@ def to_arrays(obj: Any, key: str = "") -> Any:
             raise RefusedContent(f"{key!r} is an object array, not numeric data")
         return obj
     if isinstance(obj, dict):
-        return {str(k): to_arrays(v, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
+        return {str(k): to_arrays(v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_arrays(v, key) for v in obj)
+        return type(obj)(to_arrays(v, key, depth + 1) for v in obj)
     return obj
 
 
@@ -299,6 +440,7 @@ def load_torch(path: Path | str, allow: Sequence[Any] = ()) -> Any:
     `RefusedContent` (reason: the global torch refused) or `DamagedFile` (reason: the error torch met)."""
     import torch
 
+    check_archive(Path(path))
     try:
         with _allowing(allow):
             return torch.load(Path(path), map_location="cpu", weights_only=True)

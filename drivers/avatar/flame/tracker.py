@@ -49,7 +49,8 @@ def load_tracker_file(path: Path | str) -> dict[str, Any]:
     except RefusedContent as exc:
         raise TrackerFrameError(f"refusing to load {path}: it contains objects other than arrays ({exc.reason})") from None
     except SafeLoadError as exc:
-        raise TrackerFrameError(f"{path} is truncated or not a tracker checkpoint ({exc.reason[:160]})") from None
+        raise TrackerFrameError(f"{path} is damaged, truncated or not a tracker checkpoint ({exc.reason[:200]}); "
+                                "copy it again from the tracker's output folder") from None
     if not isinstance(data, dict):
         raise TrackerFrameError(f"{path} holds a {type(data).__name__}, not a metrical-tracker frame dict")
     return data

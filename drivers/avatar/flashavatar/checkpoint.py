@@ -70,7 +70,7 @@ def _torch_load(path: Path) -> Any:
         ) from None
     except SafeLoadError as exc:
         raise CheckpointError(
-            f"{path} is truncated or not a torch checkpoint ({exc.reason}); "
+            f"{path} is damaged, truncated or not a torch checkpoint ({exc.reason}); "
             "copy the chkpnt*.pth again from the training machine"
         ) from None
 
