@@ -32,6 +32,10 @@ class ControlError(ValueError):
     """An event that does not fit the vocabulary (counted and ignored by surfaces)."""
 
 
+class UnknownTarget(ControlError):
+    """A name the vocabulary does not have: refused and counted, never stored."""
+
+
 @dataclass(frozen=True)
 class Level:
     """A named preset or emotion, whose weight fades between 0 and 1."""
@@ -126,6 +130,60 @@ def _fade_arg(values: tuple[float, ...], index: int) -> float | None:
     return None
 
 
+MODIFIERS = ("hold", "toggle", "release")
+FLAME_GROUPS = ("expression", "jaw", "eyes", "eyelids", "neck", "head", "translation")
+
+
+def canonical_target(target: str) -> str:
+    """The one spelling of a target in the vocabulary: keywords in lower case, ARKit names as Apple writes
+    them, expression indices without leading zeros, no `avatar/` prefix or stray slashes. Done before a target
+    becomes a key anywhere, so `blend/MoUtHsTrEtChRiGhT` and `blend/mouthStretchRight` are one control.
+    Preset and emotion names keep their spelling (the library decides whether they exist). Raises
+    `UnknownTarget` for names the vocabulary does not have."""
+    target = target.strip().strip("/")
+    if target[:7].lower() == "avatar/":
+        target = target[7:]
+    if len(target) > MAX_TARGET:
+        raise UnknownTarget(f"target too long ({len(target)} characters, at most {MAX_TARGET})")
+    head, _, rest = target.partition("/")
+    head = head.lower()
+    parts = rest.split("/") if rest else []
+    if head in MODIFIERS and parts:
+        return f"{head}/{canonical_target(rest)}"
+    if head in ("blink", "reset", "gaze", "head") and not parts:
+        return head
+    if head in ("preset", "emotion") and len(parts) == 1 and parts[0]:
+        return f"{head}/{parts[0]}"
+    if head == "idle" and len(parts) == 1 and parts[0].lower() in ("blink", "gaze", "sway"):
+        return f"idle/{parts[0].lower()}"
+    if head == "blend" and len(parts) == 1:
+        name = arkit_name(parts[0])
+        if name is None:
+            raise UnknownTarget(f"unknown ARKit blendshape {parts[0][:60]!r}")
+        return f"blend/{name}"
+    if head == "flame" and parts and parts[0].lower() in FLAME_GROUPS:
+        group = parts[0].lower()
+        if group == "expression":
+            index = parts[1] if len(parts) == 2 else ""
+            if not (index.isascii() and index.isdigit() and int(index) < 100):
+                raise UnknownTarget("use flame/expression/<0-99>")
+            return f"flame/expression/{int(index)}"
+        if len(parts) == 1:
+            return f"flame/{group}"
+    raise UnknownTarget(f"unknown control target {target[:60]!r}")
+
+
+def command_target(cmd: Command) -> str:
+    """The canonical target a command acts on (what a control surface is told was applied)."""
+    if isinstance(cmd, SetLevel):
+        return f"{cmd.level.kind}/{cmd.level.name}"
+    if isinstance(cmd, (SetManual, Release, Toggle)):
+        return cmd.target
+    if isinstance(cmd, SetIdle):
+        return f"idle/{cmd.feature}"
+    return "blink" if isinstance(cmd, Blink) else "reset"
+
+
 def _unit_rows(start: int, size: int) -> NDArray[np.float64]:
     b = np.zeros((size, VEC))
     b[np.arange(size), start + np.arange(size)] = 1.0
@@ -142,15 +200,15 @@ class CommandParser:
         self.default_fade = default_fade
 
     def parse(self, event: ControlEvent) -> Command:
-        """Validate an event into a command; raises ControlError with a readable reason."""
-        target = event.target.strip().strip("/")
-        if target.startswith("avatar/"):
-            target = target[len("avatar/") :]
-        if len(target) > MAX_TARGET:
-            raise ControlError("target too long")
+        """Validate an event into a command with a canonical target; raises ControlError (`UnknownTarget`
+        for names the vocabulary does not have) with a readable reason."""
+        target = canonical_target(event.target)
         values = finite(tuple(event.values))
         if len(values) > MAX_VALUES:
             raise ControlError("too many values")
+        return self._parse(target, values)
+
+    def _parse(self, target: str, values: tuple[float, ...]) -> Command:
         if target == "blink":
             return Blink(double=bool(values and values[0] > 1.5))
         if target == "reset":
@@ -175,10 +233,11 @@ class CommandParser:
 
     def _wrapped(self, op: str, inner: str, values: tuple[float, ...]) -> Command:
         """hold/, toggle/ and release/ around a value target (a manual target, a preset or an emotion)."""
-        sub = self.parse(ControlEvent(inner, ()))  # validates the inner target
+        sub = self._parse(inner, ())  # validates the inner target (already canonical)
         if not isinstance(sub, (SetManual, SetLevel)):
             raise ControlError(f"{op}/{inner}: only value targets can be held, toggled or released")
         level = sub.level if isinstance(sub, SetLevel) else None
+        inner = command_target(sub)
         if op == "hold":
             pressed = values[0] if values else 1.0
             if pressed > 0.5:
@@ -196,7 +255,8 @@ class CommandParser:
             kind = "emotion"  # /avatar/preset/happy: emotions are presets too
         if lib.get(kind, name) is None:
             known = lib.names(kind) + (lib.names("emotion") if kind == "preset" else [])
-            raise ControlError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}")
+            shown = ", ".join(known[:40]) + (", ..." if len(known) > 40 else "")
+            raise UnknownTarget(f"unknown {kind} {name[:60]!r}; known: {shown or 'none'}")
         return Level(kind, name)
 
     def _basis(self, target: str, n: int) -> NDArray[np.float64]:
@@ -205,13 +265,13 @@ class CommandParser:
         if parts[0] == "blend" and len(parts) == 2:
             name = arkit_name(parts[1])
             if name is None:
-                raise ControlError(f"unknown ARKit blendshape {parts[1]!r}")
+                raise UnknownTarget(f"unknown ARKit blendshape {parts[1][:60]!r}")
             return self.arkit.delta(name)[None, :].astype(np.float64)
         if parts[0] == "flame" and len(parts) >= 2:
             group = parts[1]
             if group == "expression":
-                if len(parts) != 3 or not parts[2].isdigit() or not 0 <= int(parts[2]) < 100:
-                    raise ControlError("use flame/expression/<0-99>")
+                if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit() or int(parts[2]) >= 100:
+                    raise UnknownTarget("use flame/expression/<0-99>")
                 return _unit_rows(int(parts[2]), 1)
             if group in ("jaw", "eyes", "eyelids", "neck", "head", "translation") and len(parts) == 2:
                 s, size = L[group]
@@ -220,7 +280,7 @@ class CommandParser:
                 if group == "eyelids" and n == 1:  # one value: both lids
                     return _unit_rows(s, 2).sum(axis=0, keepdims=True)
                 return _unit_rows(s, size)
-            raise ControlError(f"unknown FLAME channel {target!r}")
+            raise UnknownTarget(f"unknown FLAME channel {target[:60]!r}")
         if target == "gaze":
             e = L["eyes"][0]
             b = np.zeros((2, VEC))
@@ -229,4 +289,4 @@ class CommandParser:
             return b
         if target == "head":
             return _unit_rows(L["head"][0], 3)
-        raise ControlError(f"unknown control target {target!r}")
+        raise UnknownTarget(f"unknown control target {target[:60]!r}")

@@ -11,7 +11,9 @@ Order of layers, per FaceParams channel (index of `FaceParams.to_vector()`):
 `apply()` only parses (`commands.CommandParser`) and queues (thread-safe, never raises); `mix()` executes the
 queued commands at the frame's media-clock time, so given the same events and times the output is identical (deterministic). A flood of
 events is bounded: the queue keeps the newest `queue` events and a frame takes at most
-`max_events_per_frame` of them.
+`max_events_per_frame` of them. State is bounded too: targets are canonical before they become keys (the
+parser's job), unknown names are refused and counted (`unknown`), and at most `max_manual` manual controls
+are held at once (more are refused and counted, `manual_full`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bridge.controls.commands import (
     SetLevel,
     SetManual,
     Toggle,
+    UnknownTarget,
 )
 from bridge.controls.idle import IdleLife
 from bridge.controls.presets import PresetLibrary
@@ -85,8 +88,9 @@ class MixerSettings:
     easing: str = "smooth"
     modes: dict[str, str] = field(default_factory=dict)  # group or target → "add" | "override"
     queue: int = 4096
-    max_events_per_frame: int = 2048
+    max_events_per_frame: int = 512  # a few milliseconds of the render thread, even under a flood
     reload_interval: float = 1.0  # seconds between checks of the presets files
+    max_manual: int = 256  # manual controls held at once (the vocabulary has about 160)
 
 
 class _Fader:
@@ -161,7 +165,8 @@ class Mixer:
         self._now = 0.0
         self._mixed = FaceParams.neutral()
         self._control_delta = np.zeros(VEC, np.float32)
-        self.counters = {"accepted": 0, "rejected": 0, "dropped": 0, "applied": 0, "errors": 0}
+        self.counters = {"accepted": 0, "rejected": 0, "unknown": 0, "dropped": 0, "applied": 0, "errors": 0,
+                         "manual_full": 0}
         self.last_error = ""
         self._override_default = np.array(
             [self._mode_of_group(g) == "override" for g in _GROUPS], dtype=bool
@@ -173,9 +178,11 @@ class Mixer:
         [presets] folder, the [idle] and [mixer] sections; `seed` fixes idle life (default: random)."""
         folder = config.presets.dir
         m = config.mixer
-        settings = MixerSettings(fade=float(m.fade_ms) / 1000.0, easing=str(m.easing), modes=dict(m.modes))
+        settings = MixerSettings(fade=float(m.fade_ms) / 1000.0, easing=str(m.easing), modes=dict(m.modes),
+                                 max_manual=m.max_manual)
         idle = IdleLife.from_config(config.idle, seed=int(time.time_ns() % 2**32) if seed is None else seed)
-        return cls(load_for_avatar(avatar_name, folder), PresetLibrary(folder), idle, settings)
+        library = PresetLibrary(folder, max_captured=config.presets.max_captured)
+        return cls(load_for_avatar(avatar_name, folder), library, idle, settings)
 
     # ---- configuration -------------------------------------------------------------------------------
     def _mode_of_group(self, group: str) -> str:
@@ -188,25 +195,35 @@ class Mixer:
         return mask & self._override_default
 
     # ---- queueing (any thread) -----------------------------------------------------------------------
-    def apply(self, event: ControlEvent) -> bool:
-        """Queue a control event (thread-safe, never raises); False when it was rejected."""
+    def accept(self, event: ControlEvent) -> Command:
+        """Parse and queue an event (thread-safe); raises ControlError with the reason, counted like `apply`."""
         try:
             cmd = self.parser.parse(event)
         except ControlError as exc:
             with self._lock:
                 self.counters["rejected"] += 1
+                if isinstance(exc, UnknownTarget):
+                    self.counters["unknown"] += 1
                 self.last_error = f"{event.target[:80]}: {exc}"
+            raise
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.counters["dropped"] += 1
+            self._queue.append(cmd)
+            self.counters["accepted"] += 1
+        return cmd
+
+    def apply(self, event: ControlEvent) -> bool:
+        """Queue a control event (thread-safe, never raises); False when it was rejected."""
+        try:
+            self.accept(event)
+        except ControlError:
             return False
         except Exception as exc:  # a bug must not reach the control surface's loop
             with self._lock:
                 self.counters["rejected"] += 1
                 self.last_error = f"{event.target[:80]}: {type(exc).__name__}: {exc}"
             return False
-        with self._lock:
-            if len(self._queue) == self._queue.maxlen:
-                self.counters["dropped"] += 1
-            self._queue.append(cmd)
-            self.counters["accepted"] += 1
         return True
 
     # ---- execution (render thread) -------------------------------------------------------------------
@@ -236,6 +253,11 @@ class Mixer:
     def _set_manual(self, cmd: SetManual, fade: float, now: float) -> None:
         vals = np.asarray(cmd.values, np.float64)
         m = self._manual.get(cmd.target)
+        if m is None and len(self._manual) >= self.settings.max_manual:
+            self.counters["manual_full"] += 1
+            self.last_error = f"{cmd.target}: {len(self._manual)} manual controls are held (mixer.max_manual); " \
+                              "release some first"
+            return
         if m is None or m.basis.shape != cmd.basis.shape:
             mask = np.any(cmd.basis != 0, axis=0)
             start = vals if fade <= 0 else np.zeros_like(vals)
@@ -289,7 +311,7 @@ class Mixer:
         if now < self._next_reload:
             return
         self._next_reload = now + self.settings.reload_interval
-        self.library.poll()
+        self.library.poll_soon()  # file work stays off the render thread; changes show on a later frame
         if self.library.generation != self._generation:
             self._generation = self.library.generation
             for lvl in self._levels.values():
@@ -374,10 +396,10 @@ class Mixer:
             now = self._now
             mixed = self._mixed
             manual: dict[str, Any] = {}
-            for target, m in self._manual.items():
+            for target, m in list(self._manual.items()):  # the render thread adds and removes entries
                 v = m.values.value(now) * float(m.weight.value(now)[0])
                 manual[target] = round(float(v[0]), 5) if v.shape[0] == 1 else [round(float(x), 5) for x in v]
-            for (kind, name), lvl in self._levels.items():
+            for (kind, name), lvl in list(self._levels.items()):
                 manual[f"{kind}/{name}"] = round(float(lvl.weight.value(now)[0]), 5)
             counters = dict(self.counters)
             pending = len(self._queue)

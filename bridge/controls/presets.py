@@ -4,13 +4,21 @@ Files in the presets folder: ``expressions.toml`` and ``captured.toml`` (kind "p
 ``emotions.toml`` (kind "emotion"). An entry is a table of ARKit weights, an optional ``raw`` table of
 FaceParams deltas and an optional ``fade`` (seconds). A file with an error keeps its last good content and
 the error is reported (``errors``), so a typo while editing never takes presets away from a live show.
+
+Everything is bounded: a presets file is at most `MAX_FILE_BYTES`, a captured preset's name is 1-64 letters,
+digits, `_` or `-`, and at most `max_captured` presets are captured. Files are parsed outside the library's
+lock, checked for changes on a worker thread (`poll_soon`, never on the render thread or the event loop) and
+written atomically (a temporary file, then `os.replace`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import string
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +43,10 @@ VEC = FaceParams.VECTOR_SIZE
 
 FILES: dict[str, str] = {"expressions.toml": "preset", "captured.toml": "preset", "emotions.toml": "emotion"}
 CAPTURE_FILE = "captured.toml"
+MAX_FILE_BYTES = 256 * 1024  # a few thousand presets; larger is a mistake (or an attack) that would stall reloads
+MAX_NAME = 64
+NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
+MAX_CAPTURED = 256
 
 
 class MapError(ValueError):
@@ -74,13 +86,33 @@ def group_delta(groups: dict[str, Any], channels: dict[str, int], where: str) ->
     return out
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+class PresetError(ValueError):
+    """A preset name, count or file the library refuses to save; the text says what to do instead."""
+
+
+def read_toml(path: Path, max_bytes: int = MAX_FILE_BYTES) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise MapError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise MapError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:
+        raise MapError(f"{path} is larger than {max_bytes // 1024} KiB: too large for a presets file; remove "
+                       "entries or split it")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MapError(f"{path} is not valid TOML: {exc}; fix the syntax there") from None
+
+
+def check_name(name: str) -> None:
+    """A preset name is 1-64 ASCII letters, digits, '_' or '-' (it becomes a TOML key and an OSC address)."""
+    if not name or len(name) > MAX_NAME or not NAME_CHARS.issuperset(name):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise PresetError(f"preset name {shown!r} ({len(name)} characters) is not allowed: use 1 to {MAX_NAME} "
+                          "letters, digits, '_' or '-'")
 
 
 def presets_dir() -> Path:
@@ -134,9 +166,12 @@ def parse_presets(data: dict[str, Any], kind: str, where: str) -> dict[str, Pres
 class PresetLibrary:
     """Presets and emotions of a folder (falling back to the shipped ones), hot-reloaded by `poll()`."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, max_captured: int = MAX_CAPTURED) -> None:
         self.directory = Path(directory) if directory else presets_dir()
-        self._lock = threading.Lock()
+        self.max_captured = int(max_captured)
+        self._lock = threading.Lock()  # guards the tables below, never held while a file is read
+        self._capture_lock = threading.Lock()  # one capture's read-modify-write at a time
+        self._polling = False
         self._mtimes: dict[Path, float] = {}
         self._by_file: dict[Path, dict[str, Preset]] = {}
         self.errors: dict[str, str] = {}
@@ -154,39 +189,65 @@ class PresetLibrary:
                 out.append((shipped, kind))
         return out
 
-    def _load(self, path: Path, kind: str) -> None:
+    @staticmethod
+    def _read(path: Path, kind: str) -> dict[str, Preset] | MapError:
         try:
-            presets = parse_presets(read_toml(path), kind, str(path))
+            return parse_presets(read_toml(path), kind, str(path))
         except MapError as exc:
-            self.errors[str(path)] = str(exc)
-            log.warning("presets: %s (keeping the last good version)", exc)
+            return exc
+
+    def _store(self, path: Path, result: dict[str, Preset] | MapError) -> None:
+        """Under the lock: a file's presets, or its error (keeping the last good version)."""
+        if isinstance(result, MapError):
+            self.errors[str(path)] = str(result)
+            log.warning("presets: %s (keeping the last good version)", result)
             return
         self.errors.pop(str(path), None)
-        self._by_file[path] = presets
+        self._by_file[path] = result
 
     def reload(self) -> None:
-        """Re-read every file now."""
+        """Re-read every file now (blocking: call it off the event loop)."""
+        read = [(path, _mtime(path), self._read(path, kind)) for path, kind in self._paths()]
         with self._lock:
             self._by_file.clear()
             self._mtimes.clear()
-            for path, kind in self._paths():
-                self._mtimes[path] = _mtime(path)
-                self._load(path, kind)
+            for path, mtime, result in read:
+                self._mtimes[path] = mtime
+                self._store(path, result)
             self.generation += 1
 
     def poll(self) -> bool:
         """Reload the files whose modification time changed (or that appeared); True when something did."""
-        changed = False
         with self._lock:
-            for path, kind in self._paths():
-                m = _mtime(path)
-                if self._mtimes.get(path) != m:
-                    self._mtimes[path] = m
-                    self._load(path, kind)
-                    changed = True
-            if changed:
+            known = dict(self._mtimes)
+        changed = [(path, kind, m) for path, kind in self._paths() if known.get(path) != (m := _mtime(path))]
+        read = [(path, m, self._read(path, kind)) for path, kind, m in changed]
+        if read:
+            with self._lock:
+                for path, mtime, result in read:
+                    self._mtimes[path] = mtime
+                    self._store(path, result)
                 self.generation += 1
-        return changed
+        return bool(read)
+
+    def poll_soon(self) -> None:
+        """`poll()` on a worker thread, one at a time: the render thread only starts it and then sees the new
+        `generation` on a later frame."""
+        with self._lock:
+            if self._polling:
+                return
+            self._polling = True
+
+        def work() -> None:
+            try:
+                self.poll()
+            except Exception:  # a file error is reported by poll; anything else must not kill reloading
+                log.exception("presets: checking the files failed")
+            finally:
+                with self._lock:
+                    self._polling = False
+
+        threading.Thread(target=work, name="presets-poll", daemon=True).start()
 
     def get(self, kind: str, name: str) -> Preset | None:
         with self._lock:
@@ -203,14 +264,14 @@ class PresetLibrary:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             items = [p.to_json() for ps in self._by_file.values() for p in ps.values()]
-        return {"directory": str(self.directory), "presets": items, "errors": dict(self.errors)}
+            errors = dict(self.errors)
+        return {"directory": str(self.directory), "presets": items, "errors": errors}
 
     def capture(self, name: str, delta: F32, fade: float | None = None) -> Path:
-        """Save `delta` (the manual/preset/emotion part of the mixed state) as preset `name`."""
-        if not name or not all(c.isalnum() or c in "_-" for c in name):
-            raise ValueError(f"preset name {name!r}: use letters, digits, '_' and '-' only")
+        """Save `delta` (the manual/preset/emotion part of the mixed state) as preset `name` (blocking: file
+        work, call it off the event loop); raises `PresetError` with what to do, or OSError."""
+        check_name(name)
         path = self.directory / CAPTURE_FILE
-        data: dict[str, Any] = read_toml(path) if path.is_file() else {}
         raw: dict[str, list[float]] = {}
         for group, (s, n) in FaceParams.LAYOUT.items():
             part = np.round(delta[s : s + n].astype(np.float64), 5)
@@ -219,13 +280,38 @@ class PresetLibrary:
         entry: dict[str, Any] = {"raw": raw}
         if fade is not None:
             entry["fade"] = fade
-        data[name] = entry
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_bytes(tomli_w.dumps(data).encode())
-        os.replace(tmp, path)
+        with self._capture_lock:
+            try:
+                data: dict[str, Any] = read_toml(path) if path.is_file() else {}
+            except MapError as exc:
+                raise PresetError(f"cannot add to {CAPTURE_FILE}: {exc}") from None
+            if name not in data and len(data) >= self.max_captured:
+                raise PresetError(f"{len(data)} presets are captured already (presets.max_captured = "
+                                  f"{self.max_captured}); delete some from {path} or save over an existing name")
+            data[name] = entry
+            text = tomli_w.dumps(data).encode()
+            if len(text) > MAX_FILE_BYTES:
+                raise PresetError(f"{CAPTURE_FILE} would grow beyond {MAX_FILE_BYTES // 1024} KiB; delete "
+                                  f"presets from {path}")
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, text)
         self.poll()
         return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one (a temporary file, then os.replace)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _mtime(path: Path) -> float:

@@ -15,13 +15,15 @@ POST /api/midi/learn/stop
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 from aiohttp import web
 
-from bridge.controls.commands import ControlError
+from bridge.controls.commands import ControlError, command_target
 from bridge.controls.mixer import Mixer
+from bridge.controls.presets import PresetError
 from bridge.controls.vocabulary import vocabulary
 from bridge.core.interfaces import ControlEvent
 from bridge.http.keys import HUB_KEY, MIXER_KEY
@@ -44,9 +46,11 @@ def _values(raw: Any) -> tuple[float, ...] | None:
 
 
 def _send(mixer: Mixer, target: str, values: tuple[float, ...]) -> web.Response:
-    if not mixer.apply(ControlEvent(target, values, source="http")):
-        return error(400, mixer.last_error, "see GET /api/controls for the targets and their values")
-    return web.json_response({"ok": True, "target": target, "values": list(values)})
+    try:
+        cmd = mixer.accept(ControlEvent(target, values, source="http"))
+    except ControlError as exc:
+        return error(400, str(exc), "see GET /api/controls for the targets and their values")
+    return web.json_response({"ok": True, "target": command_target(cmd), "values": list(values)})
 
 
 def _midi(request: web.Request) -> MidiControlSurface:
@@ -88,10 +92,11 @@ async def apply_preset(request: web.Request) -> web.Response:
     data = await json_body(request)
     name, kind = data.get("name"), data.get("kind", "preset")
     if not isinstance(name, str) or kind not in ("preset", "emotion"):
-        return error(400, "give 'name' and optionally 'kind' ('preset' or 'emotion'), 'value', 'fade'")
+        return error(400, "give 'name' and optionally 'kind' ('preset' or 'emotion'), 'value', 'fade'",
+                     'e.g. {"name": "smile", "value": 1, "fade": 0.4}')
     vals = _values([data.get("value", 1.0)] + ([data["fade"]] if "fade" in data else []))
     if vals is None:
-        return error(400, "'value' and 'fade' must be finite numbers")
+        return error(400, "'value' and 'fade' must be finite numbers", 'e.g. {"name": "smile", "value": 0.5}')
     return _send(request.app[MIXER_KEY], f"{kind}/{name}", vals)
 
 
@@ -99,18 +104,21 @@ async def capture(request: web.Request) -> web.Response:
     data = await json_body(request)
     name = data.get("name")
     if not isinstance(name, str):
-        return error(400, "give the preset 'name' to save")
-    try:
-        path = request.app[MIXER_KEY].capture(name)
-    except (ValueError, OSError) as exc:
-        return error(400, str(exc), "pick a name of letters, digits, '_' or '-'; check the presets folder is writable")
+        return error(400, "give the preset 'name' to save", 'e.g. {"name": "my_look"}')
+    try:  # file work: off the event loop
+        path = await asyncio.to_thread(request.app[MIXER_KEY].capture, name)
+    except PresetError as exc:
+        return error(400, str(exc), "use 1 to 64 letters, digits, '_' or '-'; see GET /api/presets")
+    except OSError as exc:
+        return error(400, f"cannot save the preset: {exc.strerror or exc}", "check the presets folder is writable")
     return web.json_response({"ok": True, "name": name, "path": path})
 
 
 async def reload(request: web.Request) -> web.Response:
     lib = request.app[MIXER_KEY].library
-    lib.reload()
-    return web.json_response({"ok": True, "errors": lib.errors, "presets": lib.names("preset"),
+    await asyncio.to_thread(lib.reload)
+    listing = lib.to_json()
+    return web.json_response({"ok": True, "errors": listing["errors"], "presets": lib.names("preset"),
                               "emotions": lib.names("emotion")})
 
 
@@ -119,14 +127,16 @@ async def midi_status(request: web.Request) -> web.Response:
 
 
 async def learn_start(request: web.Request) -> web.Response:
-    data = await json_body(request) if request.can_read_body else {}
+    data = await json_body(request)
     target = data.get("target")
     surface = _midi(request)
     if target is not None:
+        if not isinstance(target, str):
+            return error(400, "'target' must be a string", 'e.g. {"target": "blend/browInnerUp"}')
         try:  # validate the target before waiting for a fader
-            request.app[MIXER_KEY].parser.parse(ControlEvent(str(target), ()))
+            request.app[MIXER_KEY].parser.parse(ControlEvent(target, ()))
         except ControlError as exc:
-            return error(400, f"target {target!r}: {exc}")
+            return error(400, f"target {target[:80]!r}: {exc}", "see GET /api/controls for the targets")
     surface.mapper.learn_start(target)
     return web.json_response(surface.status())
 
@@ -135,15 +145,16 @@ async def learn_assign(request: web.Request) -> web.Response:
     data = await json_body(request)
     target = data.get("target")
     if not isinstance(target, str):
-        return error(400, "give the 'target' to bind the last moved MIDI control to")
+        return error(400, "give the 'target' to bind the last moved MIDI control to",
+                     'e.g. {"target": "blend/browInnerUp"}')
     surface = _midi(request)
     try:
         request.app[MIXER_KEY].parser.parse(ControlEvent(target, ()))
         binding = surface.mapper.learn_assign(target)
     except ValueError as exc:
-        return error(400, str(exc))
+        return error(400, str(exc), "see GET /api/controls for the targets")
     except RuntimeError as exc:
-        return error(409, str(exc))
+        return error(409, str(exc), "move a control on the MIDI device first (POST /api/midi/learn/start)")
     return web.json_response({"ok": True, "binding": binding.to_toml(), **surface.status()})
 
 

@@ -7,31 +7,35 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.http import bodies
 
-def error(status: int, message: str, fix: str = "") -> web.Response:
-    """A JSON error response; `fix` says what to send instead (omitted when there is nothing to add)."""
-    body = {"error": message}
-    if fix:
-        body["fix"] = fix
-    return web.json_response(body, status=status)
+MAX_MESSAGE = 300  # an error quotes what it refused, but never a whole (possibly huge) request
+
+
+def _body(message: str, fix: str) -> dict[str, str]:
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return {"error": message, "fix": fix}
+
+
+def error(status: int, message: str, fix: str) -> web.Response:
+    """A JSON error response: what was wrong and what to send instead."""
+    return web.json_response(_body(message, fix), status=status)
 
 
 _RAISABLE: dict[int, type[web.HTTPException]] = {400: web.HTTPBadRequest, 404: web.HTTPNotFound,
-                                                  409: web.HTTPConflict}
+                                                  408: web.HTTPRequestTimeout, 409: web.HTTPConflict}
 
 
-def fail(status: int, message: str, fix: str = "") -> web.HTTPException:
-    """The same answer as `error`, as an exception a helper raises out of a handler (400, 404 or 409)."""
-    body = {"error": message, **({"fix": fix} if fix else {})}
-    return _RAISABLE[status](text=json.dumps(body), content_type="application/json")
+def fail(status: int, message: str, fix: str) -> web.HTTPException:
+    """The same answer as `error`, as an exception a helper raises out of a handler (400, 404, 408 or 409)."""
+    return _RAISABLE[status](text=json.dumps(_body(message, fix)), content_type="application/json")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; anything else is answered with 400 and the fix."""
+    """The request's JSON object, read within the bounds of `bridge.http.bodies` (size, time, nesting,
+    numbers); anything else is answered with 400 and the fix. An empty body is an empty object."""
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        raise fail(400, "the body is not JSON", "send a JSON object with Content-Type: application/json") from None
-    if not isinstance(data, dict):
-        raise fail(400, "the body must be a JSON object", "send {...}")
-    return data
+        return await bodies.json_object(request)
+    except bodies.BodyError as exc:
+        raise fail(exc.status, exc.error, exc.fix) from None

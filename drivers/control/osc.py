@@ -32,6 +32,7 @@ from typing import Any
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bridge.controls.commands import UnknownTarget, canonical_target
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import ControlEvent, ControlSink
@@ -390,7 +391,11 @@ class OscControlSurface(OscServerBase):
             text = json.dumps({"manual": state.get("manual", {})}, separators=(",", ":"))
             self.reply(reply, self.prefix + "/state", text[:8000])
             return
-        name = target[len("get/") :]
+        try:  # the state is keyed by canonical names: /avatar/get/blend/JAWOPEN reads blend/jawOpen
+            name = canonical_target(target[len("get/") :])
+        except UnknownTarget as exc:
+            self._bad("unknown", str(exc))
+            return
         value = state.get("manual", {}).get(name, 0.0)
         vals = value if isinstance(value, list) else [value]
         self.reply(reply, f"{self.prefix}/value/{name}", *[float(v) for v in vals])
