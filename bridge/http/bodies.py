@@ -14,8 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from drivers.output.webrtc.offers import MAX_OFFER_BYTES
+
 MAX_JSON_BYTES = 64 * 1024  # the largest JSON body (a WebRTC offer in its JSON envelope fits easily)
-MAX_SDP_BYTES = 64 * 1024
+MAX_SDP_BYTES = MAX_OFFER_BYTES
 MAX_DEPTH = 16  # nesting of arrays and objects; the API's bodies use two levels
 MAX_SAFE_INTEGER = 2**53  # what a JavaScript client can send exactly; larger is no count of anything here
 READ_TIMEOUT = 10.0  # seconds a client may take to send its body

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.http import bodies
 from bridge.http.keys import HUB_KEY, VIEWERS_KEY
 from bridge.http.responses import error, json_body
 from bridge.runtime import registry
@@ -49,41 +50,42 @@ def parse_alpha(value: Any) -> bool | None:
                          "use alpha=1 for packed colour + alpha video (the /obs page) or alpha=0 for plain video")
 
 
+def _location(peer_id: str) -> str:
+    return f"/whep/{peer_id}"
+
+
 async def json_offer(request: web.Request) -> web.Response:
-    try:
-        body = await json_body(request)
-    except web.HTTPBadRequest:
-        return error(400, "body is not a JSON object", OFFER_FIX)
+    body = await json_body(request)
     if not isinstance(body.get("sdp"), str):
         return error(400, "missing 'sdp' string", OFFER_FIX)
+    offer_type = body.get("type", "offer")
     try:
         alpha = parse_alpha(body.get("alpha"))
-        peer, answer = await request.app[VIEWERS_KEY].answer(body["sdp"], "viewer", str(body.get("type", "offer")),
-                                                             alpha)
+        peer, answer = await request.app[VIEWERS_KEY].answer(body["sdp"], "viewer", str(offer_type), alpha,
+                                                             address=request.remote or "")
     except SignalingError as err:
         return _refused(err)
-    return web.json_response({"sdp": answer, "type": "answer", "id": peer.id})
+    # The id and its resource URL go to this peer only: DELETE on it is the one way to end the session.
+    return web.json_response({"sdp": answer, "type": "answer", "id": peer.id, "location": _location(peer.id)})
 
 
 async def delete_peer(request: web.Request) -> web.Response:
     if not await request.app[VIEWERS_KEY].close(request.match_info["id"]):
-        return error(404, "no such session", "it has already ended")
-    return web.json_response({"closed": request.match_info["id"]})
+        return error(404, "no such session", "it has already ended (or this is not its Location)")
+    return web.json_response({"closed": True})
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    if request.content_type != "application/sdp":
-        return error(415, f"WHEP needs Content-Type application/sdp, got {request.content_type!r}",
-                     "POST the SDP offer as the raw body with Content-Type: application/sdp")
     try:
         alpha = parse_alpha(request.query.get("alpha"))
-        peer, answer = await request.app[VIEWERS_KEY].answer(await request.text(), "whep", alpha=alpha)
+        sdp = await bodies.sdp_text(request)
+        peer, answer = await request.app[VIEWERS_KEY].answer(sdp, "whep", alpha=alpha, address=request.remote or "")
+    except bodies.BodyError as exc:
+        return error(exc.status, exc.error, exc.fix)
     except SignalingError as err:
         return _refused(err)
-    location = f"/whep/{peer.id}"
     return web.Response(status=201, body=answer.encode(), content_type="application/sdp",
-                        headers={"Location": location, "ETag": f'"{peer.id}"',
-                                 "Access-Control-Expose-Headers": "Location, ETag"})
+                        headers={"Location": _location(peer.id), "ETag": f'"{peer.id}"'})
 
 
 async def whep_patch(_: web.Request) -> web.Response:
@@ -91,18 +93,21 @@ async def whep_patch(_: web.Request) -> web.Response:
 
 
 async def whep_options(_: web.Request) -> web.Response:
-    return web.Response(status=204, headers={
-        "Accept-Post": "application/sdp", "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type"})
+    # CORS preflights from allowed origins are answered by the request policy; this is for plain clients.
+    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
 
 
 async def viewers(request: web.Request) -> web.Response:
     hub = request.app[VIEWERS_KEY]
     publishers = request.app.get(PUBLISHERS_KEY, {})
     described = {name: (p.describe() if (p := publishers.get(name)) else None) for name in PUBLISHERS}
-    return web.json_response({"viewers": hub.describe(), "count": hub.count,
-                              "max_viewers": hub.config.max_viewers, "codec": hub.config.codec,
-                              "bitrate_kbps": hub.config.bitrate_kbps, "encoders": hub.fanout.describe(),
+    cfg = hub.config
+    return web.json_response({"viewers": hub.describe(), "count": hub.count, "sessions": hub.sessions,
+                              "max_viewers": cfg.max_viewers, "max_sessions_per_address": cfg.max_sessions_per_address,
+                              "connect_timeout_s": cfg.connect_timeout_s, "reaped": hub.reaped,
+                              "ice_servers": [url for s in cfg.ice_servers
+                                              for url in ([s.urls] if isinstance(s.urls, str) else s.urls)],
+                              "codec": cfg.codec, "bitrate_kbps": cfg.bitrate_kbps, "encoders": hub.fanout.describe(),
                               **described})
 
 
@@ -137,16 +142,11 @@ async def passthrough_get(request: web.Request) -> web.Response:
 
 async def passthrough_set(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    try:
-        body = await request.json()
-        value = body["delay_ms"]
-        if value != "auto":
-            value = float(value)
-            if not 0 <= value <= 5000:
-                raise ValueError
-    except Exception:
+    value = (await json_body(request)).get("delay_ms")
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5000):
         return error(400, "delay_ms must be 'auto' or a number of ms in 0..5000",
                      'send {"delay_ms": 180} or {"delay_ms": "auto"}')
+    value = value if value == "auto" else float(value)
     hub.config.outputs.passthrough.delay_ms = value
     if hub.passthrough is not None:
         hub.passthrough.set_delay(value)
@@ -177,7 +177,6 @@ def add_routes(app: web.Application) -> None:
     app.on_startup.append(_start_publishers)
     app.on_shutdown.append(_stop_all)
     app.router.add_post("/api/webrtc/offer", json_offer)
-    app.router.add_delete("/api/webrtc/{id}", delete_peer)
     app.router.add_get("/api/webrtc/viewers", viewers)
     app.router.add_post("/whep", whep_post)
     app.router.add_route("OPTIONS", "/whep", whep_options)

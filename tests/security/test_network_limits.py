@@ -125,7 +125,7 @@ def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonP
     port = daemon.surface_port("osc")
     cap = daemon.config["osc"]["tcp_max_connections_per_source"]
     fds = open_fds(daemon.pid)
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(200)]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(60)]
     try:
         wait_for(lambda: sum(closed(s) for s in socks) >= len(socks) - cap, 30,
                  "connections beyond the per-source cap closed")

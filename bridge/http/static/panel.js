@@ -328,8 +328,19 @@ async function pollState() {
 
 // ---------------------------------------------------------------- WebRTC preview
 let pc = null;
-async function startPreview() {
+let previewResource = null;  // the session's Location: the one handle that ends it on the daemon
+function endPreview() {
   if (pc) { pc.close(); pc = null; }
+  if (previewResource) {
+    const headers = TOKEN ? { Authorization: "Bearer " + TOKEN } : {};
+    fetch(previewResource, { method: "DELETE", headers, keepalive: true }).catch(() => {});
+    previewResource = null;
+  }
+}
+window.addEventListener("pagehide", endPreview);
+
+async function startPreview() {
+  endPreview();
   const msg = $("preview-msg");
   msg.textContent = "connecting preview…";
   try {
@@ -347,7 +358,8 @@ async function startPreview() {
       setTimeout(resolve, 2000);
     });
     const answer = await api("/api/webrtc/offer", { sdp: pc.localDescription.sdp, type: pc.localDescription.type });
-    await pc.setRemoteDescription(answer);
+    previewResource = answer.location;
+    await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
   } catch (err) {
     msg.textContent = "no preview: " + err.message;
   }

@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 const token = readToken();
 const alpha = params.get("alpha") === "1";
 const $ = (id) => document.getElementById(id);
-const viewer = { pc: null, resource: null, talk: null, talkId: null, previousSource: null, state: "new",
+const viewer = { pc: null, resource: null, talk: null, talkResource: null, previousSource: null, state: "new",
   alpha, alphaFrames: 0 };
 window.viewer = viewer;
 
@@ -73,7 +73,7 @@ async function startTalk() {
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
   const answer = await api("api/webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer" });
-  viewer.talkId = answer.id;
+  viewer.talkResource = answer.location;
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   $("btn-talk").classList.add("on");
   $("btn-talk").textContent = "stop talking";
@@ -86,9 +86,9 @@ async function stopTalk() {
     pc.getSenders().forEach((s) => s.track && s.track.stop());
     pc.close();
   }
-  if (viewer.talkId) {
-    await fetch("api/webrtc/" + viewer.talkId, { method: "DELETE", headers: headers("application/json") });
-    viewer.talkId = null;
+  if (viewer.talkResource) {
+    await fetch(viewer.talkResource, { method: "DELETE", headers: headers("application/json") });
+    viewer.talkResource = null;
   }
   if (viewer.previousSource && viewer.previousSource !== "webrtc") {
     await api("api/audio/source", { source: viewer.previousSource }).catch(() => {});

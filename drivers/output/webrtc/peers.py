@@ -1,28 +1,49 @@
-"""Every WebRTC viewer of the daemon: a peer per remote offer, its tracks, its teardown.
+"""Every WebRTC session of the daemon: a peer per remote offer, its tracks, its teardown.
 
 Each viewer is one aiortc RTCPeerConnection whose tracks carry packets of the shared encoders
 (`drivers.output.webrtc.fanout`): a frame is encoded once per stream (codec, packed alpha or not, bitrate
-tier), whatever the number of viewers, so a viewer costs packetizing and encryption (`webrtc.max_viewers`
-bounds that). A viewer asks for packed alpha per offer (default: `webrtc.alpha`). A viewer that stalls only
-loses its own frames; one that vanishes is closed when its connection fails. An incoming audio track (the
-viewer page's talk button) goes to the WebRTC audio source.
+tier), whatever the number of viewers, so a viewer costs packetizing and encryption. Sessions of every kind
+(video viewers, audio-only listeners, talk-back senders) count against one cap, `webrtc.max_viewers`, and
+against `webrtc.max_sessions_per_address` for the address they came from. A viewer asks for packed alpha per
+offer (default: `webrtc.alpha`). A viewer that stalls only loses its own frames; one that vanishes is closed
+when its connection fails, and one whose peer never connects is closed after `webrtc.connect_timeout_s`, so
+offers from peers that went away cannot hold places.
+
+Sessions are capabilities: the id is `secrets.token_urlsafe` (144 random bits), handed only to the peer that
+made the offer (in the WHEP `Location`), never listed. Offers are bounded before aiortc parses them
+(`offers.check_offer`). Connections use `webrtc.ice_servers` (none by default: aiortc's own default would ask
+a public STUN server about every viewer). An incoming audio track (the viewer page's talk button) goes to the
+WebRTC audio source.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bridge.core.config import Config, WebRTCConfig
+from bridge.core.config import Config, IceServer, WebRTCConfig
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.codecs import answered_codec, prefer_codec
+from drivers.output.webrtc.offers import OfferRefused, check_offer
 
 if TYPE_CHECKING:
     from drivers.output.webrtc.fanout import MediaFanout
+
+
+SESSION_ID_BYTES = 18  # 144 random bits: 24 URL-safe characters
+
+
+def rtc_configuration(servers: Iterable[IceServer]) -> Any:
+    """An aiortc RTCConfiguration with `webrtc.ice_servers`: a list, empty by default (None would make aiortc
+    ask Google's public STUN server about every connection)."""
+    from aiortc import RTCConfiguration, RTCIceServer
+
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                                        for s in servers])
 
 
 class SignalingError(Exception):
@@ -35,10 +56,12 @@ class SignalingError(Exception):
 class Peer:
     id: str
     pc: Any
-    kind: str  # "viewer" (JSON endpoint), "whep"
+    kind: str  # "viewer" (JSON endpoint), "whep", "talk" (sends audio, receives nothing)
+    address: str = ""
     tracks: list[Any] = field(default_factory=list)
     talking: bool = False
     alpha: bool = False
+    reaper: asyncio.TimerHandle | None = None
 
 
 class ViewerHub:
@@ -50,7 +73,7 @@ class ViewerHub:
         self.peers: dict[str, Peer] = {}
         self._fanout: MediaFanout | None = None
         self._closing: set[asyncio.Task[bool]] = set()
-        self._ids = itertools.count(1)
+        self.reaped = 0  # sessions closed because their peer never connected
 
     @property
     def fanout(self) -> MediaFanout:
@@ -72,31 +95,48 @@ class ViewerHub:
 
     @property
     def count(self) -> int:
+        """Viewers (sessions that receive media); `sessions` counts every kind."""
         return sum(1 for p in self.peers.values() if p.kind != "talk")
 
-    async def answer(self, sdp: str, kind: str, offer_type: str = "offer", alpha: bool | None = None) -> tuple[Peer, str]:
-        """Build a peer for a remote offer; returns it and the answer SDP (ICE candidates included). `alpha`:
-        packed colour + alpha video (None: `webrtc.alpha`)."""
+    @property
+    def sessions(self) -> int:
+        return len(self.peers)
+
+    def _admit(self, address: str) -> None:
+        """Raise SignalingError when the caps are reached (every kind of session counts)."""
+        cap, per_address = self.config.max_viewers, self.config.max_sessions_per_address
+        if self.sessions >= cap:
+            raise SignalingError(503, f"already serving webrtc.max_viewers = {cap} sessions (viewers, listeners "
+                                 "and talk-back)", "close a session, raise webrtc.max_viewers, or publish with "
+                                 "WHIP to an SFU")
+        if sum(1 for p in self.peers.values() if p.address == address) >= per_address:
+            raise SignalingError(429, f"{address or 'this address'} already has {per_address} sessions "
+                                 "(webrtc.max_sessions_per_address)",
+                                 "end one with DELETE on its Location, or wait: sessions whose peer never "
+                                 "connects end after webrtc.connect_timeout_s")
+
+    async def answer(self, sdp: str, kind: str, offer_type: str = "offer", alpha: bool | None = None,
+                     address: str = "") -> tuple[Peer, str]:
+        """Build a peer for a remote offer from `address`; returns it and the answer SDP (ICE candidates
+        included). `alpha`: packed colour + alpha video (None: `webrtc.alpha`). Raises SignalingError: 400 for
+        offers outside the bounds, 429/503 at the caps."""
         from aiortc import RTCSessionDescription
 
         from drivers.output.webrtc.dtls import new_peer_connection
         from drivers.output.webrtc.tracks import audio_track, video_track
 
         if offer_type != "offer":
-            raise SignalingError(400, f"expected an SDP offer, got type {offer_type!r}", "send {type: 'offer'}")
-        if not sdp.lstrip().startswith("v=0"):
-            raise SignalingError(400, "the body is not an SDP offer (it must start with 'v=0')",
-                                 "send the localDescription.sdp of an RTCPeerConnection")
-        if "m=video" not in sdp and "m=audio" not in sdp:
-            raise SignalingError(400, "the offer has no audio or video section",
-                                 "add a recvonly video transceiver (and audio) before createOffer()")
-        if self.count >= self.config.max_viewers and ("m=video" in sdp):
-            raise SignalingError(503, f"already serving webrtc.max_viewers = {self.config.max_viewers} viewers",
-                                 "close a viewer, raise webrtc.max_viewers, or publish with WHIP to an SFU")
-        pc = new_peer_connection()
-        peer = Peer(id=f"{next(self._ids)}-{secrets.token_hex(6)}", pc=pc, kind=kind,
+            raise SignalingError(400, f"expected an SDP offer, got type {offer_type[:40]!r}", "send {type: 'offer'}")
+        try:
+            check_offer(sdp)
+        except OfferRefused as exc:
+            raise SignalingError(400, exc.error, exc.fix) from None
+        self._admit(address)
+        pc = new_peer_connection(configuration=rtc_configuration(self.config.ice_servers))
+        peer = Peer(id=secrets.token_urlsafe(SESSION_ID_BYTES), pc=pc, kind=kind, address=address,
                     alpha=self.config.alpha if alpha is None else alpha)
-        self.peers[peer.id] = peer
+        self.peers[peer.id] = peer  # counted from now on, also while it negotiates
+        peer.reaper = asyncio.get_running_loop().call_later(self.config.connect_timeout_s, self._reap, peer.id)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -140,6 +180,13 @@ class ViewerHub:
             peer.kind = "talk"
         return peer, pc.localDescription.sdp
 
+    def _reap(self, peer_id: str) -> None:
+        """A session whose peer has not connected in time: its offer's sender went away (or never meant to come)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.pc.connectionState != "connected":
+            self.reaped += 1
+            self.close_soon(peer_id)
+
     def close_soon(self, peer_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self.close(peer_id))
         self._closing.add(task)
@@ -149,6 +196,8 @@ class ViewerHub:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return False
+        if peer.reaper is not None:
+            peer.reaper.cancel()
         for track in peer.tracks:
             track.stop()
         with contextlib.suppress(Exception):
@@ -164,10 +213,11 @@ class ViewerHub:
             await self._fanout.aclose()
 
     def describe(self) -> list[dict[str, Any]]:
+        """The sessions without their ids: an id is the capability to end a session, for its owner only."""
         out = []
         for peer in self.peers.values():
             video = next((t for t in peer.tracks if t.kind == "video"), None)
-            out.append({"id": peer.id, "kind": peer.kind, "state": peer.pc.connectionState, "alpha": peer.alpha,
+            out.append({"kind": peer.kind, "state": peer.pc.connectionState, "alpha": peer.alpha,
                         "frames_sent": getattr(video, "sent", 0), "talking": peer.talking,
                         "tier": getattr(video, "tier", None), "remb_kbps": _kbps(getattr(video, "remb", None)),
                         "pli": getattr(video, "pli", 0), "lost": getattr(video, "lost", 0)})
