@@ -43,7 +43,7 @@ OPEN_PATHS = frozenset({"/health"})
 # Static pages hold no data (every call they make needs the token), so they load without it.
 PAGE_PATHS = frozenset({"/", "/panel", "/panel/", "/panel/panel.html", "/panel/panel.js", "/panel/panel.css",
                         "/panel/token.js", "/viewer", "/viewer.js", "/obs", "/obs.js", "/alpha.js"})
-CORS_PREFIXES = ("/whep", "/api/webrtc/")
+CORS_PREFIXES = ("/whep/", "/api/webrtc/")
 CORS_METHODS = "GET, POST, DELETE, PATCH, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-Match"
 CORS_EXPOSE = "Location, ETag, Link, Accept-Post"
