@@ -17,11 +17,12 @@ import itertools
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
-from bridge.core.config import Config
+from bridge.core.config import Config, IceServer
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.fanout import MediaFanout
 from drivers.output.webrtc.publisher import Publisher
@@ -56,11 +57,12 @@ class JanusPublisher(Publisher):
         codec: str = "vp8",
         fanout: MediaFanout | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
+        ice_servers: Sequence[IceServer] = (),
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise JanusError(f"webrtc.janus.url = {url!r} is not a WebSocket URL; use Janus's WebSocket API, "
                              "e.g. ws://127.0.0.1:8188 (janus.transport.websockets.jcfg)")
-        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff)
+        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff, ice_servers=ice_servers)
         self.room = room
         self.display = display
         self.pin = pin
@@ -84,7 +86,8 @@ class JanusPublisher(Publisher):
         if not cfg.url:
             raise JanusError("webrtc.janus.url is not set: give Janus's WebSocket API, e.g. ws://127.0.0.1:8188")
         return cls(hub, cfg.url, cfg.room, display=cfg.display, pin=cfg.pin, api_secret=cfg.api_secret,
-                   token=cfg.token, create_room=cfg.create_room, codec=config.webrtc.codec, fanout=fanout)
+                   token=cfg.token, create_room=cfg.create_room, codec=config.webrtc.codec, fanout=fanout,
+                   ice_servers=config.webrtc.ice_servers)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "room": self.room, "feed": self.feed}

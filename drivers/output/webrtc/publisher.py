@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from bridge.core.config import IceServer
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.codecs import prefer_codec
 from drivers.output.webrtc.dtls import new_peer_connection
 from drivers.output.webrtc.fanout import MediaFanout
+from drivers.output.webrtc.peers import rtc_configuration
 from drivers.output.webrtc.tracks import audio_track, video_track
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,9 @@ class Publisher:
     name = "publisher"
 
     def __init__(self, hub: MediaHub, url: str, codec: str = "vp8", fanout: MediaFanout | None = None,
-                 backoff: tuple[float, float] = (1.0, 30.0)) -> None:
+                 backoff: tuple[float, float] = (1.0, 30.0), ice_servers: Sequence[IceServer] = ()) -> None:
         self.hub = hub
+        self.ice_servers = list(ice_servers)  # webrtc.ice_servers: none by default, no public STUN server
         self.url = url
         self.codec = codec
         self._fanout = fanout  # the viewers' shared encoders; None: its own (a publisher without viewers)
@@ -72,7 +76,7 @@ class Publisher:
 
     async def _offer(self) -> str:
         """A new send-only peer with the daemon's video and audio; returns its offer (ICE gathered)."""
-        pc = new_peer_connection()
+        pc = new_peer_connection(configuration=rtc_configuration(self.ice_servers))
         self._pc = pc
         ended = self._ended
         assert ended is not None

@@ -9,12 +9,13 @@ the connection fails or the server is unreachable, it publishes again with expon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 
-from bridge.core.config import Config
+from bridge.core.config import Config, IceServer
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.fanout import MediaFanout
 from drivers.output.webrtc.publisher import Publisher
@@ -37,10 +38,11 @@ class WhipPublisher(Publisher):
         codec: str = "vp8",
         fanout: MediaFanout | None = None,
         backoff: tuple[float, float] = (1.0, 30.0),
+        ice_servers: Sequence[IceServer] = (),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise WhipError(f"webrtc.whip_url = {url!r} is not an http(s) URL; use the WHIP endpoint of your server")
-        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff)
+        super().__init__(hub, url, codec=codec, fanout=fanout, backoff=backoff, ice_servers=ice_servers)
         self.token = token
         self.location: str | None = None
 
@@ -51,7 +53,7 @@ class WhipPublisher(Publisher):
         w = config.webrtc
         if not w.whip_url:
             raise WhipError("webrtc.whip_url is not set: give the WHIP endpoint of your media server")
-        return cls(hub, w.whip_url, token=w.whip_token, codec=w.codec, fanout=fanout)
+        return cls(hub, w.whip_url, token=w.whip_token, codec=w.codec, fanout=fanout, ice_servers=w.ice_servers)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "location": self.location}
