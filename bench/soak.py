@@ -110,7 +110,8 @@ def start_daemon(tmp: Path, size: tuple[int, int]) -> Daemon:
         "video": {"width": size[0], "height": size[1], "fps": 25},
         "audio": {"source": "file", "loop": True, "realtime": True},
         "http": {"host": "127.0.0.1", "port": 0},
-        "webrtc": {"max_viewers": 8},
+        # Every session comes from loopback here: the per-address cap must leave room for all of them.
+        "webrtc": {"max_viewers": 8, "max_sessions_per_address": 8, "connect_timeout_s": 10.0},
         "osc": {"port": 0},
         "vmc": {"enabled": False},
         "midi": {"enabled": False},
