@@ -19,15 +19,11 @@ CEILING_FACTOR = 4.0  # all senders together may use this many single-sender bud
 
 
 @dataclass
-class Bucket:
-    """A sender's budget and what it did with it."""
+class TokenBucket:
+    """Up to `rate` tokens, refilled at `rate` per second."""
 
     tokens: float
     time: float
-    packets: int = 0
-    rate_limited: int = 0
-    reply_tokens: float = 0.0
-    reply_time: float = 0.0
 
     def take(self, now: float, rate: float) -> bool:
         self.tokens = min(rate, self.tokens + (now - self.time) * rate)
@@ -37,13 +33,15 @@ class Bucket:
         self.tokens -= 1.0
         return True
 
-    def take_reply(self, now: float, rate: float) -> bool:
-        self.reply_tokens = min(rate, self.reply_tokens + (now - self.reply_time) * rate)
-        self.reply_time = now
-        if self.reply_tokens < 1.0:
-            return False
-        self.reply_tokens -= 1.0
-        return True
+
+@dataclass
+class Sender:
+    """One sender's packet and reply budgets and what it did with them."""
+
+    packets: TokenBucket
+    replies: TokenBucket
+    sent: int = 0
+    rate_limited: int = 0
 
 
 class SenderBudgets:
@@ -55,45 +53,45 @@ class SenderBudgets:
         self.rate = float(rate)
         self.reply_rate = float(reply_rate)
         self.max_senders = int(max_senders)
-        self._table: OrderedDict[Hashable, Bucket] = OrderedDict()
+        self._table: OrderedDict[Hashable, Sender] = OrderedDict()
         self.ceiling = float(ceiling if ceiling is not None else self.rate * CEILING_FACTOR)
-        self._all = Bucket(tokens=self.ceiling, time=float("-inf"))
+        self._all = TokenBucket(tokens=self.ceiling, time=float("-inf"))
         self.evicted = 0
 
-    def _bucket(self, sender: Hashable, now: float) -> Bucket:
-        bucket = self._table.get(sender)
-        if bucket is None:
+    def _sender(self, sender: Hashable, now: float) -> Sender:
+        entry = self._table.get(sender)
+        if entry is None:
             if len(self._table) >= self.max_senders:
                 self._table.popitem(last=False)
                 self.evicted += 1
-            bucket = Bucket(tokens=self.rate, time=now, reply_tokens=self.reply_rate, reply_time=now)
-            self._table[sender] = bucket
+            entry = Sender(TokenBucket(self.rate, now), TokenBucket(self.reply_rate, now))
+            self._table[sender] = entry
         else:
             self._table.move_to_end(sender)
-        return bucket
+        return entry
 
     def take(self, sender: Hashable, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        bucket = self._bucket(sender, now)
-        bucket.packets += 1
-        if bucket.take(now, self.rate) and self._all.take(now, self.ceiling):
+        entry = self._sender(sender, now)
+        entry.sent += 1
+        if entry.packets.take(now, self.rate) and self._all.take(now, self.ceiling):
             return True
-        bucket.rate_limited += 1
+        entry.rate_limited += 1
         return False
 
     def take_reply(self, sender: Hashable, now: float | None = None) -> bool:
         """A reply to `sender` within its own reply budget (queries cannot be turned into a reply flood)."""
         now = time.monotonic() if now is None else now
-        return self._bucket(sender, now).take_reply(now, self.reply_rate)
+        return self._sender(sender, now).replies.take(now, self.reply_rate)
 
     def __len__(self) -> int:
         return len(self._table)
 
     def busiest(self, n: int = 32) -> list[dict[str, Any]]:
         """The `n` senders that sent most, for the status page."""
-        top = sorted(self._table.items(), key=lambda kv: kv[1].packets, reverse=True)[:n]
-        return [{"address": _describe(sender), "packets": b.packets, "rate_limited": b.rate_limited}
-                for sender, b in top]
+        top = sorted(self._table.items(), key=lambda kv: kv[1].sent, reverse=True)[:n]
+        return [{"address": _describe(sender), "packets": e.sent, "rate_limited": e.rate_limited}
+                for sender, e in top]
 
 
 def _describe(sender: Hashable) -> str:

@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +205,23 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
             return last
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+@contextlib.contextmanager
+def health_probe(daemon: DaemonProcess) -> Iterator[list[int]]:
+    """Asks /health over and over on a thread while the block runs; yields the statuses it got. A stalled
+    event loop shows up as a probe that never returns (a timeout), not as a slow test."""
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            statuses.append(daemon.request("GET", "/health", timeout=30).status)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        yield statuses
+    finally:
+        done.set()
+        prober.join(40)

@@ -8,23 +8,14 @@ from __future__ import annotations
 import json
 import random
 import socket
-import threading
 from collections.abc import Iterable
 
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from tests.security.daemon import Answer, DaemonProcess, wait_for
+from bridge.controls.vocabulary import ARKIT_NAMES as ARKIT
+from tests.security.daemon import Answer, DaemonProcess, health_probe, wait_for
 
-ARKIT = ("eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
-         "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-         "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose",
-         "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight", "mouthSmileLeft", "mouthSmileRight",
-         "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft",
-         "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-         "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-         "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-         "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut")
 JSON_ENDPOINTS = ("/api/control", "/api/presets/apply", "/api/presets/capture", "/api/mute", "/api/freeze",
                   "/api/idle", "/api/audio/source", "/api/audio/output", "/api/passthrough", "/api/webrtc/offer",
                   "/api/midi/learn/start", "/api/midi/learn/assign")
@@ -155,25 +146,15 @@ def test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture(daemon: Dae
         while f.tell() < 18_000_000:
             f.write(entry.format(name=f"p{i}"))
             i += 1
-    health: list[int] = []
-    done = threading.Event()
-
-    def probe() -> None:
-        while not done.is_set():
-            health.append(daemon.request("GET", "/health", timeout=10).status)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    try:
-        answer = daemon.post_json("/api/presets/capture", {"name": "after_the_flood"})
-        assert_bad_request(answer)
-        assert "captured.toml" in answer.json["error"]
-        reload = daemon.post_json("/api/presets/reload", {})
-        assert reload.status == 200 and any("captured.toml" in k for k in reload.json["errors"]), reload
-    finally:
-        done.set()
-        prober.join(15)
-        captured.unlink()
+    with health_probe(daemon) as health:
+        try:
+            answer = daemon.post_json("/api/presets/capture", {"name": "after_the_flood"})
+            assert_bad_request(answer)
+            assert "captured.toml" in answer.json["error"]
+            reload = daemon.post_json("/api/presets/reload", {})
+            assert reload.status == 200 and any("captured.toml" in k for k in reload.json["errors"]), reload
+        finally:
+            captured.unlink()
     assert health and set(health) == {200}
     daemon.post_json("/api/presets/reload", {})
     daemon.assert_rendering(frames)

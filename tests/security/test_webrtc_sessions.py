@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +13,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from tests.output.conftest import ReceivedMedia, Viewer, _consume, wait_until
-from tests.security.daemon import Answer, DaemonProcess, wait_for
+from tests.security.daemon import Answer, DaemonProcess, health_probe, wait_for
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22,}")
 
@@ -204,16 +203,7 @@ async def test_offers_are_bounded_before_they_are_parsed(daemon: DaemonProcess) 
     many_candidates = real + candidates(200)
     many_sections = head + "".join("m=video" + video.split("m=audio", 1)[0] for _ in range(30))
     padded = real + "a=x-padding:" + "p" * 70_000 + "\r\n"
-    health: list[int] = []
-    done = threading.Event()
-
-    def probe() -> None:
-        while not done.is_set():
-            health.append(daemon.request("GET", "/health", timeout=30).status)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    try:
+    with health_probe(daemon) as health:
         async with client() as http:
             for sdp, what in ((huge, "bytes"), (many_candidates, "candidates"), (many_sections, "media"),
                               (padded, "bytes")):
@@ -223,9 +213,6 @@ async def test_offers_are_bounded_before_they_are_parsed(daemon: DaemonProcess) 
             not_utf8 = real.encode().replace(b"v=0", b"v=0\r\ns=\xff\xfe\xc3", 1)
             answer = await post_whep(http, daemon, not_utf8)
             assert answer.status == 400 and "UTF-8" in answer.json["error"], answer
-    finally:
-        done.set()
-        prober.join(40)
     assert health and set(health) == {200}
     assert await sessions(daemon) == 0
     daemon.assert_rendering(frames)
