@@ -147,12 +147,23 @@ class OscServerBase:
     # ---- lifecycle -----------------------------------------------------------------------------------
     async def start(self, emit: ControlSink) -> None:
         self._emit = emit
+        # With port 0 the system picks a free UDP port, which may be taken for TCP: pick again a few times so
+        # both listen on one port.
+        for attempt in range(8 if self.port == 0 and self.tcp else 1):
+            await self._start_udp()
+            if not self.tcp or await self._start_tcp(warn=attempt == 7 or self.port != 0):
+                break
+            self._close_udp()
+        assert self.bound is not None
+        log.info("%s: listening on %s:%d", self.name, *self.bound)
+
+    async def _start_udp(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, self.port))
         except OSError as exc:
             raise UserError(f"{self.name}: cannot listen on UDP {self.host}:{self.port}: {exc.strerror or exc}; "
-                          "choose another port in the config or stop the program using it") from None
+                            "choose another port in the config or stop the program using it") from None
         self._transport = transport  # type: ignore[assignment]
         raw = transport.get_extra_info("socket")
         if raw is not None:  # room for bursts (VMC bundles at 60 fps, a Stream Deck page of buttons)
@@ -160,17 +171,24 @@ class OscServerBase:
                 raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         sock = transport.get_extra_info("sockname")
         self.bound = (sock[0], sock[1])
-        if self.tcp:
-            try:
-                self._tcp_server = await asyncio.start_server(self._tcp_client, self.host, self.bound[1])
-            except OSError as exc:
-                log.warning("%s: TCP on port %d unavailable (%s); UDP only", self.name, self.bound[1], exc)
-        log.info("%s: listening on %s:%d", self.name, *self.bound)
 
-    async def stop(self) -> None:
+    async def _start_tcp(self, warn: bool) -> bool:
+        assert self.bound is not None
+        try:
+            self._tcp_server = await asyncio.start_server(self._tcp_client, self.host, self.bound[1])
+        except OSError as exc:
+            if warn:
+                log.warning("%s: TCP on port %d unavailable (%s); UDP only", self.name, self.bound[1], exc)
+            return warn
+        return True
+
+    def _close_udp(self) -> None:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+    async def stop(self) -> None:
+        self._close_udp()
         if self._tcp_server is not None:
             self._tcp_server.close()
             for writer in list(self._tcp_clients):
