@@ -302,6 +302,7 @@ def _op(summary: str, body: dict[str, Any] | None = None, method_ok: str = "OK")
             "200": {"description": method_ok},
             "400": {"description": "bad input: {error, fix}"},
             "401": {"description": "missing or wrong bearer token"},
+            "403": {"description": "refused by the request policy (Host, Origin or Content-Type): {error, fix}"},
         },
     }
     if body is not None:
@@ -324,7 +325,9 @@ OPENAPI: dict[str, Any] = {
         "title": "avatar-bridge",
         "version": "0.1.0",
         "description": "Control and observe a running avatar-bridge daemon. When http.token is set, send "
-        "'Authorization: Bearer <token>' (or ?token= for the panel page) on every path but /health.",
+        "'Authorization: Bearer <token>' on every path but /health and the static pages. Requests that change "
+        "state need Content-Type: application/json (application/sdp for WHEP) and, from a browser, an origin "
+        "of the daemon or of http.allowed_origins (see docs/api.md, request policy).",
     },
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
