@@ -14,7 +14,8 @@ for the whole run, at the stated rates:
 - one viewer that stays for the whole run and measures the longest gap between video frames it receives.
 
 Every minute it prints the daemon's RSS and open descriptors, the longest frame gap at the watching viewer,
-the frames the daemon dropped that minute, and the traffic sent. At the end it checks the goals: RSS growth
+the frames the daemon dropped that minute and the frames that viewer received, the render stage's median
+time (a renderer slower than the frame period drops frames whatever else happens), and the traffic sent. At the end it checks the goals: RSS growth
 < 5 % after the first 5 minutes, no frame gap > 0.5 s, descriptors flat (within a few of the 5-minute mark).
 Not a test: it runs for half an hour and uses the CPU of a small machine fully.
 """
@@ -298,7 +299,8 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"soak: demo daemon {args.size[0]}x{args.size[1]} pid {daemon.proc.pid}, {args.minutes:g} min; "
               f"a viewer every {args.viewer_every:g} s for {args.viewer_life:g} s, a vanishing offer every "
               f"{args.vanish_every:g} s, OSC {args.osc_rate:g}/s + 1 ping/s, HTTP {args.http_rate:g}/s", flush=True)
-        print(f"{'min':>4} {'RSS MB':>8} {'fds':>5} {'gap max s':>10} {'dropped':>8} {'frames':>7} {'viewers':>8} "
+        print(f"{'min':>4} {'RSS MB':>8} {'fds':>5} {'gap max s':>10} {'dropped':>8} {'frames':>7} {'render ms':>9} "
+              f"{'viewers':>8} "
               f"{'fail':>5} {'vanish':>7} {'osc':>7} {'pongs':>6} {'http ok':>8} {'http err':>8}", flush=True)
         first = await status(daemon)
         dropped_before, frames_before = int(first["dropped"]), watch.frames
@@ -312,11 +314,12 @@ async def soak(args: argparse.Namespace) -> int:
             snap = await status(daemon)
             row = {"minute": minute, "rss": daemon.rss_mb(), "fds": daemon.fds(),
                    "gap": watch.take(time.monotonic()), "dropped": int(snap["dropped"]) - dropped_before,
-                   "frames": watch.frames - frames_before}
+                   "frames": watch.frames - frames_before,
+                   "render_p50": float(snap["stages"].get("render", {}).get("p50_ms", float("nan")))}
             dropped_before, frames_before = int(snap["dropped"]), watch.frames
             rows.append(row)
             print(f"{minute:>4} {row['rss']:>8.1f} {row['fds']:>5} {row['gap']:>10.3f} {row['dropped']:>8} "
-                  f"{row['frames']:>7} {traffic.viewers:>8} {traffic.viewer_failures:>5} {traffic.vanished:>7} "
+                  f"{row['frames']:>7} {row['render_p50']:>9.1f} {traffic.viewers:>8} {traffic.viewer_failures:>5} {traffic.vanished:>7} "
                   f"{traffic.osc:>7} {traffic.pongs:>6} {traffic.http_ok:>8} {traffic.http_errors:>8}", flush=True)
         for task in loads:
             task.cancel()
