@@ -75,6 +75,7 @@ SPECS: tuple[ControlSpec, ...] = (
     ControlSpec("flame/eyelids", ("left", "right"), -0.3, 1.0, "eyelid closure, 1 = closed (one value: both)"),
     ControlSpec("flame/neck", ("x", "y", "z"), -0.8, 0.8, "neck axis-angle in radians"),
     ControlSpec("flame/head", ("x", "y", "z"), -1.0, 1.0, "head (global) axis-angle in radians"),
+    ControlSpec("flame/translation", ("x", "y", "z"), -0.5, 0.5, "head translation in FLAME units (metres)"),
     ControlSpec("gaze", ("x", "y"), -1.0, 1.0, "look direction: x right(+)/left(-) of the viewer, y up(+)/down(-)"),
     ControlSpec("head", ("pitch", "yaw", "roll"), -1.0, 1.0, "head rotation in radians (pitch > 0 nods down)"),
     ControlSpec("preset/<name>", ("value",), 0.0, 1.0, "named expression preset; no value fades in to 1", fades=True),
@@ -94,20 +95,19 @@ def arkit_name(name: str) -> str | None:
     return _ARKIT_LOWER.get(name.lower())
 
 
+_BY_PATTERN = {s.pattern: s for s in SPECS}
+
+
 def value_range(target: str) -> tuple[float, float]:
-    """The range a manual target's values are clamped to."""
-    head = target.split("/")[0]
-    if head == "blend":
-        return (0.0, 1.0)
-    if target.startswith("flame/expression"):
-        return (-3.0, 3.0)
-    if target == "flame/eyelids":
-        return (-0.3, 1.0)
-    if target == "flame/head":
-        return (-1.0, 1.0)
-    if head == "flame":
-        return (-0.8, 0.8)
-    return (-1.0, 1.0)
+    """The range a manual target's values are clamped to: the one in `SPECS` (served by /api/controls and
+    documented in docs/controls.md), so what the docs say is what the mixer does."""
+    if target.startswith("blend/"):
+        spec = _BY_PATTERN["blend/<arkit>"]
+    elif target.startswith("flame/expression/"):
+        spec = _BY_PATTERN["flame/expression/<0-99>"]
+    else:
+        spec = _BY_PATTERN[target]
+    return spec.lo, spec.hi
 
 
 def vocabulary(presets: list[str] | None = None, emotions: list[str] | None = None) -> dict[str, Any]:
