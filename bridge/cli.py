@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,10 @@ from bridge import __version__
 from bridge.core.errors import UserError
 
 __all__ = ["UserError", "build_parser", "main"]
+
+# OpenMP threads that spin while they wait steal each other's turns on a busy machine: beside a browser and a
+# call app the CPU renderer ran 10-20x slower. Waiting threads sleep instead (read when torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMAND_MODULES = (
     "bridge.commands.core",  # demo, run, devices

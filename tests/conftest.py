@@ -7,6 +7,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+# As the CLI does (bridge.cli): torch's OpenMP workers sleep while waiting, so a loaded machine slows the
+# tests' CPU rendering in proportion to the load instead of 10-20x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import av
 import numpy as np
 import pytest
