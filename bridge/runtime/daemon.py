@@ -149,6 +149,10 @@ class Daemon:
     def remove_sink(self, sink: FrameSink) -> None:
         self.pipeline.remove_sink(sink)
 
+    def output_failures(self) -> list[BaseException]:
+        """Why outputs stopped before the end (a recording on a full disk, a camera that went away)."""
+        return [runner.failed for runner in self.pipeline.sinks if runner.failed is not None]
+
     def emit_control(self, event: ControlEvent) -> bool:
         return self.mixer.apply(event)
 

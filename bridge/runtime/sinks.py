@@ -90,6 +90,7 @@ class SinkRunner:
         try:
             self.sink.close()
         except BaseException as exc:
+            self.failed = self.failed or exc
             log.error("sink %s failed to close: %s", self.sink.name, exc)
 
     def _fail(self, exc: BaseException, what: str) -> None:
