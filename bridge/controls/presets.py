@@ -85,8 +85,11 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def presets_dir() -> Path:
     """The presets shipped with Avatar Bridge (ARKit maps, expressions, emotions, MIDI maps): the one place
-    every part looks them up."""
-    return Path(__file__).resolve().parents[2] / "presets"
+    every part looks them up. An installed wheel holds them in bridge/shipped_presets (setup.py maps the
+    checkout's top-level presets/ folder there)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "shipped_presets"
+    return installed if installed.is_dir() else package.parent / "presets"
 
 
 @dataclass
