@@ -19,6 +19,9 @@ def _library(args: argparse.Namespace) -> Any:
         from bridge.core.config import load_config
 
         directory = load_config(args.config).presets.dir
+    if directory is not None and not directory.is_dir():
+        raise UserError(f"presets folder {directory} does not exist; give an existing folder (or none for the "
+                        "shipped presets)")
     return PresetLibrary(directory)
 
 

@@ -21,6 +21,7 @@ import tomli_w
 from numpy.typing import NDArray
 
 from bridge.controls.vocabulary import arkit_name
+from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 
 if sys.version_info >= (3, 11):
@@ -37,7 +38,7 @@ FILES: dict[str, str] = {"expressions.toml": "preset", "captured.toml": "preset"
 CAPTURE_FILE = "captured.toml"
 
 
-class MapError(ValueError):
+class MapError(UserError, ValueError):
     """A problem in a map or preset file, naming the file, the entry and the fix."""
 
 

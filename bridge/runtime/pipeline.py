@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from bridge.core.clock import MediaClock
+from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import (
@@ -210,6 +211,10 @@ class Pipeline:
         def run() -> None:
             try:
                 target()
+            except UserError as exc:  # the input's fault (a damaged audio file): one line, no traceback
+                log.error("pipeline thread %s stopped: %s", threading.current_thread().name, exc)
+                self.error = exc
+                self._finish()
             except BaseException as exc:
                 log.exception("pipeline thread %s failed", threading.current_thread().name)
                 self.error = exc

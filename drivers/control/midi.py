@@ -25,6 +25,7 @@ import tomli_w
 
 from bridge.controls.presets import presets_dir
 from bridge.core.config import Config
+from bridge.core.errors import UserError
 from bridge.core.interfaces import ControlEvent, ControlSink
 
 if sys.version_info >= (3, 11):
@@ -43,7 +44,7 @@ ARITY = {"gaze": 2, "head": 3, "flame/jaw": 3, "flame/eyes": 6, "flame/neck": 3,
 DEFAULT_MAP = presets_dir() / "midi" / "learned.toml"
 
 
-class MidiError(RuntimeError):
+class MidiError(UserError, RuntimeError):
     """MIDI is unavailable or misconfigured; the message says what to do."""
 
 
