@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -44,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. As the program itself (no `argv`), it then leaves at once: see `leave`."""
+    code = run(argv)
+    if argv is None:
+        leave(code)
+    return code
+
+
+def leave(code: int) -> None:
+    """Exit without the interpreter's teardown. Freeing torch, PyAV and aiortc state and destroying their
+    native threads took 3-10 s after a daemon stopped, and a native thread destroyed while still joinable
+    aborted the process ("terminate called without an active exception"). Every command has closed its
+    files and outputs by the time it returns (nothing here uses atexit), so only the standard streams and
+    the log handlers are left to flush."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -99,11 +99,13 @@ def as_demo_avatar(target: str = "tests.avatars:FlatAvatar") -> Iterator[None]:
 def main(argv: list[str]) -> int:
     """`python -m tests.avatars RENDER_SECONDS COMMAND...`: the avatar-bridge CLI with the flat avatar as the
     demo avatar, each render taking RENDER_SECONDS (for tests that run the daemon as a process)."""
-    from bridge.cli import main as cli
+    from bridge.cli import leave, run
 
     FlatAvatar.render_seconds = float(argv[0])
     with as_demo_avatar():
-        return cli(argv[1:])
+        code = run(argv[1:])
+    leave(code)  # as the console program does
+    return code
 
 
 if __name__ == "__main__":
