@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024
 AUDIO_LAG_S = 1.0  # audio missing this far behind the video is recorded as silence, so the file keeps growing
-MAX_PENDING_S = 10.0  # audio held while no frame has come yet
+MAX_PENDING_S = 10.0  # audio held ahead of the video (before the first frame, or while the renderer stalls)
 FULL_DISK = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
@@ -152,6 +152,8 @@ class RecorderSink:
         if self._origin is None or self.failure is not None:
             return  # audio before the first frame is outside the recording
         start = round((chunk.pts - self._origin) * self.info.sample_rate)
+        if start > self._video_end_sample() + MAX_PENDING_S * self.info.sample_rate:
+            return  # the video stalled: this much sound ahead of it is dropped (silence if the video resumes)
         samples = np.asarray(chunk.samples, np.float32)
         if start < self._audio_samples:  # overlaps what is placed already, or precedes the origin
             samples = samples[self._audio_samples - start :]
@@ -161,8 +163,6 @@ class RecorderSink:
             self._audio_pending = np.concatenate([self._audio_pending, samples])
             self._audio_samples += samples.size
         if self._audio is None:
-            keep = int(MAX_PENDING_S * self.info.sample_rate)
-            self._audio_pending = self._audio_pending[-keep:]
             return
         self._drain_audio(final=False)
 
@@ -249,6 +249,11 @@ class RecorderSink:
             log.info("recorded %d frames (%d repeated) to %s", self.frames_written, self.frames_repeated, self.path)
 
     def _finish_streams(self) -> None:
+        end = self.info.extra.get("end")  # where the pipeline's clock ended the stream
+        if isinstance(end, (int, float)) and self._last is not None and self._origin is not None:
+            while self.frames_written < self._slot(float(end)):  # renders that never came: hold the picture
+                self._encode(self._last)
+                self.frames_repeated += 1
         # Audio ends with the video: pad with silence or cut what lies past the last frame.
         total = self._video_end_sample()
         wanted = max(0, total - self._audio_encoded)
