@@ -3,7 +3,8 @@
 `FlatAvatar` draws the face parameters as a flat cartoon in well under a millisecond, so a test of controls,
 outputs or the pipeline measures those and not how fast this machine splats Gaussians. Its `render_seconds`
 (a class-wide setting, so a daemon in another process can be given it) makes it a renderer that takes that
-long per frame: a GPU that is busy, or a machine so loaded that the renderer is starved.
+long per frame, from frame `slow_after` on: a GPU that is busy, or a machine so loaded that the renderer is
+starved. A starved render ends early when the avatar is closed, as a real one would be abandoned.
 
 Tests put it in the daemon through the registry's table of driver names (`as_demo_avatar`): the daemon builds
 it with `from_config` as it builds any avatar.
@@ -32,6 +33,7 @@ class FlatAvatar:
 
     name = "demo"
     render_seconds = 0.0  # time each render takes (released to other threads, as a GPU wait would be)
+    slow_after = 0  # renders before that are instant
     expression_channels: ClassVar[dict[str, int]] = {"smile": 0, "brow_raise": 1, "frown": 2, "pucker": 3, "wide": 4}
 
     def __init__(self, width: int = 128, height: int = 128, transparent: bool = False,
@@ -49,7 +51,7 @@ class FlatAvatar:
         return cls(config.video.width, config.video.height, a.transparent, a.background)
 
     def render(self, params: FaceParams) -> RenderedImage:
-        if self.render_seconds > 0:
+        if self.render_seconds > 0 and self.renders >= self.slow_after:
             self.closed.wait(self.render_seconds)
         w, h = self.width, self.height
         cx = w / 2 + float(params.head[1]) * w / 3
@@ -83,6 +85,13 @@ class SlowAvatar(FlatAvatar):
     render_seconds = 0.05
 
 
+class StarvedAvatar(FlatAvatar):
+    """Renders 25 frames, then its renderer gets no turn for a minute (each render blocks)."""
+
+    render_seconds = 60.0
+    slow_after = 25
+
+
 @contextlib.contextmanager
 def as_demo_avatar(target: str = "tests.avatars:FlatAvatar") -> Iterator[None]:
     """Daemons built inside this block render with `target` where the config says the demo avatar."""
@@ -97,11 +106,13 @@ def as_demo_avatar(target: str = "tests.avatars:FlatAvatar") -> Iterator[None]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m tests.avatars RENDER_SECONDS COMMAND...`: the avatar-bridge CLI with the flat avatar as the
-    demo avatar, each render taking RENDER_SECONDS (for tests that run the daemon as a process)."""
+    """`python -m tests.avatars SECONDS[@AFTER] COMMAND...`: the avatar-bridge CLI with the flat avatar as the
+    demo avatar, each render from the AFTER-th on taking SECONDS (for tests that run the daemon as a process)."""
     from bridge.cli import leave, run
+    from tests.avatars import FlatAvatar as Registered  # the class the registry loads, not this __main__ copy
 
-    FlatAvatar.render_seconds = float(argv[0])
+    seconds, _, after = argv[0].partition("@")
+    Registered.render_seconds, Registered.slow_after = float(seconds), int(after or 0)
     with as_demo_avatar():
         code = run(argv[1:])
     leave(code)  # as the console program does
