@@ -53,9 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def leave(code: int) -> None:
-    """Exit without the interpreter's teardown. Freeing torch, PyAV and aiortc state and destroying their
-    native threads took 3-10 s after a daemon stopped, and a native thread destroyed while still joinable
-    aborted the process ("terminate called without an active exception"). Every command has closed its
+    """Exit without the interpreter's teardown. Freeing torch, PyAV and aiortc state took 3-10 s after a
+    daemon stopped. And a render still running in torch on the pipeline's render thread (a daemon thread, not
+    waited for: a stop must not wait for a render) aborted the process: finalising CPython ends such a thread
+    with pthread_exit when it takes the GIL back, and that forced unwind through torch's pybind11 frames
+    calls std::terminate ("terminate called without an active exception"). Every command has closed its
     files and outputs by the time it returns (nothing here uses atexit), so only the standard streams and
     the log handlers are left to flush."""
     logging.shutdown()

@@ -405,6 +405,8 @@ class Pipeline:
                 params = self.timeline.get(index, timeout=0.0)
             else:
                 params = self.timeline.get(index, timeout=None)
+                if params is None and self.duration is None and self.timeline.is_past_end(index):
+                    break  # the face thread ended the speech while this frame was awaited
             if params is None:
                 if not self.timeline.is_past_end(index):
                     self.stats.incr("face_late")

@@ -231,3 +231,26 @@ def test_full_disk_under_the_cli_is_an_error_not_a_recording(tmp_path: Path) -> 
     assert len(errors) == 1 and f"recording to {out} stopped after" in errors[0] and "size limit" in errors[0]
     rec = read_recording(out)
     assert rec.frames >= 25 and out.stat().st_size <= 30_000
+
+
+def test_a_transparent_avatar_records_alpha_through_the_daemon(tmp_path: Path, speechlike: Path) -> None:
+    """avatar.transparent = true and outputs.record.path = *.webm: the rendered coverage reaches the file."""
+    import asyncio
+
+    from bridge.core.config import load_config
+    from bridge.runtime.daemon import Daemon
+    from tests.avatars import as_demo_avatar
+
+    out = tmp_path / "alpha.webm"
+    cfg = load_config(None, environ={}, overrides={
+        "video": {"width": 96, "height": 96, "fps": 25}, "avatar": {"transparent": True},
+        "audio": {"source": "file", "file": str(speechlike), "realtime": False},
+        "outputs": {"record": {"path": str(out)}},
+        "http": {"enabled": False}, "osc": {"enabled": False}, "vmc": {"enabled": False}, "midi": {"enabled": False}})
+    with as_demo_avatar():
+        daemon = Daemon(cfg)
+    assert asyncio.run(daemon.serve()) == 0
+    planes = decode_alpha(out)
+    assert len(planes) == 50
+    for alpha in planes:  # the flat head is a disc in the middle: clear corners, solid centre
+        assert alpha[:8, :8].max() <= ALPHA_NOISE[".webm"] and alpha[44:52, 44:52].min() >= 255 - ALPHA_NOISE[".webm"]

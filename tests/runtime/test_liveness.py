@@ -109,3 +109,30 @@ def test_a_signal_stops_a_starved_daemon_quickly_and_finalises_the_recording(tmp
     assert f"avatar-bridge: recorded {out}" in rest
     rec = read_recording(out)  # finalised: decodes to the end without an error
     assert rec.frames >= 25 and rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
+
+
+def test_stopping_while_torch_renders_exits_cleanly(tmp_path: Path) -> None:
+    """The demo head at 512x512 on the CPU keeps the render thread inside torch most of the time. Leaving
+    the interpreter's teardown to end that thread aborted the process ("terminate called without an active
+    exception") in three runs out of four; the program now leaves once its outputs are closed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "demo", "--size", "512x512", "--no-http", "--record",
+         str(tmp_path / "busy.mp4")],
+        cwd=tmp_path, env=env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "running:" in line:
+                break
+        time.sleep(2.0)  # renders under way
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0 and "terminate called" not in rest, rest
+    assert took < 2.0, f"stopping took {took:.2f} s"
+    assert read_recording(tmp_path / "busy.mp4").frames > 0
