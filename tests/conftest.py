@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +103,30 @@ def presets_dir(tmp_path: Path) -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def started_daemon(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A daemon command (`python -m bridge.cli demo ...`) in a process, returned once it runs, with its base URL
+    ("" without HTTP)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "running:" in line:
+            found = re.search(r"http://[\d.:]+", line)
+            return proc, found.group(0) if found else ""
+    raise AssertionError(f"the daemon did not start (exit code {proc.wait()})")
+
+
+def stopped_daemon(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str, float]:
+    """Send `sig` to a daemon from `started_daemon`: (exit code, the rest of its stderr, seconds until it
+    exited). Kills it if it is still there after 30 s."""
+    assert proc.stderr is not None
+    t0 = time.monotonic()
+    try:
+        proc.send_signal(sig)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, rest, time.monotonic() - t0

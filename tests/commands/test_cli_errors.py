@@ -124,6 +124,12 @@ def needs(*names: str) -> Callable[[Case], Case]:
 
 
 RUN = ["--duration", "1", "--no-http"]
+
+
+def generate(f: dict[str, Path], checkpoint: str, stats: str, audio: str = "tone.wav") -> list[str]:
+    """`face generate` with these files (the shape file is always the wrongly sized one)."""
+    return ["face", "generate", "--checkpoint", str(f[checkpoint]), "--stats", str(f[stats]), "--audio",
+            str(f[audio]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))]
 CASES: dict[str, Case] = {
     "run: bad TOML": lambda f: ["run", "--config", str(f["bad_syntax.toml"]), *RUN],
     "run: bad value": lambda f: ["run", "--config", str(f["bad_value.toml"]), *RUN],
@@ -161,27 +167,14 @@ CASES: dict[str, Case] = {
     "avatar export-ply: corrupt": lambda f: [
         "avatar", "export-ply", "--checkpoint", str(f["garbage.pth"]), "--flame-model", str(f["garbage.pkl"]),
         "--out", str(f["garbage.pkl"].with_name("x.ply"))],
-    "face generate: corrupt checkpoint": lambda f: [
-        "face", "generate", "--checkpoint", str(f["garbage.pt"]), "--stats", str(f["garbage.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))],
-    "face generate: empty checkpoint": lambda f: [
-        "face", "generate", "--checkpoint", str(f["empty.pt"]), "--stats", str(f["garbage.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))],
-    "face generate: foreign checkpoint": lambda f: [
-        "face", "generate", "--checkpoint", str(f["foreign.pt"]), "--stats", str(f["garbage.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))],
-    "face generate: unreadable audio": lambda f: [
-        "face", "generate", "--checkpoint", str(f["garbage.pt"]), "--stats", str(f["garbage.npz"]),
-        "--audio", str(f["garbage.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))],
-    "face generate: stats lack keys": needs("dpt.pt")(lambda f: [
-        "face", "generate", "--checkpoint", str(f["dpt.pt"]), "--stats", str(f["stats_missing_keys.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))]),
-    "face generate: shape of the wrong size": needs("dpt.pt")(lambda f: [
-        "face", "generate", "--checkpoint", str(f["dpt.pt"]), "--stats", str(f["dpt_stats.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))]),
-    "face generate: tensor of the wrong shape": needs("dpt.pt")(lambda f: [
-        "face", "generate", "--checkpoint", str(f["dpt_wrong_shape.pt"]), "--stats", str(f["dpt_stats.npz"]),
-        "--audio", str(f["tone.wav"]), "--shape", str(f["wrong_shape.npy"]), "--out", str(f["tone.wav"].with_name("o.npz"))]),
+    "face generate: corrupt checkpoint": lambda f: generate(f, "garbage.pt", "garbage.npz"),
+    "face generate: empty checkpoint": lambda f: generate(f, "empty.pt", "garbage.npz"),
+    "face generate: foreign checkpoint": lambda f: generate(f, "foreign.pt", "garbage.npz"),
+    "face generate: unreadable audio": lambda f: generate(f, "garbage.pt", "garbage.npz", audio="garbage.wav"),
+    "face generate: stats lack keys": needs("dpt.pt")(lambda f: generate(f, "dpt.pt", "stats_missing_keys.npz")),
+    "face generate: shape of the wrong size": needs("dpt.pt")(lambda f: generate(f, "dpt.pt", "dpt_stats.npz")),
+    "face generate: tensor of the wrong shape": needs("dpt.pt")(
+        lambda f: generate(f, "dpt_wrong_shape.pt", "dpt_stats.npz")),
     "calibrate: missing folder": lambda f: ["calibrate", "--tracked", str(f["garbage.pt"].with_name("none"))],
     "calibrate: corrupt frames": needs("flame.pkl")(
         lambda f: ["calibrate", "--tracked", str(f["garbage.pt"].with_name("tracked")), "--flame", str(f["flame.pkl"])]),

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import resource
 import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -23,7 +21,7 @@ from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, StreamInfo, VideoFrame
 from drivers.output.recorder import RecorderSink, RecordingFailed
 from tests.commands.test_cli import cli, env
-from tests.conftest import read_recording
+from tests.conftest import read_recording, started_daemon
 
 FORMATS = {".mp4": ("h264", "aac"), ".mkv": ("h264", "aac"), ".webm": ("vp9", "opus"), ".mov": ("prores", "pcm_s16le")}
 
@@ -178,18 +176,6 @@ def decodable(path: Path) -> tuple[int, float]:
     return frames, samples / rate
 
 
-def started_daemon(*args: str, cwd: Path, preexec: Any = None) -> tuple[subprocess.Popen[str], str]:
-    """`avatar-bridge ARGS` in a process; returns it once it runs, with its base URL (or "")."""
-    proc = subprocess.Popen(cli(*args), cwd=cwd, env=env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, preexec_fn=preexec)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "running:" in line:
-            found = re.search(r"http://[\d.:]+", line)
-            return proc, found.group(0) if found else ""
-    raise AssertionError(f"the daemon did not start (exit code {proc.wait()})")
-
-
 def recorder_frames(url: str) -> int:
     with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
         stages = json.load(r)["stages"]
@@ -201,7 +187,7 @@ def test_a_killed_recording_keeps_all_but_its_last_seconds(tmp_path: Path, suffi
     """SIGKILL (a crash, a power cut) while recording: the file plays up to a second or two before the kill.
     The daemon's own count of frames handed to the recorder says how far it had come."""
     out = tmp_path / f"crash{suffix}"
-    proc, url = started_daemon("demo", "--size", "96x96", "--port", "0", "--record", str(out), cwd=tmp_path)
+    proc, url = started_daemon(cli("demo", "--size", "96x96", "--port", "0", "--record", str(out)), tmp_path, env())
     try:
         deadline = time.monotonic() + 120
         while (written := recorder_frames(url)) < 100 and time.monotonic() < deadline:

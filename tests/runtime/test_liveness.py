@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from bridge.http.app import build_app
 from bridge.runtime.daemon import Daemon
 from tests.avatars import as_demo_avatar
 from tests.commands.test_cli import env
-from tests.conftest import REPO, read_recording
+from tests.conftest import REPO, read_recording, started_daemon, stopped_daemon
 
 BASE = {
     "video": {"width": 96, "height": 96, "fps": 25},
@@ -74,35 +73,18 @@ async def test_the_clock_ends_a_timed_run_and_health_names_the_stalled_renderer(
 def test_a_signal_stops_a_starved_daemon_quickly_and_finalises_the_recording(tmp_path: Path,
                                                                               sig: signal.Signals) -> None:
     out = tmp_path / "starved.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.avatars", "60@25", "demo", "--size", "96x96", "--port", "0",
-         "--record", str(out)],
-        cwd=REPO, env=env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stderr is not None
-        url = ""
-        for line in proc.stderr:
-            if "running:" in line:
-                url = line.split("http://", 1)[1].split("/", 1)[0]
+    proc, url = started_daemon([sys.executable, "-m", "tests.avatars", "60@25", "demo", "--size", "96x96",
+                                "--port", "0", "--record", str(out)], REPO, env())
+    deadline = time.monotonic() + 60
+    while True:  # until the renderer is starved (and the recorder has the frames it got)
+        assert time.monotonic() < deadline, "the renderer never stalled"
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and "render" in {s["stage"] for s in json.load(exc)["stalled"]}:
                 break
-        assert url, "the daemon did not start"
-        deadline = time.monotonic() + 60
-        while True:  # until the renderer is starved (and the recorder has the frames it got)
-            assert time.monotonic() < deadline, "the renderer never stalled"
-            try:
-                urllib.request.urlopen(f"http://{url}/health", timeout=5)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 503 and "render" in json.load(exc)["stages"]:
-                    break
-            time.sleep(0.1)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=30)
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        time.sleep(0.1)
+    code, rest, took = stopped_daemon(proc, sig)
     assert code == 0, rest
     assert took < 2.0, f"stopping took {took:.2f} s"
     assert "terminate called" not in rest and "Traceback" not in rest
@@ -115,24 +97,10 @@ def test_stopping_while_torch_renders_exits_cleanly(tmp_path: Path) -> None:
     """The demo head at 512x512 on the CPU keeps the render thread inside torch most of the time. Leaving
     the interpreter's teardown to end that thread aborted the process ("terminate called without an active
     exception") in three runs out of four; the program now leaves once its outputs are closed."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "demo", "--size", "512x512", "--no-http", "--record",
-         str(tmp_path / "busy.mp4")],
-        cwd=tmp_path, env=env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "running:" in line:
-                break
-        time.sleep(2.0)  # renders under way
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=30)
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, _ = started_daemon([sys.executable, "-m", "bridge.cli", "demo", "--size", "512x512", "--no-http",
+                              "--record", str(tmp_path / "busy.mp4")], tmp_path, env())
+    time.sleep(2.0)  # renders under way
+    code, rest, took = stopped_daemon(proc, signal.SIGTERM)
     assert code == 0 and "terminate called" not in rest, rest
     assert took < 2.0, f"stopping took {took:.2f} s"
     assert read_recording(tmp_path / "busy.mp4").frames > 0
