@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +132,10 @@ def stopped_daemon(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[in
         if proc.poll() is None:
             proc.kill()
     return code, rest, time.monotonic() - t0
+
+
+def recorder_frames(url: str) -> int:
+    """Frames the recorder of the daemon at `url` has written (its own count, from /api/status)."""
+    with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
+        stages = json.load(r)["stages"]
+    return int(stages.get("sink:recorder", {}).get("count", 0))

@@ -97,7 +97,8 @@ def start_daemon(config: Config, args: argparse.Namespace) -> int:
     if failures:
         return code or 1
     if args.record is not None:
-        say(f"recorded {args.record}")
+        recorded = args.record.is_file() and args.record.stat().st_size > 0
+        say(f"recorded {args.record}" if recorded else "nothing was recorded: the daemon stopped before its first frame")
     return code
 
 

@@ -269,8 +269,8 @@ class Pipeline:
                 thread.join(max(0.0, deadline - time.monotonic()))
         for runner in runners:
             runner.close(timeout=max(0.0, deadline - time.monotonic()))
-        for thread in render:  # a render in progress shows nothing any more: no reason to wait long for it
-            thread.join(min(0.25, max(0.0, deadline - time.monotonic())))
+        for thread in render:  # a render in progress shows nothing any more: no reason to wait for it
+            thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
         self.frames.close()
         self.audio_in.close()
         self.audio_out.close()

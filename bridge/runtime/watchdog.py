@@ -15,10 +15,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 PIPELINE_STAGES = ("audio", "face", "clock", "render")
+STALL_AFTER_S = 2.0  # a stage quiet this long is stalled
 
 
 class Watchdog:
-    def __init__(self, stall_after: float = 2.0, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stall_after: float = STALL_AFTER_S, now: Callable[[], float] = time.monotonic) -> None:
         self.stall_after = stall_after
         self._now = now
         self._watched: dict[str, float] = {}  # stage -> when it began to be watched

@@ -64,7 +64,8 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
                 assert r.status == 400
                 r = await s.post(f"{url}/api/presets/apply", json={"name": "smile", "value": 0.5})
                 assert r.status == 200
-                await until(lambda: ticker.last.expression[1] > 0.59)
+                await until(lambda: abs(ticker.last.expression[1] - 0.6) < 1e-4
+                            and abs(ticker.last.expression[0] - 0.495) < 1e-4)  # both applied by the mixer
                 state = await (await s.get(f"{url}/api/state")).json()
                 assert state["manual"]["blend/browInnerUp"] == 1.0 and state["manual"]["preset/smile"] == 0.5
                 assert abs(state["mixed"]["expression"][1] - 0.6) < 1e-4

@@ -4,12 +4,10 @@ avatar's alpha, and a full disk cuts the file back to what plays."""
 from __future__ import annotations
 
 import contextlib
-import json
 import resource
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import av
@@ -21,7 +19,7 @@ from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, StreamInfo, VideoFrame
 from drivers.output.recorder import RecorderSink, RecordingFailed
 from tests.commands.test_cli import cli, env
-from tests.conftest import read_recording, started_daemon
+from tests.conftest import read_recording, recorder_frames, started_daemon
 
 FORMATS = {".mp4": ("h264", "aac"), ".mkv": ("h264", "aac"), ".webm": ("vp9", "opus"), ".mov": ("prores", "pcm_s16le")}
 
@@ -174,12 +172,6 @@ def decodable(path: Path) -> tuple[int, float]:
                         frames += kind == "video"
                         samples += frame.samples if kind == "audio" else 0
     return frames, samples / rate
-
-
-def recorder_frames(url: str) -> int:
-    with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
-        stages = json.load(r)["stages"]
-    return int(stages.get("sink:recorder", {}).get("count", 0))
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])

@@ -23,7 +23,7 @@ from bridge.http.app import build_app
 from bridge.runtime.daemon import Daemon
 from tests.avatars import as_demo_avatar
 from tests.commands.test_cli import env
-from tests.conftest import REPO, read_recording, started_daemon, stopped_daemon
+from tests.conftest import REPO, read_recording, recorder_frames, started_daemon, stopped_daemon
 
 BASE = {
     "video": {"width": 96, "height": 96, "fps": 25},
@@ -97,9 +97,12 @@ def test_stopping_while_torch_renders_exits_cleanly(tmp_path: Path) -> None:
     """The demo head at 512x512 on the CPU keeps the render thread inside torch most of the time. Leaving
     the interpreter's teardown to end that thread aborted the process ("terminate called without an active
     exception") in three runs out of four; the program now leaves once its outputs are closed."""
-    proc, _ = started_daemon([sys.executable, "-m", "bridge.cli", "demo", "--size", "512x512", "--no-http",
-                              "--record", str(tmp_path / "busy.mp4")], tmp_path, env())
-    time.sleep(2.0)  # renders under way
+    proc, url = started_daemon([sys.executable, "-m", "bridge.cli", "demo", "--size", "512x512", "--port", "0",
+                                "--record", str(tmp_path / "busy.mp4")], tmp_path, env())
+    deadline = time.monotonic() + 120
+    while recorder_frames(url) < 3:  # renders under way (however long this machine takes for the first ones)
+        assert time.monotonic() < deadline, "no frame was recorded"
+        time.sleep(0.2)
     code, rest, took = stopped_daemon(proc, signal.SIGTERM)
     assert code == 0 and "terminate called" not in rest, rest
     assert took < 2.0, f"stopping took {took:.2f} s"
