@@ -147,6 +147,7 @@ class Pipeline:
         slack = self.av_delay - driver.latency - chunk_time
         self.max_render_lead = max(0.0, min(1.0 / self.fps, 0.75 * slack))
         self._render_time = 0.0  # moving average of the avatar's render time (seconds)
+        self._rendering = False  # the render thread is inside avatar.render
         self.frames: Broadcast[VideoFrame] = Broadcast()
         self.audio_in: Broadcast[AudioChunk] = Broadcast()
         self.audio_out: Broadcast[AudioChunk] = Broadcast()
@@ -270,7 +271,7 @@ class Pipeline:
         for runner in runners:
             runner.close(timeout=max(0.0, deadline - time.monotonic()))
         for thread in render:  # a render in progress shows nothing any more: no reason to wait for it
-            thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
+            thread.join(min(0.05 if self._rendering else 0.2, max(0.0, deadline - time.monotonic())))
         self.frames.close()
         self.audio_in.close()
         self.audio_out.close()
@@ -430,10 +431,12 @@ class Pipeline:
             self._finish()
 
     def _frames_of_audio(self) -> float:
-        """Frames the source's audio covers once it ended (infinite while it goes on)."""
-        if self.audio_end is None:
+        """Frames the source's audio covers once it ended (infinite while it goes on). The source may say where
+        it ends (`end_pts`, a file once its last chunk is queued) before the audio thread has read that far."""
+        end = self.audio_end if self.audio_end is not None else getattr(self.source, "end_pts", None)
+        if end is None or not self._origin_ready.is_set():
             return math.inf
-        return math.ceil((self.audio_end - self.audio_origin) * self.fps - 1e-6)
+        return math.ceil((end - self.audio_origin) * self.fps - 1e-6)
 
     def _submit(self, job: RenderJob) -> None:
         if not self.live:
@@ -485,7 +488,11 @@ class Pipeline:
             if self.frozen and self.last_frame is not None:
                 image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
             else:
-                image = self.avatar.render(job.params)
+                self._rendering = True
+                try:
+                    image = self.avatar.render(job.params)
+                finally:
+                    self._rendering = False
                 took = time.perf_counter() - t0
                 self.stats.time("render", took)
                 self._render_time = took if self._render_time == 0.0 else 0.9 * self._render_time + 0.1 * took
