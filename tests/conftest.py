@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from pathlib import Path
 # As the CLI does (bridge.cli): torch's OpenMP workers sleep while waiting, so a loaded machine slows the
 # tests' CPU rendering in proportion to the load instead of 10-20x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# What the daemon writes for the user (captured presets, learned MIDI maps, calibrations) stays in a folder of
+# this test session, for the tests and the daemons they start, never in the home directory.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="avatar-bridge-test-data-")
 
 import av
 import numpy as np

@@ -27,6 +27,7 @@ def _library(args: argparse.Namespace) -> Any:
 
 def cmd_list(args: argparse.Namespace) -> int:
     lib = _library(args)
+    print(f"your presets: {lib.directory} (read before the shipped ones)")
     for kind in ("preset", "emotion"):
         names = lib.names(kind)
         print(f"{kind}s ({len(names)}): {', '.join(names) or '-'}")

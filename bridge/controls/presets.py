@@ -93,6 +93,23 @@ def presets_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "presets"
 
 
+def user_presets_dir() -> Path:
+    """Where this user's presets live when `presets.dir` is not set: captured presets, MIDI maps learned,
+    calibrations, and any preset or map file of the shipped kinds, read before (and in addition to) the shipped
+    ones. Per user and outside the installation, which may be read-only and is replaced on upgrade:
+    $XDG_DATA_HOME/avatar-bridge/presets when XDG_DATA_HOME is set, else ~/.local/share/avatar-bridge/presets,
+    %APPDATA%\\avatar-bridge\\presets on Windows, ~/Library/Application Support/avatar-bridge/presets on macOS."""
+    if os.environ.get("XDG_DATA_HOME"):  # set on purpose, on any system
+        base = Path(os.environ["XDG_DATA_HOME"])
+    elif sys.platform == "win32" and os.environ.get("APPDATA"):
+        base = Path(os.environ["APPDATA"])
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path.home() / ".local" / "share"
+    return base / "avatar-bridge" / "presets"
+
+
 @dataclass
 class Preset:
     name: str
@@ -136,10 +153,11 @@ def parse_presets(data: dict[str, Any], kind: str, where: str) -> dict[str, Pres
 
 
 class PresetLibrary:
-    """Presets and emotions of a folder (falling back to the shipped ones), hot-reloaded by `poll()`."""
+    """Presets and emotions of a folder (`presets.dir`, else the user's) read before and in addition to the
+    shipped ones (a name in both is the folder's), hot-reloaded by `poll()`; captures are written there."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self.directory = Path(directory) if directory else presets_dir()
+        self.directory = Path(directory) if directory else user_presets_dir()
         self._lock = threading.Lock()
         self._mtimes: dict[Path, float] = {}
         self._by_file: dict[Path, dict[str, Preset]] = {}
@@ -154,7 +172,7 @@ class PresetLibrary:
             shipped = presets_dir() / fname
             if own.is_file():
                 out.append((own, kind))
-            elif shipped.is_file() and fname != CAPTURE_FILE:
+            if shipped.is_file() and shipped != own and fname != CAPTURE_FILE:
                 out.append((shipped, kind))
         return out
 

@@ -248,7 +248,9 @@ class MixerConfig(Section):
 
 
 class PresetsConfig(Section):
-    dir: Path | None = None  # None: the presets shipped with the package
+    # Your presets, captures, learned MIDI maps and calibrations, read before and with the shipped presets.
+    # None: the per-user folder (bridge.controls.presets.user_presets_dir, e.g. ~/.local/share/avatar-bridge/presets)
+    dir: Path | None = None
 
 
 class Config(Section):
