@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+# As the CLI does (bridge.cli): torch's OpenMP workers sleep while waiting, so a loaded machine slows the
+# tests' CPU rendering in proportion to the load instead of 10-20x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# What the daemon writes for the user (captured presets, learned MIDI maps, calibrations) stays in a folder of
+# this test session, for the tests and the daemons they start, never in the home directory.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="avatar-bridge-test-data-")
 
 import av
 import numpy as np
@@ -95,3 +109,37 @@ def presets_dir(tmp_path: Path) -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def started_daemon(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A daemon command (`python -m bridge.cli demo ...`) in a process, returned once it runs, with its base URL
+    ("" without HTTP)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "running:" in line:
+            found = re.search(r"http://[\d.:]+", line)
+            return proc, found.group(0) if found else ""
+    raise AssertionError(f"the daemon did not start (exit code {proc.wait()})")
+
+
+def stopped_daemon(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str, float]:
+    """Send `sig` to a daemon from `started_daemon`: (exit code, the rest of its stderr, seconds until it
+    exited). Kills it if it is still there after 30 s."""
+    assert proc.stderr is not None
+    t0 = time.monotonic()
+    try:
+        proc.send_signal(sig)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, rest, time.monotonic() - t0
+
+
+def recorder_frames(url: str) -> int:
+    """Frames the recorder of the daemon at `url` has written (its own count, from /api/status)."""
+    with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
+        stages = json.load(r)["stages"]
+    return int(stages.get("sink:recorder", {}).get("count", 0))

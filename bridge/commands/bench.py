@@ -3,12 +3,14 @@
 Each row uses what exists here: the demo head on the CPU renderer always, FlashAvatar with gsplat when CUDA
 and its files are configured, the procedural face driver always and DiffPoseTalk when configured, PyAV's
 H.264 encoder at the configured size, and a short in-process daemon run for glass-to-glass latency. A row
-whose component is unavailable is printed as skipped, with the reason, never as an error.
+whose component is unavailable is printed as skipped, with the reason; one whose configured files cannot be
+used is FAILED, with the fix, and the command exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bridge.core.config import Config, load_config
+from bridge.core.errors import UserError
 from bridge.core.interfaces import Avatar
 from bridge.runtime import registry
 
@@ -32,8 +35,11 @@ class Row:
     unit: str = "fps"
     detail: str = ""
     skipped: str | None = None
+    failed: str | None = None  # configured but unusable (a user error): the command exits non-zero
 
     def line(self) -> str:
+        if self.failed is not None:
+            return f"{self.section:<8}{self.name:<46}{'FAILED':>12}  {self.failed}"
         if self.skipped is not None:
             return f"{self.section:<8}{self.name:<46}{'skipped':>12}  {self.skipped}"
         return f"{self.section:<8}{self.name:<46}{self.value:>8.1f} {self.unit:<4} {self.detail}"
@@ -108,6 +114,8 @@ def bench_render(cfg: Config, seconds: float) -> list[Row]:
             avatar = registry.create("avatar", kind, sub)
             fps, runs = timed(_cycle(avatar.render, seq), seconds)
             rows.append(Row("render", label, fps, detail=f"{runs} frames, device {avatar.device}"))
+        except UserError as exc:
+            rows.append(Row("render", label, failed=str(exc)))
         except Exception as exc:
             rows.append(Row("render", label, skipped=f"{type(exc).__name__}: {exc}"))
         finally:
@@ -150,6 +158,8 @@ def bench_face(cfg: Config, seconds: float) -> list[Row]:
             per_s, _ = timed(run, seconds, min_runs=1)
             rows.append(Row("face", label, per_s * frames, detail=f"{frames} frames per 4 s of audio; "
                             f"latency {1000 * float(driver.latency):.0f} ms, {per_s * 4:.0f}x real time"))
+        except UserError as exc:
+            rows.append(Row("face", label, failed=str(exc)))
         except Exception as exc:
             rows.append(Row("face", label, skipped=f"{type(exc).__name__}: {exc}"))
     return rows
@@ -231,6 +241,8 @@ def bench_e2e(cfg: Config, seconds: float) -> list[Row]:
             done.set()
             reader.join(2.0)
             frames.close()
+    except UserError as exc:
+        return [Row("e2e", label, failed=str(exc))]
     except Exception as exc:
         return [Row("e2e", label, skipped=f"{type(exc).__name__}: {exc}")]
     if not latencies or len(arrivals) < 2:
@@ -276,18 +288,21 @@ def bench(args: argparse.Namespace) -> int:
         try:
             w, h = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
-            from bridge.cli import UserError
-
             raise UserError(f"--size {args.size!r} is not WxH; use e.g. --size 512x512") from None
         overrides["video"] = {"width": w, "height": h}
     cfg = load_config(args.config, overrides=overrides)
     chosen = SECTIONS if args.what == "all" else (args.what,)
     print(f"machine: {machine_line()}")
     print(f"{'stage':<8}{'what':<46}{'result':>12}")
+    failed = []
     for section in chosen:
         for row in BENCHES[section](cfg, args.seconds):
             print(row.line(), flush=True)
-    return 0
+            if row.failed is not None:
+                failed.append(row)
+    for row in failed:
+        print(f"avatar-bridge: error: {row.section} {row.name}: {row.failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def register(sub: Any) -> None:

@@ -1,8 +1,9 @@
 """`avatar-bridge calibrate --tracked DIR`: fit the ARKit expression map of a FLAME avatar on its tracked frames.
 
 Reads metrical-tracker `.frame` files (the avatar's own training data), FLAME and its landmark embedding,
-fits each ARKit expression name (see `drivers.avatar.flame.arkit_fit`) and writes `presets/calibrated/arkit_<avatar>.toml`,
-which the mixer overlays on the generic FLAME map for that avatar.
+fits each ARKit expression name (see `drivers.avatar.flame.arkit_fit`) and writes
+`calibrated/arkit_<avatar>.toml` in your presets folder, which the mixer overlays on the generic FLAME map for
+that avatar.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def register(sub: Any) -> None:
     p.add_argument("--flame", metavar="PKL", help="FLAME 2020 generic_model.pkl (default: avatar.flame_model)")
     p.add_argument("--landmarks", metavar="FILE", help="landmark_embedding.npy (default: beside the FLAME file)")
     p.add_argument("--avatar", default=DEFAULT_AVATAR, help=f"avatar name for the map file (default {DEFAULT_AVATAR})")
-    p.add_argument("--out", metavar="TOML", help="output file (default presets/calibrated/arkit_<avatar>.toml)")
+    p.add_argument("--out", metavar="TOML", help="output file (default calibrated/arkit_<avatar>.toml in your presets folder)")
     p.add_argument("--presets", metavar="DIR", help="presets folder (default: the config's presets.dir)")
     p.add_argument("--config", metavar="TOML", help="daemon config, for avatar.flame_model and presets.dir")
     p.add_argument("--max-frames", type=int, default=2000, help="use at most this many frames, evenly spaced")

@@ -32,7 +32,7 @@ def _cuda_available() -> bool:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds of video")
-    p.add_argument("--record", type=Path, default=None, metavar="FILE", help="record video + audio to FILE (.mp4)")
+    p.add_argument("--record", type=Path, default=None, metavar="FILE", help="record video + audio to FILE: .mp4 or .mkv; .webm (VP9) or .mov (ProRes 4444) keep alpha")
     p.add_argument("--size", type=parse_size, default=None, metavar="WxH", help="output size, e.g. 512x512")
     p.add_argument("--fps", type=int, default=None, choices=(25, 30, 60), help="frame rate")
     p.add_argument("--audio", type=Path, default=None, metavar="FILE", help="drive the avatar from this audio file")
@@ -91,8 +91,14 @@ def start_daemon(config: Config, args: argparse.Namespace) -> int:
 
     code = asyncio.run(daemon.serve(ready))
     print(daemon.stats.report(), file=sys.stderr)
+    failures = daemon.output_failures()
+    for failure in failures:
+        say(f"error: {failure}" if isinstance(failure, UserError) else f"error: an output failed: {failure}")
+    if failures:
+        return code or 1
     if args.record is not None:
-        say(f"recorded {args.record}")
+        recorded = args.record.is_file() and args.record.stat().st_size > 0
+        say(f"recorded {args.record}" if recorded else "nothing was recorded: the daemon stopped before its first frame")
     return code
 
 

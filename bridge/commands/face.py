@@ -34,29 +34,13 @@ def register(subparsers: Any) -> None:
 
 
 def decode_audio(path: Path) -> NDArray[np.float32]:
-    """Decode any audio file to 16 kHz mono float32 with PyAV."""
-    import av
+    """Decode any audio file to 16 kHz mono float32 (UserError for a missing, unreadable or too short file)."""
+    from bridge.core.errors import UserError
+    from drivers.audio.decode import decode_audio as decode
 
-    from bridge.cli import UserError
-
-    if not path.is_file():
-        raise UserError(f"{path}: no such audio file")
-    try:
-        out: list[NDArray[np.float32]] = []
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise UserError(f"{path}: the file has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-            for frame in container.decode(audio=0):
-                for res in resampler.resample(frame):
-                    out.append(res.to_ndarray().reshape(-1).astype(np.float32))
-            for res in resampler.resample(None):
-                out.append(res.to_ndarray().reshape(-1).astype(np.float32))
-    except av.FFmpegError as exc:
-        raise UserError(f"{path}: cannot decode audio ({exc}); convert it to WAV or another common format") from None
-    audio = np.concatenate(out) if out else np.zeros(0, np.float32)
+    audio = decode(path)
     if audio.size < 16000 // 25:
-        raise UserError(f"{path}: the audio is shorter than one video frame (40 ms)")
+        raise UserError(f"{path}: the audio is shorter than one video frame (40 ms); give a longer recording")
     return audio
 
 

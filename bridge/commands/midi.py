@@ -104,7 +104,7 @@ def register(sub: Any) -> None:
     q = ms.add_parser("learn", help="bind the next moved control to TARGET and save the map")
     q.add_argument("target", help="a control target, e.g. blend/jawOpen, preset/smile, gaze (see docs/controls.md)")
     q.add_argument("--port", help="input port name (substring); default: the first")
-    q.add_argument("--map", help="map file to add to (default: presets/midi/learned.toml)")
+    q.add_argument("--map", help="map file to add to (default: midi/learned.toml in your presets folder)")
     q.add_argument("--timeout", type=float, default=30.0)
     q.add_argument("--daemon", action="store_true", help="learn through the running daemon instead of opening the port")
     add_daemon_args(q)

@@ -19,11 +19,15 @@ def _library(args: argparse.Namespace) -> Any:
         from bridge.core.config import load_config
 
         directory = load_config(args.config).presets.dir
+    if directory is not None and not directory.is_dir():
+        raise UserError(f"presets folder {directory} does not exist; give an existing folder (or none for the "
+                        "shipped presets)")
     return PresetLibrary(directory)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     lib = _library(args)
+    print(f"your presets: {lib.directory} (read before the shipped ones)")
     for kind in ("preset", "emotion"):
         names = lib.names(kind)
         print(f"{kind}s ({len(names)}): {', '.join(names) or '-'}")

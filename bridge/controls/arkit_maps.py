@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge.controls.presets import MapError, Preset, group_delta, presets_dir, read_toml
+from bridge.controls.presets import MapError, Preset, group_delta, presets_dir, read_toml, user_presets_dir
 from bridge.controls.vocabulary import arkit_name
 from bridge.core.face_params import FaceParams
 
@@ -82,8 +82,10 @@ def load_map(path: Path) -> ArkitMap:
 
 
 def map_file_for(avatar_name: str, folder: Path | None = None) -> Path:
+    """The avatar's map: its own file in `folder` (`presets.dir`, else the user's presets folder), else the
+    demo or generic FLAME map there, else the shipped one."""
     shipped = presets_dir()
-    base = folder or shipped
+    base = folder or user_presets_dir()
     own = base / f"arkit_{avatar_name}.toml"
     if own.is_file():
         return own
@@ -94,8 +96,9 @@ def map_file_for(avatar_name: str, folder: Path | None = None) -> Path:
 
 
 def calibration_file(avatar_name: str, folder: Path | None = None) -> Path:
-    """Where `avatar-bridge calibrate` writes the fitted expression entries of a FLAME avatar."""
-    return (folder or presets_dir()) / "calibrated" / f"arkit_{avatar_name}.toml"
+    """Where `avatar-bridge calibrate` writes the fitted expression entries of a FLAME avatar (the user's presets
+    folder unless `presets.dir` says otherwise: never the installation)."""
+    return (folder or user_presets_dir()) / "calibrated" / f"arkit_{avatar_name}.toml"
 
 
 def load_for_avatar(avatar_name: str, folder: Path | None = None) -> ArkitMap:

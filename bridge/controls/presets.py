@@ -29,6 +29,7 @@ import tomli_w
 from numpy.typing import NDArray
 
 from bridge.controls.vocabulary import arkit_name
+from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 
 if sys.version_info >= (3, 11):
@@ -49,7 +50,7 @@ NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
 MAX_CAPTURED = 256
 
 
-class MapError(ValueError):
+class MapError(UserError, ValueError):
     """A problem in a map or preset file, naming the file, the entry and the fix."""
 
 
@@ -117,8 +118,28 @@ def check_name(name: str) -> None:
 
 def presets_dir() -> Path:
     """The presets shipped with Avatar Bridge (ARKit maps, expressions, emotions, MIDI maps): the one place
-    every part looks them up."""
-    return Path(__file__).resolve().parents[2] / "presets"
+    every part looks them up. An installed wheel holds them in bridge/shipped_presets (setup.py maps the
+    checkout's top-level presets/ folder there)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "shipped_presets"
+    return installed if installed.is_dir() else package.parent / "presets"
+
+
+def user_presets_dir() -> Path:
+    """Where this user's presets live when `presets.dir` is not set: captured presets, MIDI maps learned,
+    calibrations, and any preset or map file of the shipped kinds, read before (and in addition to) the shipped
+    ones. Per user and outside the installation, which may be read-only and is replaced on upgrade:
+    $XDG_DATA_HOME/avatar-bridge/presets when XDG_DATA_HOME is set, else ~/.local/share/avatar-bridge/presets,
+    %APPDATA%\\avatar-bridge\\presets on Windows, ~/Library/Application Support/avatar-bridge/presets on macOS."""
+    if os.environ.get("XDG_DATA_HOME"):  # set on purpose, on any system
+        base = Path(os.environ["XDG_DATA_HOME"])
+    elif sys.platform == "win32" and os.environ.get("APPDATA"):
+        base = Path(os.environ["APPDATA"])
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path.home() / ".local" / "share"
+    return base / "avatar-bridge" / "presets"
 
 
 @dataclass
@@ -164,10 +185,11 @@ def parse_presets(data: dict[str, Any], kind: str, where: str) -> dict[str, Pres
 
 
 class PresetLibrary:
-    """Presets and emotions of a folder (falling back to the shipped ones), hot-reloaded by `poll()`."""
+    """Presets and emotions of a folder (`presets.dir`, else the user's) read before and in addition to the
+    shipped ones (a name in both is the folder's), hot-reloaded by `poll()`; captures are written there."""
 
     def __init__(self, directory: Path | None = None, max_captured: int = MAX_CAPTURED) -> None:
-        self.directory = Path(directory) if directory else presets_dir()
+        self.directory = Path(directory) if directory else user_presets_dir()
         self.max_captured = int(max_captured)
         self._lock = threading.Lock()  # guards the tables below, never held while a file is read
         self._capture_lock = threading.Lock()  # one capture's read-modify-write at a time
@@ -185,7 +207,7 @@ class PresetLibrary:
             shipped = presets_dir() / fname
             if own.is_file():
                 out.append((own, kind))
-            elif shipped.is_file() and fname != CAPTURE_FILE:
+            if shipped.is_file() and shipped != own and fname != CAPTURE_FILE:
                 out.append((shipped, kind))
         return out
 

@@ -334,7 +334,9 @@ class MixerConfig(Section):
 
 
 class PresetsConfig(Section):
-    dir: Path | None = None  # None: the presets shipped with the package
+    # Your presets, captures, learned MIDI maps and calibrations, read before and with the shipped presets.
+    # None: the per-user folder (bridge.controls.presets.user_presets_dir, e.g. ~/.local/share/avatar-bridge/presets)
+    dir: Path | None = None
     max_captured: int = Field(256, ge=1, le=10_000)  # presets saved by capture (captured.toml)
 
 

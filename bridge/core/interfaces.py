@@ -276,3 +276,6 @@ class MediaHub(Protocol):
 
     def surface(self, name: str) -> ControlSurface | None:
         """A running control surface by name ("osc", "vmc", "midi"), or None."""
+
+    def health(self) -> dict[str, Any]:
+        """Whether every pipeline stage produces: {"ok", "running", "stalled", "stages"} (bridge.runtime.watchdog)."""

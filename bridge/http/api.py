@@ -108,6 +108,7 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
     cfg = hub.config
     return {
         "running": hub.running,
+        "health": hub.health(),  # the watchdog, with why a sink failed
         "time": hub.clock.now(),
         "fps": round(live.fps(time.monotonic()), 2),
         "target_fps": cfg.video.fps,

@@ -22,7 +22,14 @@ ROUTE_MODULES = (api_controls, api, signaling, panel, metrics)
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "running": request.app[HUB_KEY].running})
+    """200 while every pipeline stage produces, 503 naming the stalled ones and since when (answered from
+    memory, never waiting on the pipeline). Open without a token, so it says no more than stage names and
+    times; why a sink failed is in /api/status."""
+    report = request.app[HUB_KEY].health()
+    stages = {name: {k: v for k, v in info.items() if k != "error"} for name, info in report["stages"].items()}
+    stalled = [{k: v for k, v in info.items() if k != "error"} for info in report["stalled"]]
+    body = {"ok": report["ok"], "running": report["running"], "stalled": stalled, "stages": stages}
+    return web.json_response(body, status=200 if report["ok"] else 503)
 
 
 def build_app(daemon: Daemon) -> web.Application:

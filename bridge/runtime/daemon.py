@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
@@ -148,6 +148,10 @@ class Daemon:
 
     def remove_sink(self, sink: FrameSink) -> None:
         self.pipeline.remove_sink(sink)
+
+    def output_failures(self) -> list[BaseException]:
+        """Why outputs stopped before the end (a recording on a full disk, a camera that went away)."""
+        return [runner.failed for runner in self.pipeline.sinks if runner.failed is not None]
 
     def emit_control(self, event: ControlEvent) -> bool:
         return self.mixer.apply(event)
@@ -287,23 +291,39 @@ class Daemon:
         return 0
 
     async def shutdown(self) -> None:
-        for surface in self.control_surfaces:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(surface.stop(), 1.0)
-        self._surfaces.clear()
+        """Stop everything at once, in about 1.5 s at most: the pipeline and its outputs (a recording is
+        finalised), the control surfaces and the HTTP server (with its WebRTC viewers) in parallel, each with a
+        bound, so a stuck part (a render that takes seconds, a hung peer) cannot hold the exit."""
         loop = asyncio.get_running_loop()
-        if self._passthrough is not None:
-            self._passthrough.stop()
-            self._passthrough = None
-        if self._virtual_mic is not None:
-            await loop.run_in_executor(None, self._virtual_mic.remove)
-            self._virtual_mic = None
-        await loop.run_in_executor(None, self.pipeline.stop, 2.0)
-        if self._http_runner is not None:
+
+        async def bounded(what: Any, seconds: float) -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._http_runner.cleanup(), 2.0)
-            self._http_runner = None
+                await asyncio.wait_for(what, seconds)
+
+        surfaces, self._surfaces = self._surfaces, []
+        passthrough, self._passthrough = self._passthrough, None
+        mic, self._virtual_mic = self._virtual_mic, None
+        runner, self._http_runner = self._http_runner, None
+
+        async def audio_out() -> None:  # the delayed voice stops before the virtual microphone it plays into goes
+            if passthrough is not None:
+                await loop.run_in_executor(None, passthrough.stop)
+            if mic is not None:
+                await loop.run_in_executor(None, mic.remove)
+
+        await asyncio.gather(
+            loop.run_in_executor(None, self.pipeline.stop, 1.5),
+            *(bounded(surface.stop(), 0.5) for surface in surfaces),
+            bounded(audio_out(), 1.5),
+            *([bounded(runner.cleanup(), 1.0)] if runner is not None else []),
+            return_exceptions=True,
+        )
         with contextlib.suppress(Exception):
             await self._remote_audio.close()
         with contextlib.suppress(Exception):
             self.avatar.close()
+
+    def health(self) -> dict[str, Any]:
+        """The watchdog's view (see bridge.runtime.watchdog): ok, and which stages stalled since when."""
+        report = self.pipeline.watchdog.report()
+        return {"running": self.running, **report}

@@ -7,15 +7,19 @@ renderer is late. The tick comes `render_lead` (the recent render time, at most 
 the frame is due, so the frame is ready when it is due. Presentation time = audio capture time + `av_delay`, for video and audio alike, so sinks
 keep lips and voice in sync by pts alone.
 
-In live mode the clock follows wall time and late work is dropped. In offline mode (a file source that is not
-paced) nothing is dropped: each stage waits for the previous one, and the run is as fast as the slowest.
+In live mode the clock follows wall time and late work is dropped, and the clock alone decides when the run
+ends: at the end of `duration` (or of the speech) it waits one frame period for the frame in flight and
+finishes, however long a starved renderer still takes. In offline mode (a file source that is not paced)
+nothing is dropped: each stage waits for the previous one, and the run is as fast as the slowest.
+
+Every stage beats a `Watchdog` as it hands work on, so `/health` can name a stage that stalled.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -26,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from bridge.core.clock import MediaClock
+from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import (
@@ -40,6 +45,7 @@ from bridge.core.interfaces import (
 )
 from bridge.core.stats import PipelineStats
 from bridge.runtime.sinks import SinkRunner
+from bridge.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +147,16 @@ class Pipeline:
         slack = self.av_delay - driver.latency - chunk_time
         self.max_render_lead = max(0.0, min(1.0 / self.fps, 0.75 * slack))
         self._render_time = 0.0  # moving average of the avatar's render time (seconds)
+        self._rendering = False  # the render thread is inside avatar.render
         self.frames: Broadcast[VideoFrame] = Broadcast()
         self.audio_in: Broadcast[AudioChunk] = Broadcast()
         self.audio_out: Broadcast[AudioChunk] = Broadcast()
         self.info = StreamInfo(avatar.width, avatar.height, self.fps)
         self.timeline = ParamsTimeline()
-        self._jobs: queue.Queue[RenderJob | None] = queue.Queue(maxsize=render_queue)
+        self._jobs: queue.Queue[RenderJob] = queue.Queue(maxsize=render_queue)
+        self._clock_done = threading.Event()  # no job will follow those queued
+        self._finish_lock = threading.Lock()
+        self.watchdog = Watchdog()
         self._face_queue: collections.deque[AudioChunk | None] = collections.deque(maxlen=2000)
         self._face_cond = threading.Condition()
         self._runners: list[SinkRunner] = []
@@ -155,6 +165,7 @@ class Pipeline:
         self.finished = threading.Event()
         self._origin_ready = threading.Event()
         self.audio_origin = 0.0
+        self.audio_end: float | None = None  # capture time where the source's audio ended (a file ran out)
         self.frames_rendered = 0
         self.last_frame: VideoFrame | None = None
         self.error: BaseException | None = None
@@ -167,7 +178,8 @@ class Pipeline:
     # --- sinks -------------------------------------------------------------------------------------------
 
     def add_sink(self, sink: FrameSink) -> SinkRunner:
-        runner = SinkRunner(sink, self.info, self.stats, video_queue=self.sink_queue, now=self.clock.now)
+        runner = SinkRunner(sink, self.info, self.stats, video_queue=self.sink_queue, now=self.clock.now,
+                            watchdog=self.watchdog)
         runner.start()
         with self._runners_lock:
             self._runners.append(runner)
@@ -179,6 +191,7 @@ class Pipeline:
             self._runners = [r for r in self._runners if r.sink is not sink]
         for runner in runners:
             runner.close()
+            self.watchdog.forget(runner.stage)
 
     @property
     def sinks(self) -> list[SinkRunner]:
@@ -199,6 +212,7 @@ class Pipeline:
         return self.audio_origin + self.av_delay
 
     def start(self) -> None:
+        self.watchdog.start()
         self.source.start(self.clock.now)
         for name, target in (("audio", self._audio_loop), ("face", self._face_loop), ("clock", self._clock_loop),
                              ("render", self._render_loop)):
@@ -210,6 +224,10 @@ class Pipeline:
         def run() -> None:
             try:
                 target()
+            except UserError as exc:  # the input's fault (a damaged audio file): one line, no traceback
+                log.error("pipeline thread %s stopped: %s", threading.current_thread().name, exc)
+                self.error = exc
+                self._finish()
             except BaseException as exc:
                 log.exception("pipeline thread %s failed", threading.current_thread().name)
                 self.error = exc
@@ -218,10 +236,13 @@ class Pipeline:
         return run
 
     def _finish(self) -> None:
-        if not self.finished.is_set():
+        with self._finish_lock:
+            if self.finished.is_set():
+                return
             self.finished.set()
-            if self.on_finished is not None:
-                self.on_finished()
+        self.watchdog.stop()
+        if self.on_finished is not None:
+            self.on_finished()
 
     def replace_source(self, source: AudioSource) -> None:
         """Switch audio input while running; the new source continues the same timeline."""
@@ -230,20 +251,27 @@ class Pipeline:
             old, self.source = self.source, source
         old.stop()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop every thread; returns within about `timeout` seconds."""
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop every thread and finish the outputs (a recording is finalised); returns within `timeout`
+        seconds even when a render or a sink is stuck (its thread is left to end by itself)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
+        self.watchdog.stop()
         with self._face_cond:
             self._face_cond.notify_all()
         self.timeline.end()
-        with contextlib.suppress(queue.Full):
-            self._jobs.put_nowait(None)
         self.source.stop()
-        deadline = time.monotonic() + timeout
+        runners = self.sinks
+        for runner in runners:  # all outputs finish at once, while the threads below wind down
+            runner.request_close()
+        render = [t for t in self._threads if t.name == "render"]
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        for runner in self.sinks:
-            runner.close(timeout=max(0.5, deadline - time.monotonic() + 3.0))
+            if thread not in render:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for runner in runners:
+            runner.close(timeout=max(0.0, deadline - time.monotonic()))
+        for thread in render:  # a render in progress shows nothing any more: no reason to wait for it
+            thread.join(min(0.05 if self._rendering else 0.2, max(0.0, deadline - time.monotonic())))
         self.frames.close()
         self.audio_in.close()
         self.audio_out.close()
@@ -266,6 +294,9 @@ class Pipeline:
                 if error is not None:
                     raise error
                 if source.finished and source is self.source:
+                    self.watchdog.done("audio")
+                    if not first:
+                        self.audio_end = expected
                     break
                 continue
             if first:
@@ -300,6 +331,7 @@ class Pipeline:
         return [AudioChunk(rest, expected, chunk.sample_rate)] if rest.size else []
 
     def _forward(self, chunk: AudioChunk) -> None:
+        self.watchdog.beat("audio")
         if self.muted:
             chunk = AudioChunk(np.zeros_like(chunk.samples), chunk.pts, chunk.sample_rate)
         self.audio_in.publish(chunk)
@@ -334,6 +366,7 @@ class Pipeline:
             if chunk is None:
                 self.timeline.extend(self.driver.flush())
                 self.timeline.end()
+                self.watchdog.done("face")
                 return
             if not started:
                 self.driver.reset(chunk.pts)
@@ -344,6 +377,7 @@ class Pipeline:
             frames = self.driver.push(chunk)
             if frames:
                 self.stats.time("face", time.perf_counter() - t0)
+                self.watchdog.beat("face")
             self.timeline.extend(frames)
 
     def _clock_loop(self) -> None:
@@ -354,10 +388,11 @@ class Pipeline:
         held = FaceParams.neutral()
         index = 0
         while not self._stop.is_set():
+            self.watchdog.beat("clock")
             if self.duration is not None and index >= round(self.duration * self.fps):
                 break
-            if self.timeline.is_past_end(index) and self.duration is None:
-                break
+            if self.duration is None and (self.timeline.is_past_end(index) or index >= self._frames_of_audio()):
+                break  # the speech is over (its last frame is known, or the face driver has not caught up yet)
             pts = self.stream_origin + index * frame_dt
             if self.live:
                 start = pts - self.render_lead
@@ -371,6 +406,8 @@ class Pipeline:
                 params = self.timeline.get(index, timeout=0.0)
             else:
                 params = self.timeline.get(index, timeout=None)
+                if params is None and self.duration is None and self.timeline.is_past_end(index):
+                    break  # the face thread ended the speech while this frame was awaited
             if params is None:
                 if not self.timeline.is_past_end(index):
                     self.stats.incr("face_late")
@@ -382,8 +419,24 @@ class Pipeline:
             mixed = mixed.copy(pts=pts, audio_time=params.audio_time)
             self._submit(RenderJob(index, pts, mixed))
             index += 1
-        with contextlib.suppress(queue.Full):
-            self._jobs.put(None, timeout=5.0 if not self.live else 0.5)
+        end = self.stream_origin + index * frame_dt
+        # Sinks read the stream's end from their StreamInfo: a recorder fills the slots up to it with the last
+        # picture, so a recording is as long as the run even when the last renders never came.
+        self.info.extra["end"] = end
+        self._clock_done.set()
+        self.watchdog.done("clock")
+        # Live, the clock ends the run: the last frame's slot closes one period after it was due. The frame in
+        # flight gets until then; a renderer that is still busy (starved, stuck) does not hold the end.
+        if self.live and not self._stop.is_set() and self.clock.sleep_until(end, self._stop):
+            self._finish()
+
+    def _frames_of_audio(self) -> float:
+        """Frames the source's audio covers once it ended (infinite while it goes on). The source may say where
+        it ends (`end_pts`, a file once its last chunk is queued) before the audio thread has read that far."""
+        end = self.audio_end if self.audio_end is not None else getattr(self.source, "end_pts", None)
+        if end is None or not self._origin_ready.is_set():
+            return math.inf
+        return math.ceil((end - self.audio_origin) * self.fps - 1e-6)
 
     def _submit(self, job: RenderJob) -> None:
         if not self.live:
@@ -407,39 +460,44 @@ class Pipeline:
             except queue.Full:
                 self.stats.drop("render")
 
-    def _next_job(self) -> tuple[RenderJob | None, bool]:
-        """The job to render now and whether the stream ends after it. In live mode a job that is already due
+    def _next_job(self) -> RenderJob | None:
+        """The job to render now (None when none came within 0.1 s). In live mode a job that is already due
         gives way to a newer one waiting behind it (counted as a render drop): rendering it would make both
         late."""
-        job = self._jobs.get(timeout=0.1)
-        while job is not None and self.live and self.clock.now() > job.pts:
+        try:
+            job = self._jobs.get(timeout=0.1)
+        except queue.Empty:
+            return None
+        while self.live and self.clock.now() > job.pts:
             try:
                 newer = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if newer is None:
-                return job, True
             self.stats.drop("render")
             job = newer
-        return job, job is None
+        return job
 
     def _render_loop(self) -> None:
-        last = False
-        while not self._stop.is_set() and not last:
-            try:
-                job, last = self._next_job()
-            except queue.Empty:
-                continue
+        while not self._stop.is_set():
+            job = self._next_job()
             if job is None:
-                break
+                if self._clock_done.is_set() and self._jobs.empty():
+                    break  # every job the clock made is rendered
+                continue
             t0 = time.perf_counter()
             if self.frozen and self.last_frame is not None:
                 image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
             else:
-                image = self.avatar.render(job.params)
+                self._rendering = True
+                try:
+                    image = self.avatar.render(job.params)
+                finally:
+                    self._rendering = False
                 took = time.perf_counter() - t0
                 self.stats.time("render", took)
                 self._render_time = took if self._render_time == 0.0 else 0.9 * self._render_time + 0.1 * took
+            if self._stop.is_set():
+                break  # the outputs are closing: a render that outlived the run is not shown
             frame = VideoFrame(
                 rgb=image.rgb,
                 pts=job.pts,
@@ -453,7 +511,10 @@ class Pipeline:
                 self.stats.incr("frames_late")
             self.frames_rendered += 1
             self.last_frame = frame
+            self.watchdog.beat("render")
             self.frames.publish(frame)
             for runner in self.sinks:
                 runner.put_video(frame)
+        if self._clock_done.is_set():
+            self.watchdog.done("render")
         self._finish()

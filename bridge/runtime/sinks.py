@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bridge.core.interfaces import AudioChunk, FrameSink, StreamInfo, VideoFrame
 from bridge.core.stats import PipelineStats
+from bridge.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +18,10 @@ log = logging.getLogger(__name__)
 class SinkRunner:
     def __init__(
         self, sink: FrameSink, info: StreamInfo, stats: PipelineStats, video_queue: int = 3, audio_seconds: float = 10.0,
-        now: Callable[[], float] | None = None,
+        now: Callable[[], float] | None = None, watchdog: Watchdog | None = None,
     ) -> None:
         self.sink = sink
+        self.watchdog = watchdog
         self.now = now  # the media clock: glass-to-glass latency per sink (audio capture → frame handed out)
         self.info = info
         self.stats = stats
@@ -31,6 +33,8 @@ class SinkRunner:
         self._closing = False
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=self.stage, daemon=True)
+        if watchdog is not None:
+            watchdog.watch(self.stage)
 
     def start(self) -> None:
         self._thread.start()
@@ -80,6 +84,8 @@ class SinkRunner:
                     started = time.perf_counter()
                     self.sink.write_video(frame)
                     self.stats.time(self.stage, time.perf_counter() - started)
+                    if self.watchdog is not None:
+                        self.watchdog.beat(self.stage)
                     if self.now is not None and frame.audio_time is not None:
                         self.stats.time(f"g2g:{self.sink.name}", self.now() - frame.audio_time)
             except BaseException as exc:
@@ -90,17 +96,26 @@ class SinkRunner:
         try:
             self.sink.close()
         except BaseException as exc:
+            self.failed = self.failed or exc
+            if self.watchdog is not None:
+                self.watchdog.fail(self.stage, str(exc))
             log.error("sink %s failed to close: %s", self.sink.name, exc)
 
     def _fail(self, exc: BaseException, what: str) -> None:
         self.failed = exc
         self.stats.incr(f"{self.stage}:errors")
+        if self.watchdog is not None:
+            self.watchdog.fail(self.stage, str(exc))
         log.error("sink %s %s and is disabled: %s", self.sink.name, what, exc)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def request_close(self) -> None:
+        """Let the sink write what is queued and close, without waiting for it."""
         with self._cond:
             self._closing = True
             self._cond.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.request_close()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("sink %s did not finish within %.1f s", self.sink.name, timeout)

@@ -31,6 +31,9 @@ class _ChunkedSource:
         self._thread: threading.Thread | None = None
         self._now: Callable[[], float] = time.monotonic
         self.error: BaseException | None = None
+        # Media time where the audio ends, known as soon as the last chunk is queued (before it is read): the
+        # pipeline ends a run there even when the thread reading the queue runs behind on a busy machine.
+        self.end_pts: float | None = None
 
     def _blocks(self) -> Iterator[NDArray[np.float32]]:
         raise NotImplementedError
@@ -61,6 +64,9 @@ class _ChunkedSource:
                     self._put(AudioChunk(np.ascontiguousarray(samples), pts))
             if pending.size and not self._stop.is_set():
                 self._put(AudioChunk(pending, origin + emitted / SAMPLE_RATE))
+                emitted += pending.size
+            if not self._stop.is_set():
+                self.end_pts = origin + emitted / SAMPLE_RATE
         except BaseException as exc:  # reported through `error`, the consumer decides
             self.error = exc
         finally:

@@ -23,8 +23,9 @@ from typing import Any
 import mido
 import tomli_w
 
-from bridge.controls.presets import presets_dir
+from bridge.controls.presets import user_presets_dir
 from bridge.core.config import Config
+from bridge.core.errors import UserError
 from bridge.core.interfaces import ControlEvent, ControlSink
 
 if sys.version_info >= (3, 11):
@@ -40,10 +41,10 @@ CURVES = ("linear", "exp", "log", "scurve")
 ENCODINGS = ("twos", "signed_bit", "offset")
 MOMENTARY_TARGETS = ("blink", "reset")
 ARITY = {"gaze": 2, "head": 3, "flame/jaw": 3, "flame/eyes": 6, "flame/neck": 3, "flame/head": 3, "flame/eyelids": 2}
-DEFAULT_MAP = presets_dir() / "midi" / "learned.toml"
+DEFAULT_MAP = user_presets_dir() / "midi" / "learned.toml"  # what `midi learn` writes: the user's, not the install's
 
 
-class MidiError(RuntimeError):
+class MidiError(UserError, RuntimeError):
     """MIDI is unavailable or misconfigured; the message says what to do."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.core.config import Config
+from bridge.core.errors import UserError
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, MediaHub
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class AudioPassthrough:
 
     def set_delay(self, delay_ms: float | str) -> None:
         if delay_ms != "auto" and not (0 <= float(delay_ms) <= 5000):
-            raise ValueError(f"delay_ms must be 'auto' or 0..5000 ms, got {delay_ms!r}")
+            raise UserError(f"outputs.passthrough.delay_ms must be 'auto' or 0..5000 ms, got {delay_ms!r}")
         self.delay_ms = delay_ms
 
     def start(self) -> None:

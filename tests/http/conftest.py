@@ -1,4 +1,6 @@
-"""A real daemon (silent audio, demo avatar, HTTP on a free loopback port) running on the test's event loop."""
+"""A real daemon (silent audio, HTTP on a free loopback port) running on the test's event loop. It renders the
+flat test avatar (tests.avatars) unless `demo_head=True`: these tests are about controls and outputs, and the
+demo head's cost on a slow or busy machine would make them about its speed."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from bridge.core.config import load_config
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(**overrides: Any) -> AsyncIterator[Any]:
+async def running_daemon(*, demo_head: bool = False, **overrides: Any) -> AsyncIterator[Any]:
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
+    from tests.avatars import as_demo_avatar
 
     base: dict[str, Any] = {
         "video": {"width": 128, "height": 128, "fps": 25},
@@ -29,7 +32,11 @@ async def running_daemon(**overrides: Any) -> AsyncIterator[Any]:
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value}
     cfg = load_config(None, overrides=base, environ={})
-    daemon = Daemon(cfg, http_app=build_app)
+    if demo_head:
+        daemon = Daemon(cfg, http_app=build_app)
+    else:
+        with as_demo_avatar():
+            daemon = Daemon(cfg, http_app=build_app)
     ready = asyncio.Event()
     task = asyncio.get_running_loop().create_task(daemon.serve(ready=lambda _d: ready.set()))
     async with asyncio.timeout(60):

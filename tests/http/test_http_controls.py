@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +33,15 @@ async def serve(host: object) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+async def until(condition: Any, timeout: float = 20.0) -> None:
+    """Until the mixer ticker has shown `condition` (the next tick, however long this machine takes to get there)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the mixer never showed the change"
+        await asyncio.sleep(0.02)
+
+
 async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> None:
     mixer = make_mixer(presets_dir, fade=0.0)
     midi = MidiControlSurface(MidiMapper(MidiMap(path=presets_dir / "midi" / "learned.toml")))
@@ -54,7 +64,8 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
                 assert r.status == 400
                 r = await s.post(f"{url}/api/presets/apply", json={"name": "smile", "value": 0.5})
                 assert r.status == 200
-                await asyncio.sleep(0.2)
+                await until(lambda: abs(ticker.last.expression[1] - 0.6) < 1e-4
+                            and abs(ticker.last.expression[0] - 0.495) < 1e-4)  # both applied by the mixer
                 state = await (await s.get(f"{url}/api/state")).json()
                 assert state["manual"]["blend/browInnerUp"] == 1.0 and state["manual"]["preset/smile"] == 0.5
                 assert abs(state["mixed"]["expression"][1] - 0.6) < 1e-4
@@ -72,12 +83,10 @@ async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> 
                 presets = await (await s.get(f"{url}/api/presets")).json()
                 assert any(p["name"] == "surprise_look" for p in presets["presets"])
                 await s.post(f"{url}/api/control", json={"target": "reset", "values": [0]})
-                await asyncio.sleep(0.15)
-                assert abs(ticker.last.expression[1]) < 1e-6
+                await until(lambda: abs(ticker.last.expression[1]) < 1e-6)
                 r = await s.post(f"{url}/api/presets/apply", json={"name": "surprise_look", "fade": 0})
                 assert r.status == 200
-                await asyncio.sleep(0.15)
-                assert abs(ticker.last.expression[1] - 0.6) < 1e-4
+                await until(lambda: abs(ticker.last.expression[1] - 0.6) < 1e-4)
                 # Editing a presets file is picked up without a restart.
                 text = (presets_dir / "expressions.toml").read_text()
                 (presets_dir / "expressions.toml").write_text(text + "\n[brand_new]\nbrowInnerUp = 0.5\n")

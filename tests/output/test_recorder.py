@@ -13,31 +13,6 @@ from drivers.output.recorder import RecorderSink
 from tests.conftest import read_recording
 
 
-def test_flash_and_click_stay_in_sync_and_gaps_are_filled(tmp_path: Path) -> None:
-    fps, origin = 25, 7.3  # an arbitrary media-clock origin
-    sink = RecorderSink(tmp_path / "out.mp4")
-    sink.open(StreamInfo(64, 48, fps, extra={"origin": origin}))
-    # Audio arrives ahead of video in 20 ms chunks: silence with a click at t = 2.0 s.
-    audio = np.zeros(3 * SAMPLE_RATE, np.float32)
-    audio[2 * SAMPLE_RATE : 2 * SAMPLE_RATE + 400] = 0.8
-    for i in range(0, len(audio), 320):
-        sink.write_audio(AudioChunk(audio[i : i + 320], origin + i / SAMPLE_RATE))
-    for index in range(75):
-        if index in (10, 11, 12):  # frames the pipeline dropped
-            continue
-        rgb = np.full((48, 64, 3), 255 if index == 50 else 0, np.uint8)
-        sink.write_video(VideoFrame(rgb=rgb, pts=origin + index / fps, index=index))
-    sink.close()
-    assert sink.frames_written == 75 and sink.frames_repeated == 3
-    rec = read_recording(tmp_path / "out.mp4")
-    assert rec.frames == 75
-    flash_t = int(np.argmax(rec.brightness)) / fps
-    click_t = int(np.argmax(np.abs(rec.audio) > 0.4)) / SAMPLE_RATE
-    assert abs(flash_t - 2.0) < 1e-6
-    assert abs(click_t - flash_t) < 1.0 / fps
-    assert rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(fps), abs=1e-6)
-
-
 def test_audio_after_the_last_frame_is_cut_and_missing_audio_is_silence(tmp_path: Path) -> None:
     sink = RecorderSink(tmp_path / "short.mp4")
     sink.open(StreamInfo(32, 32, 25))

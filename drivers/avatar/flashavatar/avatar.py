@@ -141,6 +141,9 @@ class FlashAvatarAvatar:
         self.width, self.height = int(width), int(height)
         self.transparent = bool(transparent)
         ckpt_p, flame_p = Path(checkpoint).expanduser(), Path(flame_model).expanduser()
+        for path, key, what in ((ckpt_p, "checkpoint", "checkpoint"), (flame_p, "flame_model", "FLAME model")):
+            if not path.is_file():  # before the files looked for beside them
+                raise AvatarSetupError(f"{what} {path} does not exist; fix avatar.{key}")
         dirs = [flame_p.parent, flame_p.parent / "FLAME_masks", ckpt_p.parent, flame_p.parent / "blendshapes",
                 Path.cwd() / "flame", Path.cwd() / "flame" / "FLAME_masks", Path.cwd() / "flame" / "blendshapes"]
         masks = _find(flame_masks, ("FLAME_masks.pkl",), dirs, "the FLAME masks file", "flame_masks")

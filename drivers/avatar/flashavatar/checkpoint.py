@@ -80,7 +80,8 @@ def _shape(t: Any, name: str, want: tuple[int | None, ...], path: Path) -> torch
         raise CheckpointError(f"{path}: {name} should be a tensor, found {type(t).__name__}; not a FlashAvatar checkpoint")
     if t.dim() != len(want) or any(w is not None and s != w for s, w in zip(t.shape, want)):
         shown = tuple("N" if w is None else w for w in want)
-        raise CheckpointError(f"{path}: {name} has shape {tuple(t.shape)}, expected {shown}")
+        raise CheckpointError(f"{path}: {name} has shape {tuple(t.shape)}, expected {shown}; the file is damaged or "
+                              "not FlashAvatar's: copy the chkpnt*.pth again from the training machine")
     if not torch.isfinite(t).all():
         raise CheckpointError(f"{path}: {name} contains NaN or infinite values; the training run diverged")
     return t.detach().float()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bridge.core.errors import UserError
 from drivers.face.diffposetalk.hubert import HubertShapeError, HubertSizes, hubert_sizes
 from drivers.safe_load import ARGPARSE_PATHS, RefusedContent, SafeLoadError, load_torch
 
@@ -30,8 +31,12 @@ _WN_OLD = ("weight_g", "weight_v")
 _POS_CONV = "audio_encoder.encoder.pos_conv_embed.conv."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint, style, shape or statistics file that cannot be used; the message says why and what to do."""
+
+
+CHECKPOINT_FIX = ("use the iter_*.pt saved by a DiffPoseTalk training run for face.diffposetalk.checkpoint "
+                  "(see install/models.md)")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,11 @@ class DiffPoseTalkCheckpoint:
 
 
 def _safe_torch_load(path: Path) -> Any:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # a torch zip archive or a legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; truncated or "
+                              "another kind of file); download the DiffPoseTalk iter_*.pt again")
     try:
         return load_torch(path, allow=ARGPARSE_PATHS)
     except RefusedContent as exc:
@@ -245,45 +255,59 @@ def load_checkpoint(path: str | Path) -> DiffPoseTalkCheckpoint:
     elif isinstance(args, dict):
         ns = args
     else:
-        raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, expected an argparse.Namespace")
+        raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, expected an argparse.Namespace; "
+                              f"{CHECKPOINT_FIX}")
     state = data["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors; {CHECKPOINT_FIX}")
     state = {str(k): v for k, v in state.items()}
     for k, v in state.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{path}: tensor {k!r} contains NaN or infinite values; the file is damaged")
-    model_args = resolve_args(ns, state)
+    try:
+        model_args = resolve_args(ns, state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}; {CHECKPOINT_FIX}") from None
     iteration = data.get("iter", 0)
     return DiffPoseTalkCheckpoint(model_args, state, int(iteration) if isinstance(iteration, int) else 0, path)
 
 
 # ----------------------------------------------------------------------------------------------- numpy files
+NUMPY_FIX = {
+    "statistics": "use the stats_train.npz that belongs to the checkpoint",
+    "style": "use a style feature .npy made by DiffPoseTalk's style encoder",
+    "shape": "use a FLAME shape .npy of 100 coefficients (or an .npz with 'shape')",
+}
+
+
 def _np_load(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such {what} file")
+        raise CheckpointError(f"{path}: no such {what} file; check the path in the config or the command line")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise CheckpointError(f"{path}: the {what} file holds pickled objects, which are refused; "
                                   "save it with numpy.save / numpy.savez of plain float arrays") from None
-        raise CheckpointError(f"{path}: not a readable numpy {what} file ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable numpy {what} file ({exc}); {NUMPY_FIX[what]}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable numpy {what} file ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable numpy {what} file ({type(exc).__name__}: {exc}); "
+                              f"{NUMPY_FIX[what]}") from None
 
 
 def _vector(arr: Any, path: Path, key: str, n: int, what: str, allow_rows: bool = False) -> NDArray[np.float32]:
     a = np.asarray(arr)
     if a.dtype.kind not in "fiu":
-        raise CheckpointError(f"{path}: {what} {key!r} has dtype {a.dtype}, expected floats")
+        raise CheckpointError(f"{path}: {what} {key!r} has dtype {a.dtype}, expected floats; "
+                              f"{NUMPY_FIX.get(key, NUMPY_FIX['statistics'])}")
     if allow_rows and a.ndim == 2 and a.shape[0] >= 1:
         a = a[0]  # a per-frame sequence: the first frame, as upstream does
     if a.shape != (n,):
-        raise CheckpointError(f"{path}: {what} {key!r} has shape {a.shape}, expected ({n},)")
+        raise CheckpointError(f"{path}: {what} {key!r} has shape {a.shape}, expected ({n},); "
+                              f"{NUMPY_FIX.get(key, NUMPY_FIX['statistics'])}")
     out = a.astype(np.float32)
     if not np.all(np.isfinite(out)):
-        raise CheckpointError(f"{path}: {what} {key!r} contains NaN or infinite values")
+        raise CheckpointError(f"{path}: {what} {key!r} contains NaN or infinite values; the file is damaged")
     return out
 
 
@@ -292,7 +316,7 @@ def _array_from(path: Path, key: str, what: str) -> Any:
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             if key not in data.files:
-                raise CheckpointError(f"{path}: the .npz has no {key!r} array (found {data.files})")
+                raise CheckpointError(f"{path}: the .npz has no {key!r} array (found {data.files}); {NUMPY_FIX[what]}")
             return data[key]
     return data
 
@@ -317,7 +341,8 @@ def load_stats(path: str | Path) -> dict[str, NDArray[np.float32]]:
     p = Path(path)
     data = _np_load(p, "statistics")
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{p}: statistics must be an .npz with shape/exp/pose _mean/_std arrays")
+        raise CheckpointError(f"{p}: statistics must be an .npz with shape/exp/pose _mean/_std arrays; "
+                              f"{NUMPY_FIX['statistics']}")
     out: dict[str, NDArray[np.float32]] = {}
     with data:
         for name, n in STATS_SIZES.items():

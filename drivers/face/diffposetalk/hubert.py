@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bridge.core.errors import UserError
+
 _DEFAULT_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 
 
-class HubertShapeError(ValueError):
+class HubertShapeError(UserError, ValueError):
     """The checkpoint's HuBERT tensors do not describe a HuBERT encoder."""
 
 

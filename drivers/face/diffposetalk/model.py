@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from drivers.face.diffposetalk.checkpoint import (
+    CHECKPOINT_FIX,
     HUBERT_PREFIX,
     SHAPE_DIM,
     CheckpointError,
@@ -62,11 +63,11 @@ class DiffPoseTalkModel(nn.Module):
         say("building model")
         model = cls(ckpt.args)
         say("loading weights")
-        model.load_checkpoint_state(ckpt.state)
         try:
+            model.load_checkpoint_state(ckpt.state)
             model.schedule = schedule_from_state(ckpt.state, ckpt.args.n_diff_steps, ckpt.args.diff_schedule)
-        except ValueError as exc:
-            raise CheckpointError(f"{ckpt.path}: {exc}") from None
+        except ValueError as exc:  # CheckpointError included: the file contradicts its own settings
+            raise CheckpointError(f"{ckpt.path}: {exc}; the file is damaged or edited: {CHECKPOINT_FIX}") from None
         say(f"moving to {device}")
         model.to(device)
         model.eval()

@@ -39,6 +39,11 @@ from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import normalise_shape
 from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, sample_window, torch_noise
 
+
+class FaceDriverSetupError(UserError, ValueError):
+    """The [face.diffposetalk] settings cannot work as given; the message names the setting and the fix."""
+
+
 log = logging.getLogger(__name__)
 
 
@@ -109,9 +114,10 @@ class StreamingEngine:
                  graphs: HopGraphs | None = None) -> None:
         a = model.args
         if options.hop_frames < 1 or options.hop_frames > a.n_motions:
-            raise ValueError(f"hop_frames must be in [1, {a.n_motions}]")
+            raise FaceDriverSetupError(f"face.diffposetalk.hop_frames must be in [1, {a.n_motions}] for this "
+                                       "checkpoint (its window length)")
         if options.lookahead_frames < 0:
-            raise ValueError("lookahead_frames must be >= 0")
+            raise FaceDriverSetupError("face.diffposetalk.lookahead_frames must be >= 0")
         self.model, self.sampler, self.opt, self.noise = model, sampler, options, noise
         self.spf = a.samples_per_frame
         dev = model.device
@@ -232,7 +238,8 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("face.diffposetalk.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise FaceDriverSetupError("face.diffposetalk.device is 'cuda' but no CUDA device is available; "
+                                   "use 'auto' or 'cpu'")
     return torch.device(name)
 
 
@@ -246,22 +253,26 @@ class DiffPoseTalkFaceDriver:
                  steps: int = 5, hop_frames: int = 4, lookahead_frames: int = 1, audio_context_s: float = 2.0,
                  cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto", tf32: bool = True,
                  fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
-        if model is None:
-            if checkpoint is None:
-                raise ValueError("face.diffposetalk.checkpoint is not set: point it at a DiffPoseTalk iter_*.pt")
-            model = DiffPoseTalkModel.from_checkpoint(load_checkpoint(checkpoint), _device(device))
+        # Settings first, then the small files, then the model: a mistake is reported before a long load.
+        if model is None and checkpoint is None:
+            raise FaceDriverSetupError("face.diffposetalk.checkpoint is not set: point it at a DiffPoseTalk iter_*.pt")
         if stats is None:
-            raise ValueError("face.diffposetalk.stats is not set: point it at the stats_train.npz of the checkpoint")
+            raise FaceDriverSetupError("face.diffposetalk.stats is not set: point it at the stats_train.npz of the "
+                                       "checkpoint")
+        if sampler not in ("ddpm", "ddim"):
+            raise FaceDriverSetupError(f"face.diffposetalk.sampler must be 'ddpm' or 'ddim', not {sampler!r}")
+        self.stats = load_stats(stats)
+        if model is None:
+            assert checkpoint is not None
+            model = DiffPoseTalkModel.from_checkpoint(load_checkpoint(checkpoint), _device(device))
         a = model.args
         if tf32 and model.device.type == "cuda":  # process-wide; the avatar's fp16/fp32 paths are unaffected by it
             torch.backends.cuda.matmul.allow_tf32 = True
         if fps != a.fps:
-            raise ValueError(f"DiffPoseTalk generates {a.fps} fps but the video runs at {fps}; set video.fps = {a.fps}")
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"face.diffposetalk.sampler must be 'ddpm' or 'ddim', not {sampler!r}")
+            raise FaceDriverSetupError(f"DiffPoseTalk generates {a.fps} fps but the video runs at {fps}; "
+                                       f"set video.fps = {a.fps}")
         self.fps = fps
         self.model = model
-        self.stats = load_stats(stats)
         self.style = load_style(style, a.d_style) if style is not None else None
         raw_shape = load_shape(shape) if shape is not None else np.zeros(100, np.float32)
         self.shape_norm = normalise_shape(raw_shape, self.stats)
