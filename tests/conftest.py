@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def read_recording(path: Path) -> Recording:
     with av.open(str(path)) as c:
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
     return Recording(codecs, brightness, audio, sample_rate)
+
+
+@pytest.fixture(autouse=True)
+def fresh_mdns_resolver() -> Iterator[None]:
+    """aioice keeps one mDNS resolver and its asyncio lock per process, bound to the first event loop that used
+    them; every test has its own loop, so a later test's offer with mDNS candidates would fail on that lock."""
+    yield
+    import aioice.ice
+
+    for name in ("lock", "protocol", "subscribers"):
+        if hasattr(aioice.ice._mdns, name):
+            delattr(aioice.ice._mdns, name)
 
 
 @pytest.fixture
