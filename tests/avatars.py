@@ -25,11 +25,12 @@ from bridge.core.interfaces import RenderedImage
 
 SKIN = np.array([205, 160, 140], np.uint8)
 DARK = np.array([40, 20, 25], np.uint8)
+EDGE_PX = 3.0  # width of the soft rim
 
 
 class FlatAvatar:
     """A head-shaped disc: it turns with the head's yaw, its mouth opens with the jaw and widens with a smile,
-    its eyes close with the eyelids and its brows rise with expression 1. Alpha is the disc."""
+    its eyes close with the eyelids and its brows rise with expression 1. Alpha is the disc, with a soft rim."""
 
     name = "demo"
     render_seconds = 0.0  # time each render takes (released to other threads, as a GPU wait would be)
@@ -57,7 +58,10 @@ class FlatAvatar:
         cx = w / 2 + float(params.head[1]) * w / 3
         cy = h / 2 - float(params.head[0]) * h / 3
         x, y = (self._x - cx) / (0.35 * w), (self._y - cy) / (0.42 * h)
-        head = x * x + y * y <= 1.0
+        # Coverage ramps over EDGE_PX pixels at the rim, as a splatted head's soft edge does.
+        inside_px = (1.0 - np.sqrt(x * x + y * y)) * 0.38 * min(w, h)
+        coverage = np.clip(inside_px / EDGE_PX + 0.5, 0.0, 1.0)
+        head = coverage >= 0.5
         rgb = np.empty((h, w, 3), np.uint8)
         rgb[:] = self.background
         rgb[head] = SKIN
@@ -72,7 +76,10 @@ class FlatAvatar:
             brow = (np.abs(x - 0.35 * side) < 0.18) & (np.abs(y + 0.42 + 0.2 * float(params.expression[1])) < 0.03)
             rgb[brow & head] = DARK
         self.renders += 1
-        alpha = np.where(head, 255, 0).astype(np.uint8) if self.transparent else None
+        # The rim blends into the background (premultiplied colour when transparent: the background is black).
+        a = coverage[..., None]
+        rgb = (rgb.astype(np.float32) * a + self.background.astype(np.float32) * (1.0 - a) + 0.5).astype(np.uint8)
+        alpha = (coverage * 255.0 + 0.5).astype(np.uint8) if self.transparent else None
         return RenderedImage(rgb, alpha)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from drivers.output.webrtc.offers import OfferRefused, check_offer
 if TYPE_CHECKING:
     from drivers.output.webrtc.fanout import MediaFanout
 
+log = logging.getLogger(__name__)
 
 SESSION_ID_BYTES = 18  # 144 random bits: 24 URL-safe characters
 
@@ -169,10 +171,15 @@ class ViewerHub:
         except SignalingError:
             await self.close(peer.id)
             raise
-        except Exception as exc:
+        except ValueError as exc:  # what aiortc raises for an offer it cannot answer
             await self.close(peer.id)
             raise SignalingError(400, f"cannot negotiate this offer: {exc}",
                                  "offer VP8 or H.264 video and Opus audio (any browser or aiortc does)") from exc
+        except Exception as exc:  # not the offer's fault: say so, and keep the details in the log
+            log.exception("webrtc: setting up a peer for an offer failed")
+            await self.close(peer.id)
+            raise SignalingError(503, f"the daemon could not set up a peer for this offer ({type(exc).__name__})",
+                                 "try again; if it keeps failing, the daemon's log says why") from exc
         if not peer.tracks and not peer.talking and "a=sendonly" not in sdp:
             await self.close(peer.id)
             raise SignalingError(400, "the offer receives nothing", "use recvonly video/audio transceivers")
