@@ -81,6 +81,17 @@ def check_gsplat(torch: Any, cfg: Config) -> Check:
     return Check(OK, "gsplat", f"{getattr(gsplat, '__version__', '?')}" + ("" if cuda else " (idle: no CUDA)"))
 
 
+def check_numba(cfg: Config) -> Check:
+    """numba compiles the CPU tile rasteriser; without it the CPU renderer is the much slower torch one."""
+    try:
+        numba = importlib.import_module("numba")
+    except Exception as exc:
+        status = FAIL if cfg.avatar.renderer == "tiles" else WARN
+        return Check(status, "numba", f"not importable ({exc}); the slower torch CPU renderer will be used",
+                     "pip install numba" + (", or set avatar.renderer = 'auto'" if status == FAIL else ""))
+    return Check(OK, "numba", f"{numba.__version__} (compiled CPU renderer)")
+
+
 # ---------------------------------------------------------------- audio
 def query_audio() -> tuple[list[dict[str, Any]], str | None]:
     """(devices, problem): PortAudio's device list, or why it is unavailable."""
@@ -333,7 +344,7 @@ def check_models(cfg: Config) -> list[Check]:
 def run_checks(cfg: Config) -> list[Check]:
     checks = [check_python()]
     torch_check, torch = check_torch()
-    checks += [torch_check, check_cuda(torch, cfg), check_gsplat(torch, cfg)]
+    checks += [torch_check, check_cuda(torch, cfg), check_gsplat(torch, cfg), check_numba(cfg)]
     checks += check_audio(cfg)
     checks.append(check_virtualcam(cfg))
     checks += check_ports(cfg)
