@@ -202,7 +202,7 @@ def _avatar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--zoom", type=float, default=1.0)
     p.add_argument("--background", default="#00ff00", help="hex colour (FlashAvatar trains on green)")
-    p.add_argument("--renderer", choices=("auto", "cpu", "gsplat"), default="auto")
+    p.add_argument("--renderer", choices=("auto", "cpu", "tiles", "reference", "gsplat"), default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 

@@ -97,7 +97,7 @@ class FaceConfig(Section):
 
 class AvatarConfig(Section):
     kind: Literal["demo", "flashavatar"] = "demo"
-    renderer: Literal["auto", "cpu", "gsplat"] = "auto"
+    renderer: Literal["auto", "cpu", "tiles", "reference", "gsplat"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     transparent: bool = False

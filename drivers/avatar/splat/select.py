@@ -1,10 +1,15 @@
-"""Choosing a splatting backend: gsplat's `rasterization()` on CUDA, the torch CPU renderer everywhere else.
+"""Choosing a splatting backend: gsplat's `rasterization()` on CUDA, the compiled tile rasteriser on the CPU.
 
 Every avatar asks here, so "auto" means the same thing for all of them: gsplat when the avatar runs on a CUDA
-device and gsplat imports, else the CPU renderer.
+device and gsplat imports, else "cpu". "cpu" is the compiled tile rasteriser (`tiles`, numba) for an avatar on
+the CPU; where numba cannot be used it falls back, with a warning, to the torch reference rasteriser
+(`reference`), which is also what "cpu" means on a CUDA device (it runs there as plain torch). "tiles" and
+"reference" ask for one of the two by name (tests, benchmarks, training).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -12,7 +17,9 @@ from bridge.core.errors import UserError
 from drivers.avatar.splat.gaussians import SplatRenderer
 from drivers.avatar.splat.gsplat_backend import PREBUILT_ENV, GsplatRenderer, gsplat_available
 
-RENDERERS = ("auto", "cpu", "gsplat")
+log = logging.getLogger(__name__)
+
+RENDERERS = ("auto", "cpu", "tiles", "reference", "gsplat")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -47,6 +54,16 @@ def select_renderer(name: str, device: str) -> SplatRenderer:
         except Exception as exc:
             raise RendererSetupError(f"avatar.renderer = 'gsplat' but gsplat cannot be imported ({exc}); "
                                      f"pip install gsplat, set ${PREBUILT_ENV}, or use renderer 'auto'") from None
+    if name == "tiles" or (name == "cpu" and device == "cpu"):
+        try:
+            from drivers.avatar.splat.tiles import TileSplatRenderer
+
+            return TileSplatRenderer()
+        except Exception as exc:  # numba missing (ImportError) or unable to compile here: same answer
+            if name == "tiles":
+                raise RendererSetupError(f"avatar.renderer = 'tiles' needs numba, which cannot be used here ({exc}); "
+                                         "pip install numba, or use renderer 'auto'") from None
+            log.warning("the compiled CPU renderer cannot be used (%s); using the slower torch CPU renderer", exc)
     from drivers.avatar.splat.reference import CpuSplatRenderer
 
     return CpuSplatRenderer()

@@ -210,7 +210,7 @@ def test_unavailable_renderer_or_device_is_a_clear_user_error() -> None:
         DemoAvatar(64, 64, renderer="auto", device="cuda")
     with pytest.raises(UserError, match="not one of"):
         DemoAvatar(64, 64, renderer="opengl", device="cpu")
-    assert DemoAvatar(64, 64).renderer.name == "cpu"  # auto without CUDA
+    assert DemoAvatar(64, 64).renderer.name == "tiles"  # auto without CUDA: the compiled CPU renderer
 
 
 @pytest.mark.gpu
