@@ -48,6 +48,14 @@ CAMERA_DISTANCE = 0.9
 CULL_COSINE = -0.15  # keep surface Gaussians whose normal is at most ~99° away from the view direction
 
 
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[0,1] floats → uint8 (rounded) on the host; NumPy for a CPU tensor (single-threaded, as fast here as torch's
+    thread pool and without waking it)."""
+    if image.device.type == "cpu":
+        return np.clip(image.detach().numpy() * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    return (image.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
 @functools.lru_cache(maxsize=1)
 def demo_head() -> HeadModel:
     """The canonical head, generated once per process (about a second)."""
@@ -91,7 +99,7 @@ class DemoAvatar:
         self._scales = torch.from_numpy(m.scales).to(self._dev)
         self._opac = torch.from_numpy(m.opacities).to(self._dev)
         self._colors = torch.from_numpy(m.colors).to(self._dev)
-        self._never_cull = torch.from_numpy(~m.cull)
+        self._never_cull = ~m.cull
 
     @classmethod
     def from_config(cls, config: Config) -> DemoAvatar:
@@ -107,24 +115,31 @@ class DemoAvatar:
     def gaussians(self, params: FaceParams) -> Gaussians:
         """The posed head (all Gaussians, or only those facing the camera when culling) on the device."""
         means, quats, normals = self.rig.pose(params)
+        idx: np.ndarray | None = None
+        if self.cull_backfaces:
+            view = self._cam_pos[None] - means
+            facing = np.einsum("ij,ij->i", view, normals) > CULL_COSINE * np.linalg.norm(view, axis=1)
+            idx = np.flatnonzero(facing | self._never_cull)
+        if self._dev.type == "cpu":
+            # NumPy gathers, no torch op: torch's gathers wake its intra-op thread pool, whose spinning threads
+            # took ten times the gathers' own CPU time per frame on two busy cores.
+            m = self.model
+            mt, qt, st, ot, ct = (torch.from_numpy(a if idx is None else a[idx])
+                                  for a in (means, quats, m.scales, m.opacities, m.colors))
+            return Gaussians(mt, qt, st, ot, ct)
         mt, qt = torch.from_numpy(means), torch.from_numpy(quats)
-        if not self.cull_backfaces:
+        if idx is None:
             return Gaussians(mt.to(self._dev), qt.to(self._dev), self._scales, self._opac, self._colors)
-        view = self._cam_pos[None] - means
-        facing = np.einsum("ij,ij->i", view, normals) > CULL_COSINE * np.linalg.norm(view, axis=1)
-        keep = torch.from_numpy(facing) | self._never_cull
-        idx = keep.nonzero().squeeze(1)
-        dev_idx = idx.to(self._dev)
-        return Gaussians(mt[idx].to(self._dev), qt[idx].to(self._dev), self._scales[dev_idx], self._opac[dev_idx],
-                         self._colors[dev_idx])
+        host_idx = torch.from_numpy(idx)
+        dev_idx = host_idx.to(self._dev)
+        return Gaussians(mt[host_idx].to(self._dev), qt[host_idx].to(self._dev), self._scales[dev_idx],
+                         self._opac[dev_idx], self._colors[dev_idx])
 
     def render(self, params: FaceParams) -> RenderedImage:
         g = self.gaussians(params)
         with torch.no_grad():
             rgb, alpha = self.renderer.render(g, self.camera, self.background, self.settings)
-            rgb8 = (rgb.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-            a8 = (alpha.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy() if self.transparent else None
-        return RenderedImage(rgb8, a8)
+        return RenderedImage(to_uint8(rgb), to_uint8(alpha) if self.transparent else None)
 
     def close(self) -> None:
         """Nothing to release: the geometry is shared and tensors are freed with the object."""
