@@ -4,7 +4,8 @@ Every avatar asks here, so "auto" means the same thing for all of them: gsplat w
 device and gsplat imports, else "cpu". "cpu" is the compiled tile rasteriser (`tiles`, numba) for an avatar on
 the CPU; where numba cannot be used it falls back, with a warning, to the torch reference rasteriser
 (`reference`), which is also what "cpu" means on a CUDA device (it runs there as plain torch). "tiles" and
-"reference" ask for one of the two by name (tests, benchmarks, training).
+"reference" ask for one of the two by name (tests, benchmarks). Training asks with `differentiable=True`: the
+tile rasteriser has no gradients, so then "auto" and "cpu" mean the reference on the CPU.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def select_renderer(name: str, device: str) -> SplatRenderer:
-    """The backend for avatar.renderer `name` on the (resolved or 'auto') `device`."""
+def select_renderer(name: str, device: str, differentiable: bool = False) -> SplatRenderer:
+    """The backend for avatar.renderer `name` on the (resolved or 'auto') `device`; with `differentiable`, one
+    that gradients flow through (gsplat or the torch reference)."""
     if name not in RENDERERS:
         raise RendererSetupError(f"avatar.renderer {name!r} is not one of {', '.join(RENDERERS)}")
     device = resolve_device(device)
@@ -54,7 +56,9 @@ def select_renderer(name: str, device: str) -> SplatRenderer:
         except Exception as exc:
             raise RendererSetupError(f"avatar.renderer = 'gsplat' but gsplat cannot be imported ({exc}); "
                                      f"pip install gsplat, set ${PREBUILT_ENV}, or use renderer 'auto'") from None
-    if name == "tiles" or (name == "cpu" and device == "cpu"):
+    if name == "tiles" and differentiable:
+        raise RendererSetupError("renderer 'tiles' has no gradients; train with renderer 'auto' or 'reference'")
+    if name == "tiles" or (name == "cpu" and device == "cpu" and not differentiable):
         try:
             from drivers.avatar.splat.tiles import TileSplatRenderer
 

@@ -67,6 +67,11 @@ class TileSplatRenderer:
         background: torch.Tensor | None = None,
         settings: RasterSettings | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (gaussians.means, gaussians.quats,
+                                                                     gaussians.scales, gaussians.opacities,
+                                                                     gaussians.colors)):
+            raise ValueError("the tile rasteriser has no gradients; render for training with the torch reference "
+                             "(select_renderer(..., differentiable=True))")
         s = settings or RasterSettings()
         k = self._k
         out_dev = gaussians.means.device
@@ -119,8 +124,11 @@ class TileSplatRenderer:
             if cols.dim() != 2 or cols.shape[-1] != 3:
                 raise ValueError(f"plain colours must be (N,3) when sh_degree is None, got {tuple(cols.shape)}")
             return np.ascontiguousarray(cols.to("cpu", torch.float32).numpy()[order])
+        # In float32 like everything else here (the reference works in float64 when given float64).
+        g32 = Gaussians(gaussians.means.detach().float(), gaussians.quats, gaussians.scales, gaussians.opacities,
+                        gaussians.colors.detach().float(), gaussians.sh_degree)
         index = torch.from_numpy(order).to(gaussians.means.device)
-        return _as_f32(splat_colors(gaussians, camera, index), (len(order), 3))
+        return _as_f32(splat_colors(g32, camera, index), (len(order), 3))
 
 
 @functools.lru_cache(maxsize=8)

@@ -279,3 +279,16 @@ def test_extreme_values_stay_inside_the_image(tiles: TileSplatRenderer, referenc
     finite = torch.isfinite(means).all(1) & torch.isfinite(scales).all(1)
     sane = Gaussians(*(getattr(g, k)[finite] for k in ("means", "quats", "scales", "opacities", "colors")))
     assert_same_picture((rgb, alpha), reference.render(sane, cam, BG))
+
+
+def test_training_gets_a_differentiable_renderer_and_tiles_refuse_gradients(tiles: TileSplatRenderer) -> None:
+    assert isinstance(select_renderer("auto", "cpu", differentiable=True), CpuSplatRenderer)
+    assert isinstance(select_renderer("cpu", "cpu", differentiable=True), CpuSplatRenderer)
+    with pytest.raises(UserError, match="no gradients"):
+        select_renderer("tiles", "cpu", differentiable=True)
+    g = scene(10, None, seed=1)
+    g.means.requires_grad_(True)
+    with pytest.raises(ValueError, match="no gradients"):
+        tiles.render(g, camera(16, 16))
+    with torch.no_grad():
+        tiles.render(g, camera(16, 16))  # inference on a trainable model's tensors is fine

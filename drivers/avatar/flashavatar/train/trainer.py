@@ -232,7 +232,7 @@ class Trainer:
         self.settings = RasterSettings(eps2d=0.3)
         from drivers.avatar.splat.select import select_renderer
 
-        self.renderer = select_renderer("auto", device)
+        self.renderer = select_renderer("auto", device, differentiable=True)
         if self.device.type == "cuda" and self.renderer.name != "gsplat":
             self.say("gsplat is not importable: training on CUDA with the (slow) torch reference rasteriser; "
                      "pip install gsplat")
