@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--test-frames", type=int, default=None)
     ap.add_argument("--face-hz", type=float, nargs=2, default=(0.5, 2.5),
                     help="frequency band of the expression motion (default: talking pace)")
+    ap.add_argument("--expression-scale", type=float, default=1.0,
+                    help="scales the expression amplitudes (1: components 1-10 within +-1.5, 11-30 +-0.8, rest +-0.3)")
     ap.add_argument("--mlp-width", type=int, default=256)
     ap.add_argument("--mlp-layers", type=int, default=6)
     ap.add_argument("--profile-steps", type=int, default=500, help="steps timed per stage after training")
@@ -78,9 +80,11 @@ def main() -> int:
     files = golden_subject(args.golden)
     t0 = time.perf_counter()
     made = make_dataset(work / "data", files, golden_shape(args.golden), frames=args.frames, size=args.size,
-                        device=device, mlp_from=args.golden / "chkpnt_seed0.pth", face_hz=tuple(args.face_hz))
+                        device=device, mlp_from=args.golden / "chkpnt_seed0.pth", face_hz=tuple(args.face_hz),
+                        expression_scale=args.expression_scale)
     print(f"synthetic dataset: {made.frames} frames at {args.size}x{args.size} in {time.perf_counter() - t0:.1f} s "
-          f"(teacher {made.teacher.name}, {device}; expressions move at {args.face_hz[0]}-{args.face_hz[1]} Hz)",
+          f"(teacher {made.teacher.name}, {device}; expressions move at {args.face_hz[0]}-{args.face_hz[1]} Hz, "
+          f"amplitude x{args.expression_scale})",
           flush=True)
 
     opts = TrainOptions(iterations=args.iterations, size=args.size, device=device, eval_every=args.eval_every,

@@ -142,11 +142,11 @@ def _smooth(rng: np.random.Generator, frames: int, dims: int, amplitude: np.ndar
 
 
 def sequence(frames: int, seed: int = 0, face_hz: tuple[float, float] = FACE_HZ,
-             head_hz: tuple[float, float] = HEAD_HZ) -> dict[str, np.ndarray]:
+             head_hz: tuple[float, float] = HEAD_HZ, expression_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Expression (F,100), jaw/eyes as 6D (F,6)/(F,12), eyelids (F,2), head rotation (F,3) and translation
     (F,3) in metres. The face moves in the `face_hz` band (talking), the head in the slower `head_hz` band."""
     rng = np.random.default_rng(seed)
-    amp = np.concatenate([np.full(10, 1.5), np.full(20, 0.8), np.full(70, 0.3)])
+    amp = expression_scale * np.concatenate([np.full(10, 1.5), np.full(20, 0.8), np.full(70, 0.3)])
     expr = _smooth(rng, frames, 100, amp, face_hz)
     jaw_open = 0.18 * (1 + _smooth(rng, frames, 1, 1.0, face_hz)[:, 0])  # 0 .. 0.36 rad
     jaw_aa = np.stack([jaw_open, *_smooth(rng, frames, 2, 0.04, face_hz).T], axis=1)
@@ -202,7 +202,7 @@ def _write_frame(root: Path, tracking: Path, stem: str, photo: np.ndarray, alpha
 def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: int = 300, size: int = 512,
                  device: str = "cpu", mlp_from: Path | None = None, seed: int = 0, frame_offset: int = 1,
                  batch: int = 16, hidden_dim: int = HIDDEN_DIM, hidden_layers: int = HIDDEN_LAYERS,
-                 face_hz: tuple[float, float] = FACE_HZ) -> SyntheticResult:
+                 face_hz: tuple[float, float] = FACE_HZ, expression_scale: float = 1.0) -> SyntheticResult:
     """Render the teacher over `frames` frames into `out` (upstream's layout; tracking in out/tracking)."""
     if frames < 2:
         raise ValueError("a synthetic dataset needs at least 2 frames")
@@ -218,7 +218,7 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
     from drivers.avatar.splat.select import select_renderer
 
     renderer = select_renderer("auto", device)
-    seq = sequence(frames, seed, face_hz)
+    seq = sequence(frames, seed, face_hz, expression_scale=expression_scale)
     pts = teacher.canonical.detach().cpu().numpy()
     lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
     base = default_camera((lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2), TRACKER_SIZE, TRACKER_SIZE,
