@@ -79,8 +79,8 @@ class DiffPoseTalkConfig(Section):
     shape: Path | None = None
     sampler: Literal["ddpm", "ddim"] = "ddim"
     steps: int = Field(5, ge=1, le=1000)  # DDIM steps; 5 keeps a hop within the real-time budget (bench/)
-    hop_frames: int = Field(4, ge=1, le=100)
-    lookahead_frames: int = Field(1, ge=0, le=50)  # (hop + lookahead) / fps = 200 ms algorithmic latency
+    hop_frames: int = Field(3, ge=1, le=100)
+    lookahead_frames: int = Field(1, ge=0, le=50)  # (hop + lookahead) / fps = 160 ms algorithmic latency
     audio_context_s: float = Field(2.0, ge=0.0, le=30.0)
     cfg_audio: float = 1.15
     cfg_style: float = 3.0

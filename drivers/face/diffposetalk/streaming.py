@@ -250,7 +250,7 @@ class DiffPoseTalkFaceDriver:
 
     def __init__(self, checkpoint: str | Path | None = None, stats: str | Path | None = None,
                  style: str | Path | None = None, shape: str | Path | None = None, sampler: str = "ddim",
-                 steps: int = 5, hop_frames: int = 4, lookahead_frames: int = 1, audio_context_s: float = 2.0,
+                 steps: int = 5, hop_frames: int = 3, lookahead_frames: int = 1, audio_context_s: float = 2.0,
                  cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto", tf32: bool = True,
                  fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
         # Settings first, then the small files, then the model: a mistake is reported before a long load.
@@ -292,6 +292,8 @@ class DiffPoseTalkFaceDriver:
         self.start_pts = 0.0
         self._expected_pts: float | None = None
         self._engine = self._new_engine()
+        if model.device.type == "cuda":
+            self._warm_up()
         self._thread = threading.Thread(target=self._run, name="diffposetalk", daemon=True)
         self._thread.start()
 
@@ -366,6 +368,17 @@ class DiffPoseTalkFaceDriver:
         engine = StreamingEngine(self.model, self.shape_norm, self.style, torch_noise(gen, dev), self.sampler,
                                  self.options, graphs=getattr(self, "_engine", None) and self._engine.graphs)
         return engine
+
+    def _warm_up(self) -> None:
+        """Generate a few hops of silence before the stream starts, on an engine sharing this driver's graphs: the
+        first hop and the steady ones have different inputs, and capturing their CUDA graphs takes several hops'
+        time, which must not fall on the first frames of a live stream."""
+        engine = self._new_engine()
+        hop = self.options.hop_frames + self.options.lookahead_frames
+        engine.feed(np.zeros(3 * hop * engine.spf, np.float32))
+        while engine.ready():
+            engine.step()
+        torch.cuda.synchronize(self.model.device)
 
     def _take(self) -> list[FaceParams]:
         out, self._outbox = self._outbox, []
