@@ -15,7 +15,9 @@ AVATAR_BRIDGE_GOLDEN_DPT (as the tests find them), or --golden.
 How each number is measured:
 - glass-to-glass: from the capture time of the audio that drove a frame (its `audio_time`, on the media
   clock) to the frame leaving for the output: the recorder's muxer (the pipeline's g2g:recorder timing) and,
-  for WebRTC, its arrival decoded at the viewer.
+  for WebRTC, the arrival at the viewer of the frame's last RTP packet (the frame complete: where a browser's
+  jitter buffer hands it to the decoder). The aiortc viewer's decoded arrival is printed too: aiortc's jitter
+  buffer releases a video frame only when the next frame's first packet arrives, one frame period later.
 - A/V offset, recording: decoded from the file. Video: each decoded frame's timestamp against the presentation
   time of the frame written in that slot, plus how late the face was for its sound (pts - audio_time -
   A/V delay). Audio: the recorded sound aligned by cross-correlation with the sound the pipeline published.
@@ -91,6 +93,7 @@ class Probe:
     """What the pipeline published: each frame's times by presentation time, and the output sound."""
 
     frames: dict[int, tuple[float, float | None]] = field(default_factory=dict)  # slot -> (pts, audio_time)
+    rendered: dict[int, float] = field(default_factory=dict)  # slot -> when it was rendered, minus its pts
     audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (pts, samples) of audio_out
     first_frame_wall: float | None = None
 
@@ -108,6 +111,7 @@ def start_probe(daemon: Any, probe: Probe, done: threading.Event) -> list[thread
                 probe.first_frame_wall = time.monotonic()
             slot = round((frame.pts - daemon.pipeline.stream_origin) * daemon.pipeline.fps)
             probe.frames[slot] = (frame.pts, frame.audio_time)
+            probe.rendered[slot] = frame.rendered_at - frame.pts
         frames.close()
 
     def pull_audio() -> None:
@@ -131,6 +135,8 @@ class Viewer:
     location: str | None = None
     video: list[tuple[float, float]] = field(default_factory=list)
     audio: list[tuple[float, float]] = field(default_factory=list)
+    complete: list[tuple[float, float]] = field(default_factory=list)  # a video frame's last RTP packet in
+    first_rtp: int | None = None  # RTP timestamp of the first complete frame
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracks: list[Any] = field(default_factory=list)  # the daemon's sending tracks of this viewer
 
@@ -144,8 +150,20 @@ async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
 
     pc = RTCPeerConnection()
     viewer.pc = pc
-    pc.addTransceiver("video", direction="recvonly")
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
     pc.addTransceiver("audio", direction="recvonly")
+    handle_rtp = receiver._handle_rtp_packet
+
+    async def timed(packet: Any, arrival_time_ms: int) -> None:
+        """When each frame is complete at the viewer (its marker packet): where a browser's jitter buffer hands
+        it to the decoder. aiortc's own hands a frame on only when the next frame's first packet arrives."""
+        if packet.marker:  # timed from the first frame, as aiortc times decoded frames
+            if viewer.first_rtp is None:
+                viewer.first_rtp = packet.timestamp
+            viewer.complete.append((time.monotonic(), ((packet.timestamp - viewer.first_rtp) % 2**32) / 90000.0))
+        await handle_rtp(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = timed  # type: ignore[method-assign]  # the measuring client, not the daemon
 
     async def consume(track: Any) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -240,15 +258,16 @@ def webrtc_numbers(viewer: Viewer, probe: Probe, clock_origin: float, av_delay: 
     first_video = getattr(video, "first_media_time", None)
     first_audio = getattr(audio, "first_media_time", None)
     by_pts = {round(pts * 1000): a for pts, a in probe.frames.values()}
-    g2g = []
-    for arrival, t in viewer.video:
-        if first_video is None:
-            break
-        media = first_video + t
-        a = by_pts.get(round(media * 1000))
-        if a is not None and media >= after_pts:
-            g2g.append(arrival - clock_origin - a)
-    out["g2g_p50_ms"], out["g2g_p95_ms"] = percentiles(g2g)
+    for key, arrivals in (("g2g", viewer.complete), ("decoded_g2g", viewer.video)):
+        g2g = []
+        for arrival, t in arrivals:
+            if first_video is None:
+                break
+            media = first_video + t
+            a = by_pts.get(round(media * 1000))
+            if a is not None and media >= after_pts:
+                g2g.append(arrival - clock_origin - a)
+        out[f"{key}_p50_ms"], out[f"{key}_p95_ms"] = percentiles(g2g)
     lateness = face_lateness(probe, av_delay, after_pts)
     face = float(np.median(lateness)) if lateness else 0.0
     video_lag, audio_lag = getattr(video, "lag", None), getattr(audio, "lag", None)
@@ -322,6 +341,10 @@ async def run(args: argparse.Namespace) -> int:
     dropped = sum(int(stages.get(s, {}).get("dropped", 0)) for s in ("clock", "render"))
     print(f"frames_late {late}, dropped by the clock or renderer {dropped}, face_late "
           f"{int(counters.get('face_late', 0))}, frames published {len(probe.frames)}")
+    late_at = [slot / args.fps for slot, lag in sorted(probe.rendered.items()) if lag > 0.5 / args.fps]
+    if late_at:
+        print("late frames at " + ", ".join(f"{t:.2f} s ({probe.rendered[round(t * args.fps)] * 1000:.0f} ms)"
+                                            for t in late_at[:20]) + " after the start (rendered after their pts)")
     print(f"GPU memory: {gpu_memory()}")
 
     rec_g2g = stages.get("g2g:recorder", {})
@@ -333,8 +356,10 @@ async def run(args: argparse.Namespace) -> int:
           f"{rec_offset * 1000:>15.1f}   (file: video {video_shift * 1000:+.1f} ms, sound {audio_shift * 1000:+.1f} ms)")
     web_offset = web.get("av_offset_ms", float("nan"))
     print(f"{'webrtc':<10}{web['g2g_p50_ms']:>12.1f}{web['g2g_p95_ms']:>12.1f}{web_offset:>15.1f}   "
-          f"({web['frames_received']:.0f} frames at the viewer; aiortc's own arrival offset "
+          f"({web['frames_received']:.0f} frames complete at the viewer; aiortc's own arrival offset "
           f"{web.get('aiortc_arrival_offset_ms', float('nan')):+.1f} ms)")
+    print(f"{'  decoded':<10}{web['decoded_g2g_p50_ms']:>12.1f}{web['decoded_g2g_p95_ms']:>12.1f}{'':>15}   "
+          f"(decoded by aiortc, which holds each frame until the next one's first packet: one period more)")
 
     goals = [
         (f"0 late frames at {args.size}x{args.size} {args.fps} fps (late {late}, dropped {dropped})",
