@@ -146,7 +146,9 @@ class Pipeline:
         # when it is due: neither a render late nor, on a fast GPU, long before its audio.
         slack = self.av_delay - driver.latency - chunk_time
         self.max_render_lead = max(0.0, min(1.0 / self.fps, 0.75 * slack))
-        self._render_time = 0.0  # moving average of the avatar's render time (seconds)
+        # Moving average of the avatar's render time (seconds). It starts at the most the lead allows: the first
+        # renders of a stream are the slow ones (threads, caches and GPU work starting), so they start early.
+        self._render_time = self.max_render_lead
         self._rendering = False  # the render thread is inside avatar.render
         self.frames: Broadcast[VideoFrame] = Broadcast()
         self.audio_in: Broadcast[AudioChunk] = Broadcast()
@@ -495,7 +497,7 @@ class Pipeline:
                     self._rendering = False
                 took = time.perf_counter() - t0
                 self.stats.time("render", took)
-                self._render_time = took if self._render_time == 0.0 else 0.9 * self._render_time + 0.1 * took
+                self._render_time = 0.9 * self._render_time + 0.1 * took
             if self._stop.is_set():
                 break  # the outputs are closing: a render that outlived the run is not shown
             frame = VideoFrame(
