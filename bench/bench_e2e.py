@@ -310,7 +310,7 @@ async def run(args: argparse.Namespace) -> int:
                     http_app=build_app)
     latency = daemon.face_driver.latency
     print(f"  ready to start in {time.monotonic() - t0:.1f} s; A/V delay {daemon.av_delay * 1000:.0f} ms = face driver "
-          f"{latency * 1000:.0f} + audio chunk 20 + margin {cfg.pipeline.margin_ms:.0f} (the floor of glass-to-glass)",
+          f"{latency * 1000:.0f} + audio chunk 20 + margin {cfg.pipeline.margin_s(daemon.avatar.device) * 1000:.0f} (the floor of glass-to-glass)",
           flush=True)
     probe, viewer, done = Probe(), Viewer(), threading.Event()
     threads = start_probe(daemon, probe, done)
@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="procedural: check the measurements on a machine too slow for DiffPoseTalk in real time")
     p.add_argument("--margin-ms", type=float, default=None,
                    help="pipeline.margin_ms: time allowed for face and render compute beyond the driver's latency "
-                        "(default: the config's, 60 ms); glass-to-glass cannot be below the resulting A/V delay")
+                        "(default: the config's, auto: 30 ms on a GPU, 60 ms on the CPU); glass-to-glass cannot be below the resulting A/V delay")
     p.add_argument("--golden", type=Path, default=None, help="folder holding flashavatar/ and diffposetalk/")
     p.add_argument("--audio", type=Path, default=None, help="speech file (default: the demo clip, looped)")
     p.add_argument("--record", type=Path, default=None, help="recording path (default: a temporary .mp4)")

@@ -132,7 +132,22 @@ class PipelineConfig(Section):
     render_queue: int = Field(2, ge=1, le=16)
     sink_queue: int = Field(3, ge=1, le=64)
     av_delay_ms: float | Literal["auto"] = "auto"  # audio → presentation delay; auto = driver latency + margin
-    margin_ms: float = Field(60.0, ge=0, le=2000)
+    # Time for the face and render compute beyond the driver's latency: auto = 30 ms when the avatar renders on
+    # a GPU (a frame takes a few ms), 60 ms on the CPU (room for a CPU render of up to one frame period).
+    margin_ms: float | Literal["auto"] = "auto"
+
+    @field_validator("margin_ms")
+    @classmethod
+    def _margin(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0.0 <= float(v) <= 2000.0:
+            raise ValueError("pipeline.margin_ms must be 'auto' or a number of milliseconds in 0..2000")
+        return v
+
+    def margin_s(self, avatar_device: str) -> float:
+        """The margin in seconds for an avatar rendering on `avatar_device`."""
+        if self.margin_ms == "auto":
+            return 0.030 if avatar_device.startswith("cuda") else 0.060
+        return float(self.margin_ms) / 1000.0
 
 
 class RecorderConfig(Section):

@@ -85,6 +85,8 @@ class AudioSource(Protocol):
     """Delivers 16 kHz mono audio chunks stamped on the media clock."""
 
     name: str
+    error: BaseException | None  # what ended capture, when it failed: the pipeline raises it
+    end_pts: float | None  # where the audio ends on the media clock, once that is known (a file); else None
 
     def start(self, now: Callable[[], float]) -> None:
         """Begin capture; `now` reads the media clock used to stamp chunks."""

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bridge.core.config import HttpConfig
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -157,16 +159,15 @@ class PolicySettings:
     token: str | None = None
 
     @classmethod
-    def from_config(cls, http: object) -> PolicySettings:
+    def from_config(cls, http: HttpConfig) -> PolicySettings:
         """From the `[http]` section (host, allowed_hosts, allowed_origins, token)."""
         origins = set()
-        for entry in getattr(http, "allowed_origins", ()) or ():
+        for entry in http.allowed_origins:
             norm = normalise_origin(entry)
             if norm is None:
                 raise ValueError(f"http.allowed_origins entry {entry!r} is not an origin like https://player.example")
             origins.add(norm)
-        return cls(HostRule.of(str(getattr(http, "host", "127.0.0.1")), getattr(http, "allowed_hosts", ()) or ()),
-                   frozenset(origins), getattr(http, "token", None))
+        return cls(HostRule.of(http.host, http.allowed_hosts), frozenset(origins), http.token)
 
     def own_origin(self, origin: str, served_port: int) -> bool:
         parts = urlsplit(origin)

@@ -79,7 +79,7 @@ class Daemon:
             render_queue=config.pipeline.render_queue,
             sink_queue=config.pipeline.sink_queue,
             av_delay=av_delay,
-            margin=config.pipeline.margin_ms / 1000.0,
+            margin=config.pipeline.margin_s(self.avatar.device),
         )
         self._initial_sinks = build.sinks(config)
         self._surfaces: list[ControlSurface] = []

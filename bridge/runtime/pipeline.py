@@ -292,9 +292,8 @@ class Pipeline:
                 source = self.source
             chunk = source.read(timeout=0.1)
             if chunk is None:
-                error = getattr(source, "error", None)
-                if error is not None:
-                    raise error
+                if source.error is not None:
+                    raise source.error
                 if source.finished and source is self.source:
                     self.watchdog.done("audio")
                     if not first:
@@ -435,7 +434,7 @@ class Pipeline:
     def _frames_of_audio(self) -> float:
         """Frames the source's audio covers once it ended (infinite while it goes on). The source may say where
         it ends (`end_pts`, a file once its last chunk is queued) before the audio thread has read that far."""
-        end = self.audio_end if self.audio_end is not None else getattr(self.source, "end_pts", None)
+        end = self.audio_end if self.audio_end is not None else self.source.end_pts
         if end is None or not self._origin_ready.is_set():
             return math.inf
         return math.ceil((end - self.audio_origin) * self.fps - 1e-6)

@@ -71,6 +71,8 @@ class MicrophoneAudioSource:
         self._now: Callable[[], float] = time.monotonic
         self.reconnects = 0
         self.dropped = 0
+        self.error: BaseException | None = None  # a vanished device is reopened, never an error
+        self.end_pts: float | None = None  # a microphone goes on
 
     @classmethod
     def from_config(cls, config: Config) -> MicrophoneAudioSource:

@@ -140,6 +140,7 @@ class WebRTCAudioSource:
         self._mix_thread: threading.Thread | None = None
         self.dropped = 0
         self.error: BaseException | None = None
+        self.end_pts: float | None = None  # a call goes on
         self._last_end: float | None = None
 
     @classmethod

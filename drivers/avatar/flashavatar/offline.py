@@ -18,6 +18,7 @@ from bridge.core.rotations_torch import matrix_to_quat, quat_product
 from drivers.avatar.flame.model import head_motion
 from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 from drivers.avatar.splat.gaussians import Camera, Gaussians
+from drivers.avatar.splat.gsplat_backend import GsplatRenderer
 
 MAX_BATCH = 16  # frames per batched deformation/rasterisation pass (bounds device memory)
 
@@ -59,9 +60,8 @@ def _render_chunk(avatar: FlashAvatarAvatar, params: Sequence[FaceParams], views
         means, quats, scales, viewmats = avatar.deform_batch(dev_in, base)
         cam = Camera(base_cam.viewmat, base_cam.K, avatar.width, avatar.height, base_cam.near, base_cam.far)
         g = Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree)
-        batched = getattr(avatar.renderer, "render_batch", None)  # gsplat: B frames in one call
-        if batched is not None:
-            rgb, alpha = batched(g, viewmats, cam, avatar.background, avatar.settings)
+        if isinstance(avatar.renderer, GsplatRenderer):  # B frames in one call
+            rgb, alpha = avatar.renderer.render_batch(g, viewmats, cam, avatar.background, avatar.settings)
         else:
             pairs = [avatar.renderer.render(Gaussians(means[i], quats[i], scales[i], m.opacities, m.sh, m.sh_degree),
                                             Camera(viewmats[i], cam.K, cam.width, cam.height, cam.near, cam.far),

@@ -291,6 +291,7 @@ class DiffPoseTalkFaceDriver:
         self._generation = 0
         self.start_pts = 0.0
         self._expected_pts: float | None = None
+        self._graphs: HopGraphs | None = None
         self._engine = self._new_engine()
         if model.device.type == "cuda":
             self._warm_up()
@@ -366,7 +367,8 @@ class DiffPoseTalkFaceDriver:
         dev = self.model.device
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         engine = StreamingEngine(self.model, self.shape_norm, self.style, torch_noise(gen, dev), self.sampler,
-                                 self.options, graphs=getattr(self, "_engine", None) and self._engine.graphs)
+                                 self.options, graphs=self._graphs)
+        self._graphs = engine.graphs  # every engine of this driver replays the graphs the first one captured
         return engine
 
     def _warm_up(self) -> None:
