@@ -212,7 +212,8 @@ async def run(args: argparse.Namespace) -> None:
         "audio": {"source": "file", "realtime": True, "loop": True},
         "http": {"host": "127.0.0.1", "port": 0},
         "osc": {"enabled": False}, "vmc": {"enabled": False}, "midi": {"enabled": False},
-        "webrtc": {"codec": args.codec, "max_viewers": max(args.viewers), "tiers": args.tiers},
+        "webrtc": {"codec": args.codec, "max_viewers": max(args.viewers),
+                   "max_sessions_per_address": max(args.viewers), "tiers": args.tiers},
     }
     daemon = Daemon(load_config(None, overrides=overrides, environ={}), http_app=build_app)
     ready = asyncio.Event()
