@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -293,10 +294,15 @@ class MidiMapper:
 def _fade(b: Binding) -> tuple[float, ...]:
     return () if b.fade is None else (b.fade,)
 
+ALSA_SEQUENCER = "/dev/snd/seq"  # where rtmidi's Linux backend opens MIDI
+
 
 def input_names() -> list[str]:
     """Input port names; MidiError with the reason when no backend works."""
     try:
+        if sys.platform.startswith("linux") and not os.path.exists(ALSA_SEQUENCER):
+            # Asked anyway, ALSA prints its own complaint on stderr before rtmidi raises.
+            raise OSError(f"{ALSA_SEQUENCER} does not exist")
         return list(mido.get_input_names())
     except Exception as exc:  # rtmidi raises its own SystemError without an ALSA sequencer
         raise MidiError(
