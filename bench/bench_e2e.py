@@ -298,6 +298,7 @@ def verdict(ok: bool) -> str:
 async def run(args: argparse.Namespace) -> int:
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
+    from bridge.runtime.pipeline import LATE_PERIODS
 
     fa, dpt = golden_dirs(args.golden)
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -341,10 +342,10 @@ async def run(args: argparse.Namespace) -> int:
     dropped = sum(int(stages.get(s, {}).get("dropped", 0)) for s in ("clock", "render"))
     print(f"frames_late {late}, dropped by the clock or renderer {dropped}, face_late "
           f"{int(counters.get('face_late', 0))}, frames published {len(probe.frames)}")
-    late_at = [slot / args.fps for slot, lag in sorted(probe.rendered.items()) if lag > 0.5 / args.fps]
+    late_at = [(slot, lag) for slot, lag in sorted(probe.rendered.items()) if lag > LATE_PERIODS / args.fps]
     if late_at:
-        print("late frames at " + ", ".join(f"{t:.2f} s ({probe.rendered[round(t * args.fps)] * 1000:.0f} ms)"
-                                            for t in late_at[:20]) + " after the start (rendered after their pts)")
+        print("late frames at " + ", ".join(f"{slot / args.fps:.2f} s ({lag * 1000:.0f} ms)" for slot, lag in late_at[:20])
+              + " after the start (rendered after their pts)")
     print(f"GPU memory: {gpu_memory()}")
 
     rec_g2g = stages.get("g2g:recorder", {})

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_S = 0.05  # capture-time jitter below this is absorbed; above it the timeline resyncs
 MAX_GAP_S = 5.0  # a longer dropout is filled with this much silence only
+LATE_PERIODS = 0.5  # a frame rendered this many frame periods after its presentation time missed its slot
 
 
 class ParamsMixer(Protocol):
@@ -508,7 +509,7 @@ class Pipeline:
                 params=job.params,
                 rendered_at=self.clock.now(),
             )
-            if self.live and frame.rendered_at > job.pts + 0.5 / self.fps:  # missed its slot by half a period
+            if self.live and frame.rendered_at > job.pts + LATE_PERIODS / self.fps:
                 self.stats.incr("frames_late")
             self.frames_rendered += 1
             self.last_frame = frame
