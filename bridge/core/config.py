@@ -418,11 +418,12 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid onto `base`, tables merged key by key (later sources win)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -452,7 +453,7 @@ def load_config(
     env = env_overrides(environ)
     if env:
         origin += " with AVATAR_BRIDGE__ environment overrides"
-    data = _merge(_merge(data, env), overrides or {})
+    data = merge_tables(merge_tables(data, env), overrides or {})
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

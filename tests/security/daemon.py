@@ -24,6 +24,8 @@ from typing import Any
 
 import tomli_w
 
+from bridge.core.config import merge_tables
+
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"running: .* http://[^:]+:(\d+)/")
 
@@ -50,13 +52,6 @@ def base_config(tmp: Path) -> dict[str, Any]:
     }
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 class Answer:
     """One HTTP answer: status, headers, raw body, and the body as JSON when it is JSON."""
 
@@ -77,7 +72,7 @@ class DaemonProcess:
     def __init__(self, tmp: Path, overrides: dict[str, Any] | None = None, verbose: bool = False) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
-        self.config = merge(base_config(tmp), overrides or {})
+        self.config = merge_tables(base_config(tmp), overrides or {})
         self.config_path = tmp / "daemon.toml"
         self.log_path = tmp / "daemon.log"
         self.verbose = verbose
@@ -113,6 +108,10 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def open_fds(self) -> int:
+        """How many file descriptors the daemon process holds."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -20,10 +20,6 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from tests.security.daemon import REPO, DaemonProcess, wait_for
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def start_flood(port: int, count: int = 10_000_000) -> subprocess.Popen[bytes]:
     """The hostile sender of the OSC fuzz tests, in its own process, from its own UDP port (until killed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -117,12 +113,12 @@ def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonP
     frames = daemon.frames()
     port = daemon.surface_port("osc")
     cap = daemon.config["osc"]["tcp_max_connections_per_source"]
-    fds = open_fds(daemon.pid)
+    fds = daemon.open_fds()
     socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(60)]
     try:
         wait_for(lambda: sum(closed(s) for s in socks) >= len(socks) - cap, 30,
                  "connections beyond the per-source cap closed")
-        assert open_fds(daemon.pid) <= fds + cap + 2
+        assert daemon.open_fds() <= fds + cap + 2
         wait_for(lambda: all(closed(s) for s in socks), 30, "idle connections closed after the timeout")
         # An active client is not idle: it outlives the timeout and gets answers over TCP.
         active = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -140,7 +136,7 @@ def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonP
     finally:
         for s in socks:
             s.close()
-    wait_for(lambda: open_fds(daemon.pid) <= fds + 1, 30, "the daemon's descriptors back where they were")
+    wait_for(lambda: daemon.open_fds() <= fds + 1, 30, "the daemon's descriptors back where they were")
     daemon.assert_rendering(frames)
 
 

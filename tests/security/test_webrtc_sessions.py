@@ -18,12 +18,6 @@ from tests.security.daemon import Answer, DaemonProcess, health_probe, wait_for
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22,}")
 
 
-def open_fds(pid: int) -> int:
-    import os
-
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 async def make_offer(video: bool = True, audio: bool = True, direction: str = "recvonly") -> str:
     """An offer from a real peer that then vanishes (it never takes the answer)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -151,7 +145,7 @@ async def test_vanished_offers_are_reaped_and_a_real_viewer_gets_in(daemon: Daem
 async def test_every_kind_of_session_counts_against_the_caps(daemon: DaemonProcess) -> None:
     await wait_no_sessions(daemon)
     frames = daemon.frames()
-    fds = open_fds(daemon.pid)
+    fds = daemon.open_fds()
     cap = daemon.config["webrtc"]["max_viewers"]
     per_address = daemon.config["webrtc"]["max_sessions_per_address"]
     reaped = (await asyncio.to_thread(daemon.viewers))["reaped"]
@@ -170,7 +164,7 @@ async def test_every_kind_of_session_counts_against_the_caps(daemon: DaemonProce
     # Places free up only when a vanished session is reaped (on a slow machine that can happen meanwhile).
     freed = (await asyncio.to_thread(daemon.viewers))["reaped"] - reaped
     assert per_address <= accepted <= per_address + freed, (accepted, freed)
-    assert open_fds(daemon.pid) < fds + 20 * per_address
+    assert daemon.open_fds() < fds + 20 * per_address
     await wait_no_sessions(daemon)
     # One cap over every address: loopback addresses stand for machines; viewers that connect stay.
     viewers = [await watch(daemon, f"127.0.0.{2 + i}") for i in range(cap)]
@@ -185,7 +179,7 @@ async def test_every_kind_of_session_counts_against_the_caps(daemon: DaemonProce
             if v.location:
                 await asyncio.to_thread(daemon.request, "DELETE", v.location)
     await wait_no_sessions(daemon)
-    assert open_fds(daemon.pid) <= fds + 5
+    assert daemon.open_fds() <= fds + 5
     daemon.assert_rendering(frames)
 
 
