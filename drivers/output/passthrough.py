@@ -181,8 +181,9 @@ class AudioPassthrough:
                 # The clock before the query: the thread may wait for the GIL after it, never before it.
                 at = now()
                 self.output_latency = stream.latency()
-                if cursor is None or abs(self.delay - delay) > JUMP:
-                    delay = self.delay
+                target = self.delay  # with delay_ms = "auto" a measurement over the pipeline's statistics
+                if cursor is None or abs(target - delay) > JUMP:
+                    delay = target
                     cursor = at + self.output_latency - delay
                     errors.clear()
                 errors.append(at + self.output_latency - delay - cursor)

@@ -19,12 +19,12 @@ from typing import Any
 
 import av
 import numpy as np
-from numpy.typing import NDArray
 
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.interfaces import AudioChunk, StreamInfo, VideoFrame
 from drivers.output.record_formats import RecordFormat, format_for
+from drivers.output.virtualcam import straight_rgba
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,6 @@ FULL_DISK = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 class RecordingFailed(UserError):
     """The recording stopped before the end (full disk, file too large, storage gone)."""
-
-
-def straight_alpha(rgb: NDArray[np.uint8], alpha: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """RGBA with straight (unassociated) alpha, what ProRes 4444 and WebM players expect, from a picture the
-    renderer composited over black (colour already multiplied by alpha)."""
-    a = alpha.astype(np.float32)[..., None]
-    colour = np.where(a > 0, rgb.astype(np.float32) * 255.0 / np.maximum(a, 1.0), 0.0)
-    out = np.empty((*rgb.shape[:2], 4), np.uint8)
-    out[..., :3] = np.minimum(colour + 0.5, 255.0).astype(np.uint8)
-    out[..., 3] = alpha
-    return out
 
 
 class RecorderSink:
@@ -139,9 +128,8 @@ class RecorderSink:
         rgb = frame.rgb
         if rgb.shape[0] != self.info.height or rgb.shape[1] != self.info.width:
             raise ValueError(f"frame is {rgb.shape[1]}x{rgb.shape[0]}, recorder opened at {self.info.width}x{self.info.height}")
-        if self.alpha:
-            alpha = frame.alpha if frame.alpha is not None else np.full(rgb.shape[:2], 255, np.uint8)
-            out = av.VideoFrame.from_ndarray(straight_alpha(rgb, alpha), format="rgba")
+        if self.alpha:  # straight (unassociated) alpha, what ProRes 4444 and WebM players expect
+            out = av.VideoFrame.from_ndarray(straight_rgba(rgb, frame.alpha), format="rgba")
         else:
             out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         out.pts = self.frames_written
