@@ -131,7 +131,8 @@ def _fade_arg(values: tuple[float, ...], index: int) -> float | None:
 
 
 MODIFIERS = ("hold", "toggle", "release")
-FLAME_GROUPS = ("expression", "jaw", "eyes", "eyelids", "neck", "head", "translation")
+FLAME_GROUPS = tuple(L)  # expression, jaw, eyes, eyelids, neck, head, translation
+IDLE_FEATURES = ("blink", "gaze", "sway")  # what idle life animates, each with its own amount
 
 
 def canonical_target(target: str) -> str:
@@ -154,7 +155,7 @@ def canonical_target(target: str) -> str:
         return head
     if head in ("preset", "emotion") and len(parts) == 1 and parts[0]:
         return f"{head}/{parts[0]}"
-    if head == "idle" and len(parts) == 1 and parts[0].lower() in ("blink", "gaze", "sway"):
+    if head == "idle" and len(parts) == 1 and parts[0].lower() in IDLE_FEATURES:
         return f"idle/{parts[0].lower()}"
     if head == "blend" and len(parts) == 1:
         name = arkit_name(parts[0])
@@ -221,7 +222,7 @@ class CommandParser:
             level = self._level(parts[0], parts[1])
             value = clamp(values[0], 0.0, 1.0) if values else 1.0
             return SetLevel(level, value, fade=_fade_arg(values, 1))
-        if parts[0] == "idle" and len(parts) == 2 and parts[1] in ("blink", "gaze", "sway"):
+        if parts[0] == "idle" and len(parts) == 2 and parts[1] in IDLE_FEATURES:
             return SetIdle(parts[1], clamp(values[0] if values else 1.0, 0.0, 3.0))
         basis = self._basis(target, len(values))
         k = basis.shape[0]
@@ -273,7 +274,7 @@ class CommandParser:
                 if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit() or int(parts[2]) >= 100:
                     raise UnknownTarget("use flame/expression/<0-99>")
                 return _unit_rows(int(parts[2]), 1)
-            if group in ("jaw", "eyes", "eyelids", "neck", "head", "translation") and len(parts) == 2:
+            if group in FLAME_GROUPS and len(parts) == 2:
                 s, size = L[group]
                 if group == "jaw" and n == 1:  # one value: opening about x
                     return _unit_rows(s, 1)

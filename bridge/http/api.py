@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.controls.commands import IDLE_FEATURES
 from bridge.core.interfaces import ControlEvent
 from bridge.http.keys import HUB_KEY, VIEWERS_KEY
 from bridge.http.responses import error, fail, json_body
@@ -270,7 +271,7 @@ async def set_idle(request: web.Request) -> web.Response:
     for key in body:
         setattr(idle, key, getattr(updated, key))
     # The mixer's idle life takes amounts through the shared control vocabulary (0 turns a feature off).
-    for kind in ("blink", "gaze", "sway"):
+    for kind in IDLE_FEATURES:
         if kind in body or f"{kind}_amount" in body:
             amount = float(getattr(idle, f"{kind}_amount")) if getattr(idle, kind) else 0.0
             hub.emit_control(ControlEvent(f"idle/{kind}", (amount,), source="http"))
