@@ -231,7 +231,8 @@ class OscServerBase:
         if len(data) > MAX_DATAGRAM:
             self.counters["oversized"] += 1
             return
-        if not self.budgets.take((host, addr[1] if len(addr) > 1 else 0)):
+        sender = (host, addr[1] if len(addr) > 1 else 0)
+        if not self.budgets.take(sender):
             self.counters["rate_limited"] += 1
             return
         try:
@@ -246,14 +247,13 @@ class OscServerBase:
         if len(messages) > MAX_MESSAGES_PER_PACKET:
             self.counters["oversized"] += 1
             messages = messages[:MAX_MESSAGES_PER_PACKET]
-        sender = (host, addr[1] if len(addr) > 1 else 0)
+        out = reply or (lambda p: self._send(p, addr))
 
-        def send_limited(payload: bytes) -> None:
+        def send(payload: bytes) -> None:
             if self.budgets.take_reply(sender):  # queries cannot be turned into a flood of replies
-                (reply or (lambda p: self._send(p, addr)))(payload)
+                out(payload)
                 self.counters["replies"] += 1
 
-        send = send_limited
         for timed in messages:
             self.counters["messages"] += 1
             try:

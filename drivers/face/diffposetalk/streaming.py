@@ -255,7 +255,8 @@ class DiffPoseTalkFaceDriver:
                  fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
         # Settings first, then the small files, then the model: a mistake is reported before a long load.
         if model is None and checkpoint is None:
-            raise FaceDriverSetupError("face.diffposetalk.checkpoint is not set: point it at a DiffPoseTalk iter_*.pt")
+            raise FaceDriverSetupError("face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt "
+                                       "file) and face.diffposetalk.stats (stats_train.npz); see install/models.md")
         if stats is None:
             raise FaceDriverSetupError("face.diffposetalk.stats is not set: point it at the stats_train.npz of the "
                                        "checkpoint")
@@ -304,13 +305,7 @@ class DiffPoseTalkFaceDriver:
     def from_config(cls, config: Config, *, avatar: Avatar | None = None) -> DiffPoseTalkFaceDriver:
         """The [face.diffposetalk] section at the video's frame rate. The model predicts FLAME parameters, which
         every avatar takes, so `avatar` is not needed."""
-        d = config.face.diffposetalk
-        if d.checkpoint is None:
-            raise UserError(
-                "face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt file) and "
-                "face.diffposetalk.stats (stats_train.npz); see install/models.md"
-            )
-        return cls(**d.model_dump(), fps=config.video.fps)
+        return cls(**config.face.diffposetalk.model_dump(), fps=config.video.fps)
 
     @property
     def latency(self) -> float:
