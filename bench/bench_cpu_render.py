@@ -42,7 +42,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bridge.core.face_params import FaceParams  # noqa: E402
-from drivers.avatar.demo.avatar import DEMO_EXPRESSION_CHANNELS, DemoAvatar, to_uint8  # noqa: E402
+from drivers.avatar.demo.avatar import DEMO_EXPRESSION_CHANNELS, DemoAvatar  # noqa: E402
+from drivers.avatar.splat.images import to_uint8  # noqa: E402
 
 STAGES = {
     "tiles": ("project", "sort", "bin", "raster"),

@@ -39,6 +39,7 @@ from drivers.avatar.demo.head import HeadModel, build_head
 from drivers.avatar.demo.rig import HeadRig
 from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
+from drivers.avatar.splat.images import to_uint8
 from drivers.avatar.splat.select import resolve_device, select_renderer
 
 DEMO_EXPRESSION_CHANNELS: dict[str, int] = {"smile": 0, "brow_raise": 1, "frown": 2, "pucker": 3, "wide": 4}
@@ -46,14 +47,6 @@ HEAD_CENTER = (0.0, -0.012, 0.0)
 HEAD_RADIUS = 0.128
 CAMERA_DISTANCE = 0.9
 CULL_COSINE = -0.15  # keep surface Gaussians whose normal is at most ~99° away from the view direction
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[0,1] floats → uint8 (rounded) on the host; NumPy for a CPU tensor (single-threaded, as fast here as torch's
-    thread pool and without waking it)."""
-    if image.device.type == "cpu":
-        return np.clip(image.detach().numpy() * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
-    return (image.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from drivers.avatar.flame.model import head_motion
 from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 from drivers.avatar.splat.gaussians import Camera, Gaussians
 from drivers.avatar.splat.gsplat_backend import GsplatRenderer
+from drivers.avatar.splat.images import to_uint8
 
 MAX_BATCH = 16  # frames per batched deformation/rasterisation pass (bounds device memory)
 
@@ -38,11 +39,6 @@ def render_batch(avatar: FlashAvatarAvatar, params: Sequence[FaceParams],
         v = None if views is None else views[s:s + len(chunk)]
         out.extend(_render_chunk(avatar, chunk, v))
     return out
-
-
-def _to_host_u8(x: torch.Tensor) -> np.ndarray:
-    """float [0,1] → uint8 (round half up) on the device, then one copy to the host."""
-    return np.asarray((x.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy())
 
 
 def _render_chunk(avatar: FlashAvatarAvatar, params: Sequence[FaceParams], views: torch.Tensor | None
@@ -68,8 +64,8 @@ def _render_chunk(avatar: FlashAvatarAvatar, params: Sequence[FaceParams], views
                                             avatar.background, avatar.settings) for i in range(b)]
             rgb = torch.stack([p[0] for p in pairs])
             alpha = torch.stack([p[1] for p in pairs])
-        rgbs = _to_host_u8(rgb)
-        alphas = _to_host_u8(alpha) if avatar.transparent else None
+        rgbs = to_uint8(rgb)
+        alphas = to_uint8(alpha) if avatar.transparent else None
     return [RenderedImage(rgbs[i], None if alphas is None else alphas[i]) for i in range(b)]
 
 

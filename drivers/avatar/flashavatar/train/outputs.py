@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from drivers.avatar.flashavatar.checkpoint import CheckpointError, FlashAvatarCheckpoint, load_checkpoint
+from drivers.avatar.splat.images import to_uint8
 from drivers.safe_load import load_torch
 
 CHECKPOINT_RE = re.compile(r"^chkpnt(\d+)\.pth$")
@@ -136,11 +137,6 @@ def write_avatar_toml(out: Path, checkpoint: Path, files: SubjectFilePaths, trac
     tmp.write_text(text + tomli_w.dumps({"avatar": section}), encoding="utf-8")
     os.replace(tmp, target)
     return target
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] (clamped) → uint8 on the host."""
-    return (img.detach().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 def write_preview(path: Path, gt: torch.Tensor, render: torch.Tensor) -> Path:

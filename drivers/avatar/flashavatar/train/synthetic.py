@@ -34,6 +34,7 @@ from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths, save_chec
 from drivers.avatar.flashavatar.train.trainer import make_optimizers
 from drivers.avatar.splat.cameras import FAR, NEAR, default_camera
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings
+from drivers.avatar.splat.images import to_uint8
 from drivers.avatar.splat.sh import rgb_to_sh0
 
 TRACKER_SIZE = 512  # metrical-tracker's crops: K is stored for 512 x 512
@@ -231,7 +232,7 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
     motion = head_motion_batch(rots, torch.eye(3).expand_as(rots), torch.as_tensor(seq["translation"]),
                                teacher.joints0.cpu())
     views = (base.viewmat[None] @ motion).numpy().astype(np.float64)
-    mouth_ids = mouth_gaussians(teacher).to(dev)
+    mouth_colours = mouth_gaussians(teacher).to(dev).float()[:, None].expand(-1, 3).contiguous()  # 1: mouth
     black = torch.zeros(3, device=dev)
     settings = RasterSettings(eps2d=0.3)
     photo_bg = torch.tensor(PHOTO_BACKGROUND, device=dev)
@@ -250,13 +251,11 @@ def make_dataset(out: Path, files: SubjectFilePaths, shape: np.ndarray, frames: 
                 cam = Camera(torch.as_tensor(views[i], dtype=torch.float32, device=dev), K, size, size, NEAR, FAR)
                 g = Gaussians(means[j], quats[j], scales[j], teacher.opacities, teacher.sh, teacher.sh_degree)
                 premult, alpha = renderer.render(g, cam, black, settings)
-                marks = Gaussians(means[j], quats[j], scales[j], teacher.opacities,
-                                  mouth_ids.float()[:, None].expand(-1, 3).contiguous(), None)
+                marks = Gaussians(means[j], quats[j], scales[j], teacher.opacities, mouth_colours, None)
                 mouth_cover, _ = renderer.render(marks, cam, black, settings)
                 a = alpha[..., None]
                 fg = torch.where(a > 1.0 / 255.0, (premult / a.clamp_min(1e-6)).clamp(0.0, 1.0), photo_bg)
-                photo = (fg * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-                alpha8 = (alpha * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+                photo, alpha8 = to_uint8(fg), to_uint8(alpha)
                 head8 = np.where(alpha8 > 0, 255, 0).astype(np.uint8)
                 mouth8 = np.where(mouth_cover[..., 0].cpu().numpy() > 0.5, 255, 0).astype(np.uint8)
                 frame = _frame_file(np.asarray(shape, np.float32), seq, i, views[i], K512)
