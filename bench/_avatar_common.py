@@ -30,13 +30,18 @@ def renderer(name: str, device: str) -> Any:
     return select_renderer(name, device)
 
 
+def golden_flame_model(golden: Path) -> Path:
+    """The golden FLAME model: a converted copy (smaller to ship) when there is one, else the original pickle."""
+    converted = golden / "flame_synthetic.npz"
+    return converted if converted.is_file() else golden / "flame_synthetic.pkl"
+
+
 def build_avatar(golden: Path, width: int, height: int, device: str, splat: Any, **extra: Any) -> Any:
     from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
 
     z = np.load(golden / "golden_seed0.npz")
-    flame = golden / "flame_synthetic.npz"  # a converted copy (smaller to ship), else the original pickle
     return FlashAvatarAvatar(
-        checkpoint=golden / "chkpnt_seed0.pth", flame_model=flame if flame.is_file() else golden / "flame_synthetic.pkl",
+        checkpoint=golden / "chkpnt_seed0.pth", flame_model=golden_flame_model(golden),
         flame_masks=golden / "FLAME_masks_synthetic.pkl", flame_mesh=golden / "FlameMesh.obj", eyelids_dir=golden,
         shape=z["shape"], width=width, height=height, device=device, background=GREEN, splat_renderer=splat,
         **extra,

@@ -47,18 +47,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (bridge/c
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _avatar_common import DEFAULT_GOLDEN, REPO, golden_flame_model  # (puts the checkout on the path)
 
-GOLDEN = REPO.parent / "shared" / "golden"
 GOALS = {"g2g_p95_ms": 250.0, "av_offset_ms": 40.0}
 WARMUP_S = 2.0  # measurements start this long after the first frame
 
 
 def golden_dirs(arg: Path | None) -> tuple[Path, Path]:
-    fa = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_FA", (arg or GOLDEN) / "flashavatar"))
-    dpt = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", (arg or GOLDEN) / "diffposetalk"))
+    """--golden when given, else the environment's folders (as the tests find them), else ../shared/golden."""
+    if arg is not None:
+        fa, dpt = arg / "flashavatar", arg / "diffposetalk"
+    else:
+        fa = DEFAULT_GOLDEN
+        dpt = Path(os.environ.get("AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk"))
     for d, name in ((fa, "chkpnt_seed0.pth"), (dpt, "dpt_tiny_head.pt")):
         if not (d / name).is_file():
             sys.exit(f"bench_e2e: {d / name} not found; pass --golden DIR or set AVATAR_BRIDGE_GOLDEN_FA/_DPT")
@@ -69,7 +71,6 @@ def daemon_config(args: argparse.Namespace, fa: Path, dpt: Path, record: Path) -
     from bridge.core.config import load_config
     from drivers.audio.decode import demo_clip_path
 
-    flame = fa / "flame_synthetic.npz"  # a converted copy when present, else the pickle
     return load_config(None, environ={}, overrides={
         "video": {"width": args.size, "height": args.size, "fps": args.fps},
         "audio": {"source": "file", "file": str(args.audio or demo_clip_path()), "realtime": True, "loop": True},
@@ -78,7 +79,7 @@ def daemon_config(args: argparse.Namespace, fa: Path, dpt: Path, record: Path) -
             "sampler": "ddim", "device": args.device}},
         "avatar": {"kind": "flashavatar", "device": args.device, "renderer": args.renderer,
                    "checkpoint": str(fa / "chkpnt_seed0.pth"),
-                   "flame_model": str(flame if flame.is_file() else fa / "flame_synthetic.pkl"),
+                   "flame_model": str(golden_flame_model(fa)),
                    "flame_masks": str(fa / "FLAME_masks_synthetic.pkl"), "flame_mesh": str(fa / "FlameMesh.obj"),
                    "eyelids_dir": str(fa), "shape": str(fa / "golden_seed0.npz")},
         "outputs": {"record": {"path": str(record)}},

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _avatar_common import DEFAULT_GOLDEN
+from _avatar_common import DEFAULT_GOLDEN, golden_flame_model
 
 PSNR_TARGET = 30.0
 ITS_TARGET = 100.0
@@ -34,9 +34,7 @@ ITS_TARGET = 100.0
 def golden_subject(golden: Path):  # type: ignore[no-untyped-def]
     from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths
 
-    flame = golden / "flame_synthetic.npz"  # a converted copy (smaller to ship), else the original pickle
-    return SubjectFilePaths(flame if flame.is_file() else golden / "flame_synthetic.pkl",
-                            golden / "FLAME_masks_synthetic.pkl", golden / "FlameMesh.obj", golden)
+    return SubjectFilePaths(golden_flame_model(golden), golden / "FLAME_masks_synthetic.pkl", golden / "FlameMesh.obj", golden)
 
 
 def golden_shape(golden: Path) -> np.ndarray:
