@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bridge.core.config import HttpConfig
+from bridge.http import responses
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,10 @@ def request_policy(settings: PolicySettings, count: Counter | None = None) -> Ca
     def refused(kind: str, request: web.Request, status: int, error: str, fix: str) -> web.Response:
         tally(f"policy/refused_{kind}")
         log.debug("refused %s %s: %s", request.method, request.path, error)  # never the query or headers
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return web.json_response({"error": error, "fix": fix}, status=status, headers=headers)
+        response = responses.error(status, error, fix)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     def check(request: web.Request, port: int, origin: str | None, cors: bool) -> web.StreamResponse | None:
         """A refusal or a preflight answer, or None when the handler may run."""
