@@ -114,7 +114,7 @@ def _flame_args(p: argparse.ArgumentParser) -> None:
 
 def _subject_paths(args: argparse.Namespace) -> SubjectFilePaths:
     """The FLAME-side files from the options, a config's [avatar] section, or beside the FLAME model."""
-    from drivers.avatar.flashavatar.avatar import _find
+    from drivers.avatar.flashavatar.avatar import find_flame_files
     from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths
 
     keys = ("flame_model", "flame_masks", "flame_mesh", "eyelids_dir")
@@ -131,19 +131,9 @@ def _subject_paths(args: argparse.Namespace) -> SubjectFilePaths:
     flame = Path(kw["flame_model"]).expanduser()
     if not flame.is_file():
         raise UserError(f"--flame-model {flame} does not exist")
-    dirs = [flame.parent, flame.parent / "FLAME_masks", flame.parent / "blendshapes", Path.cwd() / "flame",
-            Path.cwd() / "flame" / "FLAME_masks", Path.cwd() / "flame" / "blendshapes"]
-    lids = kw.get("eyelids_dir")
-    return SubjectFilePaths(
-        flame_model=flame,
-        flame_masks=_find(kw.get("flame_masks"), ("FLAME_masks.pkl",), dirs, "the FLAME masks file",
-                          "flame_masks (--flame-masks)"),
-        flame_mesh=_find(kw.get("flame_mesh"), ("FlameMesh.obj",), dirs, "the UV template mesh",
-                         "flame_mesh (--flame-mesh)"),
-        eyelids_dir=(Path(lids).expanduser() if lids is not None else
-                     _find(None, ("l_eyelid.npy",), dirs, "the eyelid blendshapes", "eyelids_dir (--eyelids-dir)"
-                           ).parent),
-    )
+    masks, mesh, lids = find_flame_files(flame, kw.get("flame_masks"), kw.get("flame_mesh"), kw.get("eyelids_dir"),
+                                         cli=True)
+    return SubjectFilePaths(flame_model=flame, flame_masks=masks, flame_mesh=mesh, eyelids_dir=lids)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

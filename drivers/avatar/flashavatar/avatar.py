@@ -13,7 +13,7 @@ and the splatting runs per frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,6 +58,25 @@ def _find(explicit: Path | str | None, names: tuple[str, ...], dirs: list[Path],
                 return d / n
     raise AvatarSetupError(f"cannot find {what} ({' or '.join(names)}) next to the checkpoint or FLAME file; "
                            f"set avatar.{key}")
+
+
+def find_flame_files(flame_model: Path, flame_masks: Path | str | None, flame_mesh: Path | str | None,
+                     eyelids_dir: Path | str | None, near: Sequence[Path] = (), cli: bool = False
+                     ) -> tuple[Path, Path, Path]:
+    """FLAME's masks file, UV template mesh and eyelid folder: as given, else found beside the FLAME model (and
+    its FLAME_masks/ and blendshapes/ folders), in the `near` folders (the checkpoint's) or in ./flame. Errors
+    name the avatar.* setting, and with `cli` the command's option too."""
+    def key(name: str) -> str:
+        return f"{name} (--{name.replace('_', '-')})" if cli else name
+
+    cwd = Path.cwd()
+    dirs = [flame_model.parent, flame_model.parent / "FLAME_masks", *near, flame_model.parent / "blendshapes",
+            cwd / "flame", cwd / "flame" / "FLAME_masks", cwd / "flame" / "blendshapes"]
+    masks = _find(flame_masks, ("FLAME_masks.pkl",), dirs, "the FLAME masks file", key("flame_masks"))
+    mesh = _find(flame_mesh, ("FlameMesh.obj",), dirs, "the UV template mesh", key("flame_mesh"))
+    lids = (Path(eyelids_dir).expanduser() if eyelids_dir is not None
+            else _find(None, ("l_eyelid.npy",), dirs, "the eyelid blendshapes", key("eyelids_dir")).parent)
+    return masks, mesh, lids
 
 
 def load_shape(path: Path | str) -> np.ndarray:
@@ -144,12 +163,7 @@ class FlashAvatarAvatar:
         for path, key, what in ((ckpt_p, "checkpoint", "checkpoint"), (flame_p, "flame_model", "FLAME model")):
             if not path.is_file():  # before the files looked for beside them
                 raise AvatarSetupError(f"{what} {path} does not exist; fix avatar.{key}")
-        dirs = [flame_p.parent, flame_p.parent / "FLAME_masks", ckpt_p.parent, flame_p.parent / "blendshapes",
-                Path.cwd() / "flame", Path.cwd() / "flame" / "FLAME_masks", Path.cwd() / "flame" / "blendshapes"]
-        masks = _find(flame_masks, ("FLAME_masks.pkl",), dirs, "the FLAME masks file", "flame_masks")
-        mesh = _find(flame_mesh, ("FlameMesh.obj",), dirs, "the UV template mesh", "flame_mesh")
-        lids = (Path(eyelids_dir) if eyelids_dir is not None
-                else _find(None, ("l_eyelid.npy",), dirs, "the eyelid blendshapes", "eyelids_dir").parent)
+        masks, mesh, lids = find_flame_files(flame_p, flame_masks, flame_mesh, eyelids_dir, near=(ckpt_p.parent,))
         frame = load_tracker_frame(tracker_frame) if tracker_frame is not None else None
         if isinstance(shape, np.ndarray):
             shape_arr: np.ndarray | None = shape.astype(np.float32).reshape(-1)
