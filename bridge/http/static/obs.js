@@ -50,20 +50,7 @@ function clear() {
 
 // --- WHEP, with reconnection ----------------------------------------------------------------------------
 
-function headers(type) {
-  const h = {};
-  if (type) h["Content-Type"] = type;
-  if (token) h.Authorization = "Bearer " + token;
-  return h;
-}
-
-async function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return;
-  await new Promise((resolve) => {
-    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
-    setTimeout(resolve, 2000);
-  });
-}
+const headers = (type) => authHeaders(token, type);
 
 function hangUp() {
   const pc = obs.pc;
@@ -111,7 +98,7 @@ async function connect() {
     if (pc.connectionState === "failed" || pc.connectionState === "closed") reconnect("connection " + pc.connectionState);
   };
   await pc.setLocalDescription(await pc.createOffer());
-  await gathered(pc);
+  await iceGathered(pc);
   const res = await fetch("whep?alpha=1", { method: "POST", headers: headers("application/sdp"),
     body: pc.localDescription.sdp });
   if (res.status !== 201) {

@@ -11,20 +11,7 @@ const viewer = { pc: null, resource: null, talk: null, talkResource: null, previ
   alpha, alphaFrames: 0 };
 window.viewer = viewer;
 
-function headers(type) {
-  const h = { "Content-Type": type };
-  if (token) h.Authorization = "Bearer " + token;
-  return h;
-}
-
-async function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return;
-  await new Promise((resolve) => {
-    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 2000);
-  });
-}
+const headers = (type) => authHeaders(token, type);
 
 function say(text) { viewer.state = text; $("state").textContent = text; }
 
@@ -41,7 +28,7 @@ async function watch() {
     if (pc.connectionState === "failed") setTimeout(watch, 2000);
   };
   await pc.setLocalDescription(await pc.createOffer());
-  await gathered(pc);
+  await iceGathered(pc);
   const res = await fetch(alpha ? "whep?alpha=1" : "whep", { method: "POST", headers: headers("application/sdp"),
     body: pc.localDescription.sdp });
   if (res.status !== 201) {
@@ -71,7 +58,7 @@ async function startTalk() {
   viewer.talk = pc;
   for (const track of mic.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [mic] });
   await pc.setLocalDescription(await pc.createOffer());
-  await gathered(pc);
+  await iceGathered(pc);
   const answer = await api("api/webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer" });
   viewer.talkResource = answer.location;
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
