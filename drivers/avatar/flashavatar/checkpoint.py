@@ -57,7 +57,11 @@ class FlashAvatarCheckpoint:
         return int(sum(v.numel() for v in self.mlp_state.values()))
 
 
-def _torch_load(path: Path) -> Any:
+def read_checkpoint_file(path: Path | str) -> Any:
+    """The checkpoint file's objects, loaded safely (tensors and plain containers only), not yet validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; set avatar.checkpoint to FlashAvatar's chkpnt*.pth")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path} is not a torch checkpoint (not a zip archive; truncated or another format); "
                               "copy the chkpnt*.pth again from the training machine")
@@ -89,10 +93,11 @@ def _shape(t: Any, name: str, want: tuple[int | None, ...], path: Path) -> torch
 
 def load_checkpoint(path: Path | str) -> FlashAvatarCheckpoint:
     """Read an upstream `chkpnt*.pth` safely and validate every shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; set avatar.checkpoint to FlashAvatar's chkpnt*.pth")
-    obj = _torch_load(path)
+    return parse_checkpoint(read_checkpoint_file(path), Path(path))
+
+
+def parse_checkpoint(obj: Any, path: Path) -> FlashAvatarCheckpoint:
+    """Validate what `read_checkpoint_file(path)` returned: upstream's tuple with every shape checked."""
     if not (isinstance(obj, (tuple, list)) and len(obj) == 3):
         got = f"a {type(obj).__name__}" + (f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else "")
         raise CheckpointError(

@@ -23,9 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from drivers.avatar.flashavatar.checkpoint import CheckpointError, FlashAvatarCheckpoint, load_checkpoint
+from drivers.avatar.flashavatar.checkpoint import (
+    CheckpointError,
+    FlashAvatarCheckpoint,
+    parse_checkpoint,
+    read_checkpoint_file,
+)
 from drivers.avatar.splat.images import to_uint8
-from drivers.safe_load import load_torch
 
 CHECKPOINT_RE = re.compile(r"^chkpnt(\d+)\.pth$")
 DIFF_GAIN = 4.0  # the preview's difference panel shows |GT - render| x 4
@@ -88,8 +92,8 @@ class ResumeState:
 def read_resume_state(path: Path) -> ResumeState:
     """A checkpoint to continue from: validated by the inference loader (safe, shapes checked), plus the two
     optimiser states training needs."""
-    ckpt = load_checkpoint(path)
-    raw = load_torch(path)  # already proven safe and well-formed above
+    raw = read_checkpoint_file(path)
+    ckpt = parse_checkpoint(raw, path)
     mlp_opt, gauss_opt = raw[0][1], raw[1][10]
     for name, state in (("MLP", mlp_opt), ("Gaussian", gauss_opt)):
         if not (isinstance(state, dict) and "state" in state and "param_groups" in state):
