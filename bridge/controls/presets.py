@@ -14,6 +14,7 @@ written atomically (a temporary file, then `os.replace`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import string
@@ -116,6 +117,7 @@ def check_name(name: str) -> None:
                           "letters, digits, '_' or '-'")
 
 
+@functools.cache  # where the package lies does not change while it runs; asked on every reload check
 def presets_dir() -> Path:
     """The presets shipped with Avatar Bridge (ARKit maps, expressions, emotions, MIDI maps): the one place
     every part looks them up. An installed wheel holds them in bridge/shipped_presets (setup.py maps the
