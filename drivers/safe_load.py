@@ -168,6 +168,18 @@ def _too_deep(depth: int) -> DamagedFile:
                        "which no model file is")
 
 
+def check_torch_file(path: Path) -> None:
+    """A torch file is a zip archive or a legacy pickle; anything else (truncated, another format) is named here
+    rather than by whatever torch's reader trips over."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise DamagedFile(f"cannot read the file ({exc.strerror or exc})") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise DamagedFile("neither a zip archive nor a pickle: truncated, or another kind of file")
+
+
 def check_archive(path: Path) -> None:
     """A torch zip archive's CRC-32s and the nesting of its pickle; raises `DamagedFile` naming what is wrong.
     Files that are not zip archives (legacy torch pickles) are left to the loader."""
@@ -440,6 +452,7 @@ def load_torch(path: Path | str, allow: Sequence[Any] = ()) -> Any:
     `RefusedContent` (reason: the global torch refused) or `DamagedFile` (reason: the error torch met)."""
     import torch
 
+    check_torch_file(Path(path))
     check_archive(Path(path))
     try:
         with _allowing(allow):

@@ -85,11 +85,6 @@ class DiffPoseTalkCheckpoint:
 
 
 def _safe_torch_load(path: Path) -> Any:
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # a torch zip archive or a legacy pickle
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; truncated or "
-                              "another kind of file); download the DiffPoseTalk iter_*.pt again")
     try:
         return load_torch(path, allow=ARGPARSE_PATHS)
     except RefusedContent as exc:
