@@ -57,24 +57,31 @@ class EncodedVideo:
 
 
 class SharedI420:
-    """Converts each rendered frame's colour to I420 once, whatever the number of encoders (keyed by index)."""
+    """Converts each rendered frame's colour to I420 once, and packs it with its alpha once, whatever the number
+    of encoders (keyed by the frame's index)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._index: int | None = None
-        self._planes: NDArray[np.uint8] | None = None
+        self._planes: dict[bool, NDArray[np.uint8]] = {}  # the current frame's planes, without and with alpha
         self.conversions = 0
 
-    def get(self, frame: VideoFrame) -> NDArray[np.uint8]:
+    def get(self, frame: VideoFrame, alpha: bool = False) -> NDArray[np.uint8]:
+        """The frame's I420 planes; with `alpha`, packed with its alpha (packed_alpha.pack_i420)."""
         with self._lock:
-            if self._index == frame.index and self._planes is not None:
-                return self._planes
-        rgb = np.ascontiguousarray(frame.rgb[..., :3])
-        converted = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        planes: NDArray[np.uint8] = np.asarray(converted.to_ndarray(), np.uint8)
+            if self._index == frame.index and alpha in self._planes:
+                return self._planes[alpha]
+        if alpha:
+            planes = pack_i420(self.get(frame), frame.alpha, frame.width, frame.height)
+        else:
+            rgb = np.ascontiguousarray(frame.rgb[..., :3])
+            converted = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            planes = np.asarray(converted.to_ndarray(), np.uint8)
         with self._lock:
-            self._index, self._planes = frame.index, planes
-            self.conversions += 1
+            if self._index != frame.index:
+                self._index, self._planes = frame.index, {}
+            self._planes[alpha] = planes
+            self.conversions += not alpha
         return planes
 
 
@@ -208,10 +215,7 @@ class VideoEncoder(EncoderThread[EncodedVideo]):
             return True
 
     def _image(self, frame: VideoFrame) -> av.VideoFrame:
-        planes = self._colour.get(frame)
-        if self.alpha:
-            planes = pack_i420(planes, frame.alpha, frame.width, frame.height)
-        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        return av.VideoFrame.from_ndarray(self._colour.get(frame, self.alpha), format="yuv420p")
 
     def encode(self, frame: VideoFrame, pts: int) -> tuple[bytes, bool] | None:
         """Encode one frame on the calling thread: (bitstream, is a keyframe), or None when the codec gave
