@@ -83,10 +83,11 @@ async def _consume(track: Any, media: ReceivedMedia) -> None:
 
 
 async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = None, alpha: bool | None = None,
-                munge: Callable[[str], str] | None = None, pc: RTCPeerConnection | None = None) -> Viewer:
+                munge: Callable[[str], str] | None = None, pc: RTCPeerConnection | None = None,
+                source: str | None = None) -> Viewer:
     """Connect one aiortc viewer (recvonly video + audio) through the JSON endpoint or WHEP; `alpha` asks for
     packed alpha (JSON `alpha`, WHEP `?alpha=`), `munge` edits the offer before it is sent, `pc` is the peer to
-    use (default: a new one)."""
+    use (default: a new one), `source` the local address the HTTP request comes from (e.g. 127.0.0.2)."""
     pc = pc or RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
@@ -100,7 +101,8 @@ async def watch(url: str, mode: str = "json", headers: dict[str, str] | None = N
     await pc.setLocalDescription(await pc.createOffer())
     offer = munge(pc.localDescription.sdp) if munge is not None else pc.localDescription.sdp
     viewer = Viewer(pc, media, tasks)
-    async with aiohttp.ClientSession(headers=headers) as http:
+    connector = None if source is None else aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
         if mode == "json":
             body: dict[str, Any] = {"sdp": offer, "type": "offer"}
             if alpha is not None:

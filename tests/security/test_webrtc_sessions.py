@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.output.conftest import ReceivedMedia, Viewer, _consume, wait_until
+from tests.output.conftest import Viewer, wait_until
+from tests.output.conftest import watch as output_watch
 from tests.security.daemon import Answer, DaemonProcess, health_probe, wait_for
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22,}")
@@ -38,26 +39,9 @@ async def client(source: str = "127.0.0.1") -> AsyncIterator[aiohttp.ClientSessi
 
 
 async def watch(daemon: DaemonProcess, source: str = "127.0.0.1") -> Viewer:
-    """A real WHEP viewer (recvonly video and audio) connecting from `source`."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    media = ReceivedMedia()
-    viewer = Viewer(pc, media, [])
-
-    @pc.on("track")
-    def on_track(track: object) -> None:
-        viewer.tasks.append(asyncio.get_running_loop().create_task(_consume(track, media)))
-
-    await pc.setLocalDescription(await pc.createOffer())
-    async with client(source) as http:
-        answer = await post_whep(http, daemon, pc.localDescription.sdp)
-    assert answer.status == 201, answer
-    viewer.location = answer.headers["location"]
-    from aiortc import RTCSessionDescription
-
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.body.decode(), type="answer"))
-    return viewer
+    """A real WHEP viewer (recvonly video and audio, no ICE servers) connecting from `source`."""
+    return await output_watch(daemon.url, "whep", pc=RTCPeerConnection(RTCConfiguration(iceServers=[])),
+                              source=source)
 
 
 async def post_whep(http: aiohttp.ClientSession, daemon: DaemonProcess, sdp: str | bytes,
