@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bridge.core.http_names import normalise_origin, split_host
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -195,16 +197,11 @@ def _token_problem(token: str) -> str | None:
 
 
 def _origin(entry: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(entry.strip())
-    try:
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+    """An allowed origin, normalised as the request policy compares origins (a trailing slash is forgiven)."""
+    norm = normalise_origin(entry.strip().rstrip("/"))
+    if norm is None:
         raise ValueError(f"{entry!r} is not an origin; write scheme://host[:port], e.g. 'https://player.example'")
-    return entry.strip().rstrip("/")
+    return norm
 
 
 class HttpConfig(Section):
@@ -229,7 +226,7 @@ class HttpConfig(Section):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for entry in v:
-            if not entry or any(c.isspace() or c in "/@?#" for c in entry):
+            if split_host(entry) is None:
                 raise ValueError(f"{entry!r} is not a host name or name:port")
         return v
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.core.errors import UserError
 from bridge.http import api, api_controls, metrics, panel, signaling
 from bridge.http.keys import HUB_KEY, MIXER_KEY
 from bridge.http.policy import PolicySettings, request_policy
@@ -33,10 +32,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_app(daemon: Daemon) -> web.Application:
-    try:
-        settings = PolicySettings.from_config(daemon.config.http)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    settings = PolicySettings.from_config(daemon.config.http)
     app = web.Application(middlewares=[request_policy(settings, daemon.stats.incr)], client_max_size=1 << 20)
     app[HUB_KEY] = daemon
     app[MIXER_KEY] = daemon.mixer

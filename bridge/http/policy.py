@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bridge.core.config import HttpConfig
+from bridge.core.http_names import normalise_origin, split_host
 from bridge.http import responses
 
 log = logging.getLogger(__name__)
@@ -58,32 +59,6 @@ SAFETY_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def split_host(value: str) -> tuple[str, int | None] | None:
-    """`name`, `name:port`, `[v6]` or `[v6]:port` → (lower-case name without brackets, port); None if malformed."""
-    value = value.strip()
-    if not value or any(c.isspace() or c in "/\\@?#" for c in value):
-        return None
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        name, rest = value[1:end], value[end + 1 :]
-        if rest and not rest.startswith(":"):
-            return None
-        port_text = rest[1:] if rest else None
-    elif value.count(":") == 1:
-        name, port_text = value.split(":")
-    elif ":" in value:  # a bare IPv6 address
-        name, port_text = value, None
-    else:
-        name, port_text = value, None
-    if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            return None
-        return name.lower().rstrip("."), int(port_text)
-    return name.lower().rstrip("."), None
 
 
 def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -139,20 +114,6 @@ class HostRule:
         return name == self.bound or (ip is not None and ip == bound_ip)
 
 
-def normalise_origin(origin: str) -> str | None:
-    """`scheme://host[:port]` in lower case with the scheme's default port dropped; None for opaque origins."""
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.username:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    default = 80 if parts.scheme == "http" else 443
-    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
-
-
 @dataclass(frozen=True)
 class PolicySettings:
     hosts: HostRule = field(default_factory=HostRule)
@@ -162,13 +123,8 @@ class PolicySettings:
     @classmethod
     def from_config(cls, http: HttpConfig) -> PolicySettings:
         """From the `[http]` section (host, allowed_hosts, allowed_origins, token)."""
-        origins = set()
-        for entry in http.allowed_origins:
-            norm = normalise_origin(entry)
-            if norm is None:
-                raise ValueError(f"http.allowed_origins entry {entry!r} is not an origin like https://player.example")
-            origins.add(norm)
-        return cls(HostRule.of(http.host, http.allowed_hosts), frozenset(origins), http.token)
+        # The config holds the origins normalised and the host names checked (bridge.core.http_names).
+        return cls(HostRule.of(http.host, http.allowed_hosts), frozenset(http.allowed_origins), http.token)
 
     def own_origin(self, origin: str, served_port: int) -> bool:
         parts = urlsplit(origin)
