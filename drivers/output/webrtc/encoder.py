@@ -44,6 +44,11 @@ MIN_KEYFRAME_GAP_S = 0.5
 RATE_WINDOW_S = 2.0
 
 
+def media_to_ticks(media_time: float, rate: int) -> int:
+    """Media-clock seconds to RTP ticks since media time 0 (the encoder's pts and every viewer's timestamps)."""
+    return int(round(media_time * rate))
+
+
 @dataclass(frozen=True)
 class EncodedVideo:
     """One encoded frame: `media_time` is the rendered frame's presentation time on the media clock."""
@@ -250,7 +255,7 @@ class VideoEncoder(EncoderThread[EncodedVideo]):
                     if sub.closed:
                         break
                     continue
-                pts = int(round(frame.pts * VIDEO_CLOCK))
+                pts = media_to_ticks(frame.pts, VIDEO_CLOCK)
                 if pts <= last_pts:
                     continue
                 last_pts = pts

@@ -35,14 +35,15 @@ from aiortc.rtp import (
 from bridge.core.fanout import Subscription
 from bridge.core.stats import PipelineStats
 from drivers.output.webrtc.audio_encoder import AUDIO_TIME_BASE, EncodedAudio
-from drivers.output.webrtc.encoder import VIDEO_CLOCK, VIDEO_TIME_BASE, EncodedVideo, VideoEncoder
+from drivers.output.webrtc.encoder import (
+    VIDEO_CLOCK,
+    VIDEO_TIME_BASE,
+    EncodedVideo,
+    VideoEncoder,
+    media_to_ticks,
+)
 from drivers.output.webrtc.fanout import MediaFanout
 from drivers.output.webrtc.tiers import TierPolicy
-
-
-def media_to_ticks(media_time: float, rate: int) -> int:
-    """Media-clock seconds to RTP ticks since media time 0."""
-    return int(round(media_time * rate))
 
 
 class EncodedVideoTrack(MediaStreamTrack):
