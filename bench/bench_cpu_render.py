@@ -134,8 +134,9 @@ def bench_size(width: int, height: int, frames: int, cull: bool, renderer: str, 
             times.setdefault("total", []).append((t3 - t0) * 1e3)
             times["visible"].append(float(len(g)))
             if compare is not None:
-                g_ref = compare.gaussians(p)
-                rgb_ref, alpha_ref = compare.renderer.render(g_ref, compare.camera, compare.background, compare.settings)
+                # The same posed Gaussians, on the reference's device: only the rasterisers differ.
+                rgb_ref, alpha_ref = compare.renderer.render(g.to(compare.device), compare.camera, compare.background,
+                                                             compare.settings)
                 ref = to_uint8(rgb_ref)
                 times["psnr"].append(psnr(img, ref, 255.0))
                 times["alpha"].append(float((alpha.float().cpu() - alpha_ref.float().cpu()).abs().max()))
