@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -97,6 +98,25 @@ class Probe:
     rendered: dict[int, float] = field(default_factory=dict)  # slot -> when it was rendered, minus its pts
     audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (pts, samples) of audio_out
     first_frame_wall: float | None = None
+
+
+def watch_stalls(now: Any, stalls: list[tuple[float, float]], done: threading.Event,
+                 threshold: float = 0.015) -> threading.Thread:
+    """A thread that wakes every 2 ms and notes each wake-up more than `threshold` late as (media time, seconds):
+    times when this process's threads could not run (the interpreter lock held, or the machine busy)."""
+
+    def run() -> None:
+        last = now()
+        while not done.is_set():
+            time.sleep(0.002)
+            t = now()
+            if t - last > threshold:
+                stalls.append((last, t - last))
+            last = t
+
+    thread = threading.Thread(target=run, daemon=True, name="stalls")
+    thread.start()
+    return thread
 
 
 def start_probe(daemon: Any, probe: Probe, done: threading.Event) -> list[threading.Thread]:
@@ -297,6 +317,10 @@ def verdict(ok: bool) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    # The viewer stands for a remote browser: its modules load before the run, not on the daemon's frames.
+    import aiohttp  # noqa: F401
+    import aiortc.mediastreams  # noqa: F401
+
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
     from bridge.runtime.pipeline import LATE_PERIODS
@@ -316,6 +340,8 @@ async def run(args: argparse.Namespace) -> int:
           flush=True)
     probe, viewer, done = Probe(), Viewer(), threading.Event()
     threads = start_probe(daemon, probe, done)
+    stalls: list[tuple[float, float]] = []
+    threads.append(watch_stalls(daemon.clock.now, stalls, done))
     connecting: list[asyncio.Task[None]] = []
 
     def ready(d: Any) -> None:
@@ -347,6 +373,19 @@ async def run(args: argparse.Namespace) -> int:
     if late_at:
         print("late frames at " + ", ".join(f"{slot / args.fps:.2f} s ({lag * 1000:.0f} ms)" for slot, lag in late_at[:20])
               + " after the start (rendered after their pts)")
+    for lf in list(daemon.pipeline.late_frames)[:8]:
+        print(f"  frame {lf.index}: handed to the renderer {lf.tick_late * 1000:.1f} ms after its tick, waited "
+              f"{lf.waited * 1000:.1f} ms, rendered in {lf.render * 1000:.1f} ms, done {lf.late * 1000:.1f} ms after its pts")
+    if stalls:
+        worst = max(stalls, key=lambda st: st[1])
+        print(f"interpreter stalls over 15 ms: {len(stalls)}, longest {worst[1] * 1000:.0f} ms at "
+              f"{worst[0] - origin:+.2f} s; in the first second: "
+              + (", ".join(f"{t - origin:+.2f} s ({d * 1000:.0f} ms)" for t, d in stalls if t - origin < 1.0) or "none"))
+    hops = getattr(daemon.face_driver, "first_hops", [])
+    if hops:
+        media_zero = time.monotonic() - daemon.clock.now()
+        print("first face-driver hops: " + ", ".join(f"{began - media_zero - origin:+.3f} s ({took * 1000:.0f} ms)"
+                                                      for began, took in hops))
     print(f"GPU memory: {gpu_memory()}")
 
     rec_g2g = stages.get("g2g:recorder", {})
@@ -382,6 +421,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="  log %(name)s: %(message)s")
+    for name in ("aiortc", "aioice", "numba", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60.0, help="how long the daemon runs (default 60)")
     p.add_argument("--size", type=int, default=512, help="square frame size (default 512)")

@@ -3,6 +3,8 @@ are monotonic and lips and voice reach the viewer within one frame of each other
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.conftest import write_audio_file
+from tests.conftest import REPO, write_audio_file
 from tests.output.conftest import (
     base_url,
     hub_of,
@@ -113,3 +115,24 @@ async def test_bad_offers_get_clear_errors() -> None:
                 await watch(url)
         finally:
             await viewer.close()
+
+
+def test_the_webrtc_stack_loads_with_the_hub_not_on_the_first_offer() -> None:
+    """Importing aiortc and the crypto backend holds the interpreter lock for hundreds of milliseconds; done on
+    the first viewer's offer it made that moment's frames late. The hub loads it when the daemon starts."""
+    code = """
+import sys
+from bridge.core.config import load_config
+from drivers.output.webrtc.peers import ViewerHub
+offer_path = ("aiortc", "drivers.output.webrtc.tracks", "drivers.output.webrtc.fanout",
+              "drivers.output.webrtc.dtls", "cryptography.hazmat.primitives.serialization")
+before = [m for m in offer_path if m in sys.modules]
+ViewerHub(hub=None, settings=load_config(None, environ={}).webrtc)
+after = [m for m in offer_path if m in sys.modules]
+print(len(before), len(after), len(offer_path))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         check=True).stdout.split()
+    before, after, wanted = map(int, out)
+    assert before < wanted, "the module alone already loads the stack: this test would prove nothing"
+    assert after == wanted

@@ -66,6 +66,19 @@ class Peer:
     reaper: asyncio.TimerHandle | None = None
 
 
+def load_webrtc_stack() -> None:
+    """Import aiortc and our WebRTC modules, and make one DTLS certificate (which loads the crypto backend).
+    Done when the daemon starts: imports hold the interpreter lock for hundreds of milliseconds, which on the
+    first viewer's offer would fall on the stream and make frames late."""
+    import aiortc  # noqa: F401
+    import cryptography.hazmat.primitives.serialization  # noqa: F401  (pyOpenSSL's, on the first handshake)
+
+    from drivers.output.webrtc import fanout, tracks  # noqa: F401
+    from drivers.output.webrtc.dtls import Certificate
+
+    Certificate.generateCertificate()
+
+
 class ViewerHub:
     """Every WebRTC viewer of the daemon: creation from an offer, teardown, counting."""
 
@@ -76,6 +89,7 @@ class ViewerHub:
         self._fanout: MediaFanout | None = None
         self._closing: set[asyncio.Task[bool]] = set()
         self.reaped = 0  # sessions closed because their peer never connected
+        load_webrtc_stack()
 
     @property
     def fanout(self) -> MediaFanout:
