@@ -17,9 +17,11 @@ returns at once with whatever frames are ready.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,6 +295,11 @@ class DiffPoseTalkFaceDriver:
         self.start_pts = 0.0
         self._expected_pts: float | None = None
         self._graphs: HopGraphs | None = None
+        # The model's GPU work has a stream of its own, so the avatar's frames (on the default stream) never
+        # queue behind a hop: both run at once, and each waits only for its own work.
+        self._cuda_stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
+        self.first_hops: list[tuple[float, float]] = []
+        """(time.monotonic() it began, seconds it took) of the stream's first hops, the slow ones if any."""
         self._engine = self._new_engine()
         if model.device.type == "cuda":
             self._warm_up()
@@ -319,6 +326,7 @@ class DiffPoseTalkFaceDriver:
             self._outbox.clear()
             self._engine = self._new_engine()
             self.start_pts = start_pts
+            self.first_hops = []
             self._expected_pts = None
 
     def push(self, chunk: AudioChunk) -> list[FaceParams]:
@@ -373,9 +381,18 @@ class DiffPoseTalkFaceDriver:
         engine = self._new_engine()
         hop = self.options.hop_frames + self.options.lookahead_frames
         engine.feed(np.zeros(3 * hop * engine.spf, np.float32))
-        while engine.ready():
-            engine.step()
+        with self._on_own_stream():
+            while engine.ready():
+                engine.step()
         torch.cuda.synchronize(self.model.device)
+
+    def _on_own_stream(self) -> contextlib.AbstractContextManager[object]:
+        """The model's stream as the current one, after the work queued so far on the caller's (a new engine's
+        tensors); a no-op on the CPU."""
+        if self._cuda_stream is None:
+            return contextlib.nullcontext()
+        self._cuda_stream.wait_stream(torch.cuda.current_stream(self.model.device))
+        return torch.cuda.stream(self._cuda_stream)
 
     def _take(self) -> list[FaceParams]:
         out, self._outbox = self._outbox, []
@@ -407,17 +424,21 @@ class DiffPoseTalkFaceDriver:
                 engine, generation = self._engine, self._generation
             try:
                 made: list[FaceParams] = []
-                if item is None:
-                    for motion in engine.finish():
-                        made += self._frames(motion, engine.next_frame - motion.shape[0])
-                else:
-                    engine.feed(item)
-                    while engine.ready():
-                        with self._lock:
-                            if generation != self._generation or self._stop:
-                                break
-                        motion = engine.step()
-                        made += self._frames(motion, engine.next_frame - motion.shape[0])
+                with self._on_own_stream():
+                    if item is None:
+                        for motion in engine.finish():
+                            made += self._frames(motion, engine.next_frame - motion.shape[0])
+                    else:
+                        engine.feed(item)
+                        while engine.ready():
+                            with self._lock:
+                                if generation != self._generation or self._stop:
+                                    break
+                            began = time.monotonic()
+                            motion = engine.step()
+                            made += self._frames(motion, engine.next_frame - motion.shape[0])
+                            if len(self.first_hops) < 8:
+                                self.first_hops.append((began, time.monotonic() - began))
                 with self._lock:
                     if generation == self._generation:
                         self._outbox.extend(made)
