@@ -13,6 +13,7 @@ and the splatting runs per frame.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -122,6 +123,18 @@ class PendingFrame:
         return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
 
 
+def warm_up_poses() -> list[FaceParams]:
+    """Poses at the edges of what speech and head motion produce (mouth open, head turned and tilted, a strong
+    expression), ending on neutral."""
+    strong = np.zeros(100, np.float32)
+    strong[:10] = 1.5
+    return [FaceParams(jaw=np.array([0.35, 0, 0], np.float32)),
+            *(FaceParams(head=np.array(head, np.float32), jaw=np.array([0.2, 0, 0], np.float32))
+              for head in ((0, 0.4, 0), (0, -0.4, 0), (0.25, 0, 0), (-0.25, 0, 0), (0, 0, 0.2), (0, 0, -0.2))),
+            FaceParams(expression=strong, jaw=np.array([0.25, 0, 0], np.float32)),
+            FaceParams.neutral()]
+
+
 class FlashAvatarAvatar:
     """Renders FaceParams with a FlashAvatar checkpoint (see module docstring)."""
 
@@ -213,6 +226,8 @@ class FlashAvatarAvatar:
         self._frame_graph: GsplatFrameGraph | None = None
         if self._graph is not None and frame_graph and self.renderer.name == "gsplat":
             self._capture_frame_graph()
+        if self._cuda:
+            self._warm_up()
 
     @classmethod
     def from_config(cls, config: Config) -> FlashAvatarAvatar:
@@ -291,6 +306,17 @@ class FlashAvatarAvatar:
         except (RuntimeError, ImportError, AttributeError) as exc:  # an optimisation: the graph of the deformation
             log.warning("whole-frame CUDA graph not available (%s); rasterising per frame", exc)  # still runs
             self._frame_graph = None
+
+    def _warm_up(self) -> None:
+        """Render the far ends of ordinary motion once before the stream: the frame graph's intersection list
+        grows to hold them (a capture of tens of milliseconds that would otherwise fall on the first frame that
+        opens the mouth or turns the head), and the first replay, host copies and pinned blocks are paid here."""
+        t0 = time.perf_counter()
+        for params in warm_up_poses():
+            self.render(params)
+        fg = self._frame_graph
+        log.info("avatar warmed up in %.0f ms%s", (time.perf_counter() - t0) * 1000,
+                 "" if fg is None else f" (room for {fg.capacity} tile intersections)")
 
     # -- per frame -----------------------------------------------------------------------------------------
     def pack(self, params: FaceParams) -> torch.Tensor:
