@@ -12,7 +12,9 @@ ends: at the end of `duration` (or of the speech) it waits one frame period for 
 finishes, however long a starved renderer still takes. In offline mode (a file source that is not paced)
 nothing is dropped: each stage waits for the previous one, and the run is as fast as the slowest.
 
-Every stage beats a `Watchdog` as it hands work on, so `/health` can name a stage that stalled.
+Every stage beats a `Watchdog` as it hands work on, so `/health` can name a stage that stalled. A frame done
+more than half a period after its pts counts as late, and the most recent late ones are kept (`late_frames`)
+with where their time went: a late hand-over by the clock, the wait for the render in flight, or the render.
 """
 
 from __future__ import annotations
@@ -112,6 +114,20 @@ class RenderJob:
     index: int
     pts: float
     params: FaceParams
+    tick: float = 0.0  # when the clock meant to hand it over (media time)
+    handed: float = 0.0  # when it did
+
+
+@dataclass(frozen=True)
+class LateFrame:
+    """Where the time of a frame that missed its slot went (seconds): how late the clock handed it over, how
+    long it waited for the renderer, how long the render took, and how far past its pts it was done."""
+
+    index: int
+    tick_late: float
+    waited: float
+    render: float
+    late: float
 
 
 class Pipeline:
@@ -150,6 +166,7 @@ class Pipeline:
         # Moving average of the avatar's render time (seconds). It starts at the most the lead allows: the first
         # renders of a stream are the slow ones (threads, caches and GPU work starting), so they start early.
         self._render_time = self.max_render_lead
+        self.late_frames: collections.deque[LateFrame] = collections.deque(maxlen=32)  # the most recent ones
         self._rendering = False  # the render thread is inside avatar.render
         self.frames: Broadcast[VideoFrame] = Broadcast()
         self.audio_in: Broadcast[AudioChunk] = Broadcast()
@@ -396,6 +413,7 @@ class Pipeline:
             if self.duration is None and (self.timeline.is_past_end(index) or index >= self._frames_of_audio()):
                 break  # the speech is over (its last frame is known, or the face driver has not caught up yet)
             pts = self.stream_origin + index * frame_dt
+            start = pts  # when the job is due at the renderer
             if self.live:
                 start = pts - self.render_lead
                 if not self.clock.sleep_until(start, self._stop):
@@ -419,7 +437,7 @@ class Pipeline:
             mixed = self.mixer.mix(params, pts) if self.mixer is not None else params
             self.stats.time("mix", time.perf_counter() - t0)
             mixed = mixed.copy(pts=pts, audio_time=params.audio_time)
-            self._submit(RenderJob(index, pts, mixed))
+            self._submit(RenderJob(index, pts, mixed, tick=start, handed=self.clock.now()))
             index += 1
         end = self.stream_origin + index * frame_dt
         # Sinks read the stream's end from their StreamInfo: a recorder fills the slots up to it with the last
@@ -486,7 +504,9 @@ class Pipeline:
                 if self._clock_done.is_set() and self._jobs.empty():
                     break  # every job the clock made is rendered
                 continue
+            started = self.clock.now()
             t0 = time.perf_counter()
+            took = 0.0
             if self.frozen and self.last_frame is not None:
                 image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
             else:
@@ -511,6 +531,8 @@ class Pipeline:
             )
             if self.live and frame.rendered_at > job.pts + LATE_PERIODS / self.fps:
                 self.stats.incr("frames_late")
+                self.late_frames.append(LateFrame(job.index, job.handed - job.tick, started - job.handed, took,
+                                                  frame.rendered_at - job.pts))
             self.frames_rendered += 1
             self.last_frame = frame
             self.watchdog.beat("render")

@@ -91,6 +91,13 @@ def test_live_run_drops_late_frames_instead_of_queueing(tmp_path: Path, speechli
     # grows beyond two renders, and not over the run either.
     assert lag.max() < 2 * render_p99 + 0.03
     assert abs(lag[-10:].mean() - lag[:10].mean()) < 2 * render_p99 + 0.05
+    # Each late frame is accounted for: its 50 ms render, and where the rest of its lateness went (the clock's
+    # hand-over, the wait for the render in flight), which together cover it.
+    late = list(daemon.pipeline.late_frames)
+    assert late and snap["counters"]["frames_late"] >= len(late)
+    for lf in late:
+        assert lf.render >= 0.045 and lf.late > 0.5 / 60 and lf.waited >= 0.0
+        assert lf.late <= lf.tick_late + lf.waited + lf.render + 0.03
     rec = read_recording(tmp_path / "out.mp4")
     # Live, the clock keeps going until the face driver has flushed its end of the speech, which on a busy
     # machine can come a few frames after the 120 the clip covers.
