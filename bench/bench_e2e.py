@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ class Probe:
     first_frame_wall: float | None = None
 
 
-def watch_stalls(now: Any, stalls: list[tuple[float, float]], done: threading.Event,
+def watch_stalls(now: Callable[[], float], stalls: list[tuple[float, float]], done: threading.Event,
                  threshold: float = 0.015) -> threading.Thread:
     """A thread that wakes every 2 ms and notes each wake-up more than `threshold` late as (media time, seconds):
     times when this process's threads could not run (the interpreter lock held, or the machine busy)."""
@@ -324,6 +324,7 @@ async def run(args: argparse.Namespace) -> int:
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
     from bridge.runtime.pipeline import LATE_PERIODS
+    from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver
 
     fa, dpt = golden_dirs(args.golden)
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -381,16 +382,14 @@ async def run(args: argparse.Namespace) -> int:
         print(f"interpreter stalls over 15 ms: {len(stalls)}, longest {worst[1] * 1000:.0f} ms at "
               f"{worst[0] - origin:+.2f} s; in the first second: "
               + (", ".join(f"{t - origin:+.2f} s ({d * 1000:.0f} ms)" for t, d in stalls if t - origin < 1.0) or "none"))
-    hops = getattr(daemon.face_driver, "first_hops", [])
-    if hops:
-        media_zero = time.monotonic() - daemon.clock.now()
-        print("first face-driver hops: " + ", ".join(f"{began - media_zero - origin:+.3f} s ({took * 1000:.0f} ms)"
-                                                      for began, took in hops))
+    clock_origin = time.monotonic() - daemon.clock.now()  # media time 0 on the monotonic clock
+    if isinstance(daemon.face_driver, DiffPoseTalkFaceDriver) and daemon.face_driver.first_hops:
+        print("first face-driver hops: " + ", ".join(f"{began - clock_origin - origin:+.3f} s ({took * 1000:.0f} ms)"
+                                                      for began, took in daemon.face_driver.first_hops))
     print(f"GPU memory: {gpu_memory()}")
 
     rec_g2g = stages.get("g2g:recorder", {})
     rec_offset, video_shift, audio_shift = recording_offset(record, probe, origin, args.fps, daemon.av_delay, after)
-    clock_origin = time.monotonic() - daemon.clock.now()  # media time 0 on the monotonic clock
     web = webrtc_numbers(viewer, probe, clock_origin, daemon.av_delay, after)
     print(f"\n{'output':<10}{'g2g p50 ms':>12}{'g2g p95 ms':>12}{'A/V offset ms':>15}")
     print(f"{'recorder':<10}{rec_g2g.get('p50_ms', float('nan')):>12.1f}{rec_g2g.get('p95_ms', float('nan')):>12.1f}"
