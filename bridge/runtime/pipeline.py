@@ -114,8 +114,8 @@ class RenderJob:
     index: int
     pts: float
     params: FaceParams
-    tick: float = 0.0  # when the clock meant to hand it over (media time)
-    handed: float = 0.0  # when it did
+    tick: float  # when the clock meant to hand it over (media time)
+    handed: float  # when it did
 
 
 @dataclass(frozen=True)
