@@ -9,21 +9,44 @@ import logging
 from typing import TYPE_CHECKING
 
 from bridge.controls.mixer import Mixer
+from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.config import Config
-from bridge.core.interfaces import AudioSource, Avatar, ControlSurface, FaceDriver, FrameSink, MediaHub
+from bridge.core.interfaces import (
+    AudioSource,
+    Avatar,
+    BackgroundControl,
+    ControlSurface,
+    FaceDriver,
+    FrameSink,
+    MediaHub,
+)
 from bridge.runtime import registry
 
 if TYPE_CHECKING:
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.avatar import SceneAvatar
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
 
 log = logging.getLogger(__name__)
 
 
-def avatar(config: Config) -> Avatar:
-    made: Avatar = registry.create("avatar", config.avatar.kind, config)
-    return made
+def avatar(config: Config, demand: AlphaDemand) -> SceneAvatar:
+    """The head avatar of `avatar.kind`, rendering its region of the frame as `[video.framing]` places it,
+    inside the scene that composites torso and head over the background (alpha while `demand` wants it)."""
+    from drivers.avatar.scene import build as scene_build
+
+    framed = scene_build.framing(config)
+    head: Avatar = registry.create("avatar", config.avatar.kind, config, framing=framed)
+    return scene_build.scene(config, head, framed, demand)
+
+
+def backgrounds(config: Config, scene: SceneAvatar) -> BackgroundTable:
+    """The backgrounds the API and OSC may switch `scene` to: `avatar.backgrounds` and the built-in ones."""
+    from drivers.avatar.scene.control import BackgroundTable
+
+    return BackgroundTable(scene, config.avatar.background, config.avatar.backgrounds)
 
 
 def face_driver(config: Config, avatar: Avatar) -> FaceDriver:
@@ -61,14 +84,14 @@ def sinks(config: Config) -> list[FrameSink]:
     return [registry.create("sink", name, config) for name in names]
 
 
-def control_surfaces(config: Config, mixer: Mixer) -> list[ControlSurface]:
+def control_surfaces(config: Config, mixer: Mixer, backgrounds: BackgroundControl) -> list[ControlSurface]:
     """The enabled surfaces, not yet started (the daemon starts them on its loop). MIDI without a usable
     backend or port is left off with a warning: the daemon runs without it."""
     from drivers.control.midi import MidiError
 
     surfaces: list[ControlSurface] = []
     if config.osc.enabled:
-        surfaces.append(registry.create("control", "osc", config, state=mixer.state))
+        surfaces.append(registry.create("control", "osc", config, state=mixer.state, backgrounds=backgrounds))
     if config.vmc.enabled:
         surfaces.append(registry.create("control", "vmc", config))
     if config.midi.enabled:

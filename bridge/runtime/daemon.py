@@ -17,11 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
-from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.interfaces import (
+    AlphaOutput,
+    AudioChunk,
+    ControlEvent,
+    ControlSurface,
+    FrameSink,
+    VideoFrame,
+)
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
 
@@ -58,7 +67,9 @@ class Daemon:
         self._stats = PipelineStats()
         self._http_app = http_app
         say(f"loading the {config.avatar.kind} avatar")
-        self.avatar = build.avatar(config)
+        self._alpha_demand = AlphaDemand()
+        self.avatar = build.avatar(config, self._alpha_demand)
+        self._backgrounds = build.backgrounds(config, self.avatar)
         say(f"starting the {config.face.driver} face driver")
         self.face_driver = build.face_driver(config, self.avatar)
         self._remote_audio: RemoteAudioInbox = build.remote_audio()
@@ -140,6 +151,20 @@ class Daemon:
     @property
     def audio_source_name(self) -> str:
         return self.audio_source.name
+
+    @property
+    def alpha_demand(self) -> AlphaDemand:
+        return self._alpha_demand
+
+    @property
+    def backgrounds(self) -> BackgroundTable:
+        return self._backgrounds
+
+    def _claim_alpha_for_sinks(self) -> None:
+        """Sinks that carry alpha (a .webm/.mov recording, an RGBA virtual camera) want it for the whole run."""
+        for sink in self._initial_sinks:
+            if isinstance(sink, AlphaOutput) and sink.wants_alpha:
+                self._alpha_demand.claim(sink.name)
 
     def surface(self, name: str) -> ControlSurface | None:
         return next((s for s in self._surfaces if s.name == name), None)
@@ -240,7 +265,7 @@ class Daemon:
         self.http_port = int(bound[0][1]) if bound else self.config.http.port
 
     async def _start_controls(self) -> None:
-        for surface in build.control_surfaces(self.config, self.mixer):
+        for surface in build.control_surfaces(self.config, self.mixer, self._backgrounds):
             try:
                 await surface.start(self.emit_control)
                 self._surfaces.append(surface)
@@ -264,6 +289,7 @@ class Daemon:
         try:
             await self._start_http()
             await self._start_controls()
+            self._claim_alpha_for_sinks()
             for sink in self._initial_sinks:
                 self.pipeline.add_sink(sink)
             # What startup made (models, modules, config) lives as long as the daemon: out of the collector's
@@ -326,6 +352,8 @@ class Daemon:
         )
         with contextlib.suppress(Exception):
             await self._remote_audio.close()
+        with contextlib.suppress(Exception):
+            self._backgrounds.close()
         with contextlib.suppress(Exception):
             self.avatar.close()
 

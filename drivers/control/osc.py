@@ -4,7 +4,8 @@ Addresses (prefix ``/avatar``), each with zero or more numeric arguments:
 ``/avatar/preset/happy`` (fade in), ``/avatar/preset/happy 0.5 [fade_s]``, ``/avatar/emotion/sad [v]``,
 ``/avatar/blend/jawOpen 0.7``, ``/avatar/gaze x y``, ``/avatar/head pitch yaw roll``, ``/avatar/blink``,
 ``/avatar/reset``, ``/avatar/flame/expression/3 1.2``, ``/avatar/hold/preset/smile 1|0``,
-``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``.
+``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``;
+``/avatar/background office`` (one string: a name from ``avatar.backgrounds``) switches the background.
 Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar/get/<target>`` →
 ``/avatar/value/<target> v...``, ``/avatar/state`` → ``/avatar/state "<json>"``.
 
@@ -35,7 +36,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bridge.controls.commands import UnknownTarget, canonical_target
 from bridge.core.config import Config
 from bridge.core.errors import UserError
-from bridge.core.interfaces import ControlEvent, ControlSink
+from bridge.core.interfaces import BackgroundControl, ControlEvent, ControlSink
 from drivers.control.budget import SenderBudgets
 
 log = logging.getLogger(__name__)
@@ -371,17 +372,22 @@ class OscControlSurface(OscServerBase):
         max_packets_per_second: float = MAX_PACKETS_PER_SECOND,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
         tcp_max_per_source: int = TCP_MAX_PER_SOURCE,
+        backgrounds: BackgroundControl | None = None,
     ) -> None:
         super().__init__(host, port, allow, tcp, max_packets_per_second, tcp_idle_timeout, tcp_max_per_source)
         self.state = state
+        self.backgrounds = backgrounds
         self.prefix = prefix.rstrip("/")
 
     @classmethod
-    def from_config(cls, config: Config, *, state: StateFn | None = None) -> OscControlSurface:
-        """The [osc] section; `state` answers /avatar/state queries (the mixer's state)."""
+    def from_config(cls, config: Config, *, state: StateFn | None = None,
+                    backgrounds: BackgroundControl | None = None) -> OscControlSurface:
+        """The [osc] section; `state` answers /avatar/state queries (the mixer's state); `backgrounds` is what
+        /avatar/background NAME switches."""
         cfg = config.osc
         return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second,
-                   tcp_idle_timeout=cfg.tcp_idle_timeout_s, tcp_max_per_source=cfg.tcp_max_connections_per_source)
+                   tcp_idle_timeout=cfg.tcp_idle_timeout_s, tcp_max_per_source=cfg.tcp_max_connections_per_source,
+                   backgrounds=backgrounds)
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if not address.startswith(self.prefix + "/"):
@@ -397,11 +403,24 @@ class OscControlSurface(OscServerBase):
         if target == "state" or target.startswith("get/"):
             self._answer(target, reply)
             return
+        if target == "background":
+            self._background(args)
+            return
         values = numbers(args)
         if values is None:
             self._bad("bad_args", f"{address[:80]}: arguments must be finite numbers")
             return
         self.emit(target, values)
+
+    def _background(self, args: list[Any]) -> None:
+        """`/avatar/background NAME`: switch to a configured background (loaded off the loop)."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            self._bad("bad_args", "/avatar/background takes one string: a name from avatar.backgrounds")
+            return
+        if self.backgrounds is None or not self.backgrounds.request(args[0][:64]):
+            self._bad("unknown", f"no background named {args[0][:40]!r}")
+            return
+        self.counters["accepted"] += 1
 
     def _answer(self, target: str, reply: Callable[[bytes], None]) -> None:
         state = self.state() if self.state else {}
