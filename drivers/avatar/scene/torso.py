@@ -52,9 +52,12 @@ class TorsoPlate:
                 arrays = {}
                 for name in sorted(want):
                     with z.open(name) as member:
-                        version = np.lib.format.read_magic(member)
-                        shape, _, dtype = np.lib.format._read_array_header(member, version)  # type: ignore[attr-defined]
+                        major, _minor = np.lib.format.read_magic(member)
+                        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                                       else np.lib.format.read_array_header_2_0)
+                        shape, fortran, dtype = read_header(member)
                         _check_header(path, name, tuple(shape), np.dtype(dtype))
+                    with z.open(name) as member:  # the header was sane: read the array
                         arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
         except (OSError, zipfile.BadZipFile, ValueError) as exc:
             if isinstance(exc, TorsoError):
