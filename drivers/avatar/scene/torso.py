@@ -55,7 +55,7 @@ class TorsoPlate:
                         major, _minor = np.lib.format.read_magic(member)
                         read_header = (np.lib.format.read_array_header_1_0 if major == 1
                                        else np.lib.format.read_array_header_2_0)
-                        shape, fortran, dtype = read_header(member)
+                        shape, _fortran, dtype = read_header(member)
                         _check_header(path, name, tuple(shape), np.dtype(dtype))
                     with z.open(name) as member:  # the header was sane: read the array
                         arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
