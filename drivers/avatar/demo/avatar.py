@@ -91,7 +91,7 @@ class DemoAvatar:
             self._frame(framing)
         view = self.camera.viewmat.detach().cpu().double().numpy()
         self._cam_pos = (-view[:3, :3].T @ view[:3, 3]).astype(np.float32)
-        self.background = torch.tensor((0.0, 0.0, 0.0) if transparent else tuple(background), dtype=torch.float32,
+        self.background = torch.tensor((0.0, 0.0, 0.0) if self.transparent else tuple(background), dtype=torch.float32,
                                        device=self._dev)
         self.settings = RasterSettings()
         self.renderer = splat_renderer if splat_renderer is not None else select_renderer(renderer, self.device)

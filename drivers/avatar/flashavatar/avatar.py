@@ -204,7 +204,7 @@ class FlashAvatarAvatar:
         self._placed: RoiCamera | None = None
         if framing is not None:
             self._frame(framing)
-        self.background = torch.tensor((0.0, 0.0, 0.0) if transparent else tuple(background), dtype=torch.float32,
+        self.background = torch.tensor((0.0, 0.0, 0.0) if self.transparent else tuple(background), dtype=torch.float32,
                                        device=dev)
         self.settings = RasterSettings(eps2d=0.3)
         self.renderer = splat_renderer if splat_renderer is not None else self._select_renderer(renderer, device)

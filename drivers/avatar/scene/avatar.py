@@ -48,6 +48,7 @@ class PlacedTorso:
         self.rgba = rgba  # premultiplied: bilinear filtering of premultiplied colour is right at the edges
         self.anchor = (plate.anchor[0] * size[0] / w, plate.anchor[1] * size[1] / h)
         self.at = (neck_x, neck_y)  # where the anchor goes when the neck is at rest
+        self.neck_width = neck_width  # of the rendered neck, in frame pixels
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one placed torso per scene, kept as long as it
     def turned(self, step: int) -> tuple[NDArray[np.uint8], NDArray[np.uint8], float, float]:
