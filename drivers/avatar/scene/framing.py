@@ -15,7 +15,7 @@ import numpy as np
 
 # head height (the bounding sphere's diameter / frame height), eye line (centre from the top), centre across
 PRESETS: dict[str, tuple[float, float, float]] = {
-    "webcam": (0.36, 0.40, 0.5),  # head and shoulders, as a laptop camera frames a person
+    "webcam": (0.30, 0.40, 0.5),  # head and shoulders, as a laptop camera frames a person
     "close": (0.52, 0.44, 0.5),  # closer: the head fills more of the frame, shoulders at the bottom edge
     "wide": (0.26, 0.38, 0.5),  # more of the room around the person
     "fill": (0.85, 0.5, 0.5),  # the head filling the shorter side: the square picture of earlier releases
