@@ -30,13 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.core.config import load_config  # noqa: E402
-from bridge.core.face_params import FaceParams  # noqa: E402
-from drivers.avatar.demo.avatar import DemoAvatar  # noqa: E402
-from drivers.avatar.scene.avatar import PlacedTorso  # noqa: E402
-from drivers.avatar.scene.framing import HeadFraming  # noqa: E402
-from drivers.avatar.scene.layers import Layer, NumpyCompositor, TorchCompositor  # noqa: E402
-from drivers.avatar.scene.torso import TorsoPlate, cut_plate  # noqa: E402
+from bridge.core.config import load_config
+from bridge.core.face_params import FaceParams
+from drivers.avatar.demo.avatar import DemoAvatar
+from drivers.avatar.scene.avatar import PlacedTorso
+from drivers.avatar.scene.framing import HeadFraming
+from drivers.avatar.scene.layers import Layer, NumpyCompositor, TorchCompositor
+from drivers.avatar.scene.torso import TorsoPlate, cut_plate
 
 
 def size(text: str) -> tuple[int, int]:
@@ -44,17 +44,17 @@ def size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def shoulders(width: int) -> TorsoPlate:
-    """A torso plate drawn in code: a neck stub on a shirt that widens to the shoulders."""
+def shoulders(width: int, skin: tuple[int, int, int] = (210, 160, 140)) -> TorsoPlate:
+    """A torso plate drawn in code: the bottom of a neck on a shirt that widens to the shoulders."""
     h, w = width, 2 * width
     y, x = np.mgrid[0:h, 0:w]
-    neck = (np.abs(x - w / 2) < width * 0.12) & (y < h * 0.3)
+    neck = (np.abs(x - w / 2) < width * 0.12) & (y < h * 0.25)
     body = (y >= h * 0.25) & (np.abs(x - w / 2) <= width * 0.2 + (y - h * 0.25) * 1.4)
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[body] = (60, 70, 160)
-    rgb[neck] = (210, 160, 140)
+    rgb[neck] = skin
     alpha = ((neck | body) * 255).astype(np.uint8)
-    return cut_plate(rgb, alpha, neck & (y < h * 0.25))
+    return cut_plate(rgb, alpha, neck)
 
 
 def layers_for(width: int, height: int) -> tuple[np.ndarray, list[Layer]]:
