@@ -126,9 +126,7 @@ def main() -> int:
     for k, fp in enumerate(params):
         image = scene.render(fp)
         assert image.alpha is not None
-        dx = dy = 0.0
-        if image.neck is not None and scene._rest is not None:
-            dx, dy = image.neck.x - scene._rest.x, image.neck.y - scene._rest.y
+        dx, dy, _ = scene.neck_motion(image.neck)
         gap, step = seam(scene, image.rgb, image.alpha, (torso.at[0] + dx, torso.at[1] + dy))
         gaps.append(gap)
         step -= rest_step

@@ -106,6 +106,12 @@ class SceneAvatar:
         self._rest = image.neck
         self.torso = PlacedTorso(plate, image.origin[0] + x, image.origin[1] + y, width)
 
+    def neck_motion(self, neck: NeckPose | None) -> tuple[float, float, float]:
+        """(dx, dy, roll) of the neck base since the rest pose, in frame pixels and radians."""
+        if neck is None or self._rest is None:
+            return 0.0, 0.0, 0.0
+        return neck.x - self._rest.x, neck.y - self._rest.y, neck.roll - self._rest.roll
+
     @property
     def background(self) -> BackgroundSource:
         return self._background
@@ -120,11 +126,7 @@ class SceneAvatar:
         alpha = image.alpha if image.alpha is not None else _opaque_alpha(image)
         layers: list[Layer] = []
         if self.torso is not None:
-            dx = dy = roll = 0.0
-            if image.neck is not None and self._rest is not None:
-                dx, dy = image.neck.x - self._rest.x, image.neck.y - self._rest.y
-                roll = image.neck.roll - self._rest.roll
-            layers.append(self.torso.layer(dx, dy, roll))
+            layers.append(self.torso.layer(*self.neck_motion(image.neck)))
         layers.append(Layer(image.rgb, alpha, image.origin[0], image.origin[1]))
         background = None if self.transparent else self._background.frame(time.monotonic())
         out = self.compositor.compose(background, layers, self.width, self.height, self.demand.wanted)
