@@ -29,7 +29,7 @@ SMALL = {"width": 64, "height": 64, "fps": 25}
 async def sessions_daemon(**overrides: Any) -> AsyncIterator[Any]:
     """The test daemon with every session it makes (not only the default one) on the flat avatar."""
     with as_demo_avatar():
-        async with running_daemon(video=SMALL, **overrides) as daemon:
+        async with running_daemon(**{"video": SMALL, **overrides}) as daemon:
             yield daemon
 
 
