@@ -266,7 +266,10 @@ def load_sequence(path: Path) -> dict[str, np.ndarray]:
                 "R": np.stack([f.R for f in frames]), "t": np.stack([f.t for f in frames])}
     if not path.is_file():
         raise UserError(f"parameter file {path} does not exist")
+    from drivers.safe_load import check_numpy_file
+
     try:
+        check_numpy_file(path)
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npz ({exc})") from None
