@@ -232,3 +232,45 @@ async def test_the_request_policy_and_the_schema_guard_the_session_routes() -> N
             status, _, _ = await api.call("GET", path)
             assert status == 404, path
         assert sid in daemon.sessions
+
+
+async def test_fixed_sessions_from_the_config_answer_osc_by_name() -> None:
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    async with sessions_daemon(osc={"enabled": True, "port": 0},
+                               sessions={"max": 3, "fixed": [{"name": "stage", "audio": "silence"}]}) as daemon, \
+            aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        stage = daemon.sessions.get("stage")
+        assert stage is not None and stage.fixed and stage.running
+        status, body, _ = await api.call("DELETE", "/api/sessions/stage")
+        assert status == 409, body
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        def send(address: str, *args: float) -> None:
+            builder = OscMessageBuilder(address)
+            for arg in args:
+                builder.add_arg(arg)
+            sock.sendto(builder.build().dgram, ("127.0.0.1", daemon.surface("osc").bound[1]))
+
+        async def ask(address: str) -> OscMessage:
+            send(address)
+            async with asyncio.timeout(10):
+                return OscMessage(await loop.sock_recv(sock, 65536))
+
+        send("/avatar/stage/blend/jawOpen", 0.5)
+        await wait_until(lambda: stage.mixer.state()["manual"].get("blend/jawOpen") == 0.5, 10, "stage took it")
+        reply = await ask("/avatar/stage/get/blend/jawOpen")
+        assert reply.address == "/avatar/stage/value/blend/jawOpen" and reply.params == [0.5]
+        reply = await ask("/avatar/get/blend/jawOpen")
+        assert reply.address == "/avatar/value/blend/jawOpen" and reply.params == [0.0]
+        reply = await ask("/avatar/stage/ping")
+        assert reply.address == "/avatar/stage/pong"
+        sock.close()
