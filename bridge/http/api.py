@@ -283,5 +283,14 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
         "/api/openapi.json": {"get": _op("this document")},
+        "/api/sessions": {
+            "get": _op("sessions with their frame counters and viewers, the capacity"),
+            "post": {**_op("create a session (every field optional; 503 with Retry-After at capacity)",
+                           _obj(avatar=_STR, face=_STR, audio=_STR, width=_NUM, height=_NUM, fps=_NUM, idle=_BOOL),
+                           "created: {id, api, whep}")},
+        },
+        "/api/sessions/{session}": {"get": _op("one session"), "delete": _op("end a created session")},
+        "/api/sessions/{session}/status": {"get": _op("a session's status (every single-avatar route is mirrored "
+                                                      "under /api/sessions/{session}/ and /sessions/{session}/whep)")},
     },
 }
