@@ -50,6 +50,13 @@ HttpApp = Callable[["Daemon"], "web.Application"]
 BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is given up
 
 
+def _close_abandoned(built: asyncio.Future[Session]) -> None:
+    """A session that finished loading after its creation was given up: free its models."""
+    if not built.cancelled() and built.exception() is None:
+        with contextlib.suppress(Exception):
+            built.result().avatar.close()
+
+
 class Daemon:
     """Hosts the sessions and every network-facing part. One per process."""
 
@@ -108,13 +115,15 @@ class Daemon:
         config = session_config(self._config, spec, name)
         self.sessions.reserve()
         try:
-            session = await asyncio.wait_for(loop.run_in_executor(self._builder, self._build, name, config, fixed),
-                                             BUILD_TIMEOUT_S)
+            built = loop.run_in_executor(self._builder, self._build, name, config, fixed)
+            try:
+                session = await asyncio.wait_for(asyncio.shield(built), BUILD_TIMEOUT_S)
+            except TimeoutError:
+                built.add_done_callback(_close_abandoned)
+                raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
+                                "files and the machine's load, then try again") from None
             await session.start(on_finished=lambda: loop.call_soon_threadsafe(self._session_finished, name))
             self.sessions.add(session)
-        except TimeoutError:
-            raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
-                            "files and the machine's load, then try again") from None
         finally:
             self.sessions.release()
         log.info("session %s started (%s avatar, %s face driver, %s audio)", name[:8], config.avatar.kind,
@@ -136,7 +145,10 @@ class Daemon:
         if session is None:
             return False
         await session.stop()
-        log.info("session %s ended", name[:8])
+        if session.pipeline.error is not None:
+            log.warning("session %s ended by an error: %s", name[:8], session.pipeline.error)
+        else:
+            log.info("session %s ended", name[:8])
         return True
 
     def _session_finished(self, name: str) -> None:

@@ -205,7 +205,8 @@ async def test_sessions_are_created_driven_kept_apart_and_ended() -> None:
 
 
 async def test_the_request_policy_and_the_schema_guard_the_session_routes() -> None:
-    async with sessions_daemon(sessions={"max": 2}) as daemon, aiohttp.ClientSession() as http:
+    async with sessions_daemon(sessions={"max": 2}, http={"allowed_origins": ["https://player.example"]}) as daemon, \
+            aiohttp.ClientSession() as http:
         api = Api(daemon, http)
         evil = {"Origin": "http://evil.example"}
         status, body, _ = await api.call("POST", "/api/sessions", None, data=b"{}",
@@ -227,6 +228,14 @@ async def test_the_request_policy_and_the_schema_guard_the_session_routes() -> N
             assert status == 403, (method, path)
         status, _, _ = await api.call("POST", f"/sessions/{sid}/whep", {"sdp": "v=0"})  # JSON where SDP belongs
         assert status == 403
+        # CORS: a listed player may use a session's WHEP and viewer API, never create or end sessions.
+        player = {"Origin": "https://player.example", "Access-Control-Request-Method": "POST"}
+        for path in (f"/sessions/{sid}/whep", f"/api/sessions/{sid}/webrtc/offer"):
+            async with http.options(api.url + path, headers=player) as r:
+                assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "https://player.example", path
+        for path in ("/api/sessions", f"/api/sessions/{sid}"):
+            async with http.options(api.url + path, headers=player) as r:
+                assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers, path
         for path in ("/api/sessions/0123456789abcdef01234567/state", "/api/sessions/BLEND/state",
                      "/api/sessions/" + "a" * 300 + "/state"):
             status, _, _ = await api.call("GET", path)
