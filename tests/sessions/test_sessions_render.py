@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from bridge.runtime import registry
+from tests.avatars import FlatAvatar
 from tests.sessions.test_sessions_api import Api, rendered, sessions_daemon
 
 FPS = 25
@@ -42,3 +44,33 @@ async def test_four_sessions_at_128_render_nine_in_ten_of_their_frames() -> None
                                          f"one session alone {alone:.0%}: {together}")
         status, body, _ = await api.call("GET", "/api/sessions")
         assert status == 200 and all(s["frames"] > 0 for s in body["sessions"]) and len(body["sessions"]) == 4
+
+
+class StarvedAvatar(FlatAvatar):
+    """The flat avatar on a starved renderer: every frame takes 0.2 s (five frame periods)."""
+
+    render_seconds = 0.2
+
+
+async def test_a_starved_session_does_not_make_the_others_late() -> None:
+    async with sessions_daemon(video={"width": 128, "height": 128, "fps": FPS},
+                               audio={"source": "file", "loop": True, "realtime": True},
+                               sessions={"max": 3}) as daemon, aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        fast = await api.create()
+        await asyncio.sleep(1.0)
+        calm = await rates(daemon, ["default", fast])
+        table = registry.DRIVERS["avatar"]
+        before, table["demo"] = table["demo"], f"{__name__}:StarvedAvatar"
+        try:
+            slow = await api.create()
+        finally:
+            table["demo"] = before
+        await asyncio.sleep(1.0)
+        beside = await rates(daemon, ["default", fast, slow])
+        print(f"two sessions: {calm}; beside a starved one: {beside}")
+        assert beside[slow] < 0.5, f"the starved session was not starved: {beside}"
+        for name in ("default", fast):
+            assert beside[name] >= 0.9 * calm[name], (name, calm, beside)
+        status, body, _ = await api.call("GET", f"/api/sessions/{slow}")
+        assert status == 200 and body["late_frames"] > 0, body
