@@ -283,3 +283,19 @@ async def test_fixed_sessions_from_the_config_answer_osc_by_name() -> None:
         reply = await ask("/avatar/stage/ping")
         assert reply.address == "/avatar/stage/pong"
         sock.close()
+
+
+async def test_an_automatic_capacity_is_measured_from_the_default_session() -> None:
+    from bridge.runtime.sessions import MIN_SAMPLES, measured_load
+
+    async with sessions_daemon() as daemon, aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        if rendered(daemon, "default") < MIN_SAMPLES - 5:  # well before the measurement: refused for now
+            status, body, headers = await api.call("POST", "/api/sessions", {})
+            assert status == 503 and "measuring" in body["error"] and int(headers["Retry-After"]) <= 5, body
+        await wait_until(lambda: daemon.sessions.capacity() is not None, 20, "the capacity was measured")
+        load = measured_load(daemon.session)
+        assert load is not None and load.render_s > 0
+        status, body, _ = await api.call("GET", "/api/sessions")
+        assert isinstance(body["capacity"], int) and body["capacity"] >= 1
+        await api.create()
