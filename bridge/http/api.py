@@ -63,7 +63,6 @@ def status_snapshot(hub: Session) -> dict[str, Any]:
     snap = hub.stats.snapshot()
     stages: dict[str, dict[str, float]] = snap.get("stages", {})  # type: ignore[assignment]
     counters: dict[str, int] = snap.get("counters", {})  # type: ignore[assignment]
-    dropped = sum(int(s.get("dropped", 0)) for s in stages.values())
     cfg = hub.config
     return {
         "running": hub.running,
@@ -73,7 +72,7 @@ def status_snapshot(hub: Session) -> dict[str, Any]:
         "target_fps": cfg.video.fps,
         "size": [cfg.video.width, cfg.video.height],
         "frames": live.frames,
-        "dropped": dropped,
+        "dropped": hub.late_frames(),
         "stages": stages,
         "counters": counters,
         "latency_ms": {
