@@ -152,8 +152,14 @@ class Supervisor:
         """Read the worker's log (its port, then its last lines) until it exits; then end its sessions."""
         stream = worker.process.stderr
         assert stream is not None
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").rstrip()
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line beyond the stream's limit: drop what is buffered, keep reading
+                line = await stream.read(1 << 16)
+            if not line:
+                break
+            text = line.decode("utf-8", "replace").rstrip()[:2000]
             worker.log_tail = [*worker.log_tail[-(MAX_LOG_LINES - 1):], text]
             match = READY.search(text)
             if match and not worker.url:
