@@ -314,9 +314,14 @@ def saturation(results: list[dict[str, Any]]) -> str:
     good = [g["n"] for g in results if g not in bad and g["n"] < r["n"]]
     cpu_share = r["cpu_cores"] / max(1, r["cpu_count"] or 1)
     gpu_share = (r["gpu_busy_pct"] or 0.0) / 100.0
-    which = (f"the CPU ({r['cpu_cores']:.1f} of {r['cpu_count']} cores busy: video encoding for the viewers, one "
-             "encode per session and frame, is the likely share; NVENC or one encode shared by several viewers "
-             "would lift it)") if cpu_share >= gpu_share else f"the GPU ({r['gpu_busy_pct']:.0f} % busy)"
+    if r["device"] == "cpu":
+        which = f"the CPU, which renders and drives the faces here ({r['cpu_cores']:.1f} of {r['cpu_count']} cores busy)"
+    elif cpu_share >= gpu_share:
+        which = (f"the CPU ({r['cpu_cores']:.1f} of {r['cpu_count']} cores busy: video encoding for the viewers, one "
+                 "encode per session and frame, is the likely share; NVENC or one encode shared by several viewers "
+                 "would lift it)")
+    else:
+        which = f"the GPU ({r['gpu_busy_pct']:.0f} % busy)"
     return (f"saturates between N={max(good) if good else 0} and N={r['n']} ({r['late']} late, {r['dropped']} dropped, "
             f"g2g p95 {fmt(r['g2g_p95_worst_ms'])} ms): nearest its limit is {which}")
 

@@ -22,6 +22,7 @@ from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import normalise_shape
 from drivers.face.diffposetalk.sampler import SamplerOptions, fixed_noise
 from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver, StreamingEngine, StreamingOptions
+from drivers.memory import tensor_bytes
 from tests.golden_files import require
 
 FAST = SamplerOptions(kind="ddim", steps=3, cfg_scale=(1.15, 3.0))
@@ -143,6 +144,9 @@ def test_drivers_sharing_a_cache_share_the_model_and_keep_their_own_frames(tiny,
     try:
         assert shared[0].model is shared[1].model and own[0].model is not shared[0].model
         assert cache.loads == 2  # the model and its batcher
+        # A further driver costs its own state only; one that loaded its own model pays for the weights too.
+        assert tensor_bytes(shared[1], shared=[shared[0].model]) < 2**20
+        assert tensor_bytes(own[1], shared=[shared[0].model]) > 4 * 2**20
         audio = g["audio"][:16000]
         results: dict[int, list[FaceParams]] = {}
         threads = [threading.Thread(target=lambda i=i: results.update({i: _stream(shared[i], audio)}))

@@ -158,18 +158,20 @@ class HopBatcher:
 
     # ------------------------------------------------------------------------------------- the thread
     def _serve(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
-                batch = self._collect()
+                batch = self._collect(me)
                 if batch is None:
                     return
             self._run_batch(batch)
 
-    def _collect(self) -> list[_Request] | None:
-        """Wait (holding the condition) for a batch to close; None when the last member left."""
+    def _collect(self, me: threading.Thread) -> list[_Request] | None:
+        """Wait (holding the condition) for a batch to close; None when the last member left (a member joining
+        later starts another thread, and this one ends even if it had not woken up yet)."""
         while True:
-            self._cond.wait_for(lambda: bool(self._pending) or self._members == 0)
-            if not self._pending:
+            self._cond.wait_for(lambda: bool(self._pending) or self._thread is not me)
+            if self._thread is not me:
                 return None
             first = min(r.arrival for r in self._pending)
             while True:
