@@ -146,7 +146,8 @@ class HopBatcher:
 
     def warm(self, hop: HopInput) -> None:
         """Capture the CUDA graphs of `hop`'s kind for every batch size up to the members' (rounded up), on
-        the batcher's stream: at a session's start, not on the first hops that fall due together."""
+        the batcher's stream: at a session's start, not on the first hops that fall due together. Sizes already
+        captured only replay; a new size's capture (tens of ms) holds the other sessions' batches meanwhile."""
         if self.graphs is None:
             return
         with self._cond:

@@ -12,7 +12,9 @@ With hop = 100, lookahead ≥ the clip and unlimited context, the hops are upstr
 equals whole-clip generation (same noise): see tests/face/test_diffposetalk_streaming.py.
 
 `StreamingEngine` is the synchronous core; `DiffPoseTalkFaceDriver` runs it on its own thread so `push()`
-returns at once with whatever frames are ready.
+returns at once with whatever frames are ready. A driver made with a model cache (as `from_config` makes it)
+shares the model with every other session on the same checkpoint, and hands each hop's model work to the
+model's `batching.HopBatcher`, which runs the hops of the sessions due together as one forward.
 """
 
 from __future__ import annotations
