@@ -121,6 +121,9 @@ class FaceDriver(Protocol):
     def flush(self) -> list[FaceParams]:
         """Audio ended: return the remaining frames."""
 
+    def close(self) -> None:
+        """Its session ended: stop its thread and leave what it shares with other sessions (a hop batcher)."""
+
 
 @runtime_checkable
 class Avatar(Protocol):
@@ -163,10 +166,22 @@ class ControlEvent:
     values: tuple[float, ...] = ()
     source: str = ""
     time: float = 0.0
+    session: str = ""  # the session it is for (a name the daemon's registry holds); "" is the default session
 
 
 ControlSink = Callable[[ControlEvent], object]
 """Where surfaces hand their events (the daemon's `emit_control`; what it returns is not their concern)."""
+
+
+class SessionScope(Protocol):
+    """The sessions a control surface may address by name (`/avatar/<session>/…` in OSC): the daemon's registry.
+    A surface asks before it uses a name, so an unknown one is an unknown address, never a new key."""
+
+    def has_session(self, name: str) -> bool: ...
+
+    def control_state(self, session: str) -> dict[str, Any]:
+        """The mixer state of `session` ("" is the default session); empty when it has ended."""
+        ...
 
 
 @runtime_checkable

@@ -101,6 +101,9 @@ class ProceduralFaceDriver:
             self._next_frame += 1
         return out
 
+    def close(self) -> None:
+        """Nothing to free: no thread, no shared model."""
+
     def _trim(self) -> None:
         keep_from = self._centre(self._next_frame) - self._half
         cut = min(keep_from - self._buffer_start, len(self._buffer))
