@@ -13,6 +13,10 @@ GPU busy %, CPU per session, and where it saturates; each N runs in a fresh chil
 Goals: 0 late frames and g2g p95 <= 250 ms in every session; GPU memory per session beyond the first <= 100 MiB;
 on the CPU demo, every session renders >= 90 % of its frames.
 
+The sessions are the daemon's default one and N-1 made by its session host (as `POST /api/sessions` makes
+them); every figure is taken over --seconds that start once all are built, their viewers connected and 2 s
+more have passed.
+
 How each number is measured:
 - late frames: the pipeline's frames_late counter (a frame rendered more than its lateness bound after its pts),
   plus frames dropped by the clock or the renderer, summed over the sessions.
@@ -39,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +58,10 @@ RESULT = "RESULT "  # a child's one line of figures for the parent
 
 
 # ------------------------------------------------------------------------------------------- sessions
-def session_config(args: argparse.Namespace, index: int) -> Any:
-    """Session `index`'s config: the golden FlashAvatar + DiffPoseTalk (or, with --cpu-demo, the demo head and
-    the procedural driver), speech from a file in real time, HTTP on a free port, no control surfaces."""
+def session_config(args: argparse.Namespace, n: int) -> Any:
+    """The daemon's config, which its n sessions share: the golden FlashAvatar + DiffPoseTalk (or, with
+    --cpu-demo, the demo head and the procedural driver), speech from a file in real time, HTTP on a free
+    port, no control surfaces, room for n sessions."""
     from bridge.core.config import load_config
     from drivers.audio.decode import demo_clip_path
 
@@ -66,6 +71,7 @@ def session_config(args: argparse.Namespace, index: int) -> Any:
         "http": {"enabled": True, "host": "127.0.0.1", "port": 0},
         "osc": {"enabled": False}, "vmc": {"enabled": False}, "midi": {"enabled": False},
         "pipeline": {"gpu_priority": args.priority == "on"},
+        "sessions": {"max": n},
     }
     if args.cpu_demo:
         return load_config(None, environ={}, overrides={
@@ -75,7 +81,7 @@ def session_config(args: argparse.Namespace, index: int) -> Any:
         **common,
         "face": {"driver": "diffposetalk", "diffposetalk": {
             "checkpoint": str(dpt / "dpt_tiny_head.pt"), "stats": str(dpt / "stats_head.npz"), "sampler": "ddim",
-            "device": args.device, "seed": index}},
+            "device": args.device}},
         "avatar": {"kind": "flashavatar", "device": args.device, "checkpoint": str(fa / "chkpnt_seed0.pth"),
                    "flame_model": str(golden_flame_model(fa)), "flame_masks": str(fa / "FLAME_masks_synthetic.pkl"),
                    "flame_mesh": str(fa / "FlameMesh.obj"), "eyelids_dir": str(fa),
@@ -83,14 +89,15 @@ def session_config(args: argparse.Namespace, index: int) -> Any:
     })
 
 
-def build_session(config: Any, seconds: float) -> Any:
-    """One session, ready to serve: the one place that knows how a session is made. Today a daemon of its own
-    in this process (its own HTTP port and WHEP endpoint; models shared through the process's cache); with
-    the session host, `Daemon.create_session` on one daemon."""
-    from bridge.http.app import build_app
-    from bridge.runtime.daemon import Daemon
+async def open_sessions(daemon: Any, n: int) -> list[Any]:
+    """The daemon's default session and n-1 more made through its session host (as `POST /api/sessions`
+    makes them, with the daemon's settings): the one place that knows how sessions are made."""
+    from bridge.core.config import SessionSpec
 
-    return Daemon(config, duration=seconds, http_app=build_app)
+    sessions = [daemon.session]
+    for i in range(1, n):
+        sessions.append(await daemon.create_session(SessionSpec(), name=f"bench{i}"))
+    return sessions
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -151,23 +158,35 @@ def extra_session_bytes(first: Any, second: Any) -> int:
 
 @dataclass
 class Measured:
-    """One session's figures."""
+    """One session's figures (frame counters, and the viewer's once measured)."""
 
     late: int = 0
     dropped: int = 0
     rendered: int = 0
-    ticks: int = 0
     g2g_p95_ms: float = float("nan")
     render_p50_ms: float = float("nan")
     viewer_frames: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ticks(self) -> int:
+        return self.rendered + self.dropped
+
+    def __sub__(self, earlier: Measured) -> Measured:
+        """The counts between `earlier` and this (the render time stays this one's)."""
+        return Measured(self.late - earlier.late, self.dropped - earlier.dropped, self.rendered - earlier.rendered,
+                        render_p50_ms=self.render_p50_ms)
 
 
 async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """Build `n` sessions, serve them with one viewer each for --seconds, and measure (see the docstring)."""
+    """Serve `n` sessions with one viewer each and measure them for --seconds once all are built and warm (see
+    the module docstring)."""
     import aiohttp  # noqa: F401  # the viewers' modules load before the run, not on the sessions' frames
     import aiortc.mediastreams  # noqa: F401
+    import torch
     from bench_e2e import Probe, Viewer, close_viewer, connect_viewer, start_probe, webrtc_numbers
+
+    from bridge.http.app import build_app
+    from bridge.runtime.daemon import Daemon
 
     load = None
     load_proc = None
@@ -180,38 +199,54 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             load_proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("gpu_load.py")),
                                           "--duty", str(args.competing_duty)])
     t0 = time.monotonic()
-    sessions = []
-    alloc_first = None
-    for i in range(n):
-        sessions.append(build_session(session_config(args, i), args.seconds))
-        if i == 0:
-            alloc_first = gpu_allocated()
-    build_s = time.monotonic() - t0
-    alloc_all = gpu_allocated()
-    counted = extra_session_bytes(sessions[0], sessions[1]) if n > 1 else None
-    probes = [Probe() for _ in sessions]
-    viewers = [Viewer() for _ in sessions]
+    daemon = Daemon(session_config(args, n), http_app=build_app)
+    alloc_first = gpu_allocated()
     done = threading.Event()
-    threads = [t for s, p in zip(sessions, probes) for t in start_probe(s, p, done)]
-    connecting: list[asyncio.Task[None]] = []
+    figures: dict[str, Any] = {}
+    threads: list[threading.Thread] = []
+    viewers: list[Any] = []
 
-    def ready(index: int) -> Any:
-        def connect(session: Any) -> None:
+    async def measure(d: Any) -> None:
+        try:
+            sessions = await open_sessions(d, n)
+            figures["build_s"] = time.monotonic() - t0
+            figures["alloc_all"] = gpu_allocated()
+            figures["counted"] = extra_session_bytes(sessions[0], sessions[1]) if n > 1 else None
+            probes = [Probe() for _ in sessions]
+            viewers.extend(Viewer() for _ in sessions)
+            for s, p in zip(sessions, probes):
+                threads.extend(start_probe(s, p, done))
             if args.viewers:
-                connecting.append(asyncio.get_running_loop().create_task(connect_viewer(session, viewers[index])))
-        return connect
+                await asyncio.gather(*(connect_viewer(d, v, s) for s, v in zip(sessions, viewers)))
+            await asyncio.sleep(WARMUP_S)
+            before = [counts(s) for s in sessions]
+            after_pts = [s.clock.now() for s in sessions]
+            busy = GpuBusy().start()
+            cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            await asyncio.sleep(args.seconds)
+            wall = time.monotonic() - wall0
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            figures["gpu_busy"] = busy.stop()
+            figures["wall"] = wall
+            figures["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+            per = []
+            for s, p, v, b, a in zip(sessions, probes, viewers, before, after_pts):
+                m = counts(s) - b
+                if args.viewers:
+                    clock_origin = time.monotonic() - s.clock.now()
+                    web = webrtc_numbers(v, p, clock_origin, s.av_delay, a)
+                    m.g2g_p95_ms, m.viewer_frames = web["g2g_p95_ms"], int(web["frames_received"])
+                per.append(m)
+            figures["per"] = per
+        finally:
+            d.request_stop()
 
-    busy = GpuBusy().start()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    wall0 = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
     try:
-        await asyncio.gather(*(s.serve(ready(i)) for i, s in enumerate(sessions)))
+        await daemon.serve(lambda d: tasks.append(asyncio.get_running_loop().create_task(measure(d))))
     finally:
-        wall = time.monotonic() - wall0
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        gpu_busy = busy.stop()
         done.set()
-        for task in connecting:
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         for v in viewers:
@@ -223,40 +258,38 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             load_proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 load_proc.wait(10)
-    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    per: list[Measured] = []
-    for s, p, v in zip(sessions, probes, viewers):
-        snap = s.stats.snapshot()
-        stages, counters = snap["stages"], snap["counters"]
-        m = Measured(late=int(counters.get("frames_late", 0)),
-                     dropped=sum(int(stages.get(k, {}).get("dropped", 0)) for k in ("clock", "render")),
-                     rendered=int(stages.get("render", {}).get("count", 0)))
-        m.ticks = m.rendered + m.dropped
-        m.render_p50_ms = float(stages.get("render", {}).get("p50_ms", float("nan")))
-        if args.viewers:
-            clock_origin = time.monotonic() - s.clock.now()
-            web = webrtc_numbers(v, p, clock_origin, s.av_delay, s.pipeline.stream_origin + WARMUP_S)
-            m.g2g_p95_ms, m.viewer_frames = web["g2g_p95_ms"], int(web["frames_received"])
-        per.append(m)
-    import torch
-
+    for task in tasks:
+        task.result()  # a failed measurement is the run's error
+    per = figures["per"]
     cuda = torch.cuda.is_available()
+    wall = figures["wall"]
     return {
-        "n": n, "seconds": wall, "build_s": build_s,
+        "n": n, "seconds": wall, "build_s": figures["build_s"],
         "late": sum(m.late for m in per), "dropped": sum(m.dropped for m in per),
         "late_sessions": sum(1 for m in per if m.late or m.dropped),
         "g2g_p95_worst_ms": max((m.g2g_p95_ms for m in per), default=float("nan")),
         "rendered_share": [m.rendered / m.ticks if m.ticks else 0.0 for m in per],
+        "render_p50_ms": sorted(m.render_p50_ms for m in per)[len(per) // 2],
         "viewer_frames": [m.viewer_frames for m in per],
         "gpu_alloc_first_mib": None if alloc_first is None else alloc_first / 2**20,
-        "gpu_alloc_all_mib": None if alloc_all is None else alloc_all / 2**20,
+        "gpu_alloc_all_mib": None if figures["alloc_all"] is None else figures["alloc_all"] / 2**20,
         "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-        "extra_session_counted_mib": None if counted is None else counted / 2**20,
-        "gpu_busy_pct": gpu_busy, "cpu_cores": cpu_s / wall if wall > 0 else float("nan"),
+        "extra_session_counted_mib": None if figures["counted"] is None else figures["counted"] / 2**20,
+        "gpu_busy_pct": figures["gpu_busy"], "cpu_cores": figures["cpu_s"] / wall if wall > 0 else float("nan"),
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
-        "render_p50_ms": sorted(m.render_p50_ms for m in per)[len(per) // 2],
         "device": torch.cuda.get_device_name() if cuda else "cpu",
     }
+
+
+def counts(session: Any) -> Measured:
+    """The session's frame counters so far (a run's figures are the difference of two)."""
+    snap = session.stats.snapshot()
+    stages, counters = snap["stages"], snap["counters"]
+    m = Measured(late=int(counters.get("frames_late", 0)),
+                 dropped=sum(int(stages.get(k, {}).get("dropped", 0)) for k in ("clock", "render")),
+                 rendered=int(stages.get("render", {}).get("count", 0)))
+    m.render_p50_ms = float(stages.get("render", {}).get("p50_ms", float("nan")))
+    return m
 
 
 # ------------------------------------------------------------------------------------------- the parent
