@@ -404,6 +404,8 @@ class FlashAvatarAvatar:
     def _submit(self, params: FaceParams) -> PendingFrame:
         if self._stream is None:
             return self._submit_here(params)
+        # After what the caller queued on its stream (a `gaussians` call, which fills the same inputs).
+        self._stream.wait_stream(torch.cuda.current_stream(self._dev))
         with torch.cuda.stream(self._stream):
             return self._submit_here(params)
 

@@ -27,6 +27,10 @@ class HopGraphs:
                                     what="the DiffPoseTalk HuBERT front end", capture_error_mode="relaxed")
         self._windows: dict[SamplerOptions, GraphedCall] = {}
 
+    def captured(self) -> int:
+        """Graphs captured so far, every batch size and kind counted."""
+        return sum(call.captured() for call in (self.features, self.denoise, *self._windows.values()))
+
     def windows(self, sampler: SamplerOptions) -> GraphedCall | None:
         """The graphed whole DDIM window for these sampler settings (None for DDPM, which draws noise)."""
         if sampler.kind != "ddim":
