@@ -121,6 +121,9 @@ class FaceDriver(Protocol):
     def flush(self) -> list[FaceParams]:
         """Audio ended: return the remaining frames."""
 
+    def close(self) -> None:
+        """Its session ended: stop its thread and leave what it shares with other sessions (a hop batcher)."""
+
 
 @runtime_checkable
 class Avatar(Protocol):

@@ -304,6 +304,8 @@ class Session:
             await self._remote_audio.close()
         with contextlib.suppress(Exception):
             self.avatar.close()
+        with contextlib.suppress(Exception):
+            self.face_driver.close()  # it leaves the hop batcher its model shares with other sessions
 
     def describe(self) -> dict[str, Any]:
         """What `GET /api/sessions` lists for this session."""
