@@ -160,13 +160,15 @@ async def _start_publishers(app: web.Application) -> None:
         name: registry.create("output", name, hub.config, hub=hub, fanout=app[VIEWERS_KEY].fanout)
         for name in PUBLISHERS if wanted[name]}
     app[PUBLISHERS_KEY] = publishers
-    for publisher in publishers.values():
+    for name, publisher in publishers.items():
         publisher.start()
+        hub.follow_output(f"publisher:{name}", publisher.progress)
 
 
 async def _stop_all(app: web.Application) -> None:
     publishers = app.get(PUBLISHERS_KEY, {})
     for name in list(publishers):
+        app[HUB_KEY].forget_output(f"publisher:{name}")
         await publishers.pop(name).stop()
     await app[VIEWERS_KEY].close_all()
 

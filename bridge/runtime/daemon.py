@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
+from bridge.core.deadline import UnwaitedExecutor, off_loop
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
@@ -29,6 +30,7 @@ from bridge.runtime.pipeline import Pipeline
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bridge.core.interfaces import OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -150,6 +152,12 @@ class Daemon:
     def remove_sink(self, sink: FrameSink) -> None:
         self.pipeline.remove_sink(sink)
 
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.pipeline.watchdog.follow(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.pipeline.watchdog.forget(stage)
+
     def output_failures(self) -> list[BaseException]:
         """Why outputs stopped before the end (a recording on a full disk, a camera that went away)."""
         return [runner.failed for runner in self.pipeline.sinks if runner.failed is not None]
@@ -193,6 +201,7 @@ class Daemon:
         old, self._passthrough = self._passthrough, new
         if old is not None:
             old.stop()
+        self.follow_output("voice", new.progress)
         cfg = self._config.outputs.passthrough
         cfg.device = device
         cfg.enabled = True
@@ -250,6 +259,7 @@ class Daemon:
     async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
         """Run until stopped; returns a process exit code."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(UnwaitedExecutor())  # a call stuck on a hung device never holds the exit
         self._stop_event = asyncio.Event()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -300,7 +310,6 @@ class Daemon:
         """Stop everything at once, in about 1.5 s at most: the pipeline and its outputs (a recording is
         finalised), the control surfaces and the HTTP server (with its WebRTC viewers) in parallel, each with a
         bound, so a stuck part (a render that takes seconds, a hung peer) cannot hold the exit."""
-        loop = asyncio.get_running_loop()
 
         async def bounded(what: Any, seconds: float) -> None:
             with contextlib.suppress(Exception):
@@ -312,13 +321,14 @@ class Daemon:
         runner, self._http_runner = self._http_runner, None
 
         async def audio_out() -> None:  # the delayed voice stops before the virtual microphone it plays into goes
+            fix = "the sound server may be hung"
             if passthrough is not None:
-                await loop.run_in_executor(None, passthrough.stop)
+                await off_loop(passthrough.stop, 1.5, "stopping the delayed voice", fix)
             if mic is not None:
-                await loop.run_in_executor(None, mic.remove)
+                await off_loop(mic.remove, 1.5, "removing the virtual microphone", fix)
 
         await asyncio.gather(
-            loop.run_in_executor(None, self.pipeline.stop, 1.5),
+            off_loop(lambda: self.pipeline.stop(1.5), 2.0, "stopping the pipeline", "see the log"),
             *(bounded(surface.stop(), 0.5) for surface in surfaces),
             bounded(audio_out(), 1.5),
             *([bounded(runner.cleanup(), 1.0)] if runner is not None else []),
