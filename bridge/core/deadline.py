@@ -51,8 +51,9 @@ def call_with_deadline(fn: Callable[[], T], seconds: float, what: str, fix: str)
     return outcome[0]
 
 
-async def off_loop(fn: Callable[[], T], seconds: float, what: str, fix: str) -> T:
-    """`fn()` on a daemon thread, awaited on the running loop for at most `seconds` (then Overdue)."""
+async def off_loop(fn: Callable[[], T], seconds: float | None, what: str, fix: str) -> T:
+    """`fn()` on a daemon thread, awaited on the running loop for at most `seconds` (then Overdue; None:
+    without a deadline, for callers that bound the wait themselves)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -77,7 +78,23 @@ async def off_loop(fn: Callable[[], T], seconds: float, what: str, fix: str) -> 
     try:
         return await asyncio.wait_for(asyncio.shield(future), seconds)
     except TimeoutError:
-        raise _overdue(what, seconds, fix) from None
+        raise _overdue(what, seconds or 0.0, fix) from None
+
+
+async def unless_stopped(stop: asyncio.Event, fn: Callable[[], None], what: str) -> None:
+    """`fn()` on a daemon thread (its exceptions raised here), unless `stop` is set first: then the wait ends
+    at once and the call goes on unobserved. For start-up work that waits on an outside server, so a stop
+    request during it is obeyed at once."""
+    work = asyncio.ensure_future(off_loop(fn, None, what, ""))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+    if work.done() and not work.cancelled():
+        work.result()
 
 
 class UnwaitedExecutor(ThreadPoolExecutor):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
-from bridge.core.deadline import UnwaitedExecutor, off_loop
+from bridge.core.deadline import UnwaitedExecutor, off_loop, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
@@ -281,14 +281,16 @@ class Daemon:
             gc.collect()
             gc.freeze()
             self.pipeline.start()
+            # The sound server may be slow or hung: a stop request during these is obeyed at once.
             if self.config.outputs.passthrough.create:
                 try:
-                    await self.loop.run_in_executor(None, self._create_virtual_mic)
+                    await unless_stopped(self._stop_event, self._create_virtual_mic, "making the virtual microphone")
                 except UserError as exc:
                     log.warning("the virtual microphone is off: %s", exc)
-            if self.config.outputs.passthrough.enabled:
+            if self.config.outputs.passthrough.enabled and not self._stop_event.is_set():
+                device = self.config.outputs.passthrough.device
                 try:
-                    await self.loop.run_in_executor(None, self.set_audio_output, self.config.outputs.passthrough.device)
+                    await unless_stopped(self._stop_event, lambda: self.set_audio_output(device), "opening the voice output")
                 except UserError as exc:
                     log.warning("delayed audio passthrough is off: %s", exc)
             self.running = True

@@ -80,7 +80,8 @@ class DaemonProcess:
         self.port = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> DaemonProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to be ready."""
         self.config_path.write_text(tomli_w.dumps(self.config))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("CI_DEBUG", None)
@@ -88,6 +89,11 @@ class DaemonProcess:
                 "run", "--config", str(self.config_path)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp)
+        return self.proc
+
+    def start(self, timeout: float = 90.0) -> DaemonProcess:
+        self.launch()
+        assert self.proc is not None
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             m = READY.search(self.log())

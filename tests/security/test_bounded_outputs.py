@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -160,6 +161,37 @@ def test_a_hung_sound_server_is_named_and_cannot_hold_the_stop(pulse: PulseServe
     mic.create()
     mic.remove()
     assert mic_modules(pulse) == []
+
+
+def test_a_stop_while_the_daemon_waits_on_a_hung_server_at_start_is_obeyed(pulse: PulseServer,
+                                                                           tmp_path: Path) -> None:
+    """SIGTERM while the daemon makes its microphone on a server that never answers (pactl waits up to 10 s)."""
+    with socket.socket() as probe:  # a free port, so /health can be asked before the daemon says it runs
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = DaemonProcess(tmp_path / "starting", {"http": {"port": port},
+                                                   "outputs": {"passthrough": {"create": True}}})
+    daemon.port = port
+    os.kill(pulse.pid, signal.SIGSTOP)
+    try:
+        daemon.launch()
+
+        def serving() -> bool:
+            assert daemon.alive(), daemon.log()[-2000:]
+            try:
+                return daemon.request("GET", "/health", timeout=5).status in (200, 503)
+            except OSError:
+                return False
+
+        wait_for(serving, 120, "the daemon serving HTTP")  # the microphone comes after HTTP and the pipeline
+        time.sleep(1.0)
+        assert "running:" not in daemon.log(), "the microphone did not wait on the stopped server"
+        took = stop_seconds(daemon)
+    finally:
+        os.kill(pulse.pid, signal.SIGCONT)
+        daemon.stop()
+    assert daemon.proc is not None and daemon.proc.returncode == 0, daemon.log()[-2000:]
+    assert took <= STOP_BOUND_S + LOADED_SLACK_S, f"the stop took {took:.2f} s:\n{daemon.log()[-2000:]}"
 
 
 # ---- a publisher to a Janus that stops answering --------------------------------------------------------------
