@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -81,20 +81,22 @@ async def off_loop(fn: Callable[[], T], seconds: float | None, what: str, fix: s
         raise _overdue(what, seconds or 0.0, fix) from None
 
 
-async def unless_stopped(stop: asyncio.Event, fn: Callable[[], None], what: str) -> None:
-    """`fn()` on a daemon thread (its exceptions raised here), unless `stop` is set first: then the wait ends
-    at once and the call goes on unobserved. For start-up work that waits on an outside server, so a stop
-    request during it is obeyed at once."""
-    work = asyncio.ensure_future(off_loop(fn, None, what, ""))
+async def unless_stopped(stop: asyncio.Event, work: Awaitable[object]) -> None:
+    """Await `work` (its exceptions raised here) unless `stop` is set first: then it is cancelled and this
+    returns at once (what it runs on other threads goes on unobserved). For start-up work that waits on an
+    outside server, so a stop request during it is obeyed at once."""
+    task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-        if not work.done():
-            work.cancel()
-    if work.done() and not work.cancelled():
-        work.result()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()
 
 
 class UnwaitedExecutor(ThreadPoolExecutor):
