@@ -105,15 +105,19 @@ class DaemonProcess:
             time.sleep(0.1)
         raise TimeoutError(f"the daemon did not start within {timeout} s:\n{self.log()[-3000:]}")
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 20.0) -> float:
+        """SIGTERM; the seconds until the process has exited (killed after `wait`: then `wait` is returned)."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return 0.0
+        started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(20)
+            self.proc.wait(wait)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+            return wait
+        return time.monotonic() - started
 
     def open_fds(self) -> int:
         """How many file descriptors the daemon process holds."""

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,20 +42,6 @@ def named(daemon: DaemonProcess, stage: str) -> dict[str, Any] | None:
     status, body = health(daemon)
     bad = {entry["stage"]: entry for entry in body.get("stalled", [])}
     return bad.get(stage) if status == 503 else None
-
-
-def stop_seconds(daemon: DaemonProcess) -> float:
-    """SIGTERM, and the seconds until the process has exited (killed after 30 s: then 30 is returned)."""
-    assert daemon.proc is not None
-    started = time.monotonic()
-    daemon.proc.send_signal(signal.SIGTERM)
-    try:
-        daemon.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        daemon.proc.wait(5)
-        return 30.0
-    return time.monotonic() - started
 
 
 # ---- recordings -----------------------------------------------------------------------------------------------
@@ -128,7 +113,7 @@ def test_a_second_daemon_leaves_the_first_daemons_microphone_alone(pulse: PulseS
             assert "belongs to another running daemon" in second.log(), second.log()[-2000:]
             assert "left over" not in second.log()
         finally:
-            calm = stop_seconds(second)
+            calm = second.stop(30)
         assert mic_modules(pulse) == owned, "the second daemon touched the first one's microphone"
         assert health(first)[0] == 200
         assert calm <= STOP_BOUND_S + LOADED_SLACK_S, f"a calm stop took {calm:.2f} s"
@@ -147,7 +132,7 @@ def test_a_hung_sound_server_is_named_and_cannot_hold_the_stop(pulse: PulseServe
             voice = wait_for(lambda: named(daemon, "voice"), 30, "/health naming the voice output")
             assert voice["state"] == "stalled", voice
             daemon.assert_rendering(frames)  # the picture goes on
-            took = stop_seconds(daemon)
+            took = daemon.stop(30)
         finally:
             os.kill(pulse.pid, signal.SIGCONT)
         assert took <= STOP_BOUND_S + LOADED_SLACK_S, f"the stop took {took:.2f} s:\n{daemon.log()[-2000:]}"
@@ -186,7 +171,7 @@ def test_a_stop_while_the_daemon_waits_on_a_hung_server_at_start_is_obeyed(pulse
         wait_for(serving, 120, "the daemon serving HTTP")  # the microphone comes after HTTP and the pipeline
         time.sleep(1.0)
         assert "running:" not in daemon.log(), "the microphone did not wait on the stopped server"
-        took = stop_seconds(daemon)
+        took = daemon.stop(30)
     finally:
         os.kill(pulse.pid, signal.SIGCONT)
         daemon.stop()
@@ -216,7 +201,7 @@ async def test_a_janus_that_stops_answering_is_named_and_cannot_hold_the_stop(tm
                 why = (await asyncio.to_thread(daemon.status))["health"]["stages"]["publisher:janus"]
                 assert "Janus" in why.get("error", ""), why  # the reason, in /api/status (behind the token)
                 await asyncio.to_thread(daemon.assert_rendering, frames)
-                took = await asyncio.to_thread(stop_seconds, daemon)
+                took = await asyncio.to_thread(daemon.stop, 30)
             finally:
                 os.kill(janus.proc.pid, signal.SIGCONT)
             assert took <= STOP_BOUND_S + LOADED_SLACK_S, f"the stop took {took:.2f} s:\n{daemon.log()[-2000:]}"
