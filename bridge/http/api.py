@@ -20,6 +20,7 @@ from bridge.http.responses import error, fail, json_body
 from bridge.http.scope import add_route, session_of
 from bridge.runtime import registry
 from bridge.runtime.session import Session
+from drivers.output.pulse import HUNG_FIX
 
 
 def _gpu_memory() -> dict[str, Any] | None:
@@ -103,7 +104,6 @@ def _bool_field(body: dict[str, Any], name: str) -> bool:
 
 
 DEVICE_WAIT_S = 10.0  # how long a request waits for the sound system (a hung server never answers)
-HUNG = "is the sound server hung? (systemctl --user restart pipewire-pulse, or pulseaudio -k)"
 
 
 def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
@@ -130,7 +130,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def audio(request: web.Request) -> web.Response:
     try:  # PortAudio asks the sound server, which may hang
-        inputs, outputs, problem = await off_loop(_list_devices, DEVICE_WAIT_S, "listing the audio devices", HUNG)
+        inputs, outputs, problem = await off_loop(_list_devices, DEVICE_WAIT_S, "listing the audio devices", HUNG_FIX)
     except Overdue as exc:
         inputs, outputs, problem = [], [], str(exc)
     cfg = session_of(request).config
@@ -158,7 +158,7 @@ async def select_source(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
     try:
-        await off_loop(lambda: hub.set_audio_source(source, device), DEVICE_WAIT_S, f"opening {source!r}", HUNG)
+        await off_loop(lambda: hub.set_audio_source(source, device), DEVICE_WAIT_S, f"opening {source!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
                      "pick another device from GET /api/audio")
@@ -172,7 +172,7 @@ async def select_output(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
     try:
-        await off_loop(lambda: hub.set_audio_output(device), DEVICE_WAIT_S, f"opening {device!r}", HUNG)
+        await off_loop(lambda: hub.set_audio_output(device), DEVICE_WAIT_S, f"opening {device!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
     return web.json_response({"device": device})

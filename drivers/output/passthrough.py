@@ -31,6 +31,7 @@ from bridge.core.config import Config
 from bridge.core.deadline import Overdue, call_with_deadline
 from bridge.core.errors import UserError
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, MediaHub
+from drivers.output.pulse import HUNG_FIX
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ JUMP = 0.020  # seconds the delay must change by to move the stream at once (sma
 STALL = 0.030  # seconds behind in two readings running: the thread was starved and the server ran dry
 OPEN_WAIT_S = 5.0  # how long opening the output device may take (a hung sound server never answers)
 STOP_WAIT_S = 0.5  # how long stop() waits for each of its threads and for the device to close
-SERVER_FIX = "is the sound server hung? (systemctl --user restart pipewire-pulse, or pulseaudio -k)"
 
 
 class DelayLine:
@@ -140,7 +140,7 @@ class AudioPassthrough:
         if isinstance(spec, str) and spec.startswith(PULSE_PREFIX):
             sink = spec[len(PULSE_PREFIX):] or None
             call_with_deadline(lambda: self._open_pulse(sink), OPEN_WAIT_S, f"opening the sound server's sink "
-                               f"{sink!r}", SERVER_FIX)
+                               f"{sink!r}", HUNG_FIX)
         else:
             call_with_deadline(self._open_portaudio, OPEN_WAIT_S, f"opening the output device {spec!r}",
                                "check the device, or choose another one (avatar-bridge devices)")
@@ -246,7 +246,7 @@ class AudioPassthrough:
         if self._pulse is not None:
             if stuck or not self._pulse.close():
                 log.warning("the sound server did not answer: the delayed voice's stream is left open; %s",
-                            SERVER_FIX)
+                            HUNG_FIX)
             self._pulse = None
         if self._stream is not None:
             stream, self._stream = self._stream, None

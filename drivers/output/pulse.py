@@ -25,6 +25,7 @@ from bridge.core.errors import UserError
 PLAYBACK, RECORD = 1, 2  # pa_stream_direction_t
 FLOAT32LE = 5  # pa_sample_format_t PA_SAMPLE_FLOAT32LE
 DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose this buffer field
+HUNG_FIX = "is the sound server hung? (systemctl --user restart pipewire-pulse, or pulseaudio -k)"
 CLOSE_WAIT_S = 0.5  # how long close() waits for a read or write in progress (a hung server never returns)
 
 

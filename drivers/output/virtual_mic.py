@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bridge.core.config import Config
 from bridge.core.errors import UserError
+from drivers.output.pulse import HUNG_FIX
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ TIMEOUT = 10.0  # seconds for one pactl call
 REMOVE_WAIT_S = 0.6  # seconds for one pactl call while the daemon stops
 OWNER = "avatar_bridge.owner"
 OWNER_MARK = re.compile(rf"{re.escape(OWNER)}=(\d+)\.(\d+)")
-HUNG_FIX = "is the sound server hung? (systemctl --user restart pipewire-pulse or pulseaudio -k)"
 
 
 def _started(pid: int) -> int | None:
@@ -47,18 +47,17 @@ def _started(pid: int) -> int | None:
     return int(fields[19]) if len(fields) > 19 else None
 
 
-def owner_mark(pid: int | None = None) -> str:
-    """This process (or `pid`) as a module's owner: PID.START."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}.{_started(pid) or 0}"
+Owner = tuple[int, int]  # (process id, its start time)
 
 
-def owner_alive(mark: str) -> bool:
-    """Whether the process an owner mark names still runs (the same process, not a reused id)."""
-    found = OWNER_MARK.search(f"{OWNER}={mark}")
-    if found is None:
-        return False
-    pid, started = int(found.group(1)), int(found.group(2))
+def this_process() -> Owner:
+    pid = os.getpid()
+    return pid, _started(pid) or 0
+
+
+def owner_alive(owner: Owner) -> bool:
+    """Whether the owner still runs (the same process, not another that got its id since)."""
+    pid, started = owner
     return _started(pid) == started
 
 
@@ -105,7 +104,7 @@ class VirtualMic:
         """The passthrough output that plays into the sink (drivers.output.passthrough's `pulse:` devices)."""
         return f"pulse:{self.sink}"
 
-    def _ours(self) -> list[tuple[int, str | None]]:
+    def _ours(self) -> list[tuple[int, Owner | None]]:
         """Modules loaded for our sink and source (by an earlier run or another daemon too), newest first,
         each with its owner mark (None: made by a version that did not mark its modules)."""
         found = []
@@ -113,8 +112,8 @@ class VirtualMic:
             fields = line.split("\t")
             if len(fields) >= 3 and (f"sink_name={self.sink} " in fields[2] + " "
                                      or f"source_name={self.source} " in fields[2] + " "):
-                owner = OWNER_MARK.search(fields[2])
-                found.append((int(fields[0]), f"{owner.group(1)}.{owner.group(2)}" if owner else None))
+                mark = OWNER_MARK.search(fields[2])
+                found.append((int(fields[0]), (int(mark.group(1)), int(mark.group(2))) if mark else None))
         return sorted(found, reverse=True)
 
     def create(self) -> None:
@@ -123,13 +122,14 @@ class VirtualMic:
         running = [owner for _, owner in ours if owner is not None and owner_alive(owner)]
         if running:
             raise VirtualMicError(f"the virtual microphone {self.name!r} belongs to another running daemon "
-                                  f"(process {running[0].split('.')[0]}); stop that one first, or set "
+                                  f"(process {running[0][0]}); stop that one first, or set "
                                   "outputs.passthrough.create = false here")
         for module, owner in ours:
             log.info("unloading module %d left over from an earlier run%s", module,
-                     f" (process {owner.split('.')[0]}, which has ended)" if owner else "")
+                     f" (process {owner[0]}, which has ended)" if owner else "")
             pactl("unload-module", str(module))
-        mark = f"{OWNER}={owner_mark()}"
+        pid, started = this_process()
+        mark = f"{OWNER}={pid}.{started}"
         self.modules.append(int(pactl(
             "load-module", "module-null-sink", f"sink_name={self.sink}",
             f"sink_properties='device.description=\"{self.name} (voice in)\" {mark}'",
