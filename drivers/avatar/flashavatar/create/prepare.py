@@ -359,6 +359,9 @@ class Preparer:
 
     # -- all ----------------------------------------------------------------------------------------------------
     def run(self) -> PrepareResult:
+        from drivers.avatar.flashavatar.create.landmarks import solutions
+
+        solutions()  # the extra's installation is checked before anything else
         r = self.runner
         info = self.stage_probe()  # cheap, always run: it carries the up-front checks
         det = r.run("detect", self.stage_detect, lambda: _load_npz(self.work / "detect.npz"))
