@@ -52,8 +52,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _files(args: argparse.Namespace) -> Any:
+    """The FLAME files, after checking that the `create` extra is installed (the first thing a user must fix)."""
     from bridge.commands.avatar import _subject_paths
+    from drivers.avatar.flashavatar.create.landmarks import solutions
 
+    solutions()
     return _subject_paths(args)
 
 
