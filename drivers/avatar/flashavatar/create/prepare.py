@@ -46,7 +46,7 @@ DETECT_SIDE = 640  # frames are scaled to this longest side for face detection
 MIN_SECONDS = 20.0  # below this the avatar sees too few expressions and head poses to generalise
 LOST_STRETCH_S = 0.5  # a face missing this long is a dropped stretch (shorter gaps are bridged)
 DARK_LUMA = 40.0  # median face brightness (0-255) below which the video is too dark
-BLUR_VAR = 8.0  # median Laplacian variance of the face (at 128²) below which it is too blurred
+BLUR_VAR = 0.005  # median Laplacian variance / variance of the face (at 128²) below which it is too blurred
 BYTES_PER_FRAME = 160_000  # image + alpha + two masks, with room to spare
 WORK = ".work"
 
@@ -109,6 +109,16 @@ def _read_grey(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("L"))
+
+
+def kept_frames(valid: np.ndarray) -> np.ndarray:
+    """Frames inside a stretch of at least LOST_STRETCH_S without a face are dropped; shorter gaps are bridged
+    by the fit's smoothing."""
+    keep = np.ones_like(valid)
+    for a, b in rep.runs(np.nonzero(~valid)[0]):
+        if b - a + 1 >= LOST_STRETCH_S * FPS:
+            keep[a:b + 1] = False
+    return keep
 
 
 def image_name(i: int) -> str:
@@ -190,7 +200,9 @@ class Preparer:
                 if face.size:
                     grey = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY)
                     luma[fr.index] = float(np.median(grey))
-                    sharp[fr.index] = float(cv2.Laplacian(cv2.resize(grey, (128, 128)), cv2.CV_64F).var())
+                    small = cv2.resize(grey, (128, 128)).astype(np.float64)
+                    # detail relative to contrast, so a dim but sharp face is not called blurred
+                    sharp[fr.index] = float(cv2.Laplacian(small, cv2.CV_64F).var() / max(small.var(), 1.0))
             bar.update()
         bar.close()
         valid = np.isfinite(boxes[:, 0])
@@ -207,15 +219,15 @@ class Preparer:
             raise UserError(f"the video is too dark (face brightness {np.nanmedian(luma):.0f} of 255; needs "
                             f"{DARK_LUMA:.0f}+): record again facing a window or a lamp")
         if np.nanmedian(sharp) < BLUR_VAR:
-            raise UserError(f"the video is too blurred (face sharpness {np.nanmedian(sharp):.1f}; needs "
-                            f"{BLUR_VAR:.0f}+): record again with the phone steady, in focus and in good light")
+            raise UserError(f"the video is too blurred (face sharpness {np.nanmedian(sharp) * 1000:.1f}; needs "
+                            f"{BLUR_VAR * 1000:.0f}+): record again with the phone steady, in focus and in good light")
         _save_npz(self.work / "detect.npz", boxes=boxes, faces=faces, luma=luma, sharp=sharp)
         return {"boxes": boxes, "faces": faces}
 
     def _check_rotated(self, finder: Any, samples: list[np.ndarray], valid: np.ndarray) -> None:
         """A face found only in turned frames means the video's rotation is missing: say so and stop."""
-        for k, how in ((1, "90° clockwise (ffmpeg -i in.mp4 -vf transpose=2 out.mp4)"),
-                       (3, "90° counterclockwise (ffmpeg -i in.mp4 -vf transpose=1 out.mp4)"),
+        for k, how in ((1, "90° counterclockwise (ffmpeg -i in.mp4 -vf transpose=2 out.mp4)"),
+                       (3, "90° clockwise (ffmpeg -i in.mp4 -vf transpose=1 out.mp4)"),
                        (2, "upside down (ffmpeg -i in.mp4 -vf transpose=1,transpose=1 out.mp4)")):
             turned = sum(1 for s in samples if finder.find(np.ascontiguousarray(np.rot90(s, k))))
             if samples and turned > max(len(samples) // 2, int(valid.mean() * len(samples))):
@@ -291,7 +303,7 @@ class Preparer:
         from drivers.avatar.flashavatar.create.tracking import fit_video
 
         points, valid = lm["points"], lm["valid"].astype(bool)
-        valid = valid & self._kept(valid)
+        valid = valid & kept_frames(valid)
         bar = self.progress("track", 1)
 
         def progress(done: int, total: int) -> None:
@@ -304,15 +316,6 @@ class Preparer:
         save_tracking(self.work / "tracking.npz", result)
         write_frames(result, self.out / "checkpoint")
         return result
-
-    def _kept(self, valid: np.ndarray) -> np.ndarray:
-        """Frames inside a stretch of at least LOST_STRETCH_S without a face are dropped; shorter gaps are
-        bridged by the fit's smoothing."""
-        keep = np.ones_like(valid)
-        for a, b in rep._ranges(np.nonzero(~valid)[0]):
-            if b - a + 1 >= LOST_STRETCH_S * FPS:
-                keep[a:b + 1] = False
-        return keep
 
     # -- 6. parsing ---------------------------------------------------------------------------------------------
     def stage_parsing(self, lm: dict[str, np.ndarray], result: TrackingResult) -> None:
@@ -343,7 +346,7 @@ class Preparer:
                                for s in range(0, n, 64)])
         err = np.where(result.valid, result.landmark_error_px, np.nan)
         mesh[~result.valid] = np.nan
-        dropped = rep.dropped_ranges(self._kept(lm["valid"].astype(bool)),
+        dropped = rep.dropped_ranges(kept_frames(lm["valid"].astype(bool)),
                                      f"no face for {LOST_STRETCH_S:.1f} s or more")
         data = rep.ReportData([self.out / "imgs" / f"{image_name(i)}.jpg" for i in range(n)], lm["points"], mesh,
                               err, dropped, figures=self.figures(lm, result))

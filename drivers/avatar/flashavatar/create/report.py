@@ -32,7 +32,7 @@ class ReportData:
     figures: dict[str, str] = field(default_factory=dict)  # name -> value, printed as a table
 
 
-def _ranges(frames: np.ndarray) -> list[tuple[int, int]]:
+def runs(frames: np.ndarray) -> list[tuple[int, int]]:
     """Consecutive runs of the given sorted frame numbers as (first, last)."""
     out: list[tuple[int, int]] = []
     for f in frames.tolist():
@@ -44,7 +44,7 @@ def _ranges(frames: np.ndarray) -> list[tuple[int, int]]:
 
 
 def dropped_ranges(valid: np.ndarray, why: str) -> list[tuple[int, int, str]]:
-    return [(a, b, why) for a, b in _ranges(np.nonzero(~valid)[0])]
+    return [(a, b, why) for a, b in runs(np.nonzero(~valid)[0])]
 
 
 def describe(ranges: list[tuple[int, int, str]], limit: int = 6) -> str:
