@@ -32,6 +32,8 @@ def register(avsub: Any) -> None:
     create.add_argument("--size", type=int, default=512, help="training image height (upstream: 512)")
     create.add_argument("--mlp-width", type=int, default=256, help="deformation MLP width (upstream: 256)")
     create.add_argument("--mlp-layers", type=int, default=6, help="deformation MLP hidden layers (upstream: 6)")
+    create.add_argument("--mlp-init", choices=("upstream", "zero"), default="upstream",
+                        help="zero: the deformation starts at none (for small MLPs), as `avatar train` has it")
     create.add_argument("--no-lpips", action="store_true", help="leave out the LPIPS(VGG) loss after 15k iterations")
     create.add_argument("--style-checkpoint", type=Path, help="DiffPoseTalk's style-encoder checkpoint: also "
                         "write your speaking style (style.npy) next to the avatar")
@@ -80,7 +82,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise UserError(f"--style-checkpoint {args.style_checkpoint} does not exist; give DiffPoseTalk's "
                         "style-encoder checkpoint (or leave the option out)")
     opts = CreateOptions(_files(args), device=args.device, iterations=args.iterations, size=args.size,
-                         mlp_width=args.mlp_width, mlp_layers=args.mlp_layers, lpips=not args.no_lpips,
+                         mlp_width=args.mlp_width, mlp_layers=args.mlp_layers, zero_head=args.mlp_init == "zero",
+                         lpips=not args.no_lpips,
                          style_checkpoint=args.style_checkpoint, preview_frames=args.preview_frames,
                          progress=not args.no_progress, max_seconds=args.max_seconds)
     res = create(args.video, args.out, opts)

@@ -30,6 +30,7 @@ class CreateOptions:
     size: int | None = 512
     mlp_width: int = 256
     mlp_layers: int = 6
+    zero_head: bool = False  # start the deformation at zero (for small MLPs) instead of upstream's init
     lpips: bool = True
     style_checkpoint: Path | None = None
     preview_frames: int | None = None
@@ -90,7 +91,8 @@ def create(video: Path, out: Path, opts: CreateOptions) -> CreateResult:
         every = max(1, min(5000, iterations))
         topts = TrainOptions(iterations=iterations, size=opts.size, device=device, checkpoint_every=every,
                              preview_every=max(1, min(500, iterations)), log_every=max(1, min(100, iterations)),
-                             hidden_dim=opts.mlp_width, hidden_layers=opts.mlp_layers, lpips=opts.lpips,
+                             hidden_dim=opts.mlp_width, hidden_layers=opts.mlp_layers, zero_head=opts.zero_head,
+                             lpips=opts.lpips,
                              resume=latest_checkpoint(out) is not None, progress=opts.progress)
         result = Trainer(prep.dataset, out, opts.files, topts, say=opts.log).run()
         if result.interrupted:
@@ -108,8 +110,12 @@ def create(video: Path, out: Path, opts: CreateOptions) -> CreateResult:
     t0 = time.perf_counter()
     tracking = load_tracking(prep.dataset / ".work" / "tracking.npz")
     images = [prep.dataset / "imgs" / f"{i:05d}.jpg" for i in range(tracking.frames)]
-    preview = write_preview(out / "avatar.toml", tracking, images, out / "preview.mp4", device=device,
-                            max_frames=opts.preview_frames, progress=lambda name, n: Progress(name, n))
+    preview = out / "preview.mp4"
+    if preview.is_file() and preview.stat().st_mtime >= checkpoint.stat().st_mtime:
+        opts.log(f"[preview] {preview} is newer than the checkpoint: skipped")
+    else:
+        write_preview(out / "avatar.toml", tracking, images, preview, device=device, max_frames=opts.preview_frames,
+                      progress=lambda name, n: Progress(name, n))
     seconds["preview"] = time.perf_counter() - t0
     opts.log(f"[preview] {seconds['preview']:.1f} s")
     style = None

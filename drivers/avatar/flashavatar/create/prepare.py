@@ -304,7 +304,7 @@ class Preparer:
 
         points, valid = lm["points"], lm["valid"].astype(bool)
         valid = valid & kept_frames(valid)
-        bar = self.progress("track", 1)
+        bar = Progress("track", 1, unit="step", stream=self.opts.progress_stream or sys.stderr)
 
         def progress(done: int, total: int) -> None:
             bar.total = total
