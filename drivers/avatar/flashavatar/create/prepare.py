@@ -16,6 +16,7 @@ Stages, each resumable (see stages.py) and each printing its time:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import shutil
 import sys
@@ -302,19 +303,23 @@ class Preparer:
         from drivers.avatar.flashavatar.create.frame_files import write_frames
         from drivers.avatar.flashavatar.create.tracking import fit_video
 
-        points, valid = lm["points"], lm["valid"].astype(bool)
-        valid = valid & kept_frames(valid)
+        points, detected = lm["points"], lm["valid"].astype(bool)
+        kept = kept_frames(detected)
         bar = Progress("track", 1, unit="step", stream=self.opts.progress_stream or sys.stderr)
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.done)
 
-        result = fit_video(np.nan_to_num(points), valid, crops.SIZE, self.flame(), None, shipped_correspondence(),
-                           device=self.opts.device, progress=progress)
+        result = fit_video(np.nan_to_num(points), detected & kept, crops.SIZE, self.flame(), None,
+                           shipped_correspondence(), device=self.opts.device, progress=progress)
         bar.close()
         save_tracking(self.work / "tracking.npz", result)
-        write_frames(result, self.out / "checkpoint")
+        folder = self.out / "checkpoint"
+        if folder.is_dir():  # frames of an earlier, interrupted run
+            shutil.rmtree(folder)
+        # short gaps keep their interpolated tracking; a long stretch without a face gets no .frame (dropped)
+        write_frames(dataclasses.replace(result, valid=kept), folder, skip_invalid=True)
         return result
 
     # -- 6. parsing ---------------------------------------------------------------------------------------------
