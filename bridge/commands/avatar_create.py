@@ -37,6 +37,8 @@ def register(avsub: Any) -> None:
     create.add_argument("--no-lpips", action="store_true", help="leave out the LPIPS(VGG) loss after 15k iterations")
     create.add_argument("--style-checkpoint", type=Path, help="DiffPoseTalk's style-encoder checkpoint: also "
                         "write your speaking style (style.npy) next to the avatar")
+    create.add_argument("--style-stats", type=Path, help="the stats_train.npz the style encoder was trained with "
+                        "(needed with --style-checkpoint)")
     create.add_argument("--preview-frames", type=int, help="frames in preview.mp4 (default: all)")
     create.add_argument("--no-progress", action="store_true", help="no training progress bar")
     create.set_defaults(func=cmd_create)
@@ -78,13 +80,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_create(args: argparse.Namespace) -> int:
     from drivers.avatar.flashavatar.create.create import CreateOptions, create
 
-    if args.style_checkpoint is not None and not args.style_checkpoint.is_file():
-        raise UserError(f"--style-checkpoint {args.style_checkpoint} does not exist; give DiffPoseTalk's "
-                        "style-encoder checkpoint (or leave the option out)")
+    if args.style_checkpoint is not None:  # checked before hours of work, not after
+        from drivers.avatar.flashavatar.create.style import load_encoder
+        from drivers.face.diffposetalk.checkpoint import load_stats
+
+        if args.style_stats is None:
+            raise UserError("--style-checkpoint needs --style-stats: the stats_train.npz its encoder was trained "
+                            "with (DiffPoseTalk's datasets/HDTF_TFHP/lmdb/stats_train.npz)")
+        load_encoder(args.style_checkpoint)
+        load_stats(args.style_stats)
     opts = CreateOptions(_files(args), device=args.device, iterations=args.iterations, size=args.size,
                          mlp_width=args.mlp_width, mlp_layers=args.mlp_layers, zero_head=args.mlp_init == "zero",
                          lpips=not args.no_lpips,
-                         style_checkpoint=args.style_checkpoint, preview_frames=args.preview_frames,
+                         style_checkpoint=args.style_checkpoint,
+                         style_stats=args.style_stats, preview_frames=args.preview_frames,
                          progress=not args.no_progress, max_seconds=args.max_seconds)
     res = create(args.video, args.out, opts)
     print(f"avatar:  {res.avatar_toml}  ->  avatar-bridge run --config {res.avatar_toml}")

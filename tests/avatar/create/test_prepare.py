@@ -1,6 +1,6 @@
 """A short real clip through `avatar create` on the CPU: prepare (frames, landmarks, masks, FLAME tracking,
-report) → a few training iterations → the avatar loads through its avatar.toml and renders, and preview.mp4
-shows video and avatar side by side. The dataset is upstream's layout, read by the trainer's own reader, and a
+report) → a few training iterations → the avatar loads through its avatar.toml and renders, preview.mp4
+shows video and avatar side by side, and style.npy (the style encoder over the tracked motion) is referenced. The dataset is upstream's layout, read by the trainer's own reader, and a
 second run skips every complete stage while a damaged stage is redone.
 
 Tiny on purpose (40 frames, 64² training, a 2 x 32 MLP started at zero as tests/avatar/flashavatar/test_train.py
@@ -25,6 +25,7 @@ from tests.golden_files import golden_dir, require
 FRAMES = 40
 TINY = ["--iterations", "4", "--size", "64", "--mlp-width", "32", "--mlp-layers", "2", "--mlp-init", "zero",
         "--no-lpips", "--preview-frames", "4", "--no-progress", "--device", "cpu"]
+STYLE = Path(__file__).resolve().parents[2] / "data" / "golden_style"
 
 
 def _flame_opts(tmp: Path) -> list[str]:
@@ -43,7 +44,8 @@ def created(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     clip = write_clip(tmp / "clip.mp4", FRAMES)
     out = tmp / "me"
     try:
-        rc = main(["avatar", "create", str(clip), "--out", str(out), *_flame_opts(tmp), *TINY])
+        rc = main(["avatar", "create", str(clip), "--out", str(out), *_flame_opts(tmp), *TINY,
+                   "--style-checkpoint", str(STYLE / "se_nohead.pt"), "--style-stats", str(STYLE / "stats.npz")])
     finally:
         torch.set_num_threads(before)
     return {"rc": rc, "out": out, "clip": clip, "tmp": tmp}
@@ -97,6 +99,7 @@ def test_the_avatar_loads_renders_and_previews(created: dict[str, Any]) -> None:
     out = created["out"]
     cfg = load_config(out / "avatar.toml", overrides={"video": {"width": 128, "height": 128},
                                                       "avatar": {"device": "cpu"}})
+    assert cfg.face.diffposetalk.style == out / "style.npy" and np.load(out / "style.npy").shape == (32,)
     avatar = FlashAvatarAvatar.from_config(cfg)
     img = avatar.render(FaceParams.neutral())
     avatar.close()

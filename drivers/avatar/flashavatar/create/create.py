@@ -33,6 +33,7 @@ class CreateOptions:
     zero_head: bool = False  # start the deformation at zero (for small MLPs) instead of upstream's init
     lpips: bool = True
     style_checkpoint: Path | None = None
+    style_stats: Path | None = None  # the statistics file the style encoder was trained with
     preview_frames: int | None = None
     log: Callable[[str], None] = print
     progress: bool = True
@@ -123,7 +124,8 @@ def create(video: Path, out: Path, opts: CreateOptions) -> CreateResult:
         from drivers.avatar.flashavatar.create.style import write_style
 
         t0 = time.perf_counter()
-        style = write_style(opts.style_checkpoint, tracking, out, device=device)
+        assert opts.style_stats is not None
+        style = write_style(opts.style_checkpoint, opts.style_stats, tracking, out, device=device)
         seconds["style"] = time.perf_counter() - t0
         opts.log(f"[style] {seconds['style']:.1f} s")
     opts.log("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) +
