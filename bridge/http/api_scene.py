@@ -3,6 +3,8 @@
 GET  /api/scene                 {"background": "default", "backgrounds": [...], "alpha": {"wanted", "holders"}}
 POST /api/scene/background      {"name": "office"}: switch to a background of the configured table
 
+Both are also served per session under /api/sessions/<id>/scene….
+
 The name is checked against the table before anything is read (a vocabulary: the network never names a file);
 the file is loaded off the event loop. Like every state-changing route it goes through the request policy
 (JSON body, the daemon's own origin or an allowed one, the token when set).
@@ -15,21 +17,21 @@ import asyncio
 from aiohttp import web
 
 from bridge.core.errors import UserError
-from bridge.http.keys import HUB_KEY
 from bridge.http.responses import error, json_body
+from bridge.http.scope import add_route, session_of
 
 MAX_NAME = 64
 
 
 async def scene(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     demand = hub.alpha_demand
     return web.json_response({"background": hub.backgrounds.current, "backgrounds": hub.backgrounds.names(),
                               "alpha": {"wanted": demand.wanted, "holders": demand.holders()}})
 
 
 async def background(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     data = await json_body(request)
     name = data.get("name")
     names = hub.backgrounds.names()
@@ -45,5 +47,5 @@ async def background(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/scene", scene)
-    app.router.add_post("/api/scene/background", background)
+    add_route(app, "GET", "/api/scene", scene)
+    add_route(app, "POST", "/api/scene/background", background)

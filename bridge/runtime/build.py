@@ -14,12 +14,13 @@ from bridge.core.config import Config
 from bridge.core.interfaces import (
     AudioSource,
     Avatar,
-    BackgroundControl,
     ControlSurface,
     FaceDriver,
     FrameSink,
     MediaHub,
+    SessionScope,
 )
+from bridge.core.models import ModelCache, process_models
 from bridge.runtime import registry
 
 if TYPE_CHECKING:
@@ -28,17 +29,22 @@ if TYPE_CHECKING:
     from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
+    from drivers.output.webrtc.fanout import MediaFanout
+    from drivers.output.webrtc.peers import ViewerHub
+    from drivers.output.webrtc.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 
-def avatar(config: Config, demand: AlphaDemand) -> SceneAvatar:
-    """The head avatar of `avatar.kind`, rendering its region of the frame as `[video.framing]` places it,
-    inside the scene that composites torso and head over the background (alpha while `demand` wants it)."""
+def avatar(config: Config, demand: AlphaDemand, models: ModelCache | None = None) -> SceneAvatar:
+    """The head avatar of `avatar.kind` (its weights from `models`, default: the process's cache, shared by every
+    session), rendering its region of the frame as `[video.framing]` places it, inside the scene that composites
+    torso and head over the background (alpha while `demand` wants it)."""
     from drivers.avatar.scene import build as scene_build
 
     framed = scene_build.framing(config)
-    head: Avatar = registry.create("avatar", config.avatar.kind, config, framing=framed)
+    head: Avatar = registry.create("avatar", config.avatar.kind, config, models=models or process_models(),
+                                   framing=framed)
     return scene_build.scene(config, head, framed, demand)
 
 
@@ -49,8 +55,10 @@ def backgrounds(config: Config, scene: SceneAvatar) -> BackgroundTable:
     return BackgroundTable(scene, config.avatar.background, config.avatar.backgrounds)
 
 
-def face_driver(config: Config, avatar: Avatar) -> FaceDriver:
-    made: FaceDriver = registry.create("face", config.face.driver, config, avatar=avatar)
+def face_driver(config: Config, avatar: Avatar, models: ModelCache | None = None) -> FaceDriver:
+    """The face driver, its weights (and hop batcher) from `models` (default: the process's cache)."""
+    made: FaceDriver = registry.create("face", config.face.driver, config, avatar=avatar,
+                                       models=models or process_models())
     return made
 
 
@@ -84,14 +92,15 @@ def sinks(config: Config) -> list[FrameSink]:
     return [registry.create("sink", name, config) for name in names]
 
 
-def control_surfaces(config: Config, mixer: Mixer, backgrounds: BackgroundControl) -> list[ControlSurface]:
-    """The enabled surfaces, not yet started (the daemon starts them on its loop). MIDI without a usable
-    backend or port is left off with a warning: the daemon runs without it."""
+def control_surfaces(config: Config, mixer: Mixer, sessions: SessionScope) -> list[ControlSurface]:
+    """The enabled surfaces, not yet started (the daemon starts them on its loop); OSC addresses the default
+    session's `mixer` and, by name, the daemon's `sessions`. MIDI without a usable backend or port is left off
+    with a warning: the daemon runs without it."""
     from drivers.control.midi import MidiError
 
     surfaces: list[ControlSurface] = []
     if config.osc.enabled:
-        surfaces.append(registry.create("control", "osc", config, state=mixer.state, backgrounds=backgrounds))
+        surfaces.append(registry.create("control", "osc", config, state=mixer.state, sessions=sessions))
     if config.vmc.enabled:
         surfaces.append(registry.create("control", "vmc", config))
     if config.midi.enabled:
@@ -111,4 +120,16 @@ def passthrough(config: Config, hub: MediaHub, device: str | int | None) -> Audi
 def virtual_mic(config: Config) -> VirtualMic:
     """The Linux virtual microphone the delayed speech plays into (not yet created)."""
     made: VirtualMic = registry.create("output", "virtual_mic", config)
+    return made
+
+
+def viewers(config: Config, hub: MediaHub) -> ViewerHub:
+    """The WebRTC viewers of `hub` (one session): WHEP, the JSON offer, talk-in audio."""
+    made: ViewerHub = registry.create("output", "viewers", config, hub=hub)
+    return made
+
+
+def publisher(name: str, config: Config, hub: MediaHub, fanout: MediaFanout) -> Publisher:
+    """A WHIP or Janus publisher of `hub`, fed by the viewers' shared encoders (not yet started)."""
+    made: Publisher = registry.create("output", name, config, hub=hub, fanout=fanout)
     return made

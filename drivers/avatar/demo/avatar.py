@@ -35,6 +35,7 @@ import torch
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import NeckPose, RenderedImage
+from bridge.core.models import ModelCache
 from drivers.avatar.demo.head import HeadModel, build_head
 from drivers.avatar.demo.rig import HeadRig
 from drivers.avatar.scene.framing import HeadFraming
@@ -117,9 +118,11 @@ class DemoAvatar:
         self.neck = NeckPose(float(x), float(y), 0.0, float(placed.K[1, 1] / base[2]))
 
     @classmethod
-    def from_config(cls, config: Config, framing: HeadFraming | None = None) -> DemoAvatar:
+    def from_config(cls, config: Config, *, models: ModelCache | None = None,
+                    framing: HeadFraming | None = None) -> DemoAvatar:
         """The video size and the [avatar] section's renderer, device, background and zoom; with `framing`, the
-        head alone (with alpha) in its region of the frame, for a scene to composite."""
+        head alone (with alpha) in its region of the frame, for a scene to composite. The demo head is made in
+        code, so there is nothing to take from `models`."""
         a = config.avatar
         background = a.background if isinstance(a.background, tuple) else (0.0, 0.0, 0.0)
         return cls(width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
