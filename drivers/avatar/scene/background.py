@@ -168,6 +168,10 @@ class VideoBackground:
             self._current = self._next[1]
             self._next = None
 
+    @property
+    def decoding(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
