@@ -322,6 +322,11 @@ class FlashAvatarAvatar:
         self._joints_host = self.model.joints0.detach().cpu().double().numpy()
         self._view_host = view
 
+    @property
+    def placement(self) -> RoiCamera | None:
+        """The framing's intrinsics for the whole frame and the region this head renders (None unless framed)."""
+        return self._placed
+
     def neck_pose(self, params: FaceParams) -> NeckPose | None:
         """Where FLAME's root joint (the neck's base) is in the frame after this frame's head motion, and the
         on-screen turn of the neck there (None unless framed)."""
