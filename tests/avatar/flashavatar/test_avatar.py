@@ -149,7 +149,7 @@ def test_framed_head_renders_its_region_and_reports_its_neck(tmp_path: Path) -> 
     assert img.alpha is not None and img.rgb.shape[:2] == (av.height, av.width) and av.width < 160
     ox, oy = img.origin
     assert img.alpha[0, 0] == 0 and tuple(img.rgb[0, 0]) == (0, 0, 0)  # not the green asked for: composited later
-    ys, xs = np.nonzero(img.alpha > 128)
+    _, xs = np.nonzero(img.alpha > 128)
     assert abs((xs.mean() + ox) - 80) < 6  # centred across, as the framing says
     # The region is the whole frame's picture there: render the whole frame through the framing's intrinsics.
     whole = FlashAvatarAvatar(**(kw | {"transparent": True}))  # type: ignore[arg-type]
