@@ -54,11 +54,12 @@ def _cover(image: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint
     return np.ascontiguousarray(scaled[y0 : y0 + height, x0 : x0 + width])
 
 
-class ColourBackground:
-    def __init__(self, rgb: tuple[float, float, float], width: int, height: int) -> None:
-        self.description = "#" + "".join(f"{round(c * 255):02x}" for c in rgb)
-        self._frame = np.empty((height, width, 3), np.uint8)
-        self._frame[:] = np.round(np.asarray(rgb) * 255.0).astype(np.uint8)
+class StillBackground:
+    """One unchanging picture (read-only: the GPU path keeps it on the device by identity)."""
+
+    def __init__(self, picture: NDArray[np.uint8], description: str) -> None:
+        self.description = description
+        self._frame = picture
         self._frame.flags.writeable = False
 
     def frame(self, t: float) -> NDArray[np.uint8]:
@@ -68,11 +69,17 @@ class ColourBackground:
         """Nothing to release."""
 
 
-class ImageBackground:
+class ColourBackground(StillBackground):
+    def __init__(self, rgb: tuple[float, float, float], width: int, height: int) -> None:
+        picture = np.empty((height, width, 3), np.uint8)
+        picture[:] = np.round(np.asarray(rgb) * 255.0).astype(np.uint8)
+        super().__init__(picture, "#" + "".join(f"{round(c * 255):02x}" for c in rgb))
+
+
+class ImageBackground(StillBackground):
     def __init__(self, path: Path, width: int, height: int) -> None:
         from PIL import Image, UnidentifiedImageError
 
-        self.description = str(path)
         try:
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PICTURE_PIXELS:
@@ -82,14 +89,7 @@ class ImageBackground:
         except (OSError, UnidentifiedImageError) as exc:
             raise BackgroundError(f"background picture {path} cannot be read ({exc}); use a PNG or JPEG file") \
                 from None
-        self._frame = _cover(rgb, width, height)
-        self._frame.flags.writeable = False
-
-    def frame(self, t: float) -> NDArray[np.uint8]:
-        return self._frame
-
-    def close(self) -> None:
-        """Nothing to release."""
+        super().__init__(_cover(rgb, width, height), str(path))
 
 
 class VideoBackground:

@@ -44,34 +44,19 @@ class Compositor(Protocol):
 class NumpyCompositor:
     def compose(self, background: NDArray[np.uint8] | None, layers: list[Layer], width: int, height: int,
                 with_alpha: bool) -> Composited:
+        fg: NDArray[np.uint8] | None = None
+        alpha: NDArray[np.uint8] | None = None
+        if with_alpha:  # the avatar alone over black, and its coverage
+            fg = np.zeros((height, width, 3), np.uint8)
+            alpha = np.zeros((height, width), np.uint8)
+            for layer in layers:
+                over_np(fg, alpha, layer.rgb, layer.alpha, layer.x0, layer.y0)
+            if background is None:  # the picture is the avatar over black too
+                return Composited(fg, alpha, fg)
         rgb = np.zeros((height, width, 3), np.uint8) if background is None else background.copy()
         for layer in layers:
             over_np(rgb, None, layer.rgb, layer.alpha, layer.x0, layer.y0)
-        if not with_alpha:
-            return Composited(rgb)
-        if background is None:  # the picture is already the avatar over black: only the coverage is new
-            fg = rgb
-            alpha = np.zeros((height, width), np.uint8)
-            for layer in layers:
-                _over_alpha_np(alpha, layer)
-            return Composited(rgb, alpha, fg)
-        fg = np.zeros((height, width, 3), np.uint8)
-        alpha = np.zeros((height, width), np.uint8)
-        for layer in layers:
-            over_np(fg, alpha, layer.rgb, layer.alpha, layer.x0, layer.y0)
         return Composited(rgb, alpha, fg)
-
-
-def _over_alpha_np(alpha: NDArray[np.uint8], layer: Layer) -> None:
-    from drivers.avatar.scene.composite import _div255_np, clip_box
-
-    box = clip_box(layer.x0, layer.y0, layer.alpha.shape[1], layer.alpha.shape[0], alpha.shape[1], alpha.shape[0])
-    if box is None:
-        return
-    fr, fc, lr, lc = box
-    a = layer.alpha[lr, lc]
-    da = alpha[fr, fc]
-    da[...] = a + _div255_np(da.astype(np.uint32) * (255 - a).astype(np.uint32))
 
 
 class TorchCompositor:
