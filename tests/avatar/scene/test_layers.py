@@ -145,3 +145,20 @@ def test_config_forms(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[avatar]\nbackground = "wall.png"\n')
     assert load_config(f, environ={}).avatar.background == tmp_path / "wall.png"  # relative to the file
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_compositor_gives_the_cpu_bytes() -> None:
+    rng = np.random.default_rng(3)
+    bg = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    bg.flags.writeable = False
+    alpha = rng.choice(np.array([0, 30, 128, 255], np.uint8), (360, 290))
+    colour = (rng.random((360, 290, 3)) * alpha[..., None]).astype(np.uint8)
+    layers = [Layer(colour, alpha, 500, 400), Layer(colour, alpha, 495, 100)]
+    for with_alpha in (False, True):
+        a = NumpyCompositor().compose(bg, layers, 1280, 720, with_alpha)
+        b = TorchCompositor("cuda").compose(bg, layers, 1280, 720, with_alpha)
+        assert np.array_equal(a.rgb, b.rgb)
+        if with_alpha:
+            assert a.alpha is not None and b.alpha is not None and a.foreground is not None
+            assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground)
