@@ -119,8 +119,9 @@ class HopBatcher:
 
     # ------------------------------------------------------------------------------------- hops
     def run(self, hop: HopInput, deadline: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hop's (window x0, window features), computed in a batch that starts no later than `deadline`
-        (time.monotonic()) allows, where the machine allows. Called by a member's own thread."""
+        """The hop's (window x0, window features), computed in a batch that stops waiting for other hops early
+        enough to end by `deadline` (time.monotonic(); less the batch's measured run time). Called by a member's
+        own thread."""
         req = _Request(hop, deadline, time.monotonic())
         if self.stream is not None:
             req.ready = torch.cuda.Event()
