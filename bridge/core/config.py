@@ -153,6 +153,9 @@ class PipelineConfig(Section):
     # Time for the face and render compute beyond the driver's latency: auto = 30 ms when the avatar renders on
     # a GPU (a frame takes a few ms), 60 ms on the CPU (room for a CPU render of up to one frame period).
     margin_ms: float | Literal["auto"] = "auto"
+    # On a GPU shared with other programs, the avatar's render and the face driver's hops run on CUDA streams of
+    # the highest priority, so their kernels go ahead of the other programs' waiting ones.
+    gpu_priority: bool = True
 
     @field_validator("margin_ms", mode="before")
     @classmethod
