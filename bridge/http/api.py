@@ -7,7 +7,6 @@ mixer, the same path OSC and MIDI use, so the panel is just one more control sur
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -15,11 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from bridge.controls.commands import IDLE_FEATURES
+from bridge.core.deadline import Overdue, off_loop
 from bridge.core.interfaces import ControlEvent
 from bridge.http.responses import error, fail, json_body
 from bridge.http.scope import add_route, session_of
 from bridge.runtime import registry
 from bridge.runtime.session import Session
+from drivers.output.pulse import HUNG_FIX
 
 
 def _gpu_memory() -> dict[str, Any] | None:
@@ -101,6 +102,9 @@ def _bool_field(body: dict[str, Any], name: str) -> bool:
     return value
 
 
+DEVICE_WAIT_S = 10.0  # how long a request waits for the sound system (a hung server never answers)
+
+
 def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
     """Audio inputs and outputs through PortAudio; an empty list and the reason when it is unusable."""
     try:
@@ -124,7 +128,10 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def audio(request: web.Request) -> web.Response:
-    inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
+    try:  # PortAudio asks the sound server, which may hang
+        inputs, outputs, problem = await off_loop(_list_devices, DEVICE_WAIT_S, "listing the audio devices", HUNG_FIX)
+    except Overdue as exc:
+        inputs, outputs, problem = [], [], str(exc)
     cfg = session_of(request).config
     return web.json_response(
         {
@@ -150,7 +157,7 @@ async def select_source(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_source, source, device)
+        await off_loop(lambda: hub.set_audio_source(source, device), DEVICE_WAIT_S, f"opening {source!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
                      "pick another device from GET /api/audio")
@@ -164,7 +171,7 @@ async def select_output(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_output, device)
+        await off_loop(lambda: hub.set_audio_output(device), DEVICE_WAIT_S, f"opening {device!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
     return web.json_response({"device": device})

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config, SessionSpec
+from bridge.core.deadline import UnwaitedExecutor, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
-    from bridge.core.interfaces import Avatar, FaceDriver
+    from bridge.core.interfaces import Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -243,6 +244,12 @@ class Daemon:
     def remove_sink(self, sink: FrameSink) -> None:
         self.session.remove_sink(sink)
 
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.session.follow_output(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.session.forget_output(stage)
+
     def output_failures(self) -> list[BaseException]:
         return self.session.output_failures()
 
@@ -332,6 +339,7 @@ class Daemon:
     async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
         """Run until stopped; returns a process exit code."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(UnwaitedExecutor())  # a call stuck on a hung device never holds the exit
         self._stop_event = asyncio.Event()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -352,8 +360,10 @@ class Daemon:
             # sight, a full collection during the stream walks only what the stream makes, a shorter pause.
             gc.collect()
             gc.freeze()
-            await self.session.start(on_finished=self.request_stop)
-            await self._start_fixed()
+            # The session's start may wait on a sound server that hangs: a stop request during it is obeyed at once.
+            await unless_stopped(self._stop_event, self.session.start(on_finished=self.request_stop))
+            if not self._stop_event.is_set():
+                await self._start_fixed()
             self.running = True
             if ready is not None:
                 ready(self)
