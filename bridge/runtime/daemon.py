@@ -5,7 +5,8 @@ default session's file, or a duration).
 
 A session (`bridge.runtime.session.Session`) is the unit that serves one avatar; the host holds what a
 process has once: the HTTP server, the control surfaces (OSC routes `/avatar/<session>/…` by name), the
-registry with admission (`bridge.runtime.sessions`), and the thread sessions are built in. The HTTP
+registry with admission (`bridge.runtime.sessions`), the model cache every session's drivers get their
+weights from (`bridge.core.models`), and the thread sessions are built in. The HTTP
 application is handed in by the caller (`bridge.http.app.build_app` from the CLI), so the runtime never
 imports the UI above it. For the single-avatar routes the host is also a `MediaHub`: every such call goes to
 the default session.
@@ -30,6 +31,7 @@ from bridge.core.deadline import UnwaitedExecutor, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.models import ModelCache, process_models
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
@@ -75,8 +77,9 @@ class Daemon:
         self._config = config
         self._http_app = http_app
         self.sessions = SessionRegistry(config)
-        self.session = Session(DEFAULT, config, duration=duration, live=live, surfaces=self._control_surfaces,
-                               progress=progress)
+        self.models: ModelCache = process_models()  # every session's weights: loaded once per process
+        self.session = Session(DEFAULT, config, models=self.models, duration=duration, live=live,
+                               surfaces=self._control_surfaces, progress=progress)
         for spec in config.sessions.fixed:  # a fixed session the config cannot run is an error at start
             session_config(config, spec, str(spec.name))
         self._surfaces: list[ControlSurface] = []
@@ -133,7 +136,7 @@ class Daemon:
 
     def _build(self, name: str, config: Config, fixed: bool) -> Session:
         """Blocking: load the session's models and, when the daemon serves HTTP, its WebRTC viewers."""
-        session = Session(name, config, surfaces=self._control_surfaces, fixed=fixed)
+        session = Session(name, config, models=self.models, surfaces=self._control_surfaces, fixed=fixed)
         if self._serves_http:
             session.open_viewers()
         return session
