@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
-    from bridge.core.interfaces import Avatar, FaceDriver, OutputProbe
+    from bridge.core.interfaces import AudioSource, Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -195,7 +195,7 @@ class Daemon:
         return self.session.face_driver
 
     @property
-    def audio_source(self) -> Any:
+    def audio_source(self) -> AudioSource:
         return self.session.audio_source
 
     @property
