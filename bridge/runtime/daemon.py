@@ -54,10 +54,13 @@ BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is giv
 
 
 def _close_abandoned(built: asyncio.Future[Session]) -> None:
-    """A session that finished loading after its creation was given up: free its models."""
+    """A session that finished loading after its creation was given up: free its models, and take its face
+    driver out of the hop batcher it joined."""
     if not built.cancelled() and built.exception() is None:
-        with contextlib.suppress(Exception):
-            built.result().avatar.close()
+        session = built.result()
+        for close in (session.avatar.close, session.face_driver.close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 class Daemon:
