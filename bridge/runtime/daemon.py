@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config, SessionSpec
+from bridge.core.deadline import UnwaitedExecutor, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
-    from bridge.core.interfaces import Avatar, FaceDriver
+    from bridge.core.interfaces import Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -48,6 +49,13 @@ log = logging.getLogger(__name__)
 
 HttpApp = Callable[["Daemon"], "web.Application"]
 BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is given up
+
+
+def _close_abandoned(built: asyncio.Future[Session]) -> None:
+    """A session that finished loading after its creation was given up: free its models."""
+    if not built.cancelled() and built.exception() is None:
+        with contextlib.suppress(Exception):
+            built.result().avatar.close()
 
 
 class Daemon:
@@ -108,13 +116,15 @@ class Daemon:
         config = session_config(self._config, spec, name)
         self.sessions.reserve()
         try:
-            session = await asyncio.wait_for(loop.run_in_executor(self._builder, self._build, name, config, fixed),
-                                             BUILD_TIMEOUT_S)
+            built = loop.run_in_executor(self._builder, self._build, name, config, fixed)
+            try:
+                session = await asyncio.wait_for(asyncio.shield(built), BUILD_TIMEOUT_S)
+            except TimeoutError:
+                built.add_done_callback(_close_abandoned)
+                raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
+                                "files and the machine's load, then try again") from None
             await session.start(on_finished=lambda: loop.call_soon_threadsafe(self._session_finished, name))
             self.sessions.add(session)
-        except TimeoutError:
-            raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
-                            "files and the machine's load, then try again") from None
         finally:
             self.sessions.release()
         log.info("session %s started (%s avatar, %s face driver, %s audio)", name[:8], config.avatar.kind,
@@ -136,7 +146,10 @@ class Daemon:
         if session is None:
             return False
         await session.stop()
-        log.info("session %s ended", name[:8])
+        if session.pipeline.error is not None:
+            log.warning("session %s ended by an error: %s", name[:8], session.pipeline.error)
+        else:
+            log.info("session %s ended", name[:8])
         return True
 
     def _session_finished(self, name: str) -> None:
@@ -231,6 +244,12 @@ class Daemon:
     def remove_sink(self, sink: FrameSink) -> None:
         self.session.remove_sink(sink)
 
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.session.follow_output(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.session.forget_output(stage)
+
     def output_failures(self) -> list[BaseException]:
         return self.session.output_failures()
 
@@ -320,6 +339,7 @@ class Daemon:
     async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
         """Run until stopped; returns a process exit code."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(UnwaitedExecutor())  # a call stuck on a hung device never holds the exit
         self._stop_event = asyncio.Event()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -340,8 +360,10 @@ class Daemon:
             # sight, a full collection during the stream walks only what the stream makes, a shorter pause.
             gc.collect()
             gc.freeze()
-            await self.session.start(on_finished=self.request_stop)
-            await self._start_fixed()
+            # The session's start may wait on a sound server that hangs: a stop request during it is obeyed at once.
+            await unless_stopped(self._stop_event, self.session.start(on_finished=self.request_stop))
+            if not self._stop_event.is_set():
+                await self._start_fixed()
             self.running = True
             if ready is not None:
                 ready(self)
