@@ -7,26 +7,29 @@ Heavy imports (torch, mediapipe, PyAV) happen inside the commands so `avatar-bri
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bridge.core.errors import UserError
 
 
-def register(avsub: Any) -> None:
-    """Add `create` and `prepare` to the `avatar` command's sub-commands."""
+def register(avsub: Any, flame_args: Callable[[argparse.ArgumentParser], None],
+             subject_paths: Callable[[argparse.Namespace], Any]) -> None:
+    """Add `create` and `prepare` to the `avatar` command's sub-commands; the FLAME file options and their
+    resolution are `avatar train`'s, handed over by the `avatar` command."""
     prep = avsub.add_parser("prepare", help="make a FlashAvatar dataset from a phone video (frames, masks, FLAME "
                             "tracking, report)", description="Turn VIDEO into a dataset in upstream FlashAvatar's "
                             "layout (imgs/, alpha/, parsing/, checkpoint/*.frame, crops.csv, report/) that "
                             "`avatar train` reads. Every stage is resumable: run it again after a stop.")
-    _common(prep)
-    prep.set_defaults(func=cmd_prepare)
+    _common(prep, flame_args)
+    prep.set_defaults(func=cmd_prepare, subject_paths=subject_paths)
 
     create = avsub.add_parser("create", help="make a trained avatar from a phone video, in one command",
                               description="Prepare VIDEO into OUT/dataset, train a FlashAvatar into OUT "
                               "(checkpoints, avatar.toml) and write OUT/preview.mp4. Resumable: run it again "
                               "after a stop.")
-    _common(create)
+    _common(create, flame_args)
     create.add_argument("--iterations", type=int, help="training iterations (default: 15000 on CUDA, 300 on the "
                         "CPU, which only checks the pipeline)")
     create.add_argument("--size", type=int, default=512, help="training image height (upstream: 512)")
@@ -41,15 +44,13 @@ def register(avsub: Any) -> None:
                         "(needed with --style-checkpoint)")
     create.add_argument("--preview-frames", type=int, help="frames in preview.mp4 (default: all)")
     create.add_argument("--no-progress", action="store_true", help="no training progress bar")
-    create.set_defaults(func=cmd_create)
+    create.set_defaults(func=cmd_create, subject_paths=subject_paths)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    from bridge.commands.avatar import _flame_args
-
+def _common(p: argparse.ArgumentParser, flame_args: Callable[[argparse.ArgumentParser], None]) -> None:
     p.add_argument("video", type=Path, help="the video of your face (mp4/mov from a phone)")
     p.add_argument("--out", type=Path, required=True, help="output folder (create: e.g. models/me)")
-    _flame_args(p)
+    flame_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="cuda for tracking and training on the GPU; cpu works, slowly")
     p.add_argument("--max-seconds", type=float, help="use only the first seconds of the video")
@@ -57,11 +58,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _files(args: argparse.Namespace) -> Any:
     """The FLAME files, after checking that the `create` extra is installed (the first thing a user must fix)."""
-    from bridge.commands.avatar import _subject_paths
     from drivers.avatar.flashavatar.create.landmarks import solutions
 
     solutions()
-    return _subject_paths(args)
+    return args.subject_paths(args)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

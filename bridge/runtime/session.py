@@ -30,6 +30,7 @@ from bridge.core.interfaces import (
     FrameSink,
     VideoFrame,
 )
+from bridge.core.models import ModelCache
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.live import LiveStats, watch_frames
@@ -50,13 +51,16 @@ PUBLISHERS = ("whip", "janus")
 
 
 class Session:
-    """One avatar and its inputs and outputs; built (blocking: loads models) and then started on the loop."""
+    """One avatar and its inputs and outputs; built (blocking: loads models) and then started on the loop.
+    `models` is the host's cache: sessions of one checkpoint share its weights (and their face driver's hops
+    are batched), while each keeps its own state."""
 
     def __init__(
         self,
         name: str,
         config: Config,
         *,
+        models: ModelCache,
         duration: float | None = None,
         live: bool | None = None,
         surfaces: Callable[[], list[ControlSurface]] = list,
@@ -74,10 +78,10 @@ class Session:
         self.live_stats = LiveStats()
         say(f"loading the {config.avatar.kind} avatar")
         self._alpha_demand = AlphaDemand()
-        self.avatar = build.avatar(config, self._alpha_demand)
+        self.avatar = build.avatar(config, self._alpha_demand, models)
         self._backgrounds = build.backgrounds(config, self.avatar)
         say(f"starting the {config.face.driver} face driver")
-        self.face_driver = build.face_driver(config, self.avatar)
+        self.face_driver = build.face_driver(config, self.avatar, models)
         self._remote_audio: RemoteAudioInbox = build.remote_audio()
         self.audio_source = build.audio_source(config, self._remote_audio)
         self.mixer = build.mixer(config, self.avatar)

@@ -248,7 +248,7 @@ class OscServerBase:
                 except OSError:  # an ICMP error for an earlier reply: counted, the next datagram is read
                     self.counters["socket_errors"] += 1
                     continue
-                if held(addr, time.monotonic()):  # a sender over its budget: one lookup, no more
+                if held(addr if len(addr) == 2 else addr[:2], time.monotonic()):  # over its budget: one lookup
                     refused += 1
                     continue
                 sender = self._admit(size, addr)

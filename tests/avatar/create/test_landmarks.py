@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from drivers.avatar.flashavatar.create.landmarks import (
-    FACE_OVAL,
     INNER_LIPS,
     N_POINTS,
     FaceFinder,
@@ -50,8 +49,8 @@ def test_face_mesh_lands_on_the_face() -> None:
     assert mesher.points(np.full((512, 512, 3), 128, np.uint8)) is None  # no face, no points
     mesher.close()
     assert pts is not None and pts.shape == (N_POINTS, 2) and pts.dtype == np.float32
-    oval = pts[list(FACE_OVAL)]
-    assert FACE[0] - 20 < oval[:, 0].min() < oval[:, 0].max() < FACE[2] + 20
+    assert FACE[0] - 20 < pts[:, 0].min() < pts[:, 0].max() < FACE[2] + 20
+    assert FACE[1] - 40 < pts[:, 1].min() < pts[:, 1].max() < FACE[3] + 20
     iris_l, iris_r = pts[468], pts[473]  # the iris centres sit inside the eye corners
     assert pts[33, 0] < iris_l[0] < pts[133, 0] or pts[133, 0] < iris_l[0] < pts[33, 0]
     assert pts[362, 0] < iris_r[0] < pts[263, 0] or pts[263, 0] < iris_r[0] < pts[362, 0]

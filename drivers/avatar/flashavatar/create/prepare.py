@@ -206,6 +206,9 @@ class Preparer:
                     sharp[fr.index] = float(cv2.Laplacian(small, cv2.CV_64F).var() / max(small.var(), 1.0))
             bar.update()
         bar.close()
+        if 0 < bar.done < n:  # the container's duration promised more frames than it holds
+            n = bar.done
+            boxes, faces, luma, sharp = boxes[:n], faces[:n], luma[:n], sharp[:n]
         valid = np.isfinite(boxes[:, 0])
         if not valid.any() or valid.mean() < 0.5:
             self._check_rotated(finder, samples, valid)
@@ -263,6 +266,9 @@ class Preparer:
             times[fr.index] = fr.time_s
             bar.update()
         bar.close()
+        if bar.done < n:  # fewer frames decoded this time: keep the images that exist
+            n = bar.done
+            points, times, track = points[:n], times[:n], crops.CropTrack(track.boxes[:n])
         mesh_ok = np.isfinite(points[:, 0, 0])
         rows = io.StringIO()
         w = csv.writer(rows)
@@ -371,9 +377,9 @@ class Preparer:
 
         solutions()  # the extra's installation is checked before anything else
         r = self.runner
-        info = self.stage_probe()  # cheap, always run: it carries the up-front checks
+        self.stage_probe()  # cheap, always run: it carries the up-front checks
         det = r.run("detect", self.stage_detect, lambda: _load_npz(self.work / "detect.npz"))
-        n = info.frames
+        n = len(det["boxes"])
         lm = r.run("crop", lambda: self.stage_crop(det), lambda: self._complete(
             _load_npz(self.work / "landmarks.npz"), [self.out / "imgs" / f"{image_name(i)}.jpg" for i in range(n)]))
         n = len(lm["points"])
