@@ -212,7 +212,8 @@ def test_full_disk_under_the_cli_is_an_error_not_a_recording(tmp_path: Path) -> 
 
 
 def test_a_transparent_avatar_records_alpha_through_the_daemon(tmp_path: Path, speechlike: Path) -> None:
-    """avatar.transparent = true and outputs.record.path = *.webm: the rendered coverage reaches the file."""
+    """outputs.record.path = *.webm with the default avatar settings (a background colour, transparent off): the
+    recording asks for alpha, and the rendered coverage reaches the file."""
     import asyncio
 
     from bridge.core.config import load_config
@@ -221,7 +222,7 @@ def test_a_transparent_avatar_records_alpha_through_the_daemon(tmp_path: Path, s
 
     out = tmp_path / "alpha.webm"
     cfg = load_config(None, environ={}, overrides={
-        "video": {"width": 96, "height": 96, "fps": 25}, "avatar": {"transparent": True},
+        "video": {"width": 96, "height": 96, "fps": 25}, "avatar": {"background": "#ff0000"},
         "audio": {"source": "file", "file": str(speechlike), "realtime": False},
         "outputs": {"record": {"path": str(out)}},
         "http": {"enabled": False}, "osc": {"enabled": False}, "vmc": {"enabled": False}, "midi": {"enabled": False}})
