@@ -86,3 +86,34 @@ async def test_backgrounds_switch_by_name_over_http_and_osc(tmp_path: Path) -> N
             assert loop.time() < deadline, "the bad OSC messages were not counted"
             await asyncio.sleep(0.02)
         assert daemon.backgrounds.current == "office"
+
+
+async def test_each_session_has_its_own_background() -> None:
+    """A created session switches its own background (HTTP under its path, OSC under its name); the default
+    session's stays."""
+    from tests.avatars import as_demo_avatar
+
+    with as_demo_avatar():
+        async with running_daemon(avatar={"background": "#0000ff", "backgrounds": {"red": "#ff0000"}},
+                                  osc={"enabled": True, "port": 0}, sessions={"max": 2}) as daemon:
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/api/sessions", json={}) as r:
+                    assert r.status == 201, await r.text()
+                    name = (await r.json())["id"]
+                session = daemon.sessions.get(name)
+                async with http.post(f"{base}/api/sessions/{name}/scene/background", json={"name": "red"}) as r:
+                    assert r.status == 200, await r.text()
+                async with http.get(f"{base}/api/sessions/{name}/scene") as r:
+                    assert (await r.json())["background"] == "red"
+                async with http.get(f"{base}/api/scene") as r:
+                    assert (await r.json())["background"] == "default"
+            await corner_becomes(session, (255, 0, 0))
+            osc(daemon.surface("osc").bound[1], f"/avatar/{name}/background", "green")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while session.backgrounds.current != "green":
+                assert loop.time() < deadline, "OSC did not switch the session's background"
+                await asyncio.sleep(0.02)
+            await corner_becomes(session, (0, 255, 0))
+            assert daemon.backgrounds.current == "default"
