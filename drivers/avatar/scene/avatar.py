@@ -29,6 +29,15 @@ ROLL_STEP = 0.004  # radians: turned plates are cached per step (a turn of a few
 OPAQUE = 128  # alpha above which a pixel counts as the neck when measuring it
 
 
+def _premultiplied_image(rgba: NDArray[np.uint8]) -> Any:
+    """A Pillow image in its premultiplied mode ("RGBa"): resampled as it is (mode "RGBA" would weight the
+    colour by alpha once more)."""
+    from PIL import Image
+
+    h, w = rgba.shape[:2]
+    return Image.frombuffer("RGBa", (w, h), np.ascontiguousarray(rgba).tobytes(), "raw", "RGBa", 0, 1)
+
+
 def _opaque_alpha(image: RenderedImage) -> NDArray[np.uint8]:
     alpha = np.empty(image.rgb.shape[:2], np.uint8)
     alpha.fill(255)
@@ -44,8 +53,8 @@ class PlacedTorso:
         scale = neck_width / plate.neck_width
         h, w = plate.rgba.shape[:2]
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        rgba = np.asarray(Image.fromarray(plate.rgba, "RGBA").resize(size, Image.Resampling.BILINEAR))
-        self.rgba = rgba  # premultiplied: bilinear filtering of premultiplied colour is right at the edges
+        # Premultiplied colour filtered as it is: right at the edges (no dark or light fringe).
+        self.rgba = np.asarray(_premultiplied_image(plate.rgba).resize(size, Image.Resampling.BILINEAR))
         self.anchor = (plate.anchor[0] * size[0] / w, plate.anchor[1] * size[1] / h)
         self.at = (neck_x, neck_y)  # where the anchor goes when the neck is at rest
         self.neck_width = neck_width  # of the rendered neck, in frame pixels
@@ -58,7 +67,7 @@ class PlacedTorso:
         rgba = self.rgba
         ax, ay = self.anchor
         if step:
-            image = Image.fromarray(rgba, "RGBA").rotate(-np.degrees(step * ROLL_STEP), Image.Resampling.BILINEAR,
+            image = _premultiplied_image(rgba).rotate(-np.degrees(step * ROLL_STEP), Image.Resampling.BILINEAR,
                                                            expand=False, center=(ax, ay))
             rgba = np.asarray(image)
         colour, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])

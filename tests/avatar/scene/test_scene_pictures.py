@@ -131,6 +131,8 @@ def test_torso_follows_the_neck(scene: tuple[SceneAvatar, AlphaDemand]) -> None:
     assert (moved.x0 - rest.x0, moved.y0 - rest.y0) == (12, -5)
     turned = torso.layer(0.0, 0.0, 0.1)
     assert turned.alpha.shape == rest.alpha.shape
+    for layer in (rest, turned):  # scaled and turned as premultiplied colour: never brighter than its coverage
+        assert (layer.rgb.astype(int) <= layer.alpha[..., None].astype(int) + 1).all()
     assert not np.array_equal(turned.alpha, rest.alpha)
     # Turning about the anchor keeps the anchor's pixel where it was.
     ax, ay = round(torso.anchor[0]), round(torso.anchor[1])
