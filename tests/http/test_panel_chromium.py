@@ -12,10 +12,11 @@ import aiohttp
 import numpy as np
 import pytest
 
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, Page, chromium_available
 from tests.http.conftest import running_daemon
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 
 async def has_route(base: str, method: str, path: str) -> bool:

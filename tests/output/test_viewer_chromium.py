@@ -11,13 +11,13 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, chromium_available
 from tests.output.conftest import base_url, hub_of, running_daemon, wait_until
 from tests.output.test_webrtc_peers import tone_file
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 FAKE_MEDIA = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 

@@ -14,12 +14,11 @@ import pytest
 from bridge.commands.doctor import check_sound_server
 from bridge.core.errors import UserError
 from drivers.output.virtual_mic import MIC_NAME, SINK, SOURCE, VirtualMic, VirtualMicError
+from tests.conftest import needs_program
 from tests.output.audio_delay import bursts_file, heard_delay_ms
 from tests.output.conftest import running_daemon, wait_until
-from tests.output.pulse_server import PulseServer, pulseaudio_available
+from tests.output.pulse_server import PulseServer
 
-pytestmark = pytest.mark.skipif(not pulseaudio_available(),
-                                reason="PulseAudio not installed (apt install pulseaudio pulseaudio-utils)")
 DELAY_MS = 300.0
 TOLERANCE_MS = 20.0
 
@@ -62,6 +61,7 @@ def test_virtual_mic_replaces_leftovers_and_removes_what_it_made(pulse: PulseSer
     mic.remove()  # twice is harmless
 
 
+@needs_program("pactl", "pulseaudio-utils")  # the client only: no server is the point
 async def test_no_sound_server_is_one_line_with_a_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path / 'nobody-here'}")
     with pytest.raises(VirtualMicError) as err:
