@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.output.conftest import Viewer, wait_until
+from tests.http.conftest import running_daemon
+from tests.output.conftest import Viewer, hub_of, wait_until
 from tests.output.conftest import watch as output_watch
 from tests.security.daemon import Answer, DaemonProcess, health_probe, wait_for
 
@@ -196,5 +197,18 @@ async def test_offers_are_bounded_before_they_are_parsed(daemon: DaemonProcess) 
 
 
 async def test_no_stun_server_unless_configured(daemon: DaemonProcess) -> None:
+    """With the default config the daemon's peer connections ask no STUN or TURN server (aiortc's own default
+    would send every viewer's ICE through Google's public STUN server): the ICE agent of a real viewer's peer
+    connection in an in-process daemon has none, and the viewer API lists none."""
     listing = await asyncio.to_thread(daemon.viewers)
     assert listing["ice_servers"] == []
+    async with running_daemon() as local:
+        viewer = await output_watch(f"http://127.0.0.1:{local.http_port}", mode="whep")
+        try:
+            peers = list(hub_of(local).peers.values())
+            assert len(peers) == 1
+            for transceiver in peers[0].pc.getTransceivers():
+                agent = transceiver.sender.transport.transport.iceGatherer._connection  # aioice's ICE agent
+                assert (agent.stun_server, agent.turn_server) == (None, None), transceiver.kind
+        finally:
+            await viewer.close()
