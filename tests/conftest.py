@@ -185,6 +185,14 @@ def stopped_daemon(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[in
     return code, rest, time.monotonic() - t0
 
 
+def slowest_render_s(url: str) -> float:
+    """The 99th percentile of the render times of the daemon at `url` so far (its own figure, from /api/status):
+    how long a render takes on this machine now, for bounds that must hold on a loaded machine too."""
+    with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
+        stages = json.load(r)["stages"]
+    return float(stages.get("render", {}).get("p99_ms", 0.0)) / 1000.0
+
+
 def recorder_frames(url: str) -> int:
     """Frames the recorder of the daemon at `url` has written (its own count, from /api/status)."""
     with urllib.request.urlopen(url + "/api/status", timeout=10) as r:

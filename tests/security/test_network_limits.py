@@ -71,14 +71,18 @@ def test_an_osc_flood_does_not_starve_another_sender(daemon: DaemonProcess) -> N
             with contextlib.suppress(TimeoutError):
                 pongs |= pongs_in(probe.recv(512))
             time.sleep(0.05)
-        end = time.monotonic() + 3
-        while time.monotonic() < end and len(pongs) < 40:
-            with contextlib.suppress(TimeoutError):
-                pongs |= pongs_in(probe.recv(512))
         assert flooding(), "the flood ended before the probe did; it proves nothing"
         me = sender_entry(daemon, "osc", probe.getsockname()[1])
+        end = time.monotonic() + 10
+        while time.monotonic() < end and len(pongs) < me["packets"]:
+            with contextlib.suppress(TimeoutError):
+                pongs |= pongs_in(probe.recv(512))
+    # Counted, not timed: every ping that reached the daemon was answered, none was charged to the flood's
+    # budget, and most got through (a datagram is lost only when the flood fills the socket's buffer; a
+    # starved sender would get next to none through).
     assert me["rate_limited"] == 0, me
-    assert len(pongs) >= 36, f"{len(pongs)} of 40 pings answered during the flood"
+    assert len(pongs) == me["packets"], f"{len(pongs)} pongs for {me['packets']} pings taken in during the flood"
+    assert me["packets"] >= 20, f"only {me['packets']} of 40 pings reached the daemon during the flood"
     daemon.assert_rendering(frames)
 
 
