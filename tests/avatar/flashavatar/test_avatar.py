@@ -87,7 +87,6 @@ def test_transparent_and_ply(tmp_path: Path) -> None:
 
 
 def test_cli_render_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("av")
     from bridge.cli import main
 
     z = np.load(GOLDEN / "golden_seed0.npz")
