@@ -167,8 +167,6 @@ async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
 
-    from bridge.http.keys import VIEWERS_KEY
-
     pc = RTCPeerConnection()
     viewer.pc = pc
     receiver = pc.addTransceiver("video", direction="recvonly").receiver
@@ -199,7 +197,7 @@ async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
 
     await pc.setLocalDescription(await pc.createOffer())
     url = f"http://127.0.0.1:{daemon.http_port}"
-    hub = daemon._http_runner.app[VIEWERS_KEY]
+    hub = daemon.session.viewers
     before = set(hub.peers)
     async with aiohttp.ClientSession() as http, http.post(
             url + "/whep", data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:

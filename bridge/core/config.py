@@ -352,6 +352,66 @@ class PresetsConfig(Section):
     max_captured: int = Field(256, ge=1, le=10_000)  # presets saved by capture (captured.toml)
 
 
+SESSION_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class SessionSpec(Section):
+    """One session's choices beside the daemon's config: what `POST /api/sessions` takes (every field optional,
+    the daemon's config fills the rest) and what a `[[sessions.fixed]]` table declares. Names of files are not
+    among them: a session renders the avatar and speech files the config names."""
+
+    name: str | None = Field(None, pattern=SESSION_NAME)  # fixed sessions only; created ones get a random id
+    avatar: Literal["demo", "flashavatar"] | None = None
+    face: Literal["procedural", "diffposetalk"] | None = None
+    audio: Literal["file", "microphone", "webrtc", "silence"] | None = None
+    width: int | None = Field(None, ge=64, le=3840)
+    height: int | None = Field(None, ge=64, le=2160)
+    fps: Literal[25, 30, 60] | None = None
+    idle: bool | None = None  # idle life (blink, gaze, sway) on or off
+
+    def overrides(self) -> dict[str, Any]:
+        """The config tables this spec changes (validated again with the rest of the config)."""
+        out: dict[str, Any] = {}
+        if self.avatar is not None:
+            out["avatar"] = {"kind": self.avatar}
+        if self.face is not None:
+            out["face"] = {"driver": self.face}
+        if self.audio is not None:
+            out["audio"] = {"source": self.audio}
+        video = {k: v for k, v in (("width", self.width), ("height", self.height), ("fps", self.fps)) if v is not None}
+        if video:
+            out["video"] = video
+        if self.idle is not None:
+            out["idle"] = {"blink": self.idle, "gaze": self.idle, "sway": self.idle}
+        return out
+
+
+class SessionsConfig(Section):
+    """How many avatars the daemon serves at once beside its default one (see docs/sessions.md)."""
+
+    # Sessions at once, the default one included; "auto": measured at start from the default session's render
+    # and face-driver cost per second of video.
+    max: int | Literal["auto"] = "auto"
+    retry_after_s: int = Field(30, ge=1, le=3600)  # what a refused creation is told to wait (Retry-After)
+    fixed: list[SessionSpec] = Field(default_factory=list, max_length=64)  # made at start, never ended over HTTP
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= int(v) <= 1024:
+            raise ValueError("sessions.max must be 'auto' or a number of sessions in 1..1024")
+        return v
+
+    @model_validator(mode="after")
+    def _named(self) -> SessionsConfig:
+        names = [spec.name for spec in self.fixed]
+        if any(name is None for name in names):
+            raise ValueError("every [[sessions.fixed]] table needs a name (letters, digits, '_' or '-')")
+        if len(set(names)) != len(names) or "default" in names:
+            raise ValueError("[[sessions.fixed]] names must differ from each other and from 'default'")
+        return self
+
+
 class Config(Section):
     video: VideoConfig = VideoConfig()
     audio: AudioConfig = AudioConfig()
@@ -367,6 +427,7 @@ class Config(Section):
     idle: IdleConfig = IdleConfig()
     mixer: MixerConfig = MixerConfig()
     presets: PresetsConfig = PresetsConfig()
+    sessions: SessionsConfig = SessionsConfig()
 
 
 def _describe(error: ValidationError, origin: str) -> str:

@@ -163,10 +163,22 @@ class ControlEvent:
     values: tuple[float, ...] = ()
     source: str = ""
     time: float = 0.0
+    session: str = ""  # the session it is for (a name the daemon's registry holds); "" is the default session
 
 
 ControlSink = Callable[[ControlEvent], object]
 """Where surfaces hand their events (the daemon's `emit_control`; what it returns is not their concern)."""
+
+
+class SessionScope(Protocol):
+    """The sessions a control surface may address by name (`/avatar/<session>/…` in OSC): the daemon's registry.
+    A surface asks before it uses a name, so an unknown one is an unknown address, never a new key."""
+
+    def has_session(self, name: str) -> bool: ...
+
+    def control_state(self, session: str) -> dict[str, Any]:
+        """The mixer state of `session` ("" is the default session); empty when it has ended."""
+        ...
 
 
 @runtime_checkable

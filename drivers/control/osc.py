@@ -7,6 +7,8 @@ Addresses (prefix ``/avatar``), each with zero or more numeric arguments:
 ``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``.
 Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar/get/<target>`` →
 ``/avatar/value/<target> v...``, ``/avatar/state`` → ``/avatar/state "<json>"``.
+Every address also comes as ``/avatar/<session>/…`` for one of the daemon's sessions (the plain form is the
+default session); answers then carry the same prefix. A name the daemon does not hold is an unknown address.
 
 UDP (and TCP on the same port: OSC 1.0 length-prefixed or OSC 1.1 SLIP frames). Anything malformed —
 truncated packets, wrong types, unknown addresses, NaN/inf, oversized bundles — is counted and ignored;
@@ -35,7 +37,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bridge.controls.commands import UnknownTarget, canonical_target
 from bridge.core.config import Config
 from bridge.core.errors import UserError
-from bridge.core.interfaces import ControlEvent, ControlSink
+from bridge.core.interfaces import ControlEvent, ControlSink, SessionScope
 from drivers.control.budget import SenderBudgets
 
 log = logging.getLogger(__name__)
@@ -270,9 +272,9 @@ class OscServerBase:
         self.counters[counter] += 1
         self.last_error = why
 
-    def emit(self, target: str, values: tuple[float, ...] = ()) -> None:
+    def emit(self, target: str, values: tuple[float, ...] = (), session: str = "") -> None:
         if self._emit is not None:
-            self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic()))
+            self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic(), session=session))
             self.counters["accepted"] += 1
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
@@ -367,6 +369,7 @@ class OscControlSurface(OscServerBase):
         allow: Iterable[str] = (),
         state: StateFn | None = None,
         prefix: str = "/avatar",
+        sessions: SessionScope | None = None,
         tcp: bool = True,
         max_packets_per_second: float = MAX_PACKETS_PER_SECOND,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
@@ -374,14 +377,25 @@ class OscControlSurface(OscServerBase):
     ) -> None:
         super().__init__(host, port, allow, tcp, max_packets_per_second, tcp_idle_timeout, tcp_max_per_source)
         self.state = state
+        self.sessions = sessions
         self.prefix = prefix.rstrip("/")
 
     @classmethod
-    def from_config(cls, config: Config, *, state: StateFn | None = None) -> OscControlSurface:
-        """The [osc] section; `state` answers /avatar/state queries (the mixer's state)."""
+    def from_config(cls, config: Config, *, state: StateFn | None = None,
+                    sessions: SessionScope | None = None) -> OscControlSurface:
+        """The [osc] section; `state` answers /avatar/state queries (the default session's mixer state),
+        `sessions` the daemon's sessions that `/avatar/<session>/…` addresses."""
         cfg = config.osc
-        return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second,
-                   tcp_idle_timeout=cfg.tcp_idle_timeout_s, tcp_max_per_source=cfg.tcp_max_connections_per_source)
+        return cls(cfg.host, cfg.port, cfg.allow, state=state, sessions=sessions,
+                   max_packets_per_second=cfg.max_packets_per_second, tcp_idle_timeout=cfg.tcp_idle_timeout_s,
+                   tcp_max_per_source=cfg.tcp_max_connections_per_source)
+
+    def _scope(self, target: str) -> tuple[str, str]:
+        """(session, the target within it): a first segment the registry holds names a session."""
+        head, _, rest = target.partition("/")
+        if rest and self.sessions is not None and self.sessions.has_session(head):
+            return head, rest
+        return "", target
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if not address.startswith(self.prefix + "/"):
@@ -391,23 +405,28 @@ class OscControlSurface(OscServerBase):
         if not target or len(target) > 200:
             self._bad("unknown", "empty or overlong address")
             return
+        session, target = self._scope(target)
+        prefix = f"{self.prefix}/{session}" if session else self.prefix
         if target == "ping":
-            self.reply(reply, self.prefix + "/pong", *[a for a in args if isinstance(a, (int, float, str))][:4])
+            self.reply(reply, prefix + "/pong", *[a for a in args if isinstance(a, (int, float, str))][:4])
             return
         if target == "state" or target.startswith("get/"):
-            self._answer(target, reply)
+            self._answer(session, prefix, target, reply)
             return
         values = numbers(args)
         if values is None:
             self._bad("bad_args", f"{address[:80]}: arguments must be finite numbers")
             return
-        self.emit(target, values)
+        self.emit(target, values, session)
 
-    def _answer(self, target: str, reply: Callable[[bytes], None]) -> None:
-        state = self.state() if self.state else {}
+    def _answer(self, session: str, prefix: str, target: str, reply: Callable[[bytes], None]) -> None:
+        if session and self.sessions is not None:
+            state = self.sessions.control_state(session)
+        else:
+            state = self.state() if self.state else {}
         if target == "state":
             text = json.dumps({"manual": state.get("manual", {})}, separators=(",", ":"))
-            self.reply(reply, self.prefix + "/state", text[:8000])
+            self.reply(reply, prefix + "/state", text[:8000])
             return
         try:  # the state is keyed by canonical names: /avatar/get/blend/JAWOPEN reads blend/jawOpen
             name = canonical_target(target[len("get/") :])
@@ -416,4 +435,4 @@ class OscControlSurface(OscServerBase):
             return
         value = state.get("manual", {}).get(name, 0.0)
         vals = value if isinstance(value, list) else [value]
-        self.reply(reply, f"{self.prefix}/value/{name}", *[float(v) for v in vals])
+        self.reply(reply, f"{prefix}/value/{name}", *[float(v) for v in vals])

@@ -35,6 +35,7 @@ from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.frame_graph import GsplatFrameGraph
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
 from drivers.cuda_graphs import capturing
+from drivers.safe_load import check_numpy_file
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def load_shape(path: Path | str) -> np.ndarray:
             raise AvatarSetupError(f"{p} has no flame.shape")
         return fr.shape
     try:
+        check_numpy_file(p)
         data = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise AvatarSetupError(f"shape file {p} is not a readable .npy/.npz ({exc})") from None
