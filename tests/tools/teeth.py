@@ -58,22 +58,32 @@ def tooth(test: str, protection: str, path: str, old: str | None, new: str) -> T
 
 P = "tests/security/"
 POLICY = "bridge/http/policy.py"
+# Changes that more than one test is shown against.
+NO_HOST_CHECK = Change(POLICY, "        if host is not None and not settings.hosts.accepts(host, port):", "        if False:")
+NO_MEDIA_TYPE_CHECK = Change(POLICY, '            if (request.body_exists or method != "DELETE") and (given is None or '
+                                     "request.content_type != want):", "            if False:")
+CORS_FOR_ANY_ORIGIN = Change(POLICY, "        cors = origin is not None and is_cors_path(request.path) and "
+                                     "settings.origin_allowed(origin, port)",
+                             "        cors = origin is not None and is_cors_path(request.path)")
+ARKIT_AS_SENT = Change("bridge/controls/commands.py", '        return f"blend/{name}"', '        return f"blend/{parts[0]}"')
+NO_MANUAL_CAP = Change("bridge/controls/mixer.py",
+                       "        if m is None and len(self._manual) >= self.settings.max_manual:", "        if False:")
+ONE_BUDGET_FOR_ALL = Change("drivers/control/osc.py", "        sender = (host, addr[1] if len(addr) > 1 else 0)",
+                            '        sender = ("everyone", 0)')
+VIEWS_ALLOWED = Change("drivers/safe_load.py", "        if obj.numel() > stored:", "        if False:")
+SHAPE_CHECK = "    if not all(isinstance(n, int) and n >= 0 for n in sizes) or math.prod(sizes) > 1:"
+ICE_SERVERS = "        pc = new_peer_connection(configuration=rtc_configuration(self.config.ice_servers))"
 TEETH: tuple[Tooth, ...] = (
     # ---- the HTTP request policy -----------------------------------------------------------------------------
-    tooth(P + "test_http_policy.py::test_rebinding_hosts_are_refused_for_reads_and_writes", "the Host check",
-          POLICY, "        if host is not None and not settings.hosts.accepts(host, port):",
-          "        if False:"),
-    tooth(P + "test_http_policy.py::test_bodies_a_page_can_send_without_asking_are_refused", "the media-type check",
-          POLICY, '            if (request.body_exists or method != "DELETE") and (given is None or '
-                  "request.content_type != want):",
-          "            if False:"),
+    Tooth(P + "test_http_policy.py::test_rebinding_hosts_are_refused_for_reads_and_writes", "the Host check",
+          (NO_HOST_CHECK,)),
+    Tooth(P + "test_http_policy.py::test_bodies_a_page_can_send_without_asking_are_refused", "the media-type check",
+          (NO_MEDIA_TYPE_CHECK,)),
     tooth(P + "test_http_policy.py::test_foreign_and_opaque_origins_are_refused_even_with_json", "the Origin check",
           POLICY, "            if origin is not None and not settings.origin_allowed(origin, port):",
           "            if False:"),
-    tooth(P + "test_http_policy.py::test_cors_only_for_allowed_origins_on_whep_and_the_viewer_api",
-          "CORS only for allowed origins", POLICY,
-          "        cors = origin is not None and is_cors_path(request.path) and settings.origin_allowed(origin, port)",
-          "        cors = origin is not None and is_cors_path(request.path)"),
+    Tooth(P + "test_http_policy.py::test_cors_only_for_allowed_origins_on_whep_and_the_viewer_api",
+          "CORS only for allowed origins", (CORS_FOR_ANY_ORIGIN,)),
     tooth(P + "test_http_policy.py::test_requests_that_never_finish_their_headers_are_closed",
           "the idle timeout of HTTP connections", "bridge/runtime/daemon.py",
           "keepalive_timeout=self._config.http.idle_timeout_s)", "keepalive_timeout=3600.0)"),
@@ -83,24 +93,15 @@ TEETH: tuple[Tooth, ...] = (
           POLICY, '"the Host header does not name this daemon",',
           'f"the Host header {host} does not name this daemon",'),
     # ---- browsers ----------------------------------------------------------------------------------------------
-    tooth(P + "test_browser_attacks.py::test_a_cross_site_page_cannot_change_anything", "the media-type check",
-          POLICY, '            if (request.body_exists or method != "DELETE") and (given is None or '
-                  "request.content_type != want):",
-          "            if False:"),
-    tooth(P + "test_browser_attacks.py::test_a_rebinding_page_cannot_read_or_write", "the Host check",
-          POLICY, "        if host is not None and not settings.hosts.accepts(host, port):",
-          "        if False:"),
-    tooth(P + "test_browser_attacks.py::test_a_third_party_whep_player_needs_its_origin_allowed",
-          "CORS only for allowed origins", POLICY,
-          "        cors = origin is not None and is_cors_path(request.path) and settings.origin_allowed(origin, port)",
-          "        cors = origin is not None and is_cors_path(request.path)"),
+    Tooth(P + "test_browser_attacks.py::test_a_cross_site_page_cannot_change_anything", "the media-type check",
+          (NO_MEDIA_TYPE_CHECK,)),
+    Tooth(P + "test_browser_attacks.py::test_a_rebinding_page_cannot_read_or_write", "the Host check", (NO_HOST_CHECK,)),
+    Tooth(P + "test_browser_attacks.py::test_a_third_party_whep_player_needs_its_origin_allowed",
+          "CORS only for allowed origins", (CORS_FOR_ANY_ORIGIN,)),
     # ---- what an outsider can make the daemon store ---------------------------------------------------------
-    tooth(P + "test_bounded_state.py::test_case_variants_land_on_canonical_names_and_unknown_names_are_not_stored",
-          "ARKit names stored in their canonical spelling", "bridge/controls/commands.py",
-          '        return f"blend/{name}"', '        return f"blend/{parts[0]}"'),
-    tooth(P + "test_bounded_state.py::test_manual_controls_have_a_hard_cap", "mixer.max_manual",
-          "bridge/controls/mixer.py", "        if m is None and len(self._manual) >= self.settings.max_manual:",
-          "        if False:"),
+    Tooth(P + "test_bounded_state.py::test_case_variants_land_on_canonical_names_and_unknown_names_are_not_stored",
+          "ARKit names stored in their canonical spelling", (ARKIT_AS_SENT,)),
+    Tooth(P + "test_bounded_state.py::test_manual_controls_have_a_hard_cap", "mixer.max_manual", (NO_MANUAL_CAP,)),
     tooth(P + "test_bounded_state.py::test_preset_names_and_count_are_bounded", "the preset name check",
           "bridge/controls/presets.py", "    if not name or len(name) > MAX_NAME or not NAME_CHARS.issuperset(name):",
           "    if not name:"),
@@ -121,12 +122,10 @@ TEETH: tuple[Tooth, ...] = (
           '        text = raw.decode("utf-8")\n    except LookupError as exc:'),
     tooth(P + "test_fuzz_http.py::test_sdp_intake_never_fails", "offers checked before aiortc parses them",
           "drivers/output/webrtc/peers.py", "            check_offer(sdp)", "            pass"),
-    tooth(P + "test_fuzz_parsers.py::test_the_control_grammar_refuses_or_yields_canonical_commands",
-          "ARKit names stored in their canonical spelling", "bridge/controls/commands.py",
-          '        return f"blend/{name}"', '        return f"blend/{parts[0]}"'),
-    tooth(P + "test_fuzz_parsers.py::test_the_mixer_stores_only_canonical_names_and_stays_under_its_cap",
-          "mixer.max_manual", "bridge/controls/mixer.py",
-          "        if m is None and len(self._manual) >= self.settings.max_manual:", "        if False:"),
+    Tooth(P + "test_fuzz_parsers.py::test_the_control_grammar_refuses_or_yields_canonical_commands",
+          "ARKit names stored in their canonical spelling", (ARKIT_AS_SENT,)),
+    Tooth(P + "test_fuzz_parsers.py::test_the_mixer_stores_only_canonical_names_and_stays_under_its_cap",
+          "mixer.max_manual", (NO_MANUAL_CAP,)),
     tooth(P + "test_fuzz_parsers.py::test_the_offer_intake_refuses_or_passes_nothing_else",
           "the bound on media sections", "drivers/output/webrtc/offers.py",
           "    if sections > MAX_MEDIA_SECTIONS:", "    if False:"),
@@ -148,19 +147,14 @@ TEETH: tuple[Tooth, ...] = (
           "drivers/safe_load.py", "        target = SafeUnpickler._table.get((module, name))",
           "        target = SafeUnpickler._table.get((module, name)) or super().find_class(module, name)"),
     # ---- array headers and sizes checked before allocation -----------------------------------------------------
-    tooth(P + "test_array_headers.py::test_a_small_frame_with_a_huge_view_is_refused_without_growing",
-          "refusing views larger than their storage", "drivers/safe_load.py",
-          "        if obj.numel() > stored:", "        if False:"),
-    tooth(P + "test_array_headers.py::test_a_checkpoint_with_a_stride0_tensor_is_one_line_at_the_command_line",
-          "refusing views larger than their storage", "drivers/safe_load.py",
-          "        if obj.numel() > stored:", "        if False:"),
+    Tooth(P + "test_array_headers.py::test_a_small_frame_with_a_huge_view_is_refused_without_growing",
+          "refusing views larger than their storage", (VIEWS_ALLOWED,)),
+    Tooth(P + "test_array_headers.py::test_a_checkpoint_with_a_stride0_tensor_is_one_line_at_the_command_line",
+          "refusing views larger than their storage", (VIEWS_ALLOWED,)),
     tooth(P + "test_array_headers.py::test_a_pickled_numpy_array_may_not_ask_for_a_huge_first_shape",
-          "the initial shape of a pickled array", "drivers/safe_load.py",
-          "    if not all(isinstance(n, int) and n >= 0 for n in sizes) or math.prod(sizes) > 1:", "    if False:"),
+          "the initial shape of a pickled array", "drivers/safe_load.py", SHAPE_CHECK, "    if False:"),
     tooth(P + "test_array_headers.py::test_a_real_frame_still_loads", "no false refusals (every array refused)",
-          "drivers/safe_load.py",
-          "    if not all(isinstance(n, int) and n >= 0 for n in sizes) or math.prod(sizes) > 1:",
-          "    if True:"),
+          "drivers/safe_load.py", SHAPE_CHECK, "    if True:"),
     tooth(P + "test_array_headers.py::test_npy_headers_that_promise_more_than_the_file_holds_are_refused",
           "the .npy header against the bytes held", "drivers/safe_load.py", "    if promised > held:",
           "    if False:"),
@@ -172,12 +166,10 @@ TEETH: tuple[Tooth, ...] = (
           "    if len(shape) != 2 or min(shape) < 0 or math.prod(shape) > MAX_DENSE_VALUES:",
           "    if len(shape) != 2 or min(shape) < 0:"),
     # ---- control ports ---------------------------------------------------------------------------------------
-    tooth(P + "test_network_limits.py::test_an_osc_flood_does_not_starve_another_sender",
-          "a budget per sender (one budget for all)", "drivers/control/osc.py",
-          "        sender = (host, addr[1] if len(addr) > 1 else 0)", '        sender = ("everyone", 0)'),
-    tooth(P + "test_network_limits.py::test_a_vmc_flood_does_not_starve_another_sender",
-          "a budget per sender (one budget for all)", "drivers/control/osc.py",
-          "        sender = (host, addr[1] if len(addr) > 1 else 0)", '        sender = ("everyone", 0)'),
+    Tooth(P + "test_network_limits.py::test_an_osc_flood_does_not_starve_another_sender",
+          "a budget per sender (one budget for all)", (ONE_BUDGET_FOR_ALL,)),
+    Tooth(P + "test_network_limits.py::test_a_vmc_flood_does_not_starve_another_sender",
+          "a budget per sender (one budget for all)", (ONE_BUDGET_FOR_ALL,)),
     tooth(P + "test_network_limits.py::test_idle_tcp_connections_are_capped_per_source_and_time_out",
           "the per-source TCP cap", "drivers/control/osc.py",
           "        if from_source >= self.tcp_max_per_source or len(self._tcp_clients) >= TCP_MAX_CONNECTIONS:",
@@ -197,8 +189,7 @@ TEETH: tuple[Tooth, ...] = (
           POLICY, "            if not hmac.compare_digest(_digest(supplied), token_digest):",
           "            if not supplied:"),
     tooth(P + "test_tokens.py::test_a_configured_stun_server_is_used", "webrtc.ice_servers given to each peer",
-          "drivers/output/webrtc/peers.py",
-          "        pc = new_peer_connection(configuration=rtc_configuration(self.config.ice_servers))",
+          "drivers/output/webrtc/peers.py", ICE_SERVERS,
           "        pc = new_peer_connection(configuration=rtc_configuration(()))"),
     # ---- WebRTC sessions ---------------------------------------------------------------------------------------
     tooth(P + "test_webrtc_sessions.py::test_session_ids_are_capabilities", "random session ids",
@@ -216,8 +207,7 @@ TEETH: tuple[Tooth, ...] = (
           "    if candidates > MAX_CANDIDATES:", "    if False:"),
     tooth(P + "test_webrtc_sessions.py::test_no_stun_server_unless_configured",
           "an empty ICE server list (aiortc's default asks Google's STUN server)", "drivers/output/webrtc/peers.py",
-          "        pc = new_peer_connection(configuration=rtc_configuration(self.config.ice_servers))",
-          "        pc = new_peer_connection(configuration=None)"),
+          ICE_SERVERS, "        pc = new_peer_connection(configuration=None)"),
     # ---- floors ------------------------------------------------------------------------------------------------
     tooth("tests/test_floors.py::test_every_module_sits_on_a_floor", "every module on a named floor (a new module no floor names)",
           "bridge/anything_new.py", None, '"""A module that no floor of bridge/__init__.py names."""\n'),
