@@ -179,7 +179,8 @@ def test_requests_that_never_finish_their_headers_are_closed(daemon: DaemonProce
 def test_oversized_bodies_are_refused(daemon: DaemonProcess) -> None:
     frames = daemon.frames()
     big = json.dumps({"target": "blend/jawOpen", "values": [0.5], "pad": "x" * (2 << 20)})
-    assert_refused(daemon.request("POST", "/api/control", big, {"Content-Type": "application/json"}), 400)
+    body = assert_refused(daemon.request("POST", "/api/control", big, {"Content-Type": "application/json"}), 400)
+    assert "bytes" in body["error"], body  # refused for its size, not for what it says
     daemon.assert_rendering(frames)
 
 
