@@ -242,9 +242,10 @@ def environment(copy: Path) -> dict[str, str]:
     return env
 
 
-def run_pytest(copy: Path, env: dict[str, str], tests: list[str], timeout: float) -> tuple[int, str]:
-    argv = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout", str(int(timeout)),
-            *tests]
+def run_pytest(copy: Path, env: dict[str, str], tests: list[str], timeout: float, first: bool = True) -> tuple[int, str]:
+    """pytest on `tests` in the copy (stopping at the first failure when `first`): exit code and output."""
+    argv = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "--timeout", str(int(timeout)),
+            *(["-x"] if first else []), *tests]
     try:
         done = subprocess.run(argv, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout + 60)
     except subprocess.TimeoutExpired as exc:
@@ -346,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         copy_repository(copy)
         env = environment(copy)
         baseline_failed: set[str] = set()
-        if not args.no_baseline:
-            for test in dict.fromkeys(r.test for r in rows):
-                code, output = run_pytest(copy, env, [test], args.timeout)
-                if code != 0:
-                    baseline_failed.add(test)
-                    print(f"baseline: {test} fails unchanged: {first_failure(output)}", flush=True)
+        if not args.no_baseline:  # all selected tests unchanged, in one run (the session's daemons shared)
+            tests = list(dict.fromkeys(r.test for r in rows))
+            code, output = run_pytest(copy, env, tests, args.timeout * len(tests), first=False)
+            failed = {m.group(1) for m in re.finditer(r"^(?:FAILED|ERROR) (\S+?)(?:\[.*?\])?(?: |$)", output, re.M)}
+            baseline_failed = {t for t in tests if t in failed}
+            if code not in (0, 1) or (code == 1 and not baseline_failed):
+                print(f"baseline run ended with {code}: {first_failure(output)}", flush=True)
+                return 2
+            for test in sorted(baseline_failed):
+                print(f"baseline: {test} fails unchanged", flush=True)
         for row in rows:
             start = time.monotonic()
             if row.test in baseline_failed:
