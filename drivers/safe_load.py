@@ -238,55 +238,38 @@ def _header_problem(stream: Any, available: int) -> str | None:
         return f"a damaged .npy header ({str(exc)[:120]})"
     if dtype.hasobject:
         return None  # pickled payload: numpy.load refuses it (allow_pickle=False) or the restricted unpickler reads it
-    values = 1
-    for n in shape:
-        values *= n
-    promised = values * dtype.itemsize
+    promised = math.prod(shape) * dtype.itemsize
     held = available - stream.tell()
     if promised > held:
         return f"an array header of shape {tuple(shape)} {dtype} ({promised} bytes) over {max(held, 0)} bytes of data"
     return None
 
 
-def check_numpy_file(path: Path | str) -> None:
-    """Read the header of a `.npy`, or of every `.npy` inside an `.npz`, and refuse (`DamagedFile`) one that
-    promises more data than the file holds, before `numpy.load` allocates it."""
-    path = Path(path)
+def _check_npz(archive: zipfile.ZipFile) -> None:
+    check_inflation(archive)
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            if (problem := _header_problem(member, info.file_size)) is not None:
+                raise DamagedFile(f"{info.filename} has {problem}; the file is damaged or crafted")
+
+
+def check_numpy_file(path: Path | str | bytes) -> None:
+    """Read the header of a `.npy`, or of every `.npy` inside an `.npz` (a path, or the file's bytes), and
+    refuse (`DamagedFile`) one that promises more data than the file holds, before `numpy.load` allocates it."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                check_inflation(archive)
-                for info in archive.infolist():
-                    with archive.open(info) as member:
-                        if (problem := _header_problem(member, info.file_size)) is not None:
-                            raise DamagedFile(f"{info.filename} has {problem}; the file is damaged or crafted")
-            return
-        with path.open("rb") as fh:
-            problem = _header_problem(fh, path.stat().st_size)
+        with io.BytesIO(path) if isinstance(path, bytes) else Path(path).open("rb") as stream:
+            if zipfile.is_zipfile(stream):
+                with zipfile.ZipFile(stream) as archive:
+                    _check_npz(archive)
+                return
+            size = stream.seek(0, io.SEEK_END)
+            stream.seek(0)
+            problem = _header_problem(stream, size)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, SafeLoadError):
             raise
         raise DamagedFile(f"cannot read the file ({str(exc)[:160]})") from None
     if problem is not None:
-        raise DamagedFile(f"it has {problem}; the file is damaged or crafted")
-
-
-def check_numpy_bytes(raw: bytes) -> None:
-    """`check_numpy_file` for a file already read into memory."""
-    if raw[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-                check_inflation(archive)
-                for info in archive.infolist():
-                    with archive.open(info) as member:
-                        if (problem := _header_problem(member, info.file_size)) is not None:
-                            raise DamagedFile(f"{info.filename} has {problem}; the file is damaged or crafted")
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            if isinstance(exc, SafeLoadError):
-                raise
-            raise DamagedFile(f"cannot read the archive ({str(exc)[:160]})") from None
-        return
-    if (problem := _header_problem(io.BytesIO(raw), len(raw))) is not None:
         raise DamagedFile(f"it has {problem}; the file is damaged or crafted")
 
 

@@ -121,6 +121,9 @@ class FaceDriver(Protocol):
     def flush(self) -> list[FaceParams]:
         """Audio ended: return the remaining frames."""
 
+    def close(self) -> None:
+        """Its session ended: stop its thread and leave what it shares with other sessions (a hop batcher)."""
+
 
 @runtime_checkable
 class Avatar(Protocol):
@@ -205,6 +208,11 @@ class RemoteAudioInlet(Protocol):
     async def close(self) -> None: ...
 
 
+OutputProbe = Callable[[], tuple[float | None, str | None]]
+"""How an output that runs by itself tells the watchdog how it is: (when it last made progress, on
+time.monotonic, or None before its first; why it gave up, or None while it works)."""
+
+
 class DelayedAudioOutput(Protocol):
     """The speech played on a local device with the video's delay (audio passthrough)."""
 
@@ -216,6 +224,9 @@ class DelayedAudioOutput(Protocol):
     def underruns(self) -> int: ...
 
     def set_delay(self, delay_ms: float | str) -> None: ...
+
+    def progress(self) -> tuple[float | None, str | None]:
+        """An OutputProbe: when the sound device last took samples, and why it stopped playing if it did."""
 
 
 class MediaHub(Protocol):
@@ -274,6 +285,11 @@ class MediaHub(Protocol):
     def add_sink(self, sink: FrameSink) -> None: ...
 
     def remove_sink(self, sink: FrameSink) -> None: ...
+
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        """Have `/health` name `stage` when `probe` says it stopped making progress or gave up."""
+
+    def forget_output(self, stage: str) -> None: ...
 
     def emit_control(self, event: ControlEvent) -> bool:
         """Queue a control event for the mixer; False when it was rejected (see the mixer's last error)."""

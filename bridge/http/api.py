@@ -7,7 +7,6 @@ mixer, the same path OSC and MIDI use, so the panel is just one more control sur
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import Any
@@ -15,11 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from bridge.controls.commands import IDLE_FEATURES
+from bridge.core.deadline import Overdue, off_loop
 from bridge.core.interfaces import ControlEvent
 from bridge.http.responses import error, fail, json_body
 from bridge.http.scope import add_route, session_of
 from bridge.runtime import registry
 from bridge.runtime.session import Session
+from drivers.output.pulse import HUNG_FIX
 
 
 def _gpu_memory() -> dict[str, Any] | None:
@@ -63,7 +64,6 @@ def status_snapshot(hub: Session) -> dict[str, Any]:
     snap = hub.stats.snapshot()
     stages: dict[str, dict[str, float]] = snap.get("stages", {})  # type: ignore[assignment]
     counters: dict[str, int] = snap.get("counters", {})  # type: ignore[assignment]
-    dropped = sum(int(s.get("dropped", 0)) for s in stages.values())
     cfg = hub.config
     return {
         "running": hub.running,
@@ -73,7 +73,7 @@ def status_snapshot(hub: Session) -> dict[str, Any]:
         "target_fps": cfg.video.fps,
         "size": [cfg.video.width, cfg.video.height],
         "frames": live.frames,
-        "dropped": dropped,
+        "dropped": hub.late_frames(),
         "stages": stages,
         "counters": counters,
         "latency_ms": {
@@ -102,6 +102,9 @@ def _bool_field(body: dict[str, Any], name: str) -> bool:
     return value
 
 
+DEVICE_WAIT_S = 10.0  # how long a request waits for the sound system (a hung server never answers)
+
+
 def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
     """Audio inputs and outputs through PortAudio; an empty list and the reason when it is unusable."""
     try:
@@ -125,7 +128,10 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def audio(request: web.Request) -> web.Response:
-    inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
+    try:  # PortAudio asks the sound server, which may hang
+        inputs, outputs, problem = await off_loop(_list_devices, DEVICE_WAIT_S, "listing the audio devices", HUNG_FIX)
+    except Overdue as exc:
+        inputs, outputs, problem = [], [], str(exc)
     cfg = session_of(request).config
     return web.json_response(
         {
@@ -151,7 +157,7 @@ async def select_source(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_source, source, device)
+        await off_loop(lambda: hub.set_audio_source(source, device), DEVICE_WAIT_S, f"opening {source!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
                      "pick another device from GET /api/audio")
@@ -165,7 +171,7 @@ async def select_output(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_output, device)
+        await off_loop(lambda: hub.set_audio_output(device), DEVICE_WAIT_S, f"opening {device!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
     return web.json_response({"device": device})
@@ -283,5 +289,14 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
         "/api/openapi.json": {"get": _op("this document")},
+        "/api/sessions": {
+            "get": _op("sessions with their frame counters and viewers, the capacity"),
+            "post": {**_op("create a session (every field optional; 503 with Retry-After at capacity)",
+                           _obj(avatar=_STR, face=_STR, audio=_STR, width=_NUM, height=_NUM, fps=_NUM, idle=_BOOL),
+                           "created: {id, api, whep}")},
+        },
+        "/api/sessions/{session}": {"get": _op("one session"), "delete": _op("end a created session")},
+        "/api/sessions/{session}/status": {"get": _op("a session's status (every single-avatar route is mirrored "
+                                                      "under /api/sessions/{session}/ and /sessions/{session}/whep)")},
     },
 }

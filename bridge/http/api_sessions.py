@@ -34,7 +34,8 @@ def _links(session: Session) -> dict[str, Any]:
     return {"id": session.name, "api": f"/api/sessions/{session.name}", "whep": f"/sessions/{session.name}/whep"}
 
 
-def _spec(body: dict[str, Any]) -> SessionSpec:
+def spec_of(body: dict[str, Any]) -> SessionSpec:
+    """A creation's body as a session spec; ValueError naming the first thing wrong."""
     if "name" in body:
         raise ValueError("'name' is not taken: a created session gets a random id (fixed names are declared in "
                          "the config's [[sessions.fixed]])")
@@ -46,19 +47,24 @@ def _spec(body: dict[str, Any]) -> SessionSpec:
         raise ValueError(f"{where}: {first['msg']}") from None
 
 
+def refused_for_capacity(exc: SessionsFull) -> web.Response:
+    """503 with Retry-After: no room now, and when to ask again."""
+    refused = error(503, str(exc), f"try again in {exc.retry_after} s, end a session (DELETE /api/sessions/<id>), "
+                    "or add a worker (docs/sessions.md)")
+    refused.headers["Retry-After"] = str(exc.retry_after)
+    return refused
+
+
 async def create(request: web.Request) -> web.Response:
     host = request.app[HOST_KEY]
     try:
-        spec = _spec(await json_body(request))
+        spec = spec_of(await json_body(request))
     except ValueError as exc:
         return error(400, str(exc), SPEC_FIX)
     try:
         session = await host.create_session(spec)
     except SessionsFull as exc:
-        refused = error(503, str(exc), f"try again in {exc.retry_after} s, end a session (DELETE /api/sessions/<id>), "
-                        "or add a worker (docs/sessions.md)")
-        refused.headers["Retry-After"] = str(exc.retry_after)
-        return refused
+        return refused_for_capacity(exc)
     except UserError as exc:
         return error(400, str(exc), SPEC_FIX)
     return web.json_response({**_links(session), **session.describe()}, status=201,

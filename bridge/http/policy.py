@@ -137,12 +137,14 @@ class PolicySettings:
         return norm is not None and (norm in self.allowed_origins or self.own_origin(norm, served_port))
 
 
-_SESSION_PREFIX = re.compile(r"^/sessions/[^/]{1,64}(?=/whep(/|$))")
+_SESSION_WHEP = re.compile(r"^/sessions/[^/]{1,64}(?=/whep(/|$))")
+_SESSION_API = re.compile(r"^/api/sessions/[^/]{1,64}(?=/webrtc/)")
 
 
 def unscoped(path: str) -> str:
-    """A session's WHEP path as the default session's (`/sessions/<id>/whep/…` → `/whep/…`): the same rules."""
-    return _SESSION_PREFIX.sub("", path, count=1)
+    """A session's WHEP and viewer-API paths as the default session's (`/sessions/<id>/whep/…` → `/whep/…`,
+    `/api/sessions/<id>/webrtc/…` → `/api/webrtc/…`): the same rules apply to them."""
+    return _SESSION_API.sub("/api", _SESSION_WHEP.sub("", path, count=1), count=1)
 
 
 def expected_media_type(method: str, path: str) -> str:

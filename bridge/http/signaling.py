@@ -16,13 +16,13 @@ from aiohttp import web
 from bridge.http import bodies
 from bridge.http.responses import error, json_body
 from bridge.http.scope import SESSION, add_route, session_of
+from bridge.runtime.session import PUBLISHERS
 from drivers.output.passthrough import measured_delay
 from drivers.output.webrtc.peers import SignalingError
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-PUBLISHERS = ("whip", "janus")
 OFFER_FIX = "send {sdp, type: 'offer'}"
 
 
@@ -59,7 +59,7 @@ async def json_offer(request: web.Request) -> web.Response:
     try:
         alpha = parse_alpha(body.get("alpha"))
         peer, answer = await session_of(request).viewers.answer(body["sdp"], "viewer", str(offer_type), alpha,
-                                                             address=request.remote or "")
+                                                                address=request.remote or "")
     except SignalingError as err:
         return _refused(err)
     # The id and its resource URL go to this peer only: DELETE on it is the one way to end the session.

@@ -19,6 +19,7 @@ from bridge.core.interfaces import (
     MediaHub,
     SessionScope,
 )
+from bridge.core.models import ModelCache, process_models
 from bridge.runtime import registry
 
 if TYPE_CHECKING:
@@ -32,13 +33,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def avatar(config: Config) -> Avatar:
-    made: Avatar = registry.create("avatar", config.avatar.kind, config)
+def avatar(config: Config, models: ModelCache | None = None) -> Avatar:
+    """The avatar, its weights from `models` (default: the process's cache, shared by every session)."""
+    made: Avatar = registry.create("avatar", config.avatar.kind, config, models=models or process_models())
     return made
 
 
-def face_driver(config: Config, avatar: Avatar) -> FaceDriver:
-    made: FaceDriver = registry.create("face", config.face.driver, config, avatar=avatar)
+def face_driver(config: Config, avatar: Avatar, models: ModelCache | None = None) -> FaceDriver:
+    """The face driver, its weights (and hop batcher) from `models` (default: the process's cache)."""
+    made: FaceDriver = registry.create("face", config.face.driver, config, avatar=avatar,
+                                       models=models or process_models())
     return made
 
 

@@ -5,7 +5,8 @@ default session's file, or a duration).
 
 A session (`bridge.runtime.session.Session`) is the unit that serves one avatar; the host holds what a
 process has once: the HTTP server, the control surfaces (OSC routes `/avatar/<session>/…` by name), the
-registry with admission (`bridge.runtime.sessions`), and the thread sessions are built in. The HTTP
+registry with admission (`bridge.runtime.sessions`), the model cache every session's drivers get their
+weights from (`bridge.core.models`), and the thread sessions are built in. The HTTP
 application is handed in by the caller (`bridge.http.app.build_app` from the CLI), so the runtime never
 imports the UI above it. For the single-avatar routes the host is also a `MediaHub`: every such call goes to
 the default session.
@@ -26,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config, SessionSpec
+from bridge.core.deadline import UnwaitedExecutor, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.models import ModelCache, process_models
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
-    from bridge.core.interfaces import Avatar, FaceDriver
+    from bridge.core.interfaces import AudioSource, Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -48,6 +51,16 @@ log = logging.getLogger(__name__)
 
 HttpApp = Callable[["Daemon"], "web.Application"]
 BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is given up
+
+
+def _close_abandoned(built: asyncio.Future[Session]) -> None:
+    """A session that finished loading after its creation was given up: free its models, and take its face
+    driver out of the hop batcher it joined."""
+    if not built.cancelled() and built.exception() is None:
+        session = built.result()
+        for close in (session.avatar.close, session.face_driver.close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 class Daemon:
@@ -67,8 +80,9 @@ class Daemon:
         self._config = config
         self._http_app = http_app
         self.sessions = SessionRegistry(config)
-        self.session = Session(DEFAULT, config, duration=duration, live=live, surfaces=self._control_surfaces,
-                               progress=progress)
+        self.models: ModelCache = process_models()  # every session's weights: loaded once per process
+        self.session = Session(DEFAULT, config, models=self.models, duration=duration, live=live,
+                               surfaces=self._control_surfaces, progress=progress)
         for spec in config.sessions.fixed:  # a fixed session the config cannot run is an error at start
             session_config(config, spec, str(spec.name))
         self._surfaces: list[ControlSurface] = []
@@ -108,13 +122,15 @@ class Daemon:
         config = session_config(self._config, spec, name)
         self.sessions.reserve()
         try:
-            session = await asyncio.wait_for(loop.run_in_executor(self._builder, self._build, name, config, fixed),
-                                             BUILD_TIMEOUT_S)
+            built = loop.run_in_executor(self._builder, self._build, name, config, fixed)
+            try:
+                session = await asyncio.wait_for(asyncio.shield(built), BUILD_TIMEOUT_S)
+            except TimeoutError:
+                built.add_done_callback(_close_abandoned)
+                raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
+                                "files and the machine's load, then try again") from None
             await session.start(on_finished=lambda: loop.call_soon_threadsafe(self._session_finished, name))
             self.sessions.add(session)
-        except TimeoutError:
-            raise UserError(f"session {name!r} did not load within {BUILD_TIMEOUT_S:.0f} s; check the models' "
-                            "files and the machine's load, then try again") from None
         finally:
             self.sessions.release()
         log.info("session %s started (%s avatar, %s face driver, %s audio)", name[:8], config.avatar.kind,
@@ -123,7 +139,7 @@ class Daemon:
 
     def _build(self, name: str, config: Config, fixed: bool) -> Session:
         """Blocking: load the session's models and, when the daemon serves HTTP, its WebRTC viewers."""
-        session = Session(name, config, surfaces=self._control_surfaces, fixed=fixed)
+        session = Session(name, config, models=self.models, surfaces=self._control_surfaces, fixed=fixed)
         if self._serves_http:
             session.open_viewers()
         return session
@@ -136,7 +152,10 @@ class Daemon:
         if session is None:
             return False
         await session.stop()
-        log.info("session %s ended", name[:8])
+        if session.pipeline.error is not None:
+            log.warning("session %s ended by an error: %s", name[:8], session.pipeline.error)
+        else:
+            log.info("session %s ended", name[:8])
         return True
 
     def _session_finished(self, name: str) -> None:
@@ -179,7 +198,7 @@ class Daemon:
         return self.session.face_driver
 
     @property
-    def audio_source(self) -> Any:
+    def audio_source(self) -> AudioSource:
         return self.session.audio_source
 
     @property
@@ -230,6 +249,12 @@ class Daemon:
 
     def remove_sink(self, sink: FrameSink) -> None:
         self.session.remove_sink(sink)
+
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.session.follow_output(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.session.forget_output(stage)
 
     def output_failures(self) -> list[BaseException]:
         return self.session.output_failures()
@@ -320,6 +345,7 @@ class Daemon:
     async def serve(self, ready: Callable[[Daemon], None] | None = None) -> int:
         """Run until stopped; returns a process exit code."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(UnwaitedExecutor())  # a call stuck on a hung device never holds the exit
         self._stop_event = asyncio.Event()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -340,8 +366,10 @@ class Daemon:
             # sight, a full collection during the stream walks only what the stream makes, a shorter pause.
             gc.collect()
             gc.freeze()
-            await self.session.start(on_finished=self.request_stop)
-            await self._start_fixed()
+            # The session's start may wait on a sound server that hangs: a stop request during it is obeyed at once.
+            await unless_stopped(self._stop_event, self.session.start(on_finished=self.request_stop))
+            if not self._stop_event.is_set():
+                await self._start_fixed()
             self.running = True
             if ready is not None:
                 ready(self)

@@ -19,14 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
+from bridge.core.deadline import off_loop
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.models import ModelCache
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.live import LiveStats, watch_frames
 from bridge.runtime.pipeline import Pipeline
 
 if TYPE_CHECKING:
+    from bridge.core.interfaces import OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
@@ -39,13 +42,16 @@ PUBLISHERS = ("whip", "janus")
 
 
 class Session:
-    """One avatar and its inputs and outputs; built (blocking: loads models) and then started on the loop."""
+    """One avatar and its inputs and outputs; built (blocking: loads models) and then started on the loop.
+    `models` is the host's cache: sessions of one checkpoint share its weights (and their face driver's hops
+    are batched), while each keeps its own state."""
 
     def __init__(
         self,
         name: str,
         config: Config,
         *,
+        models: ModelCache,
         duration: float | None = None,
         live: bool | None = None,
         surfaces: Callable[[], list[ControlSurface]] = list,
@@ -62,9 +68,9 @@ class Session:
         self._stats = PipelineStats()
         self.live_stats = LiveStats()
         say(f"loading the {config.avatar.kind} avatar")
-        self.avatar = build.avatar(config)
+        self.avatar = build.avatar(config, models)
         say(f"starting the {config.face.driver} face driver")
-        self.face_driver = build.face_driver(config, self.avatar)
+        self.face_driver = build.face_driver(config, self.avatar, models)
         self._remote_audio: RemoteAudioInbox = build.remote_audio()
         self.audio_source = build.audio_source(config, self._remote_audio)
         self.mixer = build.mixer(config, self.avatar)
@@ -152,6 +158,12 @@ class Session:
     def remove_sink(self, sink: FrameSink) -> None:
         self.pipeline.remove_sink(sink)
 
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.pipeline.watchdog.follow(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.pipeline.watchdog.forget(stage)
+
     def output_failures(self) -> list[BaseException]:
         """Why outputs stopped before the end (a recording on a full disk, a camera that went away)."""
         return [runner.failed for runner in self.pipeline.sinks if runner.failed is not None]
@@ -195,6 +207,7 @@ class Session:
         old, self._passthrough = self._passthrough, new
         if old is not None:
             old.stop()
+        self.follow_output("voice", new.progress)
         cfg = self._config.outputs.passthrough
         cfg.device = device
         cfg.enabled = True
@@ -250,8 +263,9 @@ class Session:
             wanted = {"whip": self._config.webrtc.whip_url, "janus": self._config.webrtc.janus.url}
             self.publishers = {name: build.publisher(name, self._config, self, self._viewers.fanout)
                                for name in PUBLISHERS if wanted[name]}
-            for publisher in self.publishers.values():
+            for name, publisher in self.publishers.items():
                 publisher.start()
+                self.follow_output(f"publisher:{name}", publisher.progress)
         if self._config.outputs.passthrough.create:
             try:
                 await loop.run_in_executor(None, self._create_virtual_mic)
@@ -268,7 +282,6 @@ class Session:
         """Stop the pipeline and its outputs (a recording is finalised), the viewers, publishers and delayed
         audio in parallel, each with a bound, so a stuck part cannot hold the others (about 1.5 s at most)."""
         self.running = False
-        loop = asyncio.get_running_loop()
 
         async def bounded(what: Any, seconds: float) -> None:
             with contextlib.suppress(Exception):
@@ -279,19 +292,21 @@ class Session:
         publishers, self.publishers = self.publishers, {}
 
         async def audio_out() -> None:  # the delayed voice stops before the virtual microphone it plays into goes
+            fix = "the sound server may be hung"  # both stop within their own bounds; these are the last resort
             if passthrough is not None:
-                await loop.run_in_executor(None, passthrough.stop)
+                await off_loop(passthrough.stop, 1.5, "stopping the delayed voice", fix)
             if mic is not None:
-                await loop.run_in_executor(None, mic.remove)
+                await off_loop(mic.remove, 1.5, "removing the virtual microphone", fix)
 
         async def webrtc() -> None:
-            for publisher in publishers.values():
+            for name, publisher in publishers.items():
+                self.forget_output(f"publisher:{name}")
                 await publisher.stop()
             if self._viewers is not None:
                 await self._viewers.close_all()
 
         await asyncio.gather(
-            loop.run_in_executor(None, self.pipeline.stop, 1.5),
+            off_loop(lambda: self.pipeline.stop(1.5), 2.0, "stopping the pipeline", "see the log"),
             bounded(audio_out(), 1.5),
             bounded(webrtc(), 1.5),
             return_exceptions=True,
@@ -304,6 +319,8 @@ class Session:
             await self._remote_audio.close()
         with contextlib.suppress(Exception):
             self.avatar.close()
+        with contextlib.suppress(Exception):
+            self.face_driver.close()  # it leaves the hop batcher its model shares with other sessions
 
     def describe(self) -> dict[str, Any]:
         """What `GET /api/sessions` lists for this session."""

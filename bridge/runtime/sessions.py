@@ -54,7 +54,7 @@ def new_id() -> str:
 
 def session_config(base: Config, spec: SessionSpec, name: str) -> Config:
     """The config a session runs with: the daemon's, changed by `spec`. Sessions other than the default one
-    write no files and open no local devices of their own (recording, snapshots, virtual camera, delayed audio
+    write no files and open no local output devices (recording, snapshots, virtual camera, delayed audio
     belong to the default session), and publish to Janus as their own feed."""
     data = merge_tables(base.model_dump(), spec.overrides())
     if name != DEFAULT:

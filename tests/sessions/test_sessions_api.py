@@ -29,7 +29,7 @@ SMALL = {"width": 64, "height": 64, "fps": 25}
 async def sessions_daemon(**overrides: Any) -> AsyncIterator[Any]:
     """The test daemon with every session it makes (not only the default one) on the flat avatar."""
     with as_demo_avatar():
-        async with running_daemon(video=SMALL, **overrides) as daemon:
+        async with running_daemon(**{"video": SMALL, **overrides}) as daemon:
             yield daemon
 
 
@@ -205,7 +205,8 @@ async def test_sessions_are_created_driven_kept_apart_and_ended() -> None:
 
 
 async def test_the_request_policy_and_the_schema_guard_the_session_routes() -> None:
-    async with sessions_daemon(sessions={"max": 2}) as daemon, aiohttp.ClientSession() as http:
+    async with sessions_daemon(sessions={"max": 2}, http={"allowed_origins": ["https://player.example"]}) as daemon, \
+            aiohttp.ClientSession() as http:
         api = Api(daemon, http)
         evil = {"Origin": "http://evil.example"}
         status, body, _ = await api.call("POST", "/api/sessions", None, data=b"{}",
@@ -227,8 +228,74 @@ async def test_the_request_policy_and_the_schema_guard_the_session_routes() -> N
             assert status == 403, (method, path)
         status, _, _ = await api.call("POST", f"/sessions/{sid}/whep", {"sdp": "v=0"})  # JSON where SDP belongs
         assert status == 403
+        # CORS: a listed player may use a session's WHEP and viewer API, never create or end sessions.
+        player = {"Origin": "https://player.example", "Access-Control-Request-Method": "POST"}
+        for path in (f"/sessions/{sid}/whep", f"/api/sessions/{sid}/webrtc/offer"):
+            async with http.options(api.url + path, headers=player) as r:
+                assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "https://player.example", path
+        for path in ("/api/sessions", f"/api/sessions/{sid}"):
+            async with http.options(api.url + path, headers=player) as r:
+                assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers, path
         for path in ("/api/sessions/0123456789abcdef01234567/state", "/api/sessions/BLEND/state",
                      "/api/sessions/" + "a" * 300 + "/state"):
             status, _, _ = await api.call("GET", path)
             assert status == 404, path
         assert sid in daemon.sessions
+
+
+async def test_fixed_sessions_from_the_config_answer_osc_by_name() -> None:
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    async with sessions_daemon(osc={"enabled": True, "port": 0},
+                               sessions={"max": 3, "fixed": [{"name": "stage", "audio": "silence"}]}) as daemon, \
+            aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        stage = daemon.sessions.get("stage")
+        assert stage is not None and stage.fixed and stage.running
+        status, body, _ = await api.call("DELETE", "/api/sessions/stage")
+        assert status == 409, body
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        def send(address: str, *args: float) -> None:
+            builder = OscMessageBuilder(address)
+            for arg in args:
+                builder.add_arg(arg)
+            sock.sendto(builder.build().dgram, ("127.0.0.1", daemon.surface("osc").bound[1]))
+
+        async def ask(address: str) -> OscMessage:
+            send(address)
+            async with asyncio.timeout(10):
+                return OscMessage(await loop.sock_recv(sock, 65536))
+
+        send("/avatar/stage/blend/jawOpen", 0.5)
+        await wait_until(lambda: stage.mixer.state()["manual"].get("blend/jawOpen") == 0.5, 10, "stage took it")
+        reply = await ask("/avatar/stage/get/blend/jawOpen")
+        assert reply.address == "/avatar/stage/value/blend/jawOpen" and reply.params == [0.5]
+        reply = await ask("/avatar/get/blend/jawOpen")
+        assert reply.address == "/avatar/value/blend/jawOpen" and reply.params == [0.0]
+        reply = await ask("/avatar/stage/ping")
+        assert reply.address == "/avatar/stage/pong"
+        sock.close()
+
+
+async def test_an_automatic_capacity_is_measured_from_the_default_session() -> None:
+    from bridge.runtime.sessions import MIN_SAMPLES, measured_load
+
+    async with sessions_daemon() as daemon, aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        if rendered(daemon, "default") < MIN_SAMPLES - 5:  # well before the measurement: refused for now
+            status, body, headers = await api.call("POST", "/api/sessions", {})
+            assert status == 503 and "measuring" in body["error"] and int(headers["Retry-After"]) <= 5, body
+        await wait_until(lambda: daemon.sessions.capacity() is not None, 20, "the capacity was measured")
+        load = measured_load(daemon.session)
+        assert load is not None and load.render_s > 0
+        status, body, _ = await api.call("GET", "/api/sessions")
+        assert isinstance(body["capacity"], int) and body["capacity"] >= 1
+        await api.create()

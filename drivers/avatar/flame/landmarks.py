@@ -26,7 +26,7 @@ from drivers.safe_load import (
     BROKEN_PICKLE_ERRORS,
     Opaque,
     SafeLoadError,
-    check_numpy_bytes,
+    check_numpy_file,
     to_arrays,
     unpickle,
 )
@@ -122,7 +122,7 @@ def _read(path: Path) -> dict[str, Any]:
         return _plain(_read_npy_object(raw, path), path)
     if raw[:2] == b"PK":
         try:
-            check_numpy_bytes(raw)
+            check_numpy_file(raw)
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         except (ValueError, OSError, EOFError) as exc:

@@ -57,6 +57,7 @@ from drivers.avatar.flashavatar.train.outputs import (
     write_avatar_toml,
     write_preview,
 )
+from drivers.avatar.flashavatar.train.progress import LoadProgress
 from drivers.avatar.splat.cameras import FAR, NEAR
 from drivers.avatar.splat.gaussians import Camera, RasterSettings
 
@@ -208,10 +209,11 @@ class Trainer:
         self.rng = np.random.default_rng(options.seed)
 
         layout = ds.find_layout(dataset, tracking, options.frame_offset)
-        self.frames = ds.list_frames(layout)
+        self.progress = LoadProgress(say, bar=options.progress)
+        self.frames = ds.list_frames(layout, self.progress)
         self.fingerprint = TrainingFingerprint.of([(f.index, f.tracking) for f in self.frames], files)
         check_output_folder(self.out, options.resume, options.overwrite, self.fingerprint)
-        self.tracking = ds.load_tracking(self.frames)
+        self.tracking = ds.load_tracking(self.frames, self.progress)
         self.train_idx, self.test_idx = ds.split(len(self.frames), options.test_frames)
         source_hw = ds.image_size(self.frames)
         self.height, self.width = ds.target_size(source_hw, options.size)
@@ -355,7 +357,7 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------------------
     def load_images(self) -> None:
         if self.store is None:
-            data = ds.load_images(self.frames, (self.height, self.width), self.opts.workers, self.opts.progress)
+            data = ds.load_images(self.frames, (self.height, self.width), self.opts.workers, self.progress)
             self.store = ds.FrameStore(data, self.device)
 
     def _save(self, iteration: int) -> tuple[Path, Path]:
