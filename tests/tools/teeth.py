@@ -74,6 +74,9 @@ ONE_BUDGET_FOR_ALL = Change("drivers/control/osc.py", "        sender = (host, a
                             '        sender = ("everyone", 0)')
 VIEWS_ALLOWED = Change("drivers/safe_load.py", "        if obj.numel() > stored:", "        if False:")
 SHAPE_CHECK = "    if not all(isinstance(n, int) and n >= 0 for n in sizes) or math.prod(sizes) > 1:"
+LOOPBACK_APART = Change("bridge/core/http_names.py", "    if ip.is_loopback:", "    if False:")
+ONE_READ = Change("bridge/http/bodies.py", "            while size <= limit:", "            for _ in range(1):")
+RESAMPLER_THREADS = Change("drivers/audio/decode.py", "rate=rate, threads=1)", "rate=rate, threads=0)")
 ICE_SERVERS = "        pc = new_peer_connection(configuration=rtc_configuration(self.config.ice_servers))"
 TEETH: tuple[Tooth, ...] = (
     # ---- the HTTP request policy -----------------------------------------------------------------------------
@@ -203,14 +206,62 @@ TEETH: tuple[Tooth, ...] = (
           "call_later(3600.0, self._reap, peer.id)"),
     tooth(P + "test_webrtc_sessions.py::test_every_kind_of_session_counts_against_the_caps",
           "talk-back sessions counted per address", "drivers/output/webrtc/peers.py",
-          "        if sum(1 for p in self.peers.values() if p.address == address) >= per_address:",
-          '        if sum(1 for p in self.peers.values() if p.address == address and p.kind != "talk") >= per_address:'),
+          "        if sum(1 for p in self.peers.values() if address_group(p.address) == group) >= per_address:",
+          "        if sum(1 for p in self.peers.values() if address_group(p.address) == group"
+          ' and p.kind != "talk") >= per_address:'),
     tooth(P + "test_webrtc_sessions.py::test_offers_are_bounded_before_they_are_parsed",
           "the bound on ICE candidates", "drivers/output/webrtc/offers.py",
           "    if candidates > MAX_CANDIDATES:", "    if False:"),
     tooth(P + "test_webrtc_sessions.py::test_no_stun_server_unless_configured",
           "an empty ICE server list (aiortc's default asks Google's STUN server)", "drivers/output/webrtc/peers.py",
           ICE_SERVERS, "        pc = new_peer_connection(configuration=None)"),
+    Tooth(P + "test_webrtc_sessions.py::test_abandoned_offers_from_many_loopback_addresses_take_one_clients_places",
+          "the loopback range counted as one client", (LOOPBACK_APART,)),
+    Tooth(P + "test_webrtc_sessions.py::test_the_per_address_cap_counts_clients_not_addresses",
+          "the loopback range counted as one client", (LOOPBACK_APART,)),
+    tooth(P + "test_webrtc_sessions.py::test_one_cap_over_every_client", "webrtc.max_viewers over every client",
+          "drivers/output/webrtc/peers.py", "        if self.sessions >= cap:", "        if False:"),
+    # ---- whole request bodies ----------------------------------------------------------------------------------
+    tooth(P + "test_whole_bodies.py::test_every_body_route_is_covered", "every body route in the test's list "
+          "(a new route)", "bridge/http/api_controls.py", '    add_route(app, "POST", "/api/presets/capture", capture)\n',
+          '    add_route(app, "POST", "/api/presets/capture", capture)\n'
+          '    add_route(app, "POST", "/api/presets/capture2", capture)\n'),
+    Tooth(P + "test_whole_bodies.py::test_json_bodies_byte_by_byte_answer_as_whole", "reading a body to its end",
+          (ONE_READ,)),
+    Tooth(P + "test_whole_bodies.py::test_patch_in_pieces_answers_as_whole", "reading a body to its end", (ONE_READ,)),
+    Tooth(P + "test_whole_bodies.py::test_offers_byte_by_byte_keep_their_audio", "reading a body to its end",
+          (ONE_READ,)),
+    tooth(P + "test_whole_bodies.py::test_a_body_that_stops_coming_is_refused_in_time", "the body read deadline",
+          "bridge/http/bodies.py", "        async with asyncio.timeout(READ_TIMEOUT):",
+          "        async with asyncio.timeout(None):"),
+    # ---- bounded outputs and stops ------------------------------------------------------------------------------
+    tooth(P + "test_bounded_outputs.py::test_a_record_path_that_is_not_a_regular_file_is_refused_up_front",
+          "the record path checked before the start", "drivers/output/recorder.py",
+          "        if not stat.S_ISREG(mode):\n            raise UserError(f\"cannot record to {path}: it is {_kind(mode)}; {fix}\")",
+          "        if False:\n            raise UserError(f\"cannot record to {path}: it is {_kind(mode)}; {fix}\")"),
+    tooth(P + "test_bounded_outputs.py::test_a_path_that_became_a_fifo_is_refused_when_opened_not_waited_on",
+          "only a regular file opened", "drivers/output/recorder.py",
+          "        if not stat.S_ISREG(mode):\n            raise UserError(f\"cannot record to {path}: it is {_kind(mode)}; give",
+          "        if False:\n            raise UserError(f\"cannot record to {path}: it is {_kind(mode)}; give"),
+    tooth(P + "test_bounded_outputs.py::test_a_second_daemon_leaves_the_first_daemons_microphone_alone",
+          "a running owner's microphone left alone", "drivers/output/virtual_mic.py",
+          "        running = [owner for _, owner in ours if owner is not None and owner_alive(owner)]",
+          "        running = []"),
+    tooth(P + "test_bounded_outputs.py::test_a_hung_sound_server_is_named_and_cannot_hold_the_stop",
+          "the short wait for a hung server at the stop", "drivers/output/virtual_mic.py",
+          "REMOVE_WAIT_S = 0.6", "REMOVE_WAIT_S = 10.0"),
+    tooth(P + "test_bounded_outputs.py::test_a_stop_while_the_daemon_waits_on_a_hung_server_at_start_is_obeyed",
+          "the microphone made off the event loop", "bridge/runtime/session.py",
+          "                await loop.run_in_executor(None, self._create_virtual_mic)",
+          "                self._create_virtual_mic()"),
+    tooth(P + "test_bounded_outputs.py::test_a_janus_that_stops_answering_is_named_and_cannot_hold_the_stop",
+          "the bound on a keepalive's answer", "drivers/output/webrtc/janus.py",
+          'await self._request("keepalive", timeout=KEEPALIVE_REPLY)', 'await self._request("keepalive", timeout=3600.0)'),
+    # ---- decoder threads ---------------------------------------------------------------------------------------
+    Tooth(P + "test_decoder_threads.py::test_looping_the_demo_clip_keeps_the_thread_count_flat",
+          "resampling on the calling thread", (RESAMPLER_THREADS,)),
+    Tooth(P + "test_decoder_threads.py::test_opening_and_abandoning_files_keeps_the_thread_count_flat",
+          "resampling on the calling thread", (RESAMPLER_THREADS,)),
     # ---- floors ------------------------------------------------------------------------------------------------
     tooth("tests/test_floors.py::test_every_module_sits_on_a_floor", "every module on a named floor (a new module no floor names)",
           "bridge/anything_new.py", None, '"""A module that no floor of bridge/__init__.py names."""\n'),
