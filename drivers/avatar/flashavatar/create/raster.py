@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+_EDGE = 1e-5  # pixels exactly on a shared edge belong to both triangles (no cracks from rounding)
 _BUCKETS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -56,7 +57,7 @@ def rasterise(pixels: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, he
             w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / a
             w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / a
             w2 = 1 - w0 - w1
-            inside = ((w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (px <= hi[chunk, 0, None, None])
+            inside = ((w0 >= -_EDGE) & (w1 >= -_EDGE) & (w2 >= -_EDGE) & (px <= hi[chunk, 0, None, None])
                       & (py <= hi[chunk, 1, None, None]))
             n, i, j = torch.nonzero(inside, as_tuple=True)
             if n.numel() == 0:
