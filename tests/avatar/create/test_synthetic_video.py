@@ -41,7 +41,7 @@ def test_video_frames_follow_their_truth(tmp_path: Path) -> None:
     frames, size = 6, 128
     motion = default_motion(frames)
     motion.head[:, 1] = np.radians(np.linspace(-25, 25, frames))
-    video = make_video(flame, astronaut_texture(flame.v_template.numpy()), frames, size, motion=motion)
+    video = make_video(flame, astronaut_texture(flame.v_template.numpy(), flame.faces.numpy()), frames, size, motion=motion)
     truth = video.truth
     assert truth["vertices_px"].shape == (frames, 5023, 2) and truth["R"].shape == (frames, 3, 3)
     for i, img in enumerate(video.frames):

@@ -62,9 +62,9 @@ def test_still_face_gives_still_parameters() -> None:
     fitted = res.project(res.vertices(flame))
     jitter = np.linalg.norm(fitted[2:] - 2 * fitted[1:-1] + fitted[:-2], axis=-1)
     assert np.median(jitter) < 0.1  # pixels; the input's own second difference is about 0.7 px
-    assert np.degrees(np.linalg.norm(_relative_angles(res.R), axis=1)).max() < 0.2
+    assert np.degrees(np.linalg.norm(_relative_angles(res.R), axis=1)).max() < 0.3
     assert np.ptp(res.jaw, axis=0).max() < np.radians(0.3)
-    assert np.ptp(res.expression, axis=0).max() < 0.1
+    assert np.ptp(res.expression, axis=0).max() < 0.15  # the moving test head spans 1.2
 
 
 def test_frames_without_a_face_are_interpolated_and_marked() -> None:

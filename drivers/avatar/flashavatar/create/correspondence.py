@@ -56,6 +56,9 @@ class Correspondence:
     landmark_indices: NDArray[np.int64]
     face_idx: NDArray[np.int64]
     bary: NDArray[np.float32]
+    # How far (mm) the landmark model's point wandered over the surface between views when the table was made:
+    # a measure of how loosely it is tied to the face (the contour most). None: equally trusted.
+    spread_mm: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.landmark_indices)
@@ -68,6 +71,14 @@ class Correspondence:
             raise CorrespondenceError(f"landmark ids must lie in 0..{N_MEDIAPIPE - 1} (mediapipe's face mesh)")
         if not np.all(np.isfinite(self.bary)) or np.abs(self.bary.sum(1) - 1).max() > 1e-3:
             raise CorrespondenceError("landmark barycentrics must be finite and sum to 1 per landmark")
+        if self.spread_mm is not None and (self.spread_mm.shape != (n,) or not np.all(self.spread_mm >= 0)):
+            raise CorrespondenceError(f"lmk_spread_mm must hold {n} non-negative values, one per landmark")
+
+    def weights(self, typical_mm: float = 2.0) -> NDArray[np.float64]:
+        """Per-landmark trust for the fitter: 1 for a point that stays put on the surface, less as it wanders."""
+        if self.spread_mm is None:
+            return np.ones(len(self.landmark_indices))
+        return 1.0 / (1.0 + (self.spread_mm.astype(np.float64) / typical_mm) ** 2)
 
     def check_faces(self, num_faces: int) -> None:
         if self.face_idx.min() < 0 or self.face_idx.max() >= num_faces:
@@ -82,14 +93,16 @@ class Correspondence:
     def subset(self, ids: tuple[int, ...] | NDArray[np.int64]) -> Correspondence:
         """Only the given landmark ids (those this correspondence has)."""
         keep = np.isin(self.landmark_indices, np.asarray(ids))
-        return Correspondence(self.landmark_indices[keep], self.face_idx[keep], self.bary[keep])
+        spread = None if self.spread_mm is None else self.spread_mm[keep]
+        return Correspondence(self.landmark_indices[keep], self.face_idx[keep], self.bary[keep], spread)
 
     def save(self, path: Path) -> None:
         """Written in FLAME's embedding layout (`lmk_face_idx`, `lmk_b_coords`, `landmark_indices`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.spread_mm is None else {"lmk_spread_mm": self.spread_mm.astype(np.float32)}
         np.savez(tmp, lmk_face_idx=self.face_idx.astype(np.int64), lmk_b_coords=self.bary.astype(np.float32),
-                 landmark_indices=self.landmark_indices.astype(np.int64))
+                 landmark_indices=self.landmark_indices.astype(np.int64), **extra)
         tmp.replace(path)
 
 
@@ -101,7 +114,8 @@ def load_embedding(path: Path | str) -> Correspondence:
                                   "mediapipe_landmark_embedding.npz or leave it out to use the shipped one")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices") if k in z}
+            arrays = {k: np.asarray(z[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices",
+                                                    "lmk_spread_mm") if k in z}
     except (OSError, ValueError) as exc:
         raise CorrespondenceError(f"{path} is not a readable npz file ({str(exc)[:120]})") from None
     missing = {"lmk_face_idx", "lmk_b_coords", "landmark_indices"} - set(arrays)
@@ -113,9 +127,11 @@ def load_embedding(path: Path | str) -> Correspondence:
             raise CorrespondenceError(f"{path}: {k} must hold integers, not {arrays[k].dtype}")
     if not np.issubdtype(arrays["lmk_b_coords"].dtype, np.floating):
         raise CorrespondenceError(f"{path}: lmk_b_coords must hold floats, not {arrays['lmk_b_coords'].dtype}")
+    spread = arrays.get("lmk_spread_mm")
     return Correspondence(arrays["landmark_indices"].reshape(-1).astype(np.int64),
                           arrays["lmk_face_idx"].reshape(-1).astype(np.int64),
-                          arrays["lmk_b_coords"].reshape(-1, 3).astype(np.float32))
+                          arrays["lmk_b_coords"].reshape(-1, 3).astype(np.float32),
+                          None if spread is None else spread.reshape(-1).astype(np.float32))
 
 
 def shipped_correspondence() -> Correspondence:
@@ -172,11 +188,11 @@ def _closest_on_triangles(p: NDArray[np.float64], tri: NDArray[np.float64]) -> N
     return bary
 
 
-def derive_correspondence(mesh_path: Path | str, views: int = 3, size: int = 512,
+def derive_correspondence(mesh_path: Path | str, views: int = 5, size: int = 512,
                           landmarks: tuple[int, ...] = DEFAULT_LANDMARKS + UPPER_LIDS + LOWER_LIDS
                           ) -> tuple[Correspondence, dict[str, float]]:
-    """The landmark model run on renders of the textured template from views x views directions (yaw ±20°,
-    pitch ±10°), each detected landmark put on the surface through the renderer's buffers, the views averaged
+    """The landmark model run on renders of the textured template from views x views directions (yaw ±30°,
+    pitch ±20°), each detected landmark put on the surface through the renderer's buffers, the views averaged
     in template space and snapped to the nearest surface point. Returns the table and its spread in mm."""
     import torch
 
@@ -190,13 +206,13 @@ def derive_correspondence(mesh_path: Path | str, views: int = 3, size: int = 512
     mesh = load_obj(mesh_path)
     v = mesh.vertices.astype(np.float64)
     faces = mesh.faces.astype(np.int64)
-    texture = astronaut_texture(v)
+    texture = astronaut_texture(v, faces)
     centre = v[:3931].mean(0)
     K = np.array([[1.8 * size, 0, size / 2], [0, 1.8 * size, size / 2], [0, 0, 1]])
     lm = np.asarray(sorted(set(landmarks)))
     samples: list[NDArray[np.float64]] = []
-    for yaw in np.linspace(-20, 20, views):
-        for pitch in np.linspace(-10, 10, views):
+    for yaw in np.linspace(-30, 30, views):
+        for pitch in np.linspace(-20, 20, views):
             rot = FLIP @ axis_angle_to_matrix(np.radians([pitch, yaw, 0.0]))
             cam = (v - centre) @ rot.T + np.array([0.0, 0.0, 0.62])
             image = render(cam, faces, K, size, texture)
@@ -231,7 +247,7 @@ def derive_correspondence(mesh_path: Path | str, views: int = 3, size: int = 512
     ok = np.isfinite(mean).all(1)
     spread = np.nanmedian(np.linalg.norm(stack - mean, axis=2), axis=0)
     face_ids, bary = closest_surface_points(mean[ok], v, faces)
-    corr = Correspondence(lm[ok], face_ids, bary.astype(np.float32))
+    corr = Correspondence(lm[ok], face_ids, bary.astype(np.float32), (spread[ok] * 1000).astype(np.float32))
     stats = {"views": float(len(samples)), "landmarks": float(ok.sum()),
              "median_spread_mm": float(np.nanmedian(spread) * 1000), "max_spread_mm": float(np.nanmax(spread) * 1000)}
     return corr, stats

@@ -78,7 +78,7 @@ def build_synthetic_flame(mesh_path: Path | str, seed: int = 0) -> dict[str, Any
     # on the root.
     w = np.zeros((len(v), 5))
     on_neck = _smoothstep((v[:, 1] - (neck_y + 0.02)) / 0.05)
-    lower = _smoothstep((seam_y + 0.001 - v[:, 1]) / 0.006) * _smoothstep((v[:, 2] - (front - 0.16)) / 0.05) \
+    lower = _smoothstep((seam_y + 0.0005 - v[:, 1]) / 0.002) * _smoothstep((v[:, 2] - (front - 0.16)) / 0.05) \
         * _smoothstep((v[:, 1] - (neck_y + 0.06)) / 0.03)
     w[:, 2] = lower
     w[:, 1] = (1 - lower) * on_neck

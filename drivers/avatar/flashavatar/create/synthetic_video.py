@@ -36,9 +36,22 @@ FPS = 25
 class FaceTexture:
     photo: NDArray[np.float32]  # (H,W,3) in 0..255
     coords: NDArray[np.float32]  # (V,2) photo pixel (x, y) of every vertex
+    dark: NDArray[np.float32]  # (V,) 1 inside the mouth (shown dark when the jaw opens), else 0
 
 
-def astronaut_texture(template: NDArray[np.floating]) -> FaceTexture:
+def mouth_interior(template: NDArray[np.float64], faces: NDArray[np.integer], mouth_y: float) -> NDArray[np.bool_]:
+    """The template's vertices inside the mouth: near the lips' line and facing away from the camera."""
+    v = template
+    normals = np.zeros_like(v)
+    face_n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_n)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    near = (np.abs(v[:, 0]) < 0.03) & (np.abs(v[:, 1] - mouth_y) < 0.01) & (v[:, 2] > 0.03)
+    return near & (normals[:, 2] < 0.1) & (np.arange(len(v)) < LEFT_EYEBALL.start)
+
+
+def astronaut_texture(template: NDArray[np.floating], faces: NDArray[np.integer]) -> FaceTexture:
     """The astronaut photo mapped onto the template's front (needs scikit-image)."""
     from skimage.data import astronaut
 
@@ -50,7 +63,8 @@ def astronaut_texture(template: NDArray[np.floating]) -> FaceTexture:
     dst = np.array([PHOTO_RIGHT_EYE, PHOTO_LEFT_EYE, PHOTO_MOUTH])
     affine = np.linalg.solve(src, dst)  # (3,2): [x y 1] @ affine = photo (x, y)
     coords = np.c_[v[:, :2], np.ones(len(v))] @ affine
-    return FaceTexture(astronaut().astype(np.float32), coords.astype(np.float32))
+    dark = mouth_interior(v, np.asarray(faces), float(mouth[1])).astype(np.float32)
+    return FaceTexture(astronaut().astype(np.float32), coords.astype(np.float32), dark)
 
 
 def _sample(photo: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -78,6 +92,8 @@ def render(verts_cam: NDArray[np.floating], faces: NDArray[np.integer], K: NDArr
     bary = frags.bary[hit]
     coords = torch.as_tensor(texture.coords)[f[fid]]  # (N,3,2)
     colour = _sample(torch.as_tensor(texture.photo), (bary[:, :, None] * coords).sum(1))
+    dark = (bary * torch.as_tensor(texture.dark)[f[fid]]).sum(1, keepdim=True)
+    colour = colour * (1 - dark) + torch.tensor([40.0, 12.0, 14.0]) * dark
     tri = v[f[fid]]
     normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normal = normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -38,6 +38,10 @@ from drivers.avatar.flashavatar.create.correspondence import (
 FLIP = np.diag([1.0, -1.0, -1.0])  # FLAME (y up, face towards +z) seen by an OpenCV camera (y down, +z ahead)
 
 
+# The temporal term's scale of each per-frame parameter (radians for rotations, decimetres for translation).
+SMOOTH_SCALE = {"rotation": 1.0, "translation": 10.0, "expression": 0.3, "jaw": 1.0, "eyes": 1.0, "eyelids": 0.1}
+
+
 class TrackingError(UserError, ValueError):
     """The landmarks cannot be tracked (no frame with a face, wrong array shapes)."""
 
@@ -60,9 +64,10 @@ class FitSettings:
     eye_reg: float = 1e-4
     eye_pair_reg: float = 0.05  # the two eyes look the same way
     lid_reg: float = 1e-4
-    smooth: float = 2.0  # second differences of per-frame parameters, relative to the data term
+    smooth: float = 5.0  # second differences of per-frame parameters (scaled by SMOOTH_SCALE), vs the data term
     focal_init: float = 2.0  # focal length in image sizes (about 28° field of view)
     focal_reg: float = 1e-3
+    trust_mm: float = 2.0  # landmarks that wandered this far between views (see Correspondence) count half
 
 
 @dataclass
@@ -239,10 +244,10 @@ def fit_video(
     lm = correspondence.landmark_indices
     n_frames, size = len(pts), float(image_size)
     target_np = _interpolate_invalid(pts[:, lm], ok)
-    weights_np = np.ones(len(lm))
-    weights_np[np.isin(lm, FACE_OVAL)] = cfg.contour_weight
-    weights_np[np.isin(lm, IRIS_CENTRES)] = cfg.iris_weight
-    weights_np[np.isin(lm, UPPER_LIDS + LOWER_LIDS)] = cfg.lid_weight
+    weights_np = correspondence.weights(cfg.trust_mm)
+    weights_np[np.isin(lm, FACE_OVAL)] *= cfg.contour_weight
+    weights_np[np.isin(lm, IRIS_CENTRES)] *= cfg.iris_weight
+    weights_np[np.isin(lm, UPPER_LIDS + LOWER_LIDS)] *= cfg.lid_weight
 
     model = LandmarkFlame(flame, correspondence, dev)
     neutral = model(torch.zeros(1, device=dev), torch.zeros(1, N_EXPR, device=dev),
@@ -294,6 +299,7 @@ def fit_video(
     def smooth_term(groups: list[torch.Tensor]) -> torch.Tensor:
         return sum((_second_diff(g) for g in groups), torch.zeros((), device=dev))
 
+    sc = SMOOTH_SCALE
     total = cfg.rigid_steps + cfg.full_steps
     step = 0
     # Stage 1: the camera alone (rotation, translation, focal).
@@ -305,7 +311,7 @@ def fit_video(
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(cfg.rigid_steps, 1))))
         opt.zero_grad(set_to_none=True)
         uv = project(neutral_points)
-        loss = data_term(uv) * 1e3 + cfg.smooth * smooth_term([rot, trans * 10]) \
+        loss = data_term(uv) * 1e3 + cfg.smooth * smooth_term([rot * sc["rotation"], trans * sc["translation"]]) \
             + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum()
         loss.backward()
         opt.step()
@@ -332,8 +338,9 @@ def fit_video(
                + cfg.eye_reg * eyes.pow(2).sum(-1).mean() + cfg.eye_pair_reg * (eyes[:, :3] - eyes[:, 3:]).pow(2)
                .sum(-1).mean() + cfg.lid_reg * lids.pow(2).sum(-1).mean()
                + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum())
-        loss = data_term(uv) * 1e3 + reg + cfg.smooth * smooth_term([rot, trans * 10, expr * 0.1, jaw, eyes,
-                                                                     lids * 0.1])
+        loss = data_term(uv) * 1e3 + reg + cfg.smooth * smooth_term(
+            [rot * sc["rotation"], trans * sc["translation"], expr * sc["expression"], jaw * sc["jaw"],
+             eyes * sc["eyes"], lids * sc["eyelids"]])
         loss.backward()
         opt.step()
         step += 1
