@@ -100,8 +100,9 @@ class Correspondence:
         """Written in FLAME's embedding layout (`lmk_face_idx`, `lmk_b_coords`, `landmark_indices`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        arrays = {"lmk_face_idx": self.face_idx.astype(np.int64), "lmk_b_coords": self.bary.astype(np.float32),
-                  "landmark_indices": self.landmark_indices.astype(np.int64)}
+        arrays: dict[str, NDArray[np.generic]] = {
+            "lmk_face_idx": self.face_idx.astype(np.int64), "lmk_b_coords": self.bary.astype(np.float32),
+            "landmark_indices": self.landmark_indices.astype(np.int64)}
         if self.spread_mm is not None:
             arrays["lmk_spread_mm"] = self.spread_mm.astype(np.float32)
         np.savez(tmp, allow_pickle=False, **arrays)
