@@ -162,12 +162,11 @@ class Viewer:
     tracks: list[Any] = field(default_factory=list)  # the daemon's sending tracks of this viewer
 
 
-async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
+async def connect_viewer(daemon: Any, viewer: Viewer, session: Any = None) -> None:
+    """A WHEP viewer of `session` (default: the daemon's default session, at /whep)."""
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
-
-    from bridge.http.keys import VIEWERS_KEY
 
     pc = RTCPeerConnection()
     viewer.pc = pc
@@ -198,11 +197,12 @@ async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
         viewer.tasks.append(asyncio.get_running_loop().create_task(consume(track)))
 
     await pc.setLocalDescription(await pc.createOffer())
-    url = f"http://127.0.0.1:{daemon.http_port}"
-    hub = daemon._http_runner.app[VIEWERS_KEY]
+    session = session or daemon.session
+    path = "/whep" if session is daemon.session else f"/sessions/{session.name}/whep"
+    hub = session.viewers
     before = set(hub.peers)
     async with aiohttp.ClientSession() as http, http.post(
-            url + "/whep", data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:
+            f"http://127.0.0.1:{daemon.http_port}{path}", data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:
         if r.status != 201:
             raise RuntimeError(f"WHEP answered {r.status}: {await r.text()}")
         viewer.location = r.headers.get("Location")

@@ -138,9 +138,7 @@ async def record(daemon: Any, count: int) -> list[Any]:
 
 def viewers_of(daemon: Any) -> Any:
     """The daemon's WebRTC viewer hub (drivers.output.webrtc.peers.ViewerHub)."""
-    from bridge.http.keys import VIEWERS_KEY
-
-    return daemon._http_runner.app[VIEWERS_KEY]
+    return daemon.session.viewers
 
 
 def cpu_of(hub: Any) -> tuple[float, int, float, int]:

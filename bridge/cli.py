@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "bridge.commands.presets",
     "bridge.commands.midi",
     "bridge.commands.calibrate",
+    "bridge.commands.workers",
 )
 
 

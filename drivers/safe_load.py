@@ -15,6 +15,13 @@ its zip archives, so `load_torch` checks them first (a checkpoint whose bytes ch
 would otherwise load and render garbage), and `pickle_depth` reads a pickle's opcodes to refuse one that nests
 containers deeper than any model file does (a 200,000-deep file would otherwise end in a RecursionError).
 
+Arrays are checked before they cost memory: a header is only a promise, and a 5 KB file can promise gigabytes.
+`load_torch` refuses a tensor that is a view holding more values than its storage (stride 0, overlapping
+strides: converting it would materialise every value) and a zip member that inflates far beyond its stored
+bytes; NumPy's pickled `_reconstruct` may only make the empty array NumPy itself writes; a sparse matrix's
+shape is bounded; and `check_numpy_file` reads every `.npy` header (also inside `.npz`) and refuses one that
+promises more bytes than the file holds, before `numpy.load` allocates them.
+
 Failures are `RefusedContent` (the file holds something outside the allow-list: tampered or foreign) or
 `DamagedFile` (damaged, truncated or not this format); callers phrase them for their file kind.
 """
@@ -26,6 +33,7 @@ import codecs
 import contextlib
 import importlib
 import io
+import math
 import pathlib
 import pickle
 import pickletools
@@ -62,6 +70,9 @@ BROKEN_PICKLE_ERRORS = (EOFError, pickle.UnpicklingError, ValueError, TypeError,
 
 
 MAX_PICKLE_DEPTH = 100  # model files nest containers a few levels deep; far more is damage or a trap
+MAX_DENSE_VALUES = 1 << 25  # a sparse matrix made dense: FLAME's largest is 5 x 5023; 33 M values is 256 MB
+MAX_INFLATION = 64  # a zip member may expand this much over its stored bytes (torch and NumPy store, not deflate)
+INFLATION_SLACK = 1 << 20  # small members may compress better than MAX_INFLATION
 
 
 # ------------------------------------------------------------------------------------------------ damaged files
@@ -187,6 +198,7 @@ def check_archive(path: Path) -> None:
         return
     try:
         with zipfile.ZipFile(path) as archive:
+            check_inflation(archive)
             bad = archive.testzip()
             if bad is not None:
                 raise DamagedFile(f"damaged file: {bad} inside the archive does not match its CRC-32 checksum "
@@ -199,6 +211,90 @@ def check_archive(path: Path) -> None:
         if isinstance(exc, SafeLoadError):
             raise
         raise DamagedFile(f"damaged file: the zip archive cannot be read ({str(exc)[:160]})") from None
+
+
+def check_inflation(archive: zipfile.ZipFile) -> None:
+    """Refuse a zip member that inflates far beyond its stored bytes (a zip bomb) before anything reads it."""
+    for info in archive.infolist():
+        if info.file_size > MAX_INFLATION * info.compress_size + INFLATION_SLACK:
+            raise DamagedFile(f"{info.filename} inside the archive inflates {info.compress_size} stored bytes to "
+                              f"{info.file_size}; no model file is compressed like that")
+
+
+# ------------------------------------------------------------------------------------------- array headers
+def _header_problem(stream: Any, available: int) -> str | None:
+    """What is wrong with the `.npy` header at the start of `stream` whose data may be `available` bytes long
+    (header included), or None; reads only the header."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(stream)
+        else:
+            return f"a .npy format version {version} that model files never use"
+    except (ValueError, EOFError, OSError) as exc:
+        return f"a damaged .npy header ({str(exc)[:120]})"
+    if dtype.hasobject:
+        return None  # pickled payload: numpy.load refuses it (allow_pickle=False) or the restricted unpickler reads it
+    promised = math.prod(shape) * dtype.itemsize
+    held = available - stream.tell()
+    if promised > held:
+        return f"an array header of shape {tuple(shape)} {dtype} ({promised} bytes) over {max(held, 0)} bytes of data"
+    return None
+
+
+def _check_npz(archive: zipfile.ZipFile) -> None:
+    check_inflation(archive)
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            if (problem := _header_problem(member, info.file_size)) is not None:
+                raise DamagedFile(f"{info.filename} has {problem}; the file is damaged or crafted")
+
+
+def check_numpy_file(path: Path | str | bytes) -> None:
+    """Read the header of a `.npy`, or of every `.npy` inside an `.npz` (a path, or the file's bytes), and
+    refuse (`DamagedFile`) one that promises more data than the file holds, before `numpy.load` allocates it."""
+    try:
+        with io.BytesIO(path) if isinstance(path, bytes) else Path(path).open("rb") as stream:
+            if zipfile.is_zipfile(stream):
+                with zipfile.ZipFile(stream) as archive:
+                    _check_npz(archive)
+                return
+            size = stream.seek(0, io.SEEK_END)
+            stream.seek(0)
+            problem = _header_problem(stream, size)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, SafeLoadError):
+            raise
+        raise DamagedFile(f"cannot read the file ({str(exc)[:160]})") from None
+    if problem is not None:
+        raise DamagedFile(f"it has {problem}; the file is damaged or crafted")
+
+
+def check_views(obj: Any, key: str = "", depth: int = 0) -> None:
+    """Refuse (`DamagedFile`) a loaded tensor that is a view holding more values than its storage: stride 0 or
+    overlapping strides make a few stored bytes stand for gigabytes, which any conversion would allocate."""
+    import torch
+
+    if depth > MAX_PICKLE_DEPTH:
+        raise _too_deep(depth)
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided or obj.device.type == "meta":
+            return
+        stored = obj.untyped_storage().nbytes() // max(obj.element_size(), 1)
+        if obj.numel() > stored:
+            raise DamagedFile(f"{key or 'a tensor'} is a view of shape {tuple(obj.shape)} (strides {obj.stride()}) "
+                              f"over {stored} stored values: stride-0 or overlapping views are not model data")
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            check_views(v, f"{key}.{k}" if key else str(k), depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_views(v, f"{key}[{i}]", depth + 1)
+    elif isinstance(obj, argparse.Namespace):
+        check_views(vars(obj), key, depth + 1)
 
 
 # ------------------------------------------------------------------------------------------ restricted pickles
@@ -258,8 +354,17 @@ def _np_scalar(dtype: np.dtype, data: bytes | str | None = None) -> Any:
     return _multiarray().scalar(dtype, data)
 
 
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """NumPy's `_reconstruct`, which allocates `shape` at once, limited to the empty array NumPy's own pickles
+    ask for (the data arrives afterwards, checked against the shape by `ndarray.__setstate__`)."""
+    sizes = shape if isinstance(shape, tuple) else (shape,)
+    if not all(isinstance(n, int) and n >= 0 for n in sizes) or math.prod(sizes) > 1:
+        raise DamagedFile(f"a pickled NumPy array asks for an initial shape {str(shape)[:80]}; NumPy writes (0,)")
+    return _multiarray()._reconstruct(subtype, shape, dtype)
+
+
 def _allowed() -> dict[tuple[str, str], Any]:
-    recon = _multiarray()._reconstruct
+    recon = _reconstruct
     table: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -361,7 +466,9 @@ def _dense(obj: SparseMatrix, key: str) -> NDArray[np.float64]:
             rows, cols = (indices, major) if obj.fmt == "csc" else (major, indices)
     except (KeyError, TypeError, ValueError) as exc:
         raise DamagedFile(f"the sparse matrix {key!r} is incomplete ({exc}); the file looks damaged") from None
-    if len(shape) != 2 or rows.shape != data.shape or cols.shape != data.shape:
+    if len(shape) != 2 or min(shape) < 0 or math.prod(shape) > MAX_DENSE_VALUES:
+        raise DamagedFile(f"the sparse matrix {key!r} has shape {shape}; no FLAME matrix is that large")
+    if rows.shape != data.shape or cols.shape != data.shape:
         raise DamagedFile(f"the sparse matrix {key!r} is inconsistent; the file looks damaged")
     if data.size and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
         raise DamagedFile(f"the sparse matrix {key!r} has out-of-range indices; the file looks damaged")
@@ -396,7 +503,8 @@ def _numpy_arrays() -> list[Any]:
     """What torch's weights-only unpickler must additionally accept to rebuild plain NumPy arrays."""
     allowed: list[Any] = [np.ndarray, np.dtype]
     mod = _multiarray()
-    allowed += [mod._reconstruct, mod.scalar]
+    allowed += [(_reconstruct, f"{name}._reconstruct") for name in ("numpy.core.multiarray", "numpy._core.multiarray")]
+    allowed.append(mod.scalar)
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
         for attr in dir(dtypes):
@@ -456,7 +564,11 @@ def load_torch(path: Path | str, allow: Sequence[Any] = ()) -> Any:
     check_archive(Path(path))
     try:
         with _allowing(allow):
-            return torch.load(Path(path), map_location="cpu", weights_only=True)
+            loaded = torch.load(Path(path), map_location="cpu", weights_only=True)
+        check_views(loaded)
+        return loaded
+    except SafeLoadError:
+        raise
     except pickle.UnpicklingError as exc:
         raise RefusedContent(unpickling_reason(exc)) from None
     except Exception as exc:  # torch raises many types for damaged files (IndexError, RuntimeError, ...)

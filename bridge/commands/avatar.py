@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bridge.commands import avatar_create
 from bridge.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -68,7 +69,10 @@ def register(sub: Any) -> None:
     train.add_argument("--size", type=int, default=512, help="training image height in pixels (upstream: 512)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="cuda for real training; cpu only for tiny test runs")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the latest checkpoint in --out (trained on this dataset and FLAME files)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the avatar already in --out (its checkpoints are removed)")
     train.add_argument("--checkpoint-every", type=int, default=5000)
     train.add_argument("--preview-every", type=int, default=500)
     train.add_argument("--eval-every", type=int, default=0,
@@ -101,6 +105,7 @@ def register(sub: Any) -> None:
     syn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=cmd_make_synthetic)
+    avatar_create.register(avsub, _flame_args, _subject_paths)  # `avatar create` and `avatar prepare`
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -145,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         test_frames=args.test_frames, frame_offset=args.frame_offset, lpips=not args.no_lpips,
         hidden_dim=args.mlp_width, hidden_layers=args.mlp_layers, zero_head=args.mlp_init == "zero",
         white_background=args.white_background,
-        resume=args.resume, progress=not args.no_progress,
+        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
     trainer = Trainer(args.dataset, args.out, _subject_paths(args), opts, tracking=args.tracking)
     result = trainer.run()
@@ -266,7 +271,10 @@ def load_sequence(path: Path) -> dict[str, np.ndarray]:
                 "R": np.stack([f.R for f in frames]), "t": np.stack([f.t for f in frames])}
     if not path.is_file():
         raise UserError(f"parameter file {path} does not exist")
+    from drivers.safe_load import check_numpy_file
+
     try:
+        check_numpy_file(path)
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path} is not a readable .npz ({exc})") from None

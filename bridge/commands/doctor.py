@@ -255,6 +255,9 @@ def _open_torch_archive(path: Path) -> str:
 def _open_numpy(path: Path) -> str:
     import numpy as np
 
+    from drivers.safe_load import check_numpy_file
+
+    check_numpy_file(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return f"npz with {len(data.files)} arrays"

@@ -7,13 +7,17 @@ bad value and what to do.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bridge.core.arkit import ARKIT_NAMES
+from bridge.core.face_params import N_EXPRESSION, FaceParams
 from bridge.core.http_names import normalise_origin, split_host
 
 if sys.version_info >= (3, 11):
@@ -29,7 +33,16 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _milliseconds(field: str, v: Any, top: float) -> Any:
+    """'auto' or a finite number of milliseconds in 0..top, checked before the union is tried (one message)."""
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= top:
+        raise ValueError(f"{field} must be 'auto' or a number of milliseconds in 0..{top:g}")
+    return v
 
 
 def _rgb(value: Any) -> tuple[float, float, float]:
@@ -130,6 +143,9 @@ class AvatarConfig(Section):
         return self
 
 
+MAX_DELAY_MS = 5000.0  # audio delays (presentation, passthrough): more is a mistake, not a setting
+
+
 class PipelineConfig(Section):
     render_queue: int = Field(2, ge=1, le=16)
     sink_queue: int = Field(3, ge=1, le=64)
@@ -137,13 +153,19 @@ class PipelineConfig(Section):
     # Time for the face and render compute beyond the driver's latency: auto = 30 ms when the avatar renders on
     # a GPU (a frame takes a few ms), 60 ms on the CPU (room for a CPU render of up to one frame period).
     margin_ms: float | Literal["auto"] = "auto"
+    # On a GPU shared with other programs, the avatar's render and the face driver's hops run on CUDA streams of
+    # the highest priority, so their kernels go ahead of the other programs' waiting ones.
+    gpu_priority: bool = True
 
-    @field_validator("margin_ms")
+    @field_validator("margin_ms", mode="before")
     @classmethod
-    def _margin(cls, v: float | str) -> float | str:
-        if v != "auto" and not 0.0 <= float(v) <= 2000.0:
-            raise ValueError("pipeline.margin_ms must be 'auto' or a number of milliseconds in 0..2000")
-        return v
+    def _margin(cls, v: Any) -> Any:
+        return _milliseconds("pipeline.margin_ms", v, 2000.0)
+
+    @field_validator("av_delay_ms", mode="before")
+    @classmethod
+    def _av_delay(cls, v: Any) -> Any:
+        return _milliseconds("pipeline.av_delay_ms", v, MAX_DELAY_MS)
 
     def margin_s(self, avatar_device: str) -> float:
         """The margin in seconds for an avatar rendering on `avatar_device`."""
@@ -172,6 +194,11 @@ class PassthroughConfig(Section):
     delay_ms: float | Literal["auto"] = "auto"
     create: bool = False  # Linux: make the "Avatar Bridge Mic" virtual microphone, play into it, remove on exit
 
+    @field_validator("delay_ms", mode="before")
+    @classmethod
+    def _delay(cls, v: Any) -> Any:
+        return _milliseconds("outputs.passthrough.delay_ms", v, MAX_DELAY_MS)  # as POST /api/passthrough refuses
+
 
 class OutputsConfig(Section):
     record: RecorderConfig = RecorderConfig()
@@ -196,8 +223,14 @@ def _token_problem(token: str) -> str | None:
     return None
 
 
+def _no_wildcard(entry: str, what: str, example: str) -> None:
+    if "*" in entry:
+        raise ValueError(f"{entry!r}: wildcards are not supported in {what}; list each one, e.g. {example!r}")
+
+
 def _origin(entry: str) -> str:
     """An allowed origin, normalised as the request policy compares origins (a trailing slash is forgiven)."""
+    _no_wildcard(entry, "http.allowed_origins", "https://player.example")
     norm = normalise_origin(entry.strip().rstrip("/"))
     if norm is None:
         raise ValueError(f"{entry!r} is not an origin; write scheme://host[:port], e.g. 'https://player.example'")
@@ -226,6 +259,7 @@ class HttpConfig(Section):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for entry in v:
+            _no_wildcard(entry, "http.allowed_hosts", "studio.lan")
             if split_host(entry) is None:
                 raise ValueError(f"{entry!r} is not a host name or name:port")
         return v
@@ -290,6 +324,14 @@ class WebRTCConfig(Section):
     bitrate_kbps: int = Field(2500, ge=100, le=50_000)
     whip_url: str | None = None
     whip_token: str | None = None
+
+    @field_validator("whip_url")
+    @classmethod
+    def _whip(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(("http://", "https://")) or not urlsplit(v).hostname):
+            raise ValueError("must be the http(s) WHIP endpoint of your media server, e.g. "
+                             "'https://media.example/whip/room1'")
+        return v
     janus: JanusConfig = JanusConfig()
     # Sessions of every kind (viewers, audio-only listeners, talk-back) count against this one cap; encodes
     # are shared, so a viewer costs packetizing and encryption.
@@ -303,22 +345,36 @@ class WebRTCConfig(Section):
     tiers: int = Field(3, ge=1, le=4)  # bitrate tiers (each half the one above) viewers move between on congestion
 
 
+MAX_PACKET_RATE = 1_000_000.0  # packets per second per sender: the budget's ceiling
+
+
 class OscConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=0, le=65535)
     allow: list[str] = Field(default_factory=list)  # source addresses allowed when bound wider than loopback
     # Per sender (address and port): beyond this, its packets are dropped unparsed (counted).
-    max_packets_per_second: float = Field(2000.0, gt=0)
+    max_packets_per_second: float = Field(2000.0, ge=1, le=MAX_PACKET_RATE)
     tcp_idle_timeout_s: float = Field(60.0, gt=0, le=86_400)  # OSC over TCP: close a connection idle this long
     tcp_max_connections_per_source: int = Field(8, ge=1, le=1024)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network; write e.g. '192.168.1.20' or "
+                                 "'192.168.1.0/24'") from None
+        return v
 
 
 class VmcConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(39539, ge=0, le=65535)
-    max_packets_per_second: float = Field(2000.0, gt=0)  # per sender, as for OSC
+    max_packets_per_second: float = Field(2000.0, ge=1, le=MAX_PACKET_RATE)  # per sender, as for OSC
 
 
 class MidiConfig(Section):
@@ -344,12 +400,96 @@ class MixerConfig(Section):
     # (e.g. "blend/jawOpen"): "add" to lip sync or "override" it. Defaults: add on expression and jaw.
     modes: dict[str, Literal["add", "override"]] = Field(default_factory=dict)
 
+    @field_validator("modes")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _mode_name(name):
+                raise ValueError(
+                    f"{name[:80]!r} is neither a group ({', '.join(FaceParams.LAYOUT)}) nor a control target "
+                    "(blend/<ARKit name>, flame/expression/<0-99>, flame/jaw|eyes|eyelids|neck|head|translation, "
+                    "gaze, head); see docs/controls.md")
+        return v
+
+
+def _mode_name(name: str) -> bool:
+    """A FaceParams group or a manual control target, the names `[mixer] modes` may set."""
+    if name in FaceParams.LAYOUT or name in ("gaze", "head"):
+        return True
+    if name.startswith("blend/"):
+        return name.removeprefix("blend/") in ARKIT_NAMES
+    if name.startswith("flame/expression/"):
+        index = name.removeprefix("flame/expression/")
+        return index.isdigit() and int(index) < N_EXPRESSION and index == str(int(index))
+    group = name.removeprefix("flame/")
+    return name.startswith("flame/") and group in FaceParams.LAYOUT and group != "expression"
+
 
 class PresetsConfig(Section):
     # Your presets, captures, learned MIDI maps and calibrations, read before and with the shipped presets.
     # None: the per-user folder (bridge.controls.presets.user_presets_dir, e.g. ~/.local/share/avatar-bridge/presets)
     dir: Path | None = None
     max_captured: int = Field(256, ge=1, le=10_000)  # presets saved by capture (captured.toml)
+
+
+SESSION_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class SessionSpec(Section):
+    """One session's choices beside the daemon's config: what `POST /api/sessions` takes (every field optional,
+    the daemon's config fills the rest) and what a `[[sessions.fixed]]` table declares. Names of files are not
+    among them: a session renders the avatar and speech files the config names."""
+
+    name: str | None = Field(None, pattern=SESSION_NAME)  # fixed sessions only; created ones get a random id
+    avatar: Literal["demo", "flashavatar"] | None = None
+    face: Literal["procedural", "diffposetalk"] | None = None
+    audio: Literal["file", "microphone", "webrtc", "silence"] | None = None
+    width: int | None = Field(None, ge=64, le=3840)
+    height: int | None = Field(None, ge=64, le=2160)
+    fps: Literal[25, 30, 60] | None = None
+    idle: bool | None = None  # idle life (blink, gaze, sway) on or off
+
+    def overrides(self) -> dict[str, Any]:
+        """The config tables this spec changes (validated again with the rest of the config)."""
+        out: dict[str, Any] = {}
+        if self.avatar is not None:
+            out["avatar"] = {"kind": self.avatar}
+        if self.face is not None:
+            out["face"] = {"driver": self.face}
+        if self.audio is not None:
+            out["audio"] = {"source": self.audio}
+        video = {k: v for k, v in (("width", self.width), ("height", self.height), ("fps", self.fps)) if v is not None}
+        if video:
+            out["video"] = video
+        if self.idle is not None:
+            out["idle"] = {"blink": self.idle, "gaze": self.idle, "sway": self.idle}
+        return out
+
+
+class SessionsConfig(Section):
+    """How many avatars the daemon serves at once beside its default one (see docs/sessions.md)."""
+
+    # Sessions at once, the default one included; "auto": measured at start from the default session's render
+    # and face-driver cost per second of video.
+    max: int | Literal["auto"] = "auto"
+    retry_after_s: int = Field(30, ge=1, le=3600)  # what a refused creation is told to wait (Retry-After)
+    fixed: list[SessionSpec] = Field(default_factory=list, max_length=64)  # made at start, never ended over HTTP
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= int(v) <= 1024:
+            raise ValueError("sessions.max must be 'auto' or a number of sessions in 1..1024")
+        return v
+
+    @model_validator(mode="after")
+    def _named(self) -> SessionsConfig:
+        names = [spec.name for spec in self.fixed]
+        if any(name is None for name in names):
+            raise ValueError("every [[sessions.fixed]] table needs a name (letters, digits, '_' or '-')")
+        if len(set(names)) != len(names) or "default" in names:
+            raise ValueError("[[sessions.fixed]] names must differ from each other and from 'default'")
+        return self
 
 
 class Config(Section):
@@ -367,6 +507,7 @@ class Config(Section):
     idle: IdleConfig = IdleConfig()
     mixer: MixerConfig = MixerConfig()
     presets: PresetsConfig = PresetsConfig()
+    sessions: SessionsConfig = SessionsConfig()
 
 
 def _describe(error: ValidationError, origin: str) -> str:

@@ -1,8 +1,10 @@
 """Host and Origin values as the HTTP request policy compares them: parsed here, below the config, so the
-config checks its allowed hosts and origins with the same rules the policy applies to requests."""
+config checks its allowed hosts and origins with the same rules the policy applies to requests. Also the
+client behind a remote address, as per-address caps count clients (`address_group`)."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 
@@ -44,3 +46,20 @@ def normalise_origin(origin: str) -> str | None:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default = 80 if parts.scheme == "http" else 443
     return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+def address_group(address: str) -> str:
+    """The client a per-address cap counts for `address`: the whole loopback range is one client (any local
+    process may send from 127.0.0.2, .3, ... or ::1), one IPv6 /64 is one (a host picks addresses within its
+    /64 at will), an IPv4-mapped IPv6 address is its IPv4 address; anything else is itself."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

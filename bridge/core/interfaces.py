@@ -121,6 +121,9 @@ class FaceDriver(Protocol):
     def flush(self) -> list[FaceParams]:
         """Audio ended: return the remaining frames."""
 
+    def close(self) -> None:
+        """Its session ended: stop its thread and leave what it shares with other sessions (a hop batcher)."""
+
 
 @runtime_checkable
 class Avatar(Protocol):
@@ -163,10 +166,22 @@ class ControlEvent:
     values: tuple[float, ...] = ()
     source: str = ""
     time: float = 0.0
+    session: str = ""  # the session it is for (a name the daemon's registry holds); "" is the default session
 
 
 ControlSink = Callable[[ControlEvent], object]
 """Where surfaces hand their events (the daemon's `emit_control`; what it returns is not their concern)."""
+
+
+class SessionScope(Protocol):
+    """The sessions a control surface may address by name (`/avatar/<session>/…` in OSC): the daemon's registry.
+    A surface asks before it uses a name, so an unknown one is an unknown address, never a new key."""
+
+    def has_session(self, name: str) -> bool: ...
+
+    def control_state(self, session: str) -> dict[str, Any]:
+        """The mixer state of `session` ("" is the default session); empty when it has ended."""
+        ...
 
 
 @runtime_checkable
@@ -193,6 +208,11 @@ class RemoteAudioInlet(Protocol):
     async def close(self) -> None: ...
 
 
+OutputProbe = Callable[[], tuple[float | None, str | None]]
+"""How an output that runs by itself tells the watchdog how it is: (when it last made progress, on
+time.monotonic, or None before its first; why it gave up, or None while it works)."""
+
+
 class DelayedAudioOutput(Protocol):
     """The speech played on a local device with the video's delay (audio passthrough)."""
 
@@ -204,6 +224,9 @@ class DelayedAudioOutput(Protocol):
     def underruns(self) -> int: ...
 
     def set_delay(self, delay_ms: float | str) -> None: ...
+
+    def progress(self) -> tuple[float | None, str | None]:
+        """An OutputProbe: when the sound device last took samples, and why it stopped playing if it did."""
 
 
 class MediaHub(Protocol):
@@ -262,6 +285,11 @@ class MediaHub(Protocol):
     def add_sink(self, sink: FrameSink) -> None: ...
 
     def remove_sink(self, sink: FrameSink) -> None: ...
+
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        """Have `/health` name `stage` when `probe` says it stopped making progress or gave up."""
+
+    def forget_output(self, stage: str) -> None: ...
 
     def emit_control(self, event: ControlEvent) -> bool:
         """Queue a control event for the mixer; False when it was rejected (see the mixer's last error)."""

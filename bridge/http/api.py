@@ -7,62 +7,22 @@ mixer, the same path OSC and MIDI use, so the panel is just one more control sur
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from bridge.controls.commands import IDLE_FEATURES
+from bridge.core.deadline import Overdue, off_loop
 from bridge.core.interfaces import ControlEvent
-from bridge.http.keys import HUB_KEY, VIEWERS_KEY
 from bridge.http.responses import error, fail, json_body
+from bridge.http.scope import add_route, session_of
 from bridge.runtime import registry
+from bridge.runtime.session import Session
+from drivers.output.pulse import HUNG_FIX
 
 
-@dataclass
-class LiveStats:
-    """What the frames themselves tell: delivered fps and glass-to-glass latency (audio capture → frame out)."""
-
-    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    frames: int = 0
-    last_index: int | None = None
-    skipped: int = 0  # frame indices never seen by this observer (dropped upstream or too slow to take)
-
-    def observe(self, index: int, arrival: float, latency: float | None) -> None:
-        self.frames += 1
-        if self.last_index is not None and index > self.last_index + 1:
-            self.skipped += index - self.last_index - 1
-        self.last_index = index
-        self.arrivals.append(arrival)
-        if latency is not None:
-            self.latencies.append(latency)
-
-    def fps(self, now: float, window: float = 2.0) -> float:
-        recent = [t for t in self.arrivals if now - t <= window]
-        if len(recent) < 2:
-            return 0.0
-        span = recent[-1] - recent[0]
-        return (len(recent) - 1) / span if span > 0 else 0.0
-
-    def latency_ms(self) -> dict[str, float | None]:
-        if not self.latencies:
-            return {"last": None, "mean": None, "max": None}
-        values = list(self.latencies)[-64:]
-        return {
-            "last": values[-1] * 1000.0,
-            "mean": sum(values) / len(values) * 1000.0,
-            "max": max(values) * 1000.0,
-        }
-
-
-LIVE_KEY: web.AppKey[LiveStats] = web.AppKey("live_stats", LiveStats)
-WATCH_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("frame_watch", asyncio.Task)
 def _gpu_memory() -> dict[str, Any] | None:
     """CUDA memory of this process, only when torch is already loaded (never imports torch here)."""
     torch = sys.modules.get("torch")
@@ -98,14 +58,12 @@ def control_activity(counters: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def status_snapshot(app: web.Application) -> dict[str, Any]:
-    """Everything the status strip and `/metrics` show, in one JSON-able dict."""
-    hub = app[HUB_KEY]
-    live = app[LIVE_KEY]
+def status_snapshot(hub: Session) -> dict[str, Any]:
+    """Everything the status strip and `/metrics` show of one session, in one JSON-able dict."""
+    live = hub.live_stats
     snap = hub.stats.snapshot()
     stages: dict[str, dict[str, float]] = snap.get("stages", {})  # type: ignore[assignment]
     counters: dict[str, int] = snap.get("counters", {})  # type: ignore[assignment]
-    dropped = sum(int(s.get("dropped", 0)) for s in stages.values())
     cfg = hub.config
     return {
         "running": hub.running,
@@ -115,7 +73,7 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
         "target_fps": cfg.video.fps,
         "size": [cfg.video.width, cfg.video.height],
         "frames": live.frames,
-        "dropped": dropped,
+        "dropped": hub.late_frames(),
         "stages": stages,
         "counters": counters,
         "latency_ms": {
@@ -127,7 +85,8 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
             },
         },
         "gpu": _gpu_memory(),
-        "viewers": app[VIEWERS_KEY].count,
+        "viewers": hub.viewer_count,
+        "session": hub.name,
         "control_activity": control_activity(counters),
         "muted": hub.muted,
         "frozen": hub.frozen,
@@ -136,27 +95,14 @@ def status_snapshot(app: web.Application) -> dict[str, Any]:
     }
 
 
-async def _watch_frames(app: web.Application) -> None:
-    hub = app[HUB_KEY]
-    live = app[LIVE_KEY]
-    sub = hub.frames.subscribe(maxsize=8, loop=asyncio.get_running_loop())
-    try:
-        while True:
-            frame = await sub.aget()
-            if frame is None:
-                return
-            now = hub.clock.now()
-            latency = None if frame.audio_time is None else max(0.0, now - frame.audio_time)
-            live.observe(frame.index, time.monotonic(), latency)
-    finally:
-        sub.close()
-
-
 def _bool_field(body: dict[str, Any], name: str) -> bool:
     value = body.get(name)
     if not isinstance(value, bool):
         raise fail(400, f"{name!r} must be true or false, got {value!r}", f'{{"{name}": true}}')
     return value
+
+
+DEVICE_WAIT_S = 10.0  # how long a request waits for the sound system (a hung server never answers)
 
 
 def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
@@ -177,25 +123,16 @@ def _list_devices() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | N
     return inputs, outputs, None
 
 
-async def _start_watch(app: web.Application) -> None:
-    app[WATCH_KEY] = asyncio.get_running_loop().create_task(_watch_frames(app))
-
-
-async def _stop_watch(app: web.Application) -> None:
-    task = app.get(WATCH_KEY)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(status_snapshot(request.app))
+    return web.json_response(status_snapshot(session_of(request)))
 
 
 async def audio(request: web.Request) -> web.Response:
-    inputs, outputs, problem = await asyncio.get_running_loop().run_in_executor(None, _list_devices)
-    cfg = request.app[HUB_KEY].config
+    try:  # PortAudio asks the sound server, which may hang
+        inputs, outputs, problem = await off_loop(_list_devices, DEVICE_WAIT_S, "listing the audio devices", HUNG_FIX)
+    except Overdue as exc:
+        inputs, outputs, problem = [], [], str(exc)
+    cfg = session_of(request).config
     return web.json_response(
         {
             "sources": registry.names("audio"),
@@ -211,7 +148,7 @@ async def audio(request: web.Request) -> web.Response:
 
 
 async def select_source(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     body = await json_body(request)
     source = body.get("source", hub.config.audio.source)
     device = body.get("device", hub.config.audio.device)
@@ -220,7 +157,7 @@ async def select_source(request: web.Request) -> web.Response:
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name or an index, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_source, source, device)
+        await off_loop(lambda: hub.set_audio_source(source, device), DEVICE_WAIT_S, f"opening {source!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio source {source!r} ({device!r}): {exc}",
                      "pick another device from GET /api/audio")
@@ -228,36 +165,36 @@ async def select_source(request: web.Request) -> web.Response:
 
 
 async def select_output(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     body = await json_body(request)
     device = body.get("device")
     if device is not None and not isinstance(device, (str, int)):
         return error(400, f"device must be a name, an index or null, got {device!r}", "see GET /api/audio")
     try:
-        await asyncio.get_running_loop().run_in_executor(None, hub.set_audio_output, device)
+        await off_loop(lambda: hub.set_audio_output(device), DEVICE_WAIT_S, f"opening {device!r}", HUNG_FIX)
     except Exception as exc:
         return error(400, f"could not open audio output {device!r}: {exc}", "pick one from GET /api/audio")
     return web.json_response({"device": device})
 
 
 async def mute(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     hub.set_muted(_bool_field(await json_body(request), "muted"))
     return web.json_response({"muted": hub.muted})
 
 
 async def freeze(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     hub.set_frozen(_bool_field(await json_body(request), "frozen"))
     return web.json_response({"frozen": hub.frozen})
 
 
 async def get_idle(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HUB_KEY].config.idle.model_dump())
+    return web.json_response(session_of(request).config.idle.model_dump())
 
 
 async def set_idle(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     body = await json_body(request)
     idle = hub.config.idle
     known = set(type(idle).model_fields)
@@ -283,17 +220,14 @@ async def openapi(_: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[LIVE_KEY] = LiveStats()
-    app.on_startup.append(_start_watch)
-    app.on_cleanup.append(_stop_watch)
-    app.router.add_get("/api/status", status)
+    add_route(app, "GET", "/api/status", status)
     app.router.add_get("/api/audio", audio)
-    app.router.add_post("/api/audio/source", select_source)
+    add_route(app, "POST", "/api/audio/source", select_source)
     app.router.add_post("/api/audio/output", select_output)
-    app.router.add_post("/api/mute", mute)
-    app.router.add_post("/api/freeze", freeze)
-    app.router.add_get("/api/idle", get_idle)
-    app.router.add_post("/api/idle", set_idle)
+    add_route(app, "POST", "/api/mute", mute)
+    add_route(app, "POST", "/api/freeze", freeze)
+    add_route(app, "GET", "/api/idle", get_idle)
+    add_route(app, "POST", "/api/idle", set_idle)
     app.router.add_get("/api/openapi.json", openapi)
 
 
@@ -355,5 +289,14 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
         "/api/openapi.json": {"get": _op("this document")},
+        "/api/sessions": {
+            "get": _op("sessions with their frame counters and viewers, the capacity"),
+            "post": {**_op("create a session (every field optional; 503 with Retry-After at capacity)",
+                           _obj(avatar=_STR, face=_STR, audio=_STR, width=_NUM, height=_NUM, fps=_NUM, idle=_BOOL),
+                           "created: {id, api, whep}")},
+        },
+        "/api/sessions/{session}": {"get": _op("one session"), "delete": _op("end a created session")},
+        "/api/sessions/{session}/status": {"get": _op("a session's status (every single-avatar route is mirrored "
+                                                      "under /api/sessions/{session}/ and /sessions/{session}/whep)")},
     },
 }

@@ -1,5 +1,7 @@
 """HTTP routes of the controls: state, vocabulary, control events, presets, MIDI learn.
 
+Each of state, controls, control and presets is also served per session under /api/sessions/<id>/…
+
 GET  /api/state                 mixer state ("manual", "mixed", counters) + control surfaces' counters
 GET  /api/controls              the control vocabulary (targets, ARKit names, presets, emotions)
 POST /api/control               {"target": "blend/jawOpen", "values": [0.7]}  (values: a number or a list)
@@ -26,8 +28,9 @@ from bridge.controls.mixer import Mixer
 from bridge.controls.presets import PresetError
 from bridge.controls.vocabulary import vocabulary
 from bridge.core.interfaces import ControlEvent
-from bridge.http.keys import HUB_KEY, MIXER_KEY
+from bridge.http.keys import HOST_KEY
 from bridge.http.responses import error, fail, json_body
+from bridge.http.scope import add_route, session_of
 from drivers.control.midi import MidiControlSurface
 
 
@@ -54,20 +57,20 @@ def _send(mixer: Mixer, target: str, values: tuple[float, ...]) -> web.Response:
 
 
 def _midi(request: web.Request) -> MidiControlSurface:
-    surface = request.app[HUB_KEY].surface("midi")
+    surface = request.app[HOST_KEY].surface("midi")
     if not isinstance(surface, MidiControlSurface):
         raise fail(409, "MIDI input is not running", "set midi.enabled = true and restart")
     return surface
 
 
 async def state(request: web.Request) -> web.Response:
-    body = request.app[MIXER_KEY].state()
-    body["surfaces"] = {s.name: s.status() for s in request.app[HUB_KEY].control_surfaces}
+    body = session_of(request).mixer.state()
+    body["surfaces"] = {s.name: s.status() for s in request.app[HOST_KEY].control_surfaces}
     return web.json_response(body)
 
 
 async def controls(request: web.Request) -> web.Response:
-    mixer = request.app[MIXER_KEY]
+    mixer = session_of(request).mixer
     lib = mixer.library
     body = vocabulary(lib.names("preset"), lib.names("emotion"))
     body["avatar_map"] = mixer.arkit.to_json()
@@ -81,11 +84,11 @@ async def control(request: web.Request) -> web.Response:
     if not isinstance(target, str) or values is None:
         return error(400, "give 'target' (a string) and 'values' (a finite number or a list of up to 8)",
                      'e.g. {"target": "blend/jawOpen", "values": [0.7]}')
-    return _send(request.app[MIXER_KEY], target, values)
+    return _send(session_of(request).mixer, target, values)
 
 
 async def presets(request: web.Request) -> web.Response:
-    return web.json_response(request.app[MIXER_KEY].library.to_json())
+    return web.json_response(session_of(request).mixer.library.to_json())
 
 
 async def apply_preset(request: web.Request) -> web.Response:
@@ -97,7 +100,7 @@ async def apply_preset(request: web.Request) -> web.Response:
     vals = _values([data.get("value", 1.0)] + ([data["fade"]] if "fade" in data else []))
     if vals is None:
         return error(400, "'value' and 'fade' must be finite numbers", 'e.g. {"name": "smile", "value": 0.5}')
-    return _send(request.app[MIXER_KEY], f"{kind}/{name}", vals)
+    return _send(session_of(request).mixer, f"{kind}/{name}", vals)
 
 
 async def capture(request: web.Request) -> web.Response:
@@ -106,7 +109,7 @@ async def capture(request: web.Request) -> web.Response:
     if not isinstance(name, str):
         return error(400, "give the preset 'name' to save", 'e.g. {"name": "my_look"}')
     try:  # file work: off the event loop
-        path = await asyncio.to_thread(request.app[MIXER_KEY].capture, name)
+        path = await asyncio.to_thread(session_of(request).mixer.capture, name)
     except PresetError as exc:
         return error(400, str(exc), "use 1 to 64 letters, digits, '_' or '-'; see GET /api/presets")
     except OSError as exc:
@@ -115,7 +118,7 @@ async def capture(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    lib = request.app[MIXER_KEY].library
+    lib = session_of(request).mixer.library
     await asyncio.to_thread(lib.reload)
     listing = lib.to_json()
     return web.json_response({"ok": True, "errors": listing["errors"], "presets": lib.names("preset"),
@@ -134,7 +137,7 @@ async def learn_start(request: web.Request) -> web.Response:
         if not isinstance(target, str):
             return error(400, "'target' must be a string", 'e.g. {"target": "blend/browInnerUp"}')
         try:  # validate the target before waiting for a fader
-            request.app[MIXER_KEY].parser.parse(ControlEvent(target, ()))
+            session_of(request).mixer.parser.parse(ControlEvent(target, ()))
         except ControlError as exc:
             return error(400, f"target {target[:80]!r}: {exc}", "see GET /api/controls for the targets")
     surface.mapper.learn_start(target)
@@ -149,7 +152,7 @@ async def learn_assign(request: web.Request) -> web.Response:
                      'e.g. {"target": "blend/browInnerUp"}')
     surface = _midi(request)
     try:
-        request.app[MIXER_KEY].parser.parse(ControlEvent(target, ()))
+        session_of(request).mixer.parser.parse(ControlEvent(target, ()))
         binding = surface.mapper.learn_assign(target)
     except ValueError as exc:
         return error(400, str(exc), "see GET /api/controls for the targets")
@@ -165,13 +168,13 @@ async def learn_stop(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/state", state)
-    app.router.add_get("/api/controls", controls)
-    app.router.add_post("/api/control", control)
-    app.router.add_get("/api/presets", presets)
-    app.router.add_post("/api/presets/apply", apply_preset)
-    app.router.add_post("/api/presets/capture", capture)
-    app.router.add_post("/api/presets/reload", reload)
+    add_route(app, "GET", "/api/state", state)
+    add_route(app, "GET", "/api/controls", controls)
+    add_route(app, "POST", "/api/control", control)
+    add_route(app, "GET", "/api/presets", presets)
+    add_route(app, "POST", "/api/presets/apply", apply_preset)
+    add_route(app, "POST", "/api/presets/capture", capture)
+    add_route(app, "POST", "/api/presets/reload", reload)
     app.router.add_get("/api/midi", midi_status)
     app.router.add_post("/api/midi/learn/start", learn_start)
     app.router.add_post("/api/midi/learn/assign", learn_assign)

@@ -87,19 +87,27 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def read_bytes(request: web.Request, limit: int) -> bytes:
-    """The raw body, refused early when it says (or turns out) to be larger than `limit`, or takes too long."""
+    """The whole raw body, however it was cut into TCP segments or chunks: read until its end, refused early
+    when it says (or turns out) to be larger than `limit`, or when all of it has not come within READ_TIMEOUT."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyError(f"the body is {declared} bytes, more than {limit}", "send a smaller body")
+    parts: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout(READ_TIMEOUT):
-            raw = await request.content.read(limit + 1)
+            while size <= limit:
+                part = await request.content.read(limit + 1 - size)
+                if not part:  # the end of the body (its Content-Length reached, or the last chunk)
+                    break
+                parts.append(part)
+                size += len(part)
     except TimeoutError:
-        raise BodyError(f"the body did not arrive within {READ_TIMEOUT:g} s", "send the whole body at once",
-                        status=408) from None
-    if len(raw) > limit:
+        raise BodyError(f"the body did not arrive within {READ_TIMEOUT:g} s ({size} bytes came)",
+                        "send the whole body at once", status=408) from None
+    if size > limit:
         raise BodyError(f"the body is more than {limit} bytes", "send a smaller body")
-    return raw
+    return b"".join(parts)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

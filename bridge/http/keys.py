@@ -1,14 +1,10 @@
-"""What the HTTP routes find on the application: the running daemon as a `MediaHub`, its mixer, its WebRTC
-viewers. Set once by `app.build_app`; handlers read them from `request.app`."""
+"""What the HTTP routes find on the application: the daemon, the host of the sessions. Set once by
+`app.build_app`; handlers find the session a request is for with `bridge.http.scope.session_of`."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.controls.mixer import Mixer
-from bridge.core.interfaces import MediaHub
-from drivers.output.webrtc.peers import ViewerHub
+from bridge.runtime.daemon import Daemon
 
-HUB_KEY: web.AppKey[MediaHub] = web.AppKey("hub", MediaHub)
-MIXER_KEY: web.AppKey[Mixer] = web.AppKey("mixer", Mixer)
-VIEWERS_KEY: web.AppKey[ViewerHub] = web.AppKey("viewers", ViewerHub)
+HOST_KEY: web.AppKey[Daemon] = web.AppKey("host", Daemon)

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.http.api import status_snapshot
+from bridge.http.keys import HOST_KEY
 
 PREFIX = "avatar_bridge_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -117,8 +118,38 @@ def render_metrics(status: dict[str, Any]) -> str:
     return out.text()
 
 
+def render_session_metrics(out: Exposition, sessions: list[dict[str, Any]], capacity: int | None,
+                           refused: int) -> None:
+    """The families of every session (label `session`) and the daemon's totals."""
+
+    def each(key: str) -> list[tuple[dict[str, str], float]]:
+        return [({"session": s["session"]}, float(s[key])) for s in sessions]
+
+    out.family("sessions", "gauge", "sessions running", [({}, len(sessions))])
+    out.family("sessions_capacity", "gauge", "sessions the daemon admits at once (absent while measuring)",
+               [({}, capacity)] if capacity is not None else [])
+    out.family("sessions_refused", "counter", "session creations refused for capacity", [({}, refused)])
+    out.family("session_frames", "counter", "frames a session rendered", each("frames"))
+    out.family("session_late_frames", "counter", "frames a session dropped because they were late", each("dropped"))
+    out.family("session_fps", "gauge", "frames per second a session delivered over the last 2 s", each("fps"))
+    out.family("session_viewers", "gauge", "WebRTC viewers of a session", each("viewers"))
+    g2g = [({"session": s["session"], "stat": k}, v / 1000.0) for s in sessions
+           for k, v in sorted(s["latency_ms"]["glass_to_glass"].items()) if v is not None]
+    out.family("session_glass_to_glass_seconds", "gauge", "audio capture to frame delivery, per session", g2g)
+    for key, name, help_text in (("frames", "all_sessions_frames", "frames rendered by every session"),
+                                 ("dropped", "all_sessions_late_frames", "late frames dropped in every session"),
+                                 ("viewers", "all_sessions_viewers", "WebRTC viewers of every session")):
+        kind = "gauge" if key == "viewers" else "counter"
+        out.family(name, kind, help_text, [({}, float(sum(s[key] for s in sessions)))])
+
+
 async def metrics(request: web.Request) -> web.Response:
-    body = render_metrics(status_snapshot(request.app))
+    host = request.app[HOST_KEY]
+    status = status_snapshot(host.session)
+    sessions = [status] + [status_snapshot(s) for s in host.sessions if s is not host.session]
+    out = Exposition()
+    render_session_metrics(out, sessions, host.sessions.capacity(), host.sessions.refused)
+    body = render_metrics(status) + out.text()
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -14,8 +14,9 @@ answers. So, before any handler runs:
    can never be a valid one.
 4. **Token.** With `http.token` set, everything but `/health`, the static pages and CORS preflights needs
    `Authorization: Bearer <token>`; compared in constant time, never read from URLs, never logged.
-5. **CORS** only on WHEP and the viewer API (`/whep`, `/whep/<session>`, `/api/webrtc/...`) and only for
-   allowed origins, so a third-party WHEP player works once the user lists its origin.
+5. **CORS** only on WHEP and the viewer API (`/whep`, `/whep/<peer>`, `/api/webrtc/...`, and a session's
+   `/sessions/<id>/whep…`) and only for allowed origins, so a third-party WHEP player works once the user lists
+   its origin.
 
 Refusals are `403 {"error", "fix"}` (401 for the token) and are counted in the pipeline counters
 (`policy/refused_host`, `policy/refused_origin`, `policy/refused_media_type`, `policy/refused_token`).
@@ -27,6 +28,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -135,7 +137,18 @@ class PolicySettings:
         return norm is not None and (norm in self.allowed_origins or self.own_origin(norm, served_port))
 
 
+_SESSION_WHEP = re.compile(r"^/sessions/[^/]{1,64}(?=/whep(/|$))")
+_SESSION_API = re.compile(r"^/api/sessions/[^/]{1,64}(?=/webrtc/)")
+
+
+def unscoped(path: str) -> str:
+    """A session's WHEP and viewer-API paths as the default session's (`/sessions/<id>/whep/…` → `/whep/…`,
+    `/api/sessions/<id>/webrtc/…` → `/api/webrtc/…`): the same rules apply to them."""
+    return _SESSION_API.sub("/api", _SESSION_WHEP.sub("", path, count=1), count=1)
+
+
 def expected_media_type(method: str, path: str) -> str:
+    path = unscoped(path)
     if path == "/whep" and method == "POST":
         return "application/sdp"
     if path.startswith("/whep/") and method == "PATCH":
@@ -149,6 +162,7 @@ def _digest(text: str) -> bytes:
 
 
 def is_cors_path(path: str) -> bool:
+    path = unscoped(path)
     return path == "/whep" or path.startswith(CORS_PREFIXES)
 
 
@@ -187,7 +201,7 @@ def request_policy(settings: PolicySettings, count: Counter | None = None) -> Ca
             preflight = web.Response(status=204, headers={
                 "Access-Control-Allow-Methods": CORS_METHODS, "Access-Control-Allow-Headers": CORS_HEADERS,
                 "Access-Control-Max-Age": "600"})
-            if path == "/whep":
+            if unscoped(path) == "/whep":
                 preflight.headers["Accept-Post"] = "application/sdp"
             return preflight
         if method in STATE_CHANGING:

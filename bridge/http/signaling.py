@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from bridge.http import bodies
-from bridge.http.keys import HUB_KEY, VIEWERS_KEY
 from bridge.http.responses import error, json_body
-from bridge.runtime import registry
+from bridge.http.scope import SESSION, add_route, session_of
+from bridge.runtime.session import PUBLISHERS
 from drivers.output.passthrough import measured_delay
 from drivers.output.webrtc.peers import SignalingError
-
-if TYPE_CHECKING:
-    from drivers.output.webrtc.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-PUBLISHERS_KEY: web.AppKey[dict[str, Publisher]] = web.AppKey("publishers")  # "whip", "janus" when configured
-PUBLISHERS = ("whip", "janus")
 OFFER_FIX = "send {sdp, type: 'offer'}"
 
 
@@ -50,8 +45,10 @@ def parse_alpha(value: Any) -> bool | None:
                          "use alpha=1 for packed colour + alpha video (the /obs page) or alpha=0 for plain video")
 
 
-def _location(peer_id: str) -> str:
-    return f"/whep/{peer_id}"
+def _location(request: web.Request, peer_id: str) -> str:
+    """The peer's resource: under its session's path when the offer came for a session."""
+    name = request.match_info.get(SESSION)
+    return f"/sessions/{name}/whep/{peer_id}" if name is not None else f"/whep/{peer_id}"
 
 
 async def json_offer(request: web.Request) -> web.Response:
@@ -61,16 +58,16 @@ async def json_offer(request: web.Request) -> web.Response:
     offer_type = body.get("type", "offer")
     try:
         alpha = parse_alpha(body.get("alpha"))
-        peer, answer = await request.app[VIEWERS_KEY].answer(body["sdp"], "viewer", str(offer_type), alpha,
-                                                             address=request.remote or "")
+        peer, answer = await session_of(request).viewers.answer(body["sdp"], "viewer", str(offer_type), alpha,
+                                                                address=request.remote or "")
     except SignalingError as err:
         return _refused(err)
     # The id and its resource URL go to this peer only: DELETE on it is the one way to end the session.
-    return web.json_response({"sdp": answer, "type": "answer", "id": peer.id, "location": _location(peer.id)})
+    return web.json_response({"sdp": answer, "type": "answer", "id": peer.id, "location": _location(request, peer.id)})
 
 
 async def delete_peer(request: web.Request) -> web.Response:
-    if not await request.app[VIEWERS_KEY].close(request.match_info["id"]):
+    if not await session_of(request).viewers.close(request.match_info["id"]):
         return error(404, "no such session", "it has already ended (or this is not its Location)")
     return web.json_response({"closed": True})
 
@@ -79,13 +76,13 @@ async def whep_post(request: web.Request) -> web.Response:
     try:
         alpha = parse_alpha(request.query.get("alpha"))
         sdp = await bodies.sdp_text(request)
-        peer, answer = await request.app[VIEWERS_KEY].answer(sdp, "whep", alpha=alpha, address=request.remote or "")
+        peer, answer = await session_of(request).viewers.answer(sdp, "whep", alpha=alpha, address=request.remote or "")
     except bodies.BodyError as exc:
         return error(exc.status, exc.error, exc.fix)
     except SignalingError as err:
         return _refused(err)
     return web.Response(status=201, body=answer.encode(), content_type="application/sdp",
-                        headers={"Location": _location(peer.id), "ETag": f'"{peer.id}"'})
+                        headers={"Location": _location(request, peer.id), "ETag": f'"{peer.id}"'})
 
 
 async def whep_patch(_: web.Request) -> web.Response:
@@ -98,8 +95,8 @@ async def whep_options(_: web.Request) -> web.Response:
 
 
 async def viewers(request: web.Request) -> web.Response:
-    hub = request.app[VIEWERS_KEY]
-    publishers = request.app.get(PUBLISHERS_KEY, {})
+    hub = session_of(request).viewers
+    publishers = session_of(request).publishers
     described = {name: (p.describe() if (p := publishers.get(name)) else None) for name in PUBLISHERS}
     cfg = hub.config
     return web.json_response({"viewers": hub.describe(), "count": hub.count, "sessions": hub.sessions,
@@ -129,7 +126,7 @@ def script(name: str) -> Any:
 
 
 async def passthrough_get(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     pt = hub.passthrough
     cfg = hub.config.outputs.passthrough
     if pt is not None:
@@ -141,7 +138,7 @@ async def passthrough_get(request: web.Request) -> web.Response:
 
 
 async def passthrough_set(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = session_of(request)
     value = (await json_body(request)).get("delay_ms")
     if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5000):
         return error(400, "delay_ms must be 'auto' or a number of ms in 0..5000",
@@ -153,35 +150,13 @@ async def passthrough_set(request: web.Request) -> web.Response:
     return await passthrough_get(request)
 
 
-async def _start_publishers(app: web.Application) -> None:
-    hub = app[HUB_KEY]
-    wanted = {"whip": hub.config.webrtc.whip_url, "janus": hub.config.webrtc.janus.url}
-    publishers: dict[str, Publisher] = {
-        name: registry.create("output", name, hub.config, hub=hub, fanout=app[VIEWERS_KEY].fanout)
-        for name in PUBLISHERS if wanted[name]}
-    app[PUBLISHERS_KEY] = publishers
-    for publisher in publishers.values():
-        publisher.start()
-
-
-async def _stop_all(app: web.Application) -> None:
-    publishers = app.get(PUBLISHERS_KEY, {})
-    for name in list(publishers):
-        await publishers.pop(name).stop()
-    await app[VIEWERS_KEY].close_all()
-
-
 def add_routes(app: web.Application) -> None:
-    hub = app[HUB_KEY]
-    app[VIEWERS_KEY] = registry.create("output", "viewers", hub.config, hub=hub)
-    app.on_startup.append(_start_publishers)
-    app.on_shutdown.append(_stop_all)
-    app.router.add_post("/api/webrtc/offer", json_offer)
-    app.router.add_get("/api/webrtc/viewers", viewers)
-    app.router.add_post("/whep", whep_post)
-    app.router.add_route("OPTIONS", "/whep", whep_options)
-    app.router.add_delete("/whep/{id}", delete_peer)
-    app.router.add_patch("/whep/{id}", whep_patch)
+    add_route(app, "POST", "/api/webrtc/offer", json_offer)
+    add_route(app, "GET", "/api/webrtc/viewers", viewers)
+    add_route(app, "POST", "/whep", whep_post)
+    add_route(app, "OPTIONS", "/whep", whep_options)
+    add_route(app, "DELETE", "/whep/{id}", delete_peer)
+    add_route(app, "PATCH", "/whep/{id}", whep_patch)
     app.router.add_get("/api/passthrough", passthrough_get)
     app.router.add_post("/api/passthrough", passthrough_set)
     for name in ("viewer", "obs"):

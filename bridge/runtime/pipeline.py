@@ -189,7 +189,7 @@ class Pipeline:
         self.frames_rendered = 0
         self.last_frame: VideoFrame | None = None
         self.error: BaseException | None = None
-        self.on_finished: Callable[[], None] | None = None
+        self.on_finished: Callable[[], object] | None = None
         self._threads: list[threading.Thread] = []
         self.muted = False  # the face driver and the outputs get silence instead of the input
         self.frozen = False  # the last frame is shown again instead of rendering new ones

@@ -1,5 +1,9 @@
 """Runs each FrameSink on its own thread behind bounded queues, so one slow or failing sink (a stuck
-virtual camera, a full disk) loses its own frames and never delays the renderer or the other sinks."""
+virtual camera, a full disk) loses its own frames and never delays the renderer or the other sinks.
+
+Opening, writing and closing all happen on that thread, so a sink whose file or device hangs holds only its
+own thread: the watchdog names it (with "opening" or "closing" when it hangs there), and a stop waits for it
+only as long as its bound (`close(timeout)`), then leaves the thread behind."""
 
 from __future__ import annotations
 
@@ -71,12 +75,15 @@ class SinkRunner:
                 frame = self._video.popleft() if self._video else None
             if not opened:
                 # Opened on the first item, when the stream's origin is known.
+                self._note("opening")
                 try:
                     self.sink.open(self.info)
                     opened = True
                 except BaseException as exc:
                     self._fail(exc, "could not open")
                     return
+                finally:
+                    self._note(None)
             try:
                 for chunk in audio:
                     self.sink.write_audio(chunk)
@@ -93,6 +100,7 @@ class SinkRunner:
                 break
         if not opened:
             return
+        self._note("closing")
         try:
             self.sink.close()
         except BaseException as exc:
@@ -100,6 +108,10 @@ class SinkRunner:
             if self.watchdog is not None:
                 self.watchdog.fail(self.stage, str(exc))
             log.error("sink %s failed to close: %s", self.sink.name, exc)
+
+    def _note(self, doing: str | None) -> None:
+        if self.watchdog is not None:
+            self.watchdog.note(self.stage, doing)
 
     def _fail(self, exc: BaseException, what: str) -> None:
         self.failed = exc

@@ -5,6 +5,10 @@ beaten for `stall_after` seconds while the pipeline runs is stalled: `/health` a
 supervisor (systemd, a stream operator's monitoring) sees a frozen avatar even though the process is alive.
 A stage that ended normally (a file's audio ran out) is done, not stalled; a sink that gave up (a full disk)
 is failed. Beats are single dictionary stores, cheap enough for every frame and never blocking the reader.
+
+Outputs that run by themselves (the voice on a sound server, a publisher to a media server) are followed
+instead: the watchdog asks them, when it reports, when they last made progress and whether they gave up.
+A stage can carry a note of what it is doing (a sink "opening" its file), so a stall says where it hangs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+
+from bridge.core.interfaces import OutputProbe
 
 PIPELINE_STAGES = ("audio", "face", "clock", "render")
 STALL_AFTER_S = 2.0  # a stage quiet this long is stalled
@@ -26,6 +32,8 @@ class Watchdog:
         self._last: dict[str, float] = {}  # stage -> its last beat
         self._done: set[str] = set()
         self._failed: dict[str, str] = {}
+        self._followed: dict[str, OutputProbe] = {}
+        self._notes: dict[str, str] = {}
         self.running = False
 
     def start(self, stages: tuple[str, ...] = PIPELINE_STAGES) -> None:
@@ -42,9 +50,24 @@ class Watchdog:
         self._done.discard(stage)
         self._failed.pop(stage, None)
 
+    def follow(self, stage: str, probe: OutputProbe) -> None:
+        """Watch an output that beats by itself: `probe()` says (its last progress, why it gave up or None),
+        its last progress on this watchdog's clock (time.monotonic by default)."""
+        self.watch(stage)
+        self._followed[stage] = probe
+
+    def note(self, stage: str, doing: str | None) -> None:
+        """What the stage is busy with now ("opening", "closing"), shown with its state; None clears it."""
+        if doing is None:
+            self._notes.pop(stage, None)
+        else:
+            self._notes[stage] = doing
+
     def forget(self, stage: str) -> None:
         """The stage is gone on purpose (a sink removed)."""
         self._watched.pop(stage, None)
+        self._followed.pop(stage, None)
+        self._notes.pop(stage, None)
         self._last.pop(stage, None)
         self._done.discard(stage)
         self._failed.pop(stage, None)
@@ -64,6 +87,14 @@ class Watchdog:
         failed, with its last frame as seconds ago and as a UTC time ("since when")."""
         now, wall = self._now(), time.time()
         stages: dict[str, dict[str, Any]] = {}
+        for stage, probe in list(self._followed.items()):
+            last_progress, gave_up = probe()
+            if last_progress is not None:
+                self._last[stage] = last_progress
+            if gave_up is not None:
+                self._failed[stage] = gave_up
+            else:
+                self._failed.pop(stage, None)
         for stage, watched_at in list(self._watched.items()):
             last = self._last.get(stage)
             quiet_since = last if last is not None and last >= watched_at else watched_at
@@ -83,6 +114,8 @@ class Watchdog:
             }
             if stage in self._failed:
                 entry["error"] = self._failed[stage]
+            if stage in self._notes:
+                entry["doing"] = self._notes[stage]
             stages[stage] = entry
         bad = [{"stage": name, **info} for name, info in stages.items() if info["state"] in ("stalled", "failed")]
         return {"ok": not bad, "stalled": bad, "stages": stages, "stall_after_s": self.stall_after}

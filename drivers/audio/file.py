@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -107,8 +108,9 @@ class FileAudioSource(_ChunkedSource):
         super().__init__(chunk_ms=chunk_ms, realtime=realtime)
         self.path = Path(path) if path is not None else demo_clip_path()
         self.loop = loop
-        # Fail at construction, before threads start, if the file cannot be used.
-        first = next(iter_decoded(self.path), None)
+        # Fail at construction, before threads start, if the file cannot be used (and close it at once).
+        with contextlib.closing(iter_decoded(self.path)) as blocks:
+            first = next(blocks, None)
         if first is None:
             from bridge.core.errors import UserError
 
@@ -121,7 +123,8 @@ class FileAudioSource(_ChunkedSource):
 
     def _blocks(self) -> Iterator[NDArray[np.float32]]:
         while True:
-            yield from iter_decoded(self.path)
+            with contextlib.closing(iter_decoded(self.path)) as blocks:  # closed at once, also when stopped early
+                yield from blocks
             if not self.loop or self._stop.is_set():
                 return
 

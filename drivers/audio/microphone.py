@@ -79,9 +79,9 @@ class MicrophoneAudioSource:
         return cls(device=config.audio.device)
 
     def _resampler(self) -> Any:
-        import av
+        from drivers.audio.decode import mono_resampler
 
-        return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        return mono_resampler()
 
     def start(self, now: Callable[[], float]) -> None:
         self._now = now

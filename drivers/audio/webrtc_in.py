@@ -24,12 +24,13 @@ from numpy.typing import NDArray
 
 from bridge.core.config import Config
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, AudioSource
+from drivers.audio.decode import mono_resampler
 
 log = logging.getLogger(__name__)
 
 
 def resampler() -> av.AudioResampler:
-    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    return mono_resampler()
 
 
 def to_mono16k(frame: av.AudioFrame, resample: av.AudioResampler) -> NDArray[np.float32]:

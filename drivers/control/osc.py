@@ -7,11 +7,17 @@ Addresses (prefix ``/avatar``), each with zero or more numeric arguments:
 ``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``.
 Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar/get/<target>`` →
 ``/avatar/value/<target> v...``, ``/avatar/state`` → ``/avatar/state "<json>"``.
+Every address also comes as ``/avatar/<session>/…`` for one of the daemon's sessions (the plain form is the
+default session); answers then carry the same prefix. A name the daemon does not hold is an unknown address.
 
 UDP (and TCP on the same port: OSC 1.0 length-prefixed or OSC 1.1 SLIP frames). Anything malformed —
 truncated packets, wrong types, unknown addresses, NaN/inf, oversized bundles — is counted and ignored;
 handling a packet never blocks, so a flood cannot stall the render loop. Each sender has its own packet and
-reply budget (`budget.SenderBudgets`), so a flooding sender cannot starve another. TCP connections are
+reply budget (`budget.SenderBudgets`), so a flooding sender cannot starve another. The budgets only help if
+the other sender's packets reach them: the UDP socket is read here, draining every waiting datagram per
+readiness event into a preallocated buffer (asyncio's transport reads one per event, so a flood filled the
+kernel's receive buffer and the kernel dropped everyone's packets alike), with a large receive buffer for
+bursts; a packet over its sender's budget is dropped before it is copied or parsed. TCP connections are
 capped per source address and closed when idle. Binds 127.0.0.1 by default; bound wider, only loopback and
 the addresses/networks in ``allow`` may send.
 """
@@ -35,7 +41,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bridge.controls.commands import UnknownTarget, canonical_target
 from bridge.core.config import Config
 from bridge.core.errors import UserError
-from bridge.core.interfaces import ControlEvent, ControlSink
+from bridge.core.interfaces import ControlEvent, ControlSink, SessionScope
 from drivers.control.budget import SenderBudgets
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ MAX_PACKETS_PER_SECOND = 2000.0
 TCP_IDLE_TIMEOUT = 60.0
 TCP_MAX_PER_SOURCE = 8
 TCP_MAX_CONNECTIONS = 64
+RECEIVE_BUFFER = 1 << 23  # bytes asked of the kernel for the UDP socket (capped by net.core.rmem_max)
+DRAIN_BATCH = 1024  # datagrams read per readiness event before the loop runs its other work
 
 StateFn = Callable[[], dict[str, Any]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -96,18 +104,24 @@ def numbers(args: Iterable[Any]) -> tuple[float, ...] | None:
     return tuple(out)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: OscServerBase) -> None:
-        self.server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.server._transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.server.handle_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.server.counters["socket_errors"] += 1
+def _udp_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to host:port with a large receive buffer; raises OSError."""
+    family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):  # FORCE: beyond rmem_max
+            if option is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+                    break
+                except OSError:
+                    continue
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class OscServerBase:
@@ -137,7 +151,9 @@ class OscServerBase:
         self._allowed_hosts: dict[str, bool] = {}
         self.last_error = ""
         self._emit: ControlSink | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._udp: socket.socket | None = None
+        self._buffer = bytearray(MAX_DATAGRAM + 1)  # one datagram at a time, reused; a copy only when admitted
+        self._view = memoryview(self._buffer)
         self._tcp_server: asyncio.AbstractServer | None = None
         self.bound: tuple[str, int] | None = None
         if not _is_loopback(host) and not self.allow:
@@ -158,19 +174,15 @@ class OscServerBase:
         log.info("%s: listening on %s:%d", self.name, *self.bound)
 
     async def _start_udp(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, self.port))
+            sock = _udp_socket(self.host, self.port)
         except OSError as exc:
             raise UserError(f"{self.name}: cannot listen on UDP {self.host}:{self.port}: {exc.strerror or exc}; "
                             "choose another port in the config or stop the program using it") from None
-        self._transport = transport  # type: ignore[assignment]
-        raw = transport.get_extra_info("socket")
-        if raw is not None:  # room for bursts (VMC bundles at 60 fps, a Stream Deck page of buttons)
-            with contextlib.suppress(OSError):
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        sock = transport.get_extra_info("sockname")
-        self.bound = (sock[0], sock[1])
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._drain)
+        self._udp = sock
+        name = sock.getsockname()
+        self.bound = (name[0], name[1])
 
     async def _start_tcp(self, warn: bool) -> bool:
         assert self.bound is not None
@@ -183,9 +195,11 @@ class OscServerBase:
         return True
 
     def _close_udp(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._udp is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                asyncio.get_running_loop().remove_reader(self._udp.fileno())
+            self._udp.close()
+            self._udp = None
 
     async def stop(self) -> None:
         self._close_udp()
@@ -216,8 +230,35 @@ class OscServerBase:
                 return True
         return any(ip in net for net in self.allow)
 
-    def handle_datagram(self, data: bytes, addr: tuple[Any, ...], reply: Callable[[bytes], None] | None = None) -> None:
-        """One packet: never raises (a bug in a handler is counted, not propagated to the loop)."""
+    def _drain(self) -> None:
+        """Every datagram waiting on the UDP socket (up to DRAIN_BATCH), each admitted or dropped before it is
+        copied; never raises."""
+        sock, view, held = self._udp, self._view, self.budgets.held
+        if sock is None:
+            return
+        refused = 0
+        try:
+            for _ in range(DRAIN_BATCH):
+                try:
+                    size, addr = sock.recvfrom_into(self._buffer)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # an ICMP error for an earlier reply: counted, the next datagram is read
+                    self.counters["socket_errors"] += 1
+                    continue
+                if held(addr if len(addr) == 2 else addr[:2], time.monotonic()):  # over its budget: one lookup
+                    refused += 1
+                    continue
+                sender = self._admit(size, addr)
+                if sender is not None:
+                    self._handle(bytes(view[:size]), addr, sender, None)
+        finally:
+            self.counters["packets"] += refused
+            self.counters["rate_limited"] += refused
+
+    def _admit(self, size: int, addr: tuple[Any, ...]) -> tuple[str, int] | None:
+        """The sender of a `size`-byte packet from `addr` when it is allowed, not oversized and within its
+        budget; else None (counted)."""
         self.counters["packets"] += 1
         host = str(addr[0])
         allowed = self._allowed_hosts.get(host)
@@ -227,14 +268,24 @@ class OscServerBase:
                 self._allowed_hosts[host] = allowed
         if not allowed:
             self.counters["denied"] += 1
-            return
-        if len(data) > MAX_DATAGRAM:
+            return None
+        if size > MAX_DATAGRAM:
             self.counters["oversized"] += 1
-            return
+            return None
         sender = (host, addr[1] if len(addr) > 1 else 0)
         if not self.budgets.take(sender):
             self.counters["rate_limited"] += 1
-            return
+            return None
+        return sender
+
+    def handle_datagram(self, data: bytes, addr: tuple[Any, ...], reply: Callable[[bytes], None] | None = None) -> None:
+        """One packet: never raises (a bug in a handler is counted, not propagated to the loop)."""
+        sender = self._admit(len(data), addr)
+        if sender is not None:
+            self._handle(data, addr, sender, reply)
+
+    def _handle(self, data: bytes, addr: tuple[Any, ...], sender: tuple[str, int],
+                reply: Callable[[bytes], None] | None) -> None:
         try:
             packet = osc_packet.OscPacket(data)
             messages = packet.messages
@@ -270,9 +321,9 @@ class OscServerBase:
         self.counters[counter] += 1
         self.last_error = why
 
-    def emit(self, target: str, values: tuple[float, ...] = ()) -> None:
+    def emit(self, target: str, values: tuple[float, ...] = (), session: str = "") -> None:
         if self._emit is not None:
-            self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic()))
+            self._emit(ControlEvent(target, values, source=self.name, time=time.monotonic(), session=session))
             self.counters["accepted"] += 1
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
@@ -280,8 +331,11 @@ class OscServerBase:
 
     # ---- replies -------------------------------------------------------------------------------------
     def _send(self, payload: bytes, addr: tuple[Any, ...]) -> None:
-        if self._transport is not None:
-            self._transport.sendto(payload, addr)
+        if self._udp is not None:
+            try:
+                self._udp.sendto(payload, addr)
+            except OSError:  # the send buffer is full or the peer is gone: a reply is not worth waiting for
+                self.counters["socket_errors"] += 1
 
     def reply(self, send: Callable[[bytes], None], address: str, *args: float | str) -> None:
         """Send a message back through `send` (which holds the sender's reply budget)."""
@@ -367,6 +421,7 @@ class OscControlSurface(OscServerBase):
         allow: Iterable[str] = (),
         state: StateFn | None = None,
         prefix: str = "/avatar",
+        sessions: SessionScope | None = None,
         tcp: bool = True,
         max_packets_per_second: float = MAX_PACKETS_PER_SECOND,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
@@ -374,14 +429,25 @@ class OscControlSurface(OscServerBase):
     ) -> None:
         super().__init__(host, port, allow, tcp, max_packets_per_second, tcp_idle_timeout, tcp_max_per_source)
         self.state = state
+        self.sessions = sessions
         self.prefix = prefix.rstrip("/")
 
     @classmethod
-    def from_config(cls, config: Config, *, state: StateFn | None = None) -> OscControlSurface:
-        """The [osc] section; `state` answers /avatar/state queries (the mixer's state)."""
+    def from_config(cls, config: Config, *, state: StateFn | None = None,
+                    sessions: SessionScope | None = None) -> OscControlSurface:
+        """The [osc] section; `state` answers /avatar/state queries (the default session's mixer state),
+        `sessions` the daemon's sessions that `/avatar/<session>/…` addresses."""
         cfg = config.osc
-        return cls(cfg.host, cfg.port, cfg.allow, state=state, max_packets_per_second=cfg.max_packets_per_second,
-                   tcp_idle_timeout=cfg.tcp_idle_timeout_s, tcp_max_per_source=cfg.tcp_max_connections_per_source)
+        return cls(cfg.host, cfg.port, cfg.allow, state=state, sessions=sessions,
+                   max_packets_per_second=cfg.max_packets_per_second, tcp_idle_timeout=cfg.tcp_idle_timeout_s,
+                   tcp_max_per_source=cfg.tcp_max_connections_per_source)
+
+    def _scope(self, target: str) -> tuple[str, str]:
+        """(session, the target within it): a first segment the registry holds names a session."""
+        head, _, rest = target.partition("/")
+        if rest and self.sessions is not None and self.sessions.has_session(head):
+            return head, rest
+        return "", target
 
     def handle_message(self, address: str, args: list[Any], reply: Callable[[bytes], None]) -> None:
         if not address.startswith(self.prefix + "/"):
@@ -391,23 +457,28 @@ class OscControlSurface(OscServerBase):
         if not target or len(target) > 200:
             self._bad("unknown", "empty or overlong address")
             return
+        session, target = self._scope(target)
+        prefix = f"{self.prefix}/{session}" if session else self.prefix
         if target == "ping":
-            self.reply(reply, self.prefix + "/pong", *[a for a in args if isinstance(a, (int, float, str))][:4])
+            self.reply(reply, prefix + "/pong", *[a for a in args if isinstance(a, (int, float, str))][:4])
             return
         if target == "state" or target.startswith("get/"):
-            self._answer(target, reply)
+            self._answer(session, prefix, target, reply)
             return
         values = numbers(args)
         if values is None:
             self._bad("bad_args", f"{address[:80]}: arguments must be finite numbers")
             return
-        self.emit(target, values)
+        self.emit(target, values, session)
 
-    def _answer(self, target: str, reply: Callable[[bytes], None]) -> None:
-        state = self.state() if self.state else {}
+    def _answer(self, session: str, prefix: str, target: str, reply: Callable[[bytes], None]) -> None:
+        if session and self.sessions is not None:
+            state = self.sessions.control_state(session)
+        else:
+            state = self.state() if self.state else {}
         if target == "state":
             text = json.dumps({"manual": state.get("manual", {})}, separators=(",", ":"))
-            self.reply(reply, self.prefix + "/state", text[:8000])
+            self.reply(reply, prefix + "/state", text[:8000])
             return
         try:  # the state is keyed by canonical names: /avatar/get/blend/JAWOPEN reads blend/jawOpen
             name = canonical_target(target[len("get/") :])
@@ -416,4 +487,4 @@ class OscControlSurface(OscServerBase):
             return
         value = state.get("manual", {}).get(name, 0.0)
         vals = value if isinstance(value, list) else [value]
-        self.reply(reply, f"{self.prefix}/value/{name}", *[float(v) for v in vals])
+        self.reply(reply, f"{prefix}/value/{name}", *[float(v) for v in vals])

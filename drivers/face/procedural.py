@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, Avatar
+from bridge.core.models import ModelCache
 
 WINDOW_S = 0.030
 FLOOR_DB = -48.0  # absolute gate: quieter is silence
@@ -51,9 +52,11 @@ class ProceduralFaceDriver:
         self.reset(0.0)
 
     @classmethod
-    def from_config(cls, config: Config, *, avatar: Avatar | None = None) -> ProceduralFaceDriver:
+    def from_config(cls, config: Config, *, avatar: Avatar | None = None,
+                    models: ModelCache | None = None) -> ProceduralFaceDriver:
         """The [face.procedural] section at the video's frame rate; `avatar` names the expression channels
-        the driver may animate (the demo head's pucker and wide), if it has them."""
+        the driver may animate (the demo head's pucker and wide), if it has them. It has no model weights, so
+        nothing to take from `models`."""
         p = config.face.procedural
         channels = avatar.expression_channels if avatar is not None else {}
         return cls(fps=config.video.fps, attack_ms=p.attack_ms, release_ms=p.release_ms, gain=p.gain,
@@ -97,6 +100,9 @@ class ProceduralFaceDriver:
             out.append(self._frame(self._next_frame))
             self._next_frame += 1
         return out
+
+    def close(self) -> None:
+        """Nothing to free: no thread, no shared model."""
 
     def _trim(self) -> None:
         keep_from = self._centre(self._next_frame) - self._half

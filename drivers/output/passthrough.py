@@ -9,6 +9,10 @@ changed while it plays. "auto" delay = the daemon's measured glass-to-glass late
 
 Outputs are PortAudio devices (by name or index), or `pulse:SINK`: a PulseAudio/PipeWire sink by name,
 played through the pulse protocol (drivers.output.pulse), which is how the virtual microphone is fed.
+
+A sound server can stop answering at any time. Opening waits for it at most OPEN_WAIT_S, stopping at most
+about a second (what still waits on the server is left behind), and `progress()` tells the watchdog when the
+device last took samples, so `/health` names a voice output that stalled or gave up.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +28,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.core.config import Config
+from bridge.core.deadline import Overdue, call_with_deadline
 from bridge.core.errors import UserError
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, MediaHub
+from drivers.output.pulse import HUNG_FIX
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ LEAD = 0.03  # seconds after capture before a block is written: its audio has re
 RESYNC = 0.008  # seconds of (median) error from the due time before the stream is moved (a skip or repeat)
 JUMP = 0.020  # seconds the delay must change by to move the stream at once (smaller changes are followed)
 STALL = 0.030  # seconds behind in two readings running: the thread was starved and the server ran dry
+OPEN_WAIT_S = 5.0  # how long opening the output device may take (a hung sound server never answers)
+STOP_WAIT_S = 0.5  # how long stop() waits for each of its threads and for the device to close
 
 
 class DelayLine:
@@ -102,6 +111,8 @@ class AudioPassthrough:
         self._stop = threading.Event()
         self.output_latency = 0.0
         self.resyncs = 0  # times the pulse output had drifted and was moved (each one a short skip or repeat)
+        self._played_at: float | None = None  # time.monotonic() when the device last took samples
+        self._gave_up: str | None = None  # why the output stopped playing by itself
 
     @classmethod
     def from_config(cls, config: Config, *, hub: MediaHub, device: str | int | None = None) -> AudioPassthrough:
@@ -120,12 +131,19 @@ class AudioPassthrough:
             raise UserError(f"outputs.passthrough.delay_ms must be 'auto' or 0..5000 ms, got {delay_ms!r}")
         self.delay_ms = delay_ms
 
+    def progress(self) -> tuple[float | None, str | None]:
+        """When the device last took samples (time.monotonic) and why it stopped, for the watchdog."""
+        return self._played_at, self._gave_up
+
     def start(self) -> None:
         spec = self.device_spec
         if isinstance(spec, str) and spec.startswith(PULSE_PREFIX):
-            self._open_pulse(spec[len(PULSE_PREFIX):] or None)
+            sink = spec[len(PULSE_PREFIX):] or None
+            call_with_deadline(lambda: self._open_pulse(sink), OPEN_WAIT_S, f"opening the sound server's sink "
+                               f"{sink!r}", HUNG_FIX)
         else:
-            self._open_portaudio()
+            call_with_deadline(self._open_portaudio, OPEN_WAIT_S, f"opening the output device {spec!r}",
+                               "check the device, or choose another one (avatar-bridge devices)")
         self._sub = self.hub.audio_in.subscribe(maxsize=500)
         self._thread = threading.Thread(target=self._feed, name="passthrough", daemon=True)
         self._thread.start()
@@ -149,6 +167,7 @@ class AudioPassthrough:
             need = -(-frames // up)
             mono = np.repeat(self.line.read(at, need), up)[:frames]
             outdata[:] = mono[:, None]
+            self._played_at = time.monotonic()
 
         self._stream = sd.OutputStream(device=index, samplerate=self.rate, channels=1, dtype="float32",
                                        callback=callback, latency="low")
@@ -197,9 +216,11 @@ class AudioPassthrough:
                     self._stop.wait(early)
                     continue
                 stream.write(self.line.read(cursor, PULSE_BLOCK))
+                self._played_at = time.monotonic()
             except PulseError as exc:
                 if not self._stop.is_set():
-                    log.warning("the delayed voice stopped playing: %s", exc)
+                    self._gave_up = f"the delayed voice stopped playing: {exc}"
+                    log.warning("%s", self._gave_up)
                 return
             cursor += block
 
@@ -210,24 +231,32 @@ class AudioPassthrough:
                 self.line.write(chunk)
 
     def stop(self) -> None:
+        """Stop playing within about a second whatever the device does: a thread or a device that still
+        waits on a hung server is left behind (said in the log), never waited on."""
         self._stop.set()
         if self._sub is not None:
             self._sub.close()
         if self._thread is not None:
-            self._thread.join(1.0)
+            self._thread.join(STOP_WAIT_S)
+        stuck = False
         if self._player is not None:
-            self._player.join(2.0)
+            self._player.join(STOP_WAIT_S)
+            stuck = self._player.is_alive()  # inside a write the server never completes
             self._player = None
         if self._pulse is not None:
-            self._pulse.close()
+            if stuck or not self._pulse.close():
+                log.warning("the sound server did not answer: the delayed voice's stream is left open; %s",
+                            HUNG_FIX)
             self._pulse = None
         if self._stream is not None:
+            stream, self._stream = self._stream, None
             try:
-                self._stream.stop()
-                self._stream.close()
+                call_with_deadline(lambda: (stream.stop(), stream.close()), STOP_WAIT_S,
+                                   "closing the passthrough output", "check the output device")
+            except Overdue as exc:
+                log.warning("%s", exc)
             except Exception as exc:
                 log.debug("closing the passthrough output: %s", exc)
-            self._stream = None
 
     @property
     def underruns(self) -> int:

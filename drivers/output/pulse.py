@@ -4,6 +4,10 @@ PortAudio reaches PulseAudio only as one ALSA device ("pulse"), which cannot cho
 particular sink (the virtual microphone's) we talk to the server ourselves. libpulse-simple (Debian: libpulse0)
 is loaded with ctypes when first used; `latency()` says how long a sample written now takes to be played (or,
 recording, how long ago a sample read now was captured), which is what keeps the delayed voice on time.
+
+Every call into libpulse is a ctypes call, which releases the interpreter while it waits: a sound server that
+stops answering holds only the thread that called it. `close()` waits for that thread only `CLOSE_WAIT_S`;
+past it the stream is left to the process's exit instead of waiting on a server that may never answer.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from bridge.core.errors import UserError
 PLAYBACK, RECORD = 1, 2  # pa_stream_direction_t
 FLOAT32LE = 5  # pa_sample_format_t PA_SAMPLE_FLOAT32LE
 DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose this buffer field
+HUNG_FIX = "is the sound server hung? (systemctl --user restart pipewire-pulse, or pulseaudio -k)"
+CLOSE_WAIT_S = 0.5  # how long close() waits for a read or write in progress (a hung server never returns)
 
 
 class PulseError(UserError):
@@ -128,8 +134,15 @@ class PulseStream:
             raise PulseError(f"PulseAudio latency query failed: {_strerror(error.value)}")
         return usec / 1e6
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self) -> bool:
+        """Free the stream; False when a read or write still waits on the server after CLOSE_WAIT_S (the
+        server is hung): the stream is then abandoned, never waited on."""
+        if not self._lock.acquire(timeout=CLOSE_WAIT_S):
+            return False
+        try:
             handle, self._handle = self._handle, None
+        finally:
+            self._lock.release()
         if handle is not None:
             _simple().pa_simple_free(handle)
+        return True

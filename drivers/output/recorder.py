@@ -5,14 +5,22 @@ one, so the file always has one frame per slot and audio sample positions follow
 type follows the name (`record_formats`): MP4 or MKV with H.264, WebM (VP9) or MOV (ProRes 4444) with the
 avatar's alpha. Each second is on disk once written; when the disk fills up, the file is cut back to the last
 complete second (so it stays playable) and recording stops with a `RecordingFailed`.
+
+The path must be a regular file (or not exist yet) in a writable folder: a FIFO, a device or a folder is
+refused when the recorder is made, before the daemon runs. The file is opened by us without blocking (a FIFO
+put there since is refused, not waited on) and handed to the muxer as a Python file, so every system call on
+it releases the interpreter: a write to storage that hangs holds the sink's own thread, never the daemon.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import io
 import logging
 import os
+import stat
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,14 +46,56 @@ class RecordingFailed(UserError):
     """The recording stopped before the end (full disk, file too large, storage gone)."""
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_record_path(path: Path) -> None:
+    """Refuse, before anything runs, a path a recording cannot go to: one that is not a regular file (a FIFO
+    would block the open, a device would take the bytes), or whose folder is missing or not writable."""
+    fix = "give the path of a new or existing regular file in a writable folder"
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"cannot record to {path}: it is {_kind(mode)}; {fix}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot record to {path}: folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot record to {path}: folder {folder} is not writable; {fix}")
+
+
+def open_regular(path: Path) -> io.FileIO:
+    """Create or truncate `path` for writing without ever waiting on the open (O_NONBLOCK: a FIFO without a
+    reader fails at once), and only if what was opened is a regular file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot create {path}: {exc.strerror or exc}; give the path of a regular file in a "
+                        "writable folder") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"cannot record to {path}: it is {_kind(mode)}; give the path of a regular file")
+        os.ftruncate(fd, 0)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return io.FileIO(fd, "r+", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class RecorderSink:
     name = "recorder"
 
     def __init__(self, path: Path | str, crf: int = 20, preset: str = "veryfast") -> None:
         self.path = Path(path)
-        if not self.path.parent.exists():
-            raise UserError(f"cannot record to {self.path}: folder {self.path.parent} does not exist; "
-                            "create it or choose another path")
+        check_record_path(self.path)
         self.format: RecordFormat = format_for(self.path)
         self.crf = crf
         self.preset = preset
@@ -54,6 +104,7 @@ class RecorderSink:
         self.alpha = False  # the file carries an alpha plane (decided by the first frame)
         self.failure: RecordingFailed | None = None
         self._container: Any = None
+        self._file: io.FileIO | None = None
         self._video: Any = None
         self._audio: Any = None
         self._audio_block = AAC_FRAME
@@ -74,9 +125,11 @@ class RecorderSink:
     def open(self, info: StreamInfo) -> None:
         self.info = info
         fmt = self.format
+        self._file = open_regular(self.path)
         try:
-            self._container = av.open(str(self.path), "w", format=fmt.container, options=dict(fmt.muxer_options))
+            self._container = av.open(self._file, "w", format=fmt.container, options=dict(fmt.muxer_options))
         except (av.error.FFmpegError, OSError) as exc:
+            self._file.close()
             raise UserError(f"cannot create {self.path}: {getattr(exc, 'strerror', None) or exc}; "
                             "check that the folder is writable") from exc
         origin = info.extra.get("origin")
@@ -231,6 +284,10 @@ class RecorderSink:
             elif self._video is None:
                 self._container.close()
             self._container = None
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
         if self.failure is not None and not failed_before:
             raise self.failure
         if self.failure is None:

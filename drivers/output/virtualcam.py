@@ -302,7 +302,12 @@ class VirtualCameraSink:
                 log.debug("closing the virtual camera: %s", exc)
 
     def close(self) -> None:
+        """Stop sending within a second; a send stuck in the device's driver is left behind with its camera
+        (closing a device under a write in progress could block as well)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(2.0)
+            self._thread.join(1.0)
+            if self._thread.is_alive():
+                log.warning("the virtual camera did not take a frame for a second; leaving it open")
+                return
         self._close_camera()

@@ -77,24 +77,29 @@ def deep_bundle(depth: int = 2000) -> bytes:
     return inner
 
 
-def blast(port: int, count: int, seed: int, pool_size: int = 4000) -> int:
-    """Send `count` packets from a pool of hostile ones (a huge and a deep bundle every 5000); returns sent."""
+def blast(port: int, count: int, seed: int, pool_size: int = 4000, sockets: int = 1, pause: bool = True) -> int:
+    """Send `count` packets from a pool of hostile ones (a huge and a deep bundle every 5000), in turn from
+    `sockets` source ports; `pause` sleeps 1 ms every 64 packets (a fast network), without it the sender blasts
+    as fast as it can. Returns how many were sent."""
     rng = random.Random(seed)
     pool = [random_packet(rng) for _ in range(pool_size)]
     special = [huge_bundle(), deep_bundle()]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(sockets)]
     sent = 0
     for i in range(count):
         data = special[(i // 5000) % 2] if i % 5000 == 0 else pool[rng.randrange(pool_size)]
         with contextlib.suppress(OSError):
-            sock.sendto(data, ("127.0.0.1", port))
+            socks[i % sockets].sendto(data, ("127.0.0.1", port))
         sent += 1
-        if i % 64 == 0:
+        if pause and i % 64 == 0:
             time.sleep(0.001)  # a fast network, not an infinitely fast one
-    sock.close()
+    for sock in socks:
+        sock.close()
     return sent
 
 
 if __name__ == "__main__":
-    n = blast(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    # PORT COUNT SEED [SOCKETS [blast]]
+    n = blast(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sockets=int(sys.argv[4]) if len(sys.argv) > 4 else 1,
+              pause=not (len(sys.argv) > 5 and sys.argv[5] == "blast"))
     print(n)

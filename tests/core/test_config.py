@@ -67,3 +67,58 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     cfg = load_config(f, environ={})
     assert cfg.audio.file == tmp_path / "sub" / "speech.wav"
     assert cfg.outputs.record.path == tmp_path / "sub" / "out.mp4"
+
+
+REFUSED = [
+    ("[pipeline]\nav_delay_ms = nan", "pipeline.av_delay_ms", "0..5000"),
+    ("[pipeline]\nav_delay_ms = -100000", "pipeline.av_delay_ms", "0..5000"),
+    ("[pipeline]\nav_delay_ms = 1e12", "pipeline.av_delay_ms", "0..5000"),
+    ("[outputs.passthrough]\ndelay_ms = -5", "outputs.passthrough.delay_ms", "0..5000"),
+    ("[outputs.passthrough]\ndelay_ms = nan", "outputs.passthrough.delay_ms", "0..5000"),
+    ('[osc]\nallow = ["not-an-ip"]', "osc.allow", "192.168.1.0/24"),
+    ('[mixer]\nmodes = { "blend/jawOpn" = "override" }', "mixer.modes", "blend/<ARKit name>"),
+    ('[mixer]\nmodes = { mouth = "add" }', "mixer.modes", "docs/controls.md"),
+    ('[mixer]\nmodes = { "flame/expression/100" = "add" }', "mixer.modes", "flame/expression/<0-99>"),
+    ("[osc]\nmax_packets_per_second = 1e-300", "osc.max_packets_per_second", "greater than or equal to 1"),
+    ("[vmc]\nmax_packets_per_second = 1e-300", "vmc.max_packets_per_second", "greater than or equal to 1"),
+    ('[http]\nallowed_origins = ["http://*.example"]', "http.allowed_origins", "wildcards are not supported"),
+    ('[http]\nallowed_hosts = ["*"]', "http.allowed_hosts", "wildcards are not supported"),
+    ('[webrtc]\nwhip_url = "file:///etc/passwd"', "webrtc.whip_url", "http(s) WHIP endpoint"),
+    ('[face.diffposetalk]\ncfg_audio = inf', "face.diffposetalk.cfg_audio", "finite number"),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "fix"), REFUSED, ids=[r[1] + ":" + r[0].split("=", 1)[1].strip()
+                                                                 for r in REFUSED])
+def test_what_the_api_refuses_the_config_refuses(tmp_path: Path, text: str, field: str, fix: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert field in message and fix in message, message
+
+
+def test_the_good_neighbours_of_those_values_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[pipeline]\nav_delay_ms = 250\n[outputs.passthrough]\ndelay_ms = 0\n'
+                    '[osc]\nallow = ["192.168.1.0/24", "::1"]\nmax_packets_per_second = 1\n'
+                    '[mixer]\nmodes = { eyes = "add", "blend/jawOpen" = "override", "flame/expression/99" = "add", '
+                    '"flame/jaw" = "override", gaze = "add", head = "add" }\n'
+                    '[http]\nallowed_origins = ["https://player.example:8443/"]\nallowed_hosts = ["studio.lan:8080"]\n'
+                    '[webrtc]\nwhip_url = "https://media.example/whip/room1"\n')
+    cfg = load_config(path, environ={})
+    assert cfg.pipeline.av_delay_ms == 250 and cfg.outputs.passthrough.delay_ms == 0
+    assert cfg.mixer.modes["flame/expression/99"] == "add" and cfg.http.allowed_origins == ["https://player.example:8443"]
+
+
+def test_a_file_url_for_whip_is_one_error_at_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.toml"
+    path.write_text('[webrtc]\nwhip_url = "file:///etc/passwd"\n')
+    run = subprocess.run([sys.executable, "-m", "bridge.cli", "run", "--config", str(path), "--duration", "1"],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "webrtc.whip_url" in run.stderr and "http(s) WHIP endpoint" in run.stderr

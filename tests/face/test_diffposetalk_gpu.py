@@ -27,9 +27,7 @@ def _run(model, audio: np.ndarray, graph: bool, kind: str) -> tuple[torch.Tensor
         engine.feed(audio[start:start + 320])
         while engine.ready():
             out.append(engine.step())
-    g = engine.graphs
-    captured = 0 if g is None else sum(v is not None for c in (g.denoise, g.window) if c for v in c._graphs.values())
-    return torch.cat(out), captured
+    return torch.cat(out), 0 if engine.graphs is None else engine.graphs.captured()
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])

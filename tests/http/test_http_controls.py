@@ -45,8 +45,9 @@ async def until(condition: Any, timeout: float = 20.0) -> None:
 async def test_state_controls_control_presets_and_capture(presets_dir: Path) -> None:
     mixer = make_mixer(presets_dir, fade=0.0)
     midi = MidiControlSurface(MidiMapper(MidiMap(path=presets_dir / "midi" / "learned.toml")))
-    host = SimpleNamespace(config=Config(), mixer=mixer, control_surfaces=[midi], running=True,
-                           frames=Broadcast(), clock=MediaClock(25), stats=PipelineStats(),
+    session = SimpleNamespace(config=Config(), mixer=mixer, running=True, frames=Broadcast(), clock=MediaClock(25),
+                              stats=PipelineStats())
+    host = SimpleNamespace(config=session.config, session=session, control_surfaces=[midi], stats=session.stats,
                            surface=lambda name: midi if name == "midi" else None)
     runner, url = await serve(host)
     try:

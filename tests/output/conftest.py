@@ -26,9 +26,7 @@ def base_url(daemon: Any) -> str:
 
 
 def hub_of(daemon: Any) -> Any:
-    from bridge.http.keys import VIEWERS_KEY
-
-    return daemon._http_runner.app[VIEWERS_KEY]
+    return daemon.session.viewers
 
 
 def server_tracks(daemon: Any, viewer: Viewer) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ class PulseServer:
     address: str  # for PULSE_SERVER
     env: dict[str, str]  # the environment a client needs
     log: Path
+    pid: int  # of the server process (tests stop and continue it to play a hung server)
 
     def pactl(self, *args: str) -> str:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10,
@@ -56,7 +58,7 @@ def running_pulseaudio(folder: Path) -> Iterator[PulseServer]:
              f"--load=module-native-protocol-unix socket={socket} auth-anonymous=1",
              f"--load=module-null-sink sink_name={DEFAULT_SINK} rate=48000 channels=1 channel_map=mono"],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    server = PulseServer(f"unix:{socket}", env, log)
+    server = PulseServer(f"unix:{socket}", env, log, proc.pid)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -68,6 +70,7 @@ def running_pulseaudio(folder: Path) -> Iterator[PulseServer]:
             time.sleep(0.1)
         yield server
     finally:
+        os.kill(proc.pid, signal.SIGCONT)  # a test may have left it stopped
         proc.terminate()
         try:
             proc.wait(10)

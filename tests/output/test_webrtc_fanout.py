@@ -98,7 +98,7 @@ async def test_late_viewer_starts_on_a_keyframe_and_pli_forces_one() -> None:
             await wait_until(lambda: track.keyframes_sent > keys, 30, "a keyframe after the PLI")
             count = len(late.media.video)
             await wait_until(lambda: len(late.media.video) >= count + 5, 60, "frames after the keyframe")
-            assert encoder.keyframe_requests["pli"] >= 5
+            assert encoder.keyframe_requests["pli"] == 1 and track.pli_ignored == 4  # one per PLI_GAP_S
             assert 1 <= encoder.forced_keyframes - forced <= 2, "a burst of PLIs must cost one or two keyframes"
             assert len(first.media.video) > 20 and hub_of(daemon).fanout.video_encoders == [encoder]
         finally:
@@ -189,3 +189,33 @@ async def test_config_default_alpha_and_per_viewer_override_with_h264() -> None:
             assert names == ["h264+alpha@2500k", "h264@2500k"]
         finally:
             await close_all([default, plain])
+
+
+async def test_one_viewers_pli_flood_raises_everyones_keyframe_rate_only_to_a_bounded_share() -> None:
+    """Events, not speeds: forced keyframes per PLI_GAP_S of flood, whatever the number of PLIs (one every
+    50 ms here; without the bound it forced one every MIN_KEYFRAME_GAP_S), and the other viewer plays on."""
+    import time
+
+    from drivers.output.webrtc.tracks import PLI_GAP_S
+
+    async with running_daemon(webrtc={"tiers": 1}) as daemon:
+        url = base_url(daemon)
+        calm, flooder = await watch(url), await watch(url, "whep")
+        try:
+            await wait_until(lambda: len(calm.media.video) >= 10 and len(flooder.media.video) >= 3, 90,
+                             "both viewers playing")
+            encoder = hub_of(daemon).fanout.video_encoders[0]
+            track, _ = server_tracks(daemon, flooder)
+            receiver, ssrc = video_receiver(flooder)
+            forced, frames, start = encoder.forced_keyframes, len(calm.media.video), time.monotonic()
+            for _ in range(80):
+                await receiver._send_rtcp_pli(ssrc)
+                await asyncio.sleep(0.05)
+            await wait_until(lambda: track.pli == 80, 30, "the PLIs at the daemon")
+            elapsed = time.monotonic() - start
+            caused = encoder.forced_keyframes - forced
+            assert 1 <= caused <= elapsed / PLI_GAP_S + 2, (caused, elapsed)
+            assert track.pli_ignored >= 80 - caused - 1
+            assert len(calm.media.video) > frames, "the calm viewer stopped receiving"
+        finally:
+            await close_all([calm, flooder])

@@ -53,3 +53,43 @@ def test_stalled_done_failed_and_forgotten() -> None:
     clock.t += 10.0
     dog.stop()
     assert dog.report()["ok"]  # a stopped pipeline is not stalled
+
+
+class Progress:
+    """What a followed output says of itself: its last progress and why it gave up."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.why: str | None = None
+
+    def probe(self) -> tuple[float | None, str | None]:
+        return self.at, self.why
+
+
+def test_followed_outputs_and_notes() -> None:
+    """An output that runs by itself (the voice, a publisher) is asked at each report: its last progress makes
+    it ok or stalled, a reason to give up makes it failed until it works again; a note says where a stage is."""
+    clock = Clock()
+    dog = Watchdog(stall_after=2.0, now=clock)
+    dog.start(())
+    voice = Progress()
+    dog.follow("voice", voice.probe)
+    clock.t += 1.0
+    voice.at = clock.t
+    clock.t += 1.5
+    assert states(dog) == {"voice": "ok"}
+    clock.t += 1.0  # 2.5 s without the device taking samples
+    assert states(dog) == {"voice": "stalled"}
+    voice.why = "the delayed voice stopped playing: connection terminated"
+    report = dog.report()
+    assert report["stalled"][0]["state"] == "failed" and report["stalled"][0]["error"] == voice.why
+    voice.why, voice.at = None, clock.t
+    assert states(dog) == {"voice": "ok"}
+    dog.watch("sink:recorder")
+    dog.note("sink:recorder", "opening")
+    clock.t += 2.5
+    assert dog.report()["stages"]["sink:recorder"] == {**dog.report()["stages"]["sink:recorder"],
+                                                       "state": "stalled", "doing": "opening"}
+    dog.note("sink:recorder", None)
+    dog.forget("voice")
+    assert "doing" not in dog.report()["stages"]["sink:recorder"] and "voice" not in dog.report()["stages"]

@@ -80,7 +80,8 @@ class DaemonProcess:
         self.port = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> DaemonProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to be ready."""
         self.config_path.write_text(tomli_w.dumps(self.config))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("CI_DEBUG", None)
@@ -88,6 +89,11 @@ class DaemonProcess:
                 "run", "--config", str(self.config_path)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tmp)
+        return self.proc
+
+    def start(self, timeout: float = 90.0) -> DaemonProcess:
+        self.launch()
+        assert self.proc is not None
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             m = READY.search(self.log())
@@ -99,15 +105,19 @@ class DaemonProcess:
             time.sleep(0.1)
         raise TimeoutError(f"the daemon did not start within {timeout} s:\n{self.log()[-3000:]}")
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 20.0) -> float:
+        """SIGTERM; the seconds until the process has exited (killed after `wait`: then `wait` is returned)."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return 0.0
+        started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(20)
+            self.proc.wait(wait)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+            return wait
+        return time.monotonic() - started
 
     def open_fds(self) -> int:
         """How many file descriptors the daemon process holds."""

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from tests.output.conftest import Viewer, wait_until
@@ -112,9 +113,12 @@ async def test_vanished_offers_are_reaped_and_a_real_viewer_gets_in(daemon: Daem
     assert per_address <= statuses.count(201) <= per_address + freed, (statuses, freed)
     for refused in (a for a in answers if a.status != 201):
         assert refused.status == 429 and refused.json["fix"], refused
-    # A viewer from another address still gets a place meanwhile, then the vanished ones are reaped.
-    other = await watch(daemon, "127.0.0.2")
-    await other.close()
+    # Another loopback address is the same client (any local process can send from 127.0.0.2 ... .11): it
+    # gets no more places until the vanished ones are reaped.
+    if statuses.count(201) - freed >= per_address:
+        async with client("127.0.0.2") as http:
+            refused = await post_whep(http, daemon, offer)
+        assert refused.status == 429 and "loopback range" in refused.json["error"], refused
     await wait_no_sessions(daemon)
     viewer = await watch(daemon)
     try:
@@ -150,13 +154,14 @@ async def test_every_kind_of_session_counts_against_the_caps(daemon: DaemonProce
     assert per_address <= accepted <= per_address + freed, (accepted, freed)
     assert daemon.open_fds() < fds + 20 * per_address
     await wait_no_sessions(daemon)
-    # One cap over every address: loopback addresses stand for machines; viewers that connect stay.
-    viewers = [await watch(daemon, f"127.0.0.{2 + i}") for i in range(cap)]
+    # Viewers that connect stay; the whole loopback range is one client, whichever 127.x address it uses.
+    assert per_address < cap
+    viewers = [await watch(daemon, f"127.0.0.{2 + i}") for i in range(per_address)]
     try:
         await wait_until(lambda: all(v.pc.connectionState == "connected" for v in viewers), 30, "viewers connected")
-        async with client(f"127.0.0.{2 + cap}") as another:
+        async with client(f"127.0.0.{2 + per_address}") as another:
             full = await post_offer(another, daemon, audio_only)
-        assert full.status == 503 and "max_viewers" in full.json["error"] and full.json["fix"], full
+        assert full.status == 429 and "max_sessions_per_address" in full.json["error"] and full.json["fix"], full
     finally:
         for v in viewers:
             await v.close()
@@ -199,3 +204,52 @@ async def test_offers_are_bounded_before_they_are_parsed(daemon: DaemonProcess) 
 async def test_no_stun_server_unless_configured(daemon: DaemonProcess) -> None:
     listing = await asyncio.to_thread(daemon.viewers)
     assert listing["ice_servers"] == []
+
+
+async def test_abandoned_offers_from_many_loopback_addresses_take_one_clients_places(daemon: DaemonProcess) -> None:
+    """40 offers whose peers vanished, from 127.0.0.2 to .11, as one local process can send them: together
+    they hold at most one client's places, so max_viewers - max_sessions_per_address stay for others."""
+    await wait_no_sessions(daemon)
+    per_address = daemon.config["webrtc"]["max_sessions_per_address"]
+    reaped = (await asyncio.to_thread(daemon.viewers))["reaped"]
+    offer = await make_offer()
+    statuses = []
+    for i in range(40):
+        async with client(f"127.0.0.{2 + i % 10}") as http:
+            statuses.append((await post_whep(http, daemon, offer)).status)
+    freed = (await asyncio.to_thread(daemon.viewers))["reaped"] - reaped
+    assert per_address <= statuses.count(201) <= per_address + freed, (statuses, freed)
+    assert set(statuses) == {201, 429}
+    await wait_no_sessions(daemon)
+
+
+def test_the_per_address_cap_counts_clients_not_addresses() -> None:
+    """The loopback range (127/8, ::1, their IPv4-mapped forms) is one client, and so is one IPv6 /64."""
+    from bridge.core.http_names import address_group
+
+    local = {address_group(a) for a in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "::ffff:127.0.0.3")}
+    assert local == {"loopback"}
+    assert address_group("fd00::2") == address_group("fd00::ffff:1:2") == "fd00::/64"
+    assert address_group("fd00:0:0:1::2") != address_group("fd00::2")
+    assert address_group("192.0.2.2") != address_group("192.0.2.3")
+    assert address_group("::ffff:192.0.2.2") == address_group("192.0.2.2")
+    assert address_group("fe80::1%eth0") == "fe80::/64" and address_group("") == ""
+
+
+async def test_one_cap_over_every_client(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """max_viewers counts every client together: with a per-client cap above it, the daemon is full at the cap."""
+    own = DaemonProcess(tmp_path_factory.mktemp("full"), {"webrtc": {"max_viewers": 2, "max_sessions_per_address": 4}})
+    await asyncio.to_thread(own.start)
+    try:
+        viewers = [await watch(own) for _ in range(2)]
+        try:
+            await wait_until(lambda: all(v.pc.connectionState == "connected" for v in viewers), 30,
+                             "viewers connected")
+            async with client() as another:
+                full = await post_offer(another, own, await make_offer(video=False))
+            assert full.status == 503 and "max_viewers" in full.json["error"] and full.json["fix"], full
+        finally:
+            for v in viewers:
+                await v.close()
+    finally:
+        await asyncio.to_thread(own.stop)

@@ -35,6 +35,7 @@ import torch
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import RenderedImage
+from bridge.core.models import ModelCache
 from drivers.avatar.demo.head import HeadModel, build_head
 from drivers.avatar.demo.rig import HeadRig
 from drivers.avatar.splat.cameras import default_camera
@@ -95,8 +96,9 @@ class DemoAvatar:
         self._never_cull = ~m.cull
 
     @classmethod
-    def from_config(cls, config: Config) -> DemoAvatar:
-        """The video size and the [avatar] section's renderer, device, background and framing."""
+    def from_config(cls, config: Config, *, models: ModelCache | None = None) -> DemoAvatar:
+        """The video size and the [avatar] section's renderer, device, background and framing. The demo head is
+        made in code, so there is nothing to take from `models`."""
         a = config.avatar
         return cls(width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
                    background=a.background, transparent=a.transparent, zoom=a.zoom)

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.core.errors import UserError
-from drivers.safe_load import RefusedContent, SafeLoadError, load_pickle
+from drivers.safe_load import RefusedContent, SafeLoadError, check_numpy_file, load_pickle
 
 N_VERTICES = 5023
 N_JOINTS = 5
@@ -139,6 +139,7 @@ def load_flame_arrays(path: Path | str, cache: bool = True) -> dict[str, NDArray
 
 def _load_npz(path: Path) -> dict[str, NDArray[Any]]:
     try:
+        check_numpy_file(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -171,6 +172,7 @@ def load_eyelids(folder: Path | str | None, left: Path | str | None = None,
             raise FlameFileError(f"eyelid blendshape {p} does not exist; set avatar.eyelids_dir to the folder "
                                  "with l_eyelid.npy and r_eyelid.npy")
         try:
+            check_numpy_file(p)
             arr = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise FlameFileError(f"{p} is not a readable .npy file ({exc})") from None

@@ -22,7 +22,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.avatar.flame.files import FlameFileError
-from drivers.safe_load import BROKEN_PICKLE_ERRORS, Opaque, SafeLoadError, to_arrays, unpickle
+from drivers.safe_load import (
+    BROKEN_PICKLE_ERRORS,
+    Opaque,
+    SafeLoadError,
+    check_numpy_file,
+    to_arrays,
+    unpickle,
+)
 
 EMBEDDING_NAMES = ("landmark_embedding.npy", "landmark_embedding.npz", "flame_static_embedding.pkl")
 STATIC_OFFSET = 17  # the 51 static landmarks are iBUG points 17..67
@@ -115,6 +122,7 @@ def _read(path: Path) -> dict[str, Any]:
         return _plain(_read_npy_object(raw, path), path)
     if raw[:2] == b"PK":
         try:
+            check_numpy_file(raw)
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         except (ValueError, OSError, EOFError) as exc:

@@ -12,6 +12,7 @@ and the splatting runs per frame.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +28,17 @@ from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import RenderedImage
+from bridge.core.models import ModelCache, process_models
 from bridge.core.rotations_torch import axis_angle_to_matrix, matrix_to_rotation_6d
 from drivers.avatar.flame.model import head_motion_batch
 from drivers.avatar.flame.tracker import load_tracker_frame, tracker_camera
-from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame
+from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame, SubjectFiles
 from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.frame_graph import GsplatFrameGraph
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
 from drivers.cuda_graphs import capturing
+from drivers.cuda_streams import realtime_stream
+from drivers.safe_load import check_numpy_file
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ def load_shape(path: Path | str) -> np.ndarray:
             raise AvatarSetupError(f"{p} has no flame.shape")
         return fr.shape
     try:
+        check_numpy_file(p)
         data = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise AvatarSetupError(f"shape file {p} is not a readable .npy/.npz ({exc})") from None
@@ -101,6 +106,52 @@ def load_shape(path: Path | str) -> np.ndarray:
     if arr.size < 300:
         arr = np.concatenate([arr, np.zeros(300 - arr.size, np.float32)])
     return arr[:300]
+
+
+def choose_mlp_precision(model: FlashAvatarModel, precision: str) -> None:
+    """fp16 for the MLP's hidden layers when asked, or with "auto" when it stays within FP16_TOLERANCE of fp32
+    on this avatar (CUDA only); the choice is the model's, so every avatar sharing it gets the same one."""
+    if precision == "fp32" or model.device.type != "cuda":
+        if precision == "fp16":
+            log.warning("fp16 MLP is only used on CUDA; running fp32 on the CPU")
+        return
+    dev = model.device
+    with torch.no_grad():
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        cond = torch.cat([torch.zeros(1, COND), torch.randn(3, COND, generator=gen) * 0.5]).to(dev)
+        cond[:, 100:106] = torch.tensor([1.0, 0, 0, 0, 1, 0], device=dev)
+        cond[:, 106:118] = torch.tensor([1.0, 0, 0, 0, 1, 0] * 2, device=dev)
+        ref = model.deform(cond)
+        model.set_mlp_dtype(torch.float16)
+        err = float((model.deform(cond) - ref).abs().max())
+    if precision == "auto" and err > FP16_TOLERANCE:
+        log.info("fp16 MLP differs by %.2g from fp32 on this avatar; keeping fp32", err)
+        model.set_mlp_dtype(torch.float32)
+    else:
+        log.info("fp16 MLP (max deviation %.2g)", err)
+
+
+def load_model(checkpoint: Path, flame_model: Path, masks: Path, mesh: Path, eyelids: Path,
+               shape: np.ndarray | None, device: str, precision: str, models: ModelCache | None
+               ) -> FlashAvatarModel:
+    """The avatar's model with its MLP precision chosen; with `models`, the FLAME files and the model are the
+    ones already loaded in this process for the same files, shape, device and precision (a shared model is
+    only read by the avatars using it)."""
+    def build(files: SubjectFiles) -> FlashAvatarModel:
+        model = FlashAvatarModel.from_subject(checkpoint, files, shape, device=device)
+        choose_mlp_precision(model, precision)
+        return model
+
+    def subject() -> SubjectFiles:
+        return SubjectFiles.load(flame_model, masks, mesh, eyelids, device)
+
+    if models is None:
+        return build(subject())
+    flame_files = [flame_model, masks, mesh, eyelids / "l_eyelid.npy", eyelids / "r_eyelid.npy"]
+    files = models.get(models.key("flame", flame_files, device), subject)
+    shape_id = None if shape is None else hashlib.sha256(np.ascontiguousarray(shape, np.float32).tobytes()).hexdigest()
+    key = models.key("flashavatar", [checkpoint, *flame_files], device, (shape_id, precision))
+    return models.get(key, lambda: build(files))
 
 
 @dataclass
@@ -161,6 +212,8 @@ class FlashAvatarAvatar:
         cuda_graph: bool = True,
         frame_graph: bool = True,
         splat_renderer: SplatRenderer | None = None,
+        models: ModelCache | None = None,
+        gpu_priority: bool = True,
     ) -> None:
         if checkpoint is None or flame_model is None:
             raise AvatarSetupError("FlashAvatar needs avatar.checkpoint (chkpnt*.pth) and avatar.flame_model "
@@ -188,7 +241,7 @@ class FlashAvatarAvatar:
             log.warning("no avatar.shape or avatar.tracker_frame given: using the mean FLAME shape, which only "
                         "matches avatars trained on it")
             shape_arr = None
-        self.model = FlashAvatarModel.from_files(ckpt_p, flame_p, masks, mesh, lids, shape_arr, device=device)
+        self.model = load_model(ckpt_p, flame_p, masks, mesh, lids, shape_arr, device, mlp_precision, models)
         dev = torch.device(device)
         self._dev = dev
         if frame is not None:
@@ -215,10 +268,6 @@ class FlashAvatarAvatar:
         self._u8 = torch.empty(*hw, 3, dtype=torch.uint8, device=dev)
         self._a32 = torch.empty(*hw, dtype=torch.float32, device=dev)
         self._a8 = torch.empty(*hw, dtype=torch.uint8, device=dev)
-        if self._cuda:
-            self._choose_precision(mlp_precision)
-        elif mlp_precision == "fp16":
-            log.warning("fp16 MLP is only used on CUDA; running fp32 on the CPU")
         self._graph: Any = None
         self._static_out: tuple[torch.Tensor, ...] | None = None
         if self._cuda and cuda_graph:
@@ -226,17 +275,23 @@ class FlashAvatarAvatar:
         self._frame_graph: GsplatFrameGraph | None = None
         if self._graph is not None and frame_graph and self.renderer.name == "gsplat":
             self._capture_frame_graph()
+        # Frames render on a stream of their own, of the highest priority unless turned off (a shared GPU).
+        self._stream: Any = realtime_stream(dev, gpu_priority) if self._cuda else None
+        if self._stream is not None:
+            self._stream.wait_stream(torch.cuda.current_stream(dev))  # after the captures' warm-up work
         if self._cuda:
             self._warm_up()
 
     @classmethod
-    def from_config(cls, config: Config) -> FlashAvatarAvatar:
-        """The video size and the [avatar] section: the checkpoint, its FLAME files, renderer and framing."""
+    def from_config(cls, config: Config, *, models: ModelCache | None = None) -> FlashAvatarAvatar:
+        """The video size and the [avatar] section: the checkpoint, its FLAME files, renderer and framing. The
+        model comes from `models` (default: the process's cache), so avatars of one checkpoint share it."""
         a = config.avatar
         return cls(checkpoint=a.checkpoint, flame_model=a.flame_model, flame_masks=a.flame_masks,
                    flame_mesh=a.flame_mesh, eyelids_dir=a.eyelids_dir, tracker_frame=a.tracker_frame, shape=a.shape,
                    width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
-                   background=a.background, transparent=a.transparent, zoom=a.zoom)
+                   background=a.background, transparent=a.transparent, zoom=a.zoom,
+                   models=models or process_models(), gpu_priority=config.pipeline.gpu_priority)
 
     # -- setup ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -244,23 +299,6 @@ class FlashAvatarAvatar:
         from drivers.avatar.splat.select import select_renderer
 
         return select_renderer(name, device)
-
-    def _choose_precision(self, precision: str) -> None:
-        if precision == "fp32":
-            return
-        with torch.no_grad():
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            cond = torch.cat([torch.zeros(1, COND), torch.randn(3, COND, generator=gen) * 0.5]).to(self._dev)
-            cond[:, 100:106] = torch.tensor([1.0, 0, 0, 0, 1, 0], device=self._dev)
-            cond[:, 106:118] = torch.tensor([1.0, 0, 0, 0, 1, 0] * 2, device=self._dev)
-            ref = self.model.deform(cond)
-            self.model.set_mlp_dtype(torch.float16)
-            err = float((self.model.deform(cond) - ref).abs().max())
-        if precision == "auto" and err > FP16_TOLERANCE:
-            log.info("fp16 MLP differs by %.2g from fp32 on this avatar; keeping fp32", err)
-            self.model.set_mlp_dtype(torch.float32)
-        else:
-            log.info("fp16 MLP (max deviation %.2g)", err)
 
     def _deform(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         means, quats, scales, viewmats = self.deform_batch(packed, self.base_camera.viewmat)
@@ -364,6 +402,15 @@ class FlashAvatarAvatar:
         return self._submit(params).image()
 
     def _submit(self, params: FaceParams) -> PendingFrame:
+        if self._stream is None:
+            return self._submit_here(params)
+        # After what the caller queued on its stream (a `gaussians` call, which fills the same inputs).
+        self._stream.wait_stream(torch.cuda.current_stream(self._dev))
+        with torch.cuda.stream(self._stream):
+            return self._submit_here(params)
+
+    def _submit_here(self, params: FaceParams) -> PendingFrame:
+        """Queue the frame's work on the current stream."""
         if self._frame_graph is not None:
             return self._submit_graphed(self._frame_graph, params)
         g, cam = self.gaussians(params)

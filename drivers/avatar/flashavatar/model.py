@@ -180,8 +180,20 @@ class FlashAvatarModel:
         device: torch.device | str = "cpu",
         mlp_dtype: torch.dtype = torch.float32,
     ) -> FlashAvatarModel:
-        ckpt = load_checkpoint(checkpoint)
         files = SubjectFiles.load(flame_model, flame_masks, flame_mesh, eyelids_dir, device)
+        return cls.from_subject(checkpoint, files, shape, device, mlp_dtype)
+
+    @classmethod
+    def from_subject(
+        cls,
+        checkpoint: Path | str,
+        files: SubjectFiles,
+        shape: np.ndarray | torch.Tensor | None,
+        device: torch.device | str = "cpu",
+        mlp_dtype: torch.dtype = torch.float32,
+    ) -> FlashAvatarModel:
+        """A checkpoint on FLAME files already loaded (shared by every avatar built on them)."""
+        ckpt = load_checkpoint(checkpoint)
         if shape is None:
             shape = np.zeros(300, np.float32)
         return cls(ckpt, files.flame, files.raster, files.mesh_faces, files.boundary,

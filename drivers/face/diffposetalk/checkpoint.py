@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from bridge.core.errors import UserError
 from drivers.face.diffposetalk.hubert import HubertShapeError, HubertSizes, hubert_sizes
-from drivers.safe_load import ARGPARSE_PATHS, RefusedContent, SafeLoadError, load_torch
+from drivers.safe_load import ARGPARSE_PATHS, RefusedContent, SafeLoadError, check_numpy_file, load_torch
 
 HUBERT_PREFIX = "audio_encoder."
 SHAPE_DIM = 100
@@ -278,6 +278,10 @@ NUMPY_FIX = {
 def _np_load(path: Path, what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such {what} file; check the path in the config or the command line")
+    try:
+        check_numpy_file(path)
+    except SafeLoadError as exc:
+        raise CheckpointError(f"{path}: {exc.reason}; {NUMPY_FIX[what]}") from None
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -40,6 +40,10 @@ class GraphedCall:
         self.warmup = warmup
         self._graphs: dict[Signature, _Captured | None] = {}
 
+    def captured(self) -> int:
+        """How many graphs were captured (failed captures, which run eagerly, are not counted)."""
+        return sum(c is not None for c in self._graphs.values())
+
     @staticmethod
     def signature(inputs: tuple[torch.Tensor | None, ...]) -> Signature:
         return tuple(None if t is None else (tuple(t.shape), t.dtype) for t in inputs)

@@ -12,7 +12,9 @@ With hop = 100, lookahead ≥ the clip and unlimited context, the hops are upstr
 equals whole-clip generation (same noise): see tests/face/test_diffposetalk_streaming.py.
 
 `StreamingEngine` is the synchronous core; `DiffPoseTalkFaceDriver` runs it on its own thread so `push()`
-returns at once with whatever frames are ready.
+returns at once with whatever frames are ready. A driver made with a model cache (as `from_config` makes it)
+shares the model with every other session on the same checkpoint, and hands each hop's model work to the
+model's `batching.HopBatcher`, which runs the hops of the sessions due together as one forward.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +37,15 @@ from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk, Avatar
+from bridge.core.models import ModelCache, process_models
+from drivers.cuda_streams import realtime_stream
+from drivers.face.diffposetalk.batching import HopBatcher
 from drivers.face.diffposetalk.checkpoint import load_checkpoint, load_shape, load_stats, load_style
-from drivers.face.diffposetalk.graphed import GraphedCall
+from drivers.face.diffposetalk.hops import HopGraphs, HopInput, HopRunner, run_hops
 from drivers.face.diffposetalk.mapping import OutputMapping, denormalise
 from drivers.face.diffposetalk.model import DiffPoseTalkModel
 from drivers.face.diffposetalk.offline import normalise_shape
-from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, sample_window, torch_noise
+from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, torch_noise
 
 
 class FaceDriverSetupError(UserError, ValueError):
@@ -84,30 +90,6 @@ class RunningNorm:
 FIXED_CONTEXT_LIMIT = 60.0  # seconds; longer contexts (tests of offline equality) keep the variable-length path
 
 
-class HopGraphs:
-    """CUDA graphs of a hop: the HuBERT front end, and the whole DDIM window or each DDPM denoiser call."""
-
-    def __init__(self, model: DiffPoseTalkModel, sampler: SamplerOptions) -> None:
-        self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser")
-        spf = model.args.samples_per_frame
-        self.features = GraphedCall(lambda wav: model.audio_features(wav, wav.shape[1] // spf),
-                                    what="the DiffPoseTalk HuBERT front end", capture_error_mode="relaxed")
-        self.window: GraphedCall | None = None
-        if sampler.kind == "ddim":
-            def window(feat: torch.Tensor, shape: torch.Tensor, style: torch.Tensor | None,
-                       prev_motion: torch.Tensor | None, prev_audio: torch.Tensor | None, x_T: torch.Tensor,
-                       indicator: torch.Tensor | None) -> torch.Tensor:
-                never = _no_noise
-                return sample_window(model, feat, shape, style, prev_motion, prev_audio, x_T, indicator, never,
-                                     sampler)[0]
-
-            self.window = GraphedCall(window, what="a DiffPoseTalk DDIM window")
-
-
-def _no_noise(shape: tuple[int, ...]) -> torch.Tensor:
-    raise RuntimeError("the DDIM sampler drew noise inside a graphed window")
-
-
 class StreamingEngine:
     """Hop-by-hop generation in normalised motion units. Not thread-safe: one caller at a time."""
 
@@ -137,7 +119,7 @@ class StreamingEngine:
         self.pending: torch.Tensor | None = None  # lookahead predictions for frames next_frame...
         self.x_T: torch.Tensor | None = None
         if graphs is None and options.cuda_graph and dev.type == "cuda":
-            graphs = HopGraphs(model, sampler)
+            graphs = HopGraphs(model)
         self.graphs = graphs  # shared between the engines of one driver, so graphs are captured once
 
     def feed(self, samples: NDArray[np.floating]) -> None:
@@ -153,13 +135,27 @@ class StreamingEngine:
         return self.frames_available() >= self.opt.hop_frames + self.opt.lookahead_frames
 
     @torch.no_grad()
-    def step(self, final: bool = False) -> torch.Tensor:
-        """Generate one hop; returns the emitted frames (n, D) (empty when nothing can be emitted)."""
+    def step(self, final: bool = False, run: HopRunner | None = None) -> torch.Tensor:
+        """Generate one hop; returns the emitted frames (n, D) (empty when nothing can be emitted). `run` does
+        the model work (default: alone, now); a batching runner may run it with other engines' hops."""
+        hop = self.prepare(final)
+        if hop is None:
+            return torch.zeros(0, self.model.args.motion_dim, device=self.model.device)
+        x0, window_feat = (run or self.run_alone)(hop)
+        return self.complete(hop, x0, window_feat)
+
+    def run_alone(self, hop: HopInput) -> tuple[torch.Tensor, torch.Tensor]:
+        return run_hops(self.model, [hop], self.graphs)[0]
+
+    def prepare(self, final: bool = False) -> HopInput | None:
+        """The model inputs of the next hop, or None when nothing can be emitted yet. Changes nothing but the
+        running audio statistics (which depend only on the audio), so an engine may prepare, hand the hop to
+        a batch, and `complete` it with the batch's row."""
         a = self.model.args
         dev = self.model.device
         avail = self.frames_available()
         if avail <= 0 or (not final and not self.ready()):
-            return torch.zeros(0, a.motion_dim, device=dev)
+            return None
         k = min(self.opt.hop_frames + self.opt.lookahead_frames, a.n_motions, avail)
         emit = min(self.opt.hop_frames, k)
         s0 = self.next_frame * self.spf
@@ -180,32 +176,26 @@ class StreamingEngine:
         wav = np.full(end - ctx_start, pad_value, np.float32)
         wav[: have - ctx_start] = 0.0
         wav[have - ctx_start: have - ctx_start + seg.size] = seg
-        wav_t = torch.as_tensor(wav, device=dev).unsqueeze(0)
-        if self.graphs is not None and fixed:
-            feats = self.graphs.features(wav_t)
-        else:
-            feats = self.model.audio_features(wav_t, wav_t.shape[1] // self.spf)
-        off = (s0 - ctx_start) // self.spf
-        window_feat = feats[:, off: off + a.n_motions]
         indicator = None
         if a.use_indicator:
             indicator = torch.zeros(1, a.n_motions, device=dev)
             indicator[:, :k] = 1
-        first = self.next_frame == 0
-        prev_motion = None if first else self.prev_motion
-        prev_audio = None if first else self.prev_audio
         if self.x_T is None:  # drawn as sample_window would draw it, so graphs change no random stream
             self.x_T = self.noise((1, a.n_motions, a.motion_dim))
-        if self.graphs is not None and self.graphs.window is not None:
-            x0 = self.graphs.window(window_feat, self.shape, self.style, prev_motion, prev_audio, self.x_T, indicator)
-        else:
-            x0, self.x_T = sample_window(self.model, window_feat, self.shape, self.style, prev_motion, prev_audio,
-                                         self.x_T, indicator, self.noise, self.sampler,
-                                         denoise=None if self.graphs is None else self.graphs.denoise)
+        return HopInput(wav=torch.as_tensor(wav, device=dev).unsqueeze(0), feature_offset=(s0 - ctx_start) // self.spf,
+                        fixed=fixed, shape=self.shape, style=self.style, prev_motion=self.prev_motion,
+                        prev_audio=self.prev_audio, x_T=self.x_T, indicator=indicator, sampler=self.sampler,
+                        noise=self.noise, k=k, emit=emit)
+
+    def complete(self, hop: HopInput, x0: torch.Tensor, window_feat: torch.Tensor) -> torch.Tensor:
+        """Take the hop's result (its window (1, n, D) and audio features (1, n, F)) into the engine's state:
+        cross-fade, carry the motion condition over, advance; returns the emitted frames (emit, D)."""
+        a = self.model.args
+        emit, k = hop.emit, hop.k
         out = x0[0, :emit].clone()
         if self.opt.crossfade and self.pending is not None and self.pending.shape[0] > 0:
             n = min(self.pending.shape[0], emit)
-            w = torch.arange(1, n + 1, device=dev, dtype=out.dtype).unsqueeze(1) / (self.pending.shape[0] + 1)
+            w = torch.arange(1, n + 1, device=out.device, dtype=out.dtype).unsqueeze(1) / (self.pending.shape[0] + 1)
             out[:n] = (1 - w) * self.pending[:n] + w * out[:n]
         self.pending = x0[0, emit:k].clone()
         p = a.n_prev_motions
@@ -245,6 +235,21 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _load_model(checkpoint: str | Path, device: torch.device, models: ModelCache | None, gpu_priority: bool
+                ) -> tuple[DiffPoseTalkModel, HopBatcher | None]:
+    """The model (HuBERT and the denoiser) and, with `models`, the batcher of its hops: both loaded once per
+    process for the same file and device."""
+    def load() -> DiffPoseTalkModel:
+        return DiffPoseTalkModel.from_checkpoint(load_checkpoint(checkpoint), device)
+
+    if models is None:
+        return load(), None
+    model = models.get(models.key("diffposetalk", [checkpoint], str(device)), load)
+    hops = models.get(models.key("diffposetalk-hops", [checkpoint], str(device), gpu_priority),
+                      lambda: HopBatcher(model, priority=gpu_priority))
+    return model, hops
+
+
 class DiffPoseTalkFaceDriver:
     """The FaceDriver: model work on a worker thread; push() never waits for the model."""
 
@@ -254,7 +259,8 @@ class DiffPoseTalkFaceDriver:
                  style: str | Path | None = None, shape: str | Path | None = None, sampler: str = "ddim",
                  steps: int = 5, hop_frames: int = 3, lookahead_frames: int = 1, audio_context_s: float = 2.0,
                  cfg_audio: float = 1.15, cfg_style: float = 3.0, seed: int = 0, device: str = "auto", tf32: bool = True,
-                 fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None) -> None:
+                 fps: int = 25, model: DiffPoseTalkModel | None = None, mapping: OutputMapping | None = None,
+                 models: ModelCache | None = None, gpu_priority: bool = True) -> None:
         # Settings first, then the small files, then the model: a mistake is reported before a long load.
         if model is None and checkpoint is None:
             raise FaceDriverSetupError("face.driver = 'diffposetalk' needs face.diffposetalk.checkpoint (an iter_*.pt "
@@ -265,9 +271,10 @@ class DiffPoseTalkFaceDriver:
         if sampler not in ("ddpm", "ddim"):
             raise FaceDriverSetupError(f"face.diffposetalk.sampler must be 'ddpm' or 'ddim', not {sampler!r}")
         self.stats = load_stats(stats)
+        self._hops: HopBatcher | None = None
         if model is None:
             assert checkpoint is not None
-            model = DiffPoseTalkModel.from_checkpoint(load_checkpoint(checkpoint), _device(device))
+            model, self._hops = _load_model(checkpoint, _device(device), models, gpu_priority)
         a = model.args
         if tf32 and model.device.type == "cuda":  # process-wide; the avatar's fp16/fp32 paths are unaffected by it
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -282,7 +289,8 @@ class DiffPoseTalkFaceDriver:
         conds = tuple(c for c in a.guiding_conditions if c != "style" or self.style is not None)
         scales = tuple(cfg_audio if c == "audio" else cfg_style for c in conds)
         self.sampler = SamplerOptions(kind=sampler, steps=steps, cfg_cond=conds, cfg_scale=scales)
-        self.options = StreamingOptions(hop_frames, lookahead_frames, audio_context_s)
+        # With a batcher the graphs are the batcher's, shared by every driver of the model.
+        self.options = StreamingOptions(hop_frames, lookahead_frames, audio_context_s, cuda_graph=self._hops is None)
         self.seed = seed
         self.mapping = mapping or OutputMapping()
         self._lock = threading.Condition()
@@ -295,12 +303,14 @@ class DiffPoseTalkFaceDriver:
         self.start_pts = 0.0
         self._expected_pts: float | None = None
         self._graphs: HopGraphs | None = None
-        # The model's GPU work has a stream of its own, so the avatar's frames (on the default stream) never
-        # queue behind a hop: both run at once, and each waits only for its own work.
-        self._cuda_stream = torch.cuda.Stream(model.device) if model.device.type == "cuda" else None
+        # The model's GPU work has a stream of its own, so the avatar's frames (on theirs) never queue behind a
+        # hop: both run at once, and each waits only for its own work. High priority: see drivers.cuda_streams.
+        self._cuda_stream = realtime_stream(model.device, gpu_priority) if model.device.type == "cuda" else None
         self.first_hops: list[tuple[float, float]] = []
         """(time.monotonic() it began, seconds it took) of the stream's first hops, the slow ones if any."""
         self._engine = self._new_engine()
+        if self._hops is not None:
+            self._hops.join()
         if model.device.type == "cuda":
             self._warm_up()
         self._thread = threading.Thread(target=self._run, name="diffposetalk", daemon=True)
@@ -309,10 +319,18 @@ class DiffPoseTalkFaceDriver:
     # --------------------------------------------------------------------------------------- protocol
 
     @classmethod
-    def from_config(cls, config: Config, *, avatar: Avatar | None = None) -> DiffPoseTalkFaceDriver:
+    def from_config(cls, config: Config, *, avatar: Avatar | None = None,
+                    models: ModelCache | None = None) -> DiffPoseTalkFaceDriver:
         """The [face.diffposetalk] section at the video's frame rate. The model predicts FLAME parameters, which
-        every avatar takes, so `avatar` is not needed."""
-        return cls(**config.face.diffposetalk.model_dump(), fps=config.video.fps)
+        every avatar takes, so `avatar` is not needed. The model and its hop batcher come from `models` (default:
+        the process's cache), so the drivers of every session on one checkpoint share them."""
+        return cls(**config.face.diffposetalk.model_dump(), fps=config.video.fps, models=models or process_models(),
+                   gpu_priority=config.pipeline.gpu_priority)
+
+    @property
+    def hop_batcher(self) -> HopBatcher | None:
+        """The batcher this driver's hops run in (shared with every driver of its model), if any."""
+        return self._hops
 
     @property
     def latency(self) -> float:
@@ -361,9 +379,13 @@ class DiffPoseTalkFaceDriver:
 
     def close(self) -> None:
         with self._lock:
+            if self._stop:
+                return
             self._stop = True
             self._lock.notify_all()
         self._thread.join(timeout=5)
+        if self._hops is not None:
+            self._hops.leave()
 
     # --------------------------------------------------------------------------------------- internals
     def _new_engine(self) -> StreamingEngine:
@@ -382,9 +404,20 @@ class DiffPoseTalkFaceDriver:
         hop = self.options.hop_frames + self.options.lookahead_frames
         engine.feed(np.zeros(3 * hop * engine.spf, np.float32))
         with self._on_own_stream():
+            if self._hops is not None:
+                first = engine.prepare()
+                assert first is not None
+                self._hops.warm(first)  # the batcher's graphs for every batch size the sessions can make
             while engine.ready():
-                engine.step()
+                engine.step(run=self._runner(time.monotonic()))
         torch.cuda.synchronize(self.model.device)
+
+    def _runner(self, began: float) -> HopRunner | None:
+        """How a hop that fell due at `began` runs: in the shared batcher, due within a frame period (a hop
+        later than that makes its first frame late), or alone on this thread."""
+        if self._hops is None:
+            return None
+        return partial(self._hops.run, deadline=began + 1.0 / self.fps)
 
     def _on_own_stream(self) -> contextlib.AbstractContextManager[object]:
         """The model's stream as the current one, after the work queued so far on the caller's (a new engine's
@@ -435,7 +468,7 @@ class DiffPoseTalkFaceDriver:
                                 if generation != self._generation or self._stop:
                                     break
                             began = time.monotonic()
-                            motion = engine.step()
+                            motion = engine.step(run=self._runner(began))
                             made += self._frames(motion, engine.next_frame - motion.shape[0])
                             if len(self.first_hops) < 8:
                                 self.first_hops.append((began, time.monotonic() - began))

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from bridge.core.fanout import Broadcast, Subscription
 from bridge.core.interfaces import AudioChunk
+from drivers.audio.decode import mono_resampler
 from drivers.output.webrtc.encoder_thread import EncoderThread
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class AudioTimeline:
 
     def __init__(self, epoch: float) -> None:
         self.epoch = epoch
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+        self._resampler = mono_resampler(AUDIO_RATE, "s16")
         self._pending = np.zeros(0, np.int16)
         self.samples_out = 0  # 48 kHz samples handed out so far
         self._next_in: float | None = None  # media time where the next input chunk should start

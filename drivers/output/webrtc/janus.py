@@ -3,7 +3,8 @@
 One WebSocket (subprotocol `janus-protocol`) carries the whole session: `create` a Janus session, `attach`
 the VideoRoom plugin, `join` the room as a publisher (creating the room when it does not exist and that is
 allowed), `publish` with our SDP offer (ICE gathered, no trickle) and apply the answer. A keepalive every
-`KEEPALIVE` seconds keeps the session inside Janus's `session_timeout`. Janus ending the PeerConnection
+`KEEPALIVE` seconds keeps the session inside Janus's `session_timeout` and shows, within `KEEPALIVE +
+KEEPALIVE_REPLY` seconds, a Janus that stopped answering (the media goes on over UDP without a word). Janus ending the PeerConnection
 (`hangup`), the handle (`detached`), the session (`timeout`) or the socket closing ends the session here too,
 and the base class publishes again with backoff. Stopping destroys the session, which makes the publisher
 leave the room. Viewers subscribe through Janus (e.g. janus.js), so any number of them costs us one encode.
@@ -30,7 +31,8 @@ from drivers.output.webrtc.publisher import Publisher
 log = logging.getLogger(__name__)
 
 PLUGIN = "janus.plugin.videoroom"
-KEEPALIVE = 25.0  # seconds; Janus drops sessions after session_timeout (60 s by default) without traffic
+KEEPALIVE = 5.0  # seconds; Janus drops sessions after session_timeout (60 s by default) without traffic
+KEEPALIVE_REPLY = 5.0  # seconds a keepalive's ack may take before Janus counts as gone
 REPLY_TIMEOUT = 15.0
 NO_SUCH_ROOM = 426  # JANUS_VIDEOROOM_ERROR_NO_SUCH_ROOM
 UNAUTHORIZED = 433  # JANUS_VIDEOROOM_ERROR_UNAUTHORIZED (wrong PIN or secret)
@@ -94,7 +96,7 @@ class JanusPublisher(Publisher):
 
     # --- the Janus API over the socket -------------------------------------------------------------------
 
-    async def _request(self, janus: str, **fields: Any) -> dict[str, Any]:
+    async def _request(self, janus: str, timeout: float = REPLY_TIMEOUT, **fields: Any) -> dict[str, Any]:
         """Send one request; return Janus's final reply to it: `success`, `error` or a plugin `event` (the
         `ack` that precedes an event is skipped), or the `ack` itself for a keepalive."""
         ws = self._ws
@@ -112,9 +114,9 @@ class JanusPublisher(Publisher):
         self._replies[transaction] = (reply, janus == "keepalive")
         try:
             await ws.send_str(json.dumps(message))
-            answer = await asyncio.wait_for(reply, REPLY_TIMEOUT)
+            answer = await asyncio.wait_for(reply, timeout)
         except asyncio.TimeoutError:
-            raise JanusError(f"Janus did not answer {janus!r} within {REPLY_TIMEOUT:.0f} s") from None
+            raise JanusError(f"Janus did not answer {janus!r} within {timeout:g} s") from None
         finally:
             self._replies.pop(transaction, None)
         if answer.get("janus") == "error":
@@ -169,9 +171,10 @@ class JanusPublisher(Publisher):
         while True:
             await asyncio.sleep(KEEPALIVE)
             try:
-                await self._request("keepalive")
+                await self._request("keepalive", timeout=KEEPALIVE_REPLY)
             except JanusError as exc:
-                log.warning("Janus keepalive failed: %s", exc)
+                self.last_error = f"Janus keepalive failed: {exc}"
+                log.warning("%s", self.last_error)
                 self._session_ended()
                 return
 

@@ -4,7 +4,8 @@ Each viewer is one aiortc RTCPeerConnection whose tracks carry packets of the sh
 (`drivers.output.webrtc.fanout`): a frame is encoded once per stream (codec, packed alpha or not, bitrate
 tier), whatever the number of viewers, so a viewer costs packetizing and encryption. Sessions of every kind
 (video viewers, audio-only listeners, talk-back senders) count against one cap, `webrtc.max_viewers`, and
-against `webrtc.max_sessions_per_address` for the address they came from. A viewer asks for packed alpha per
+against `webrtc.max_sessions_per_address` for the client they came from (the whole loopback range is one
+client, and so is an IPv6 /64: `bridge.core.http_names.address_group`). A viewer asks for packed alpha per
 offer (default: `webrtc.alpha`). A viewer that stalls only loses its own frames; one that vanishes is closed
 when its connection fails, and one whose peer never connects is closed after `webrtc.connect_timeout_s`, so
 offers from peers that went away cannot hold places.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bridge.core.config import Config, IceServer, WebRTCConfig
+from bridge.core.http_names import address_group
 from bridge.core.interfaces import MediaHub
 from drivers.output.webrtc.codecs import answered_codec, prefer_codec
 from drivers.output.webrtc.offers import OfferRefused, check_offer
@@ -125,9 +127,10 @@ class ViewerHub:
             raise SignalingError(503, f"already serving webrtc.max_viewers = {cap} sessions (viewers, listeners "
                                  "and talk-back)", "close a session, raise webrtc.max_viewers, or publish with "
                                  "WHIP to an SFU")
-        if sum(1 for p in self.peers.values() if p.address == address) >= per_address:
-            raise SignalingError(429, f"{address or 'this address'} already has {per_address} sessions "
-                                 "(webrtc.max_sessions_per_address)",
+        group = address_group(address)
+        if sum(1 for p in self.peers.values() if address_group(p.address) == group) >= per_address:
+            raise SignalingError(429, f"{address or 'this address'} already has {per_address} sessions, counted "
+                                 "with the loopback range or its IPv6 /64 (webrtc.max_sessions_per_address)",
                                  "end one with DELETE on its Location, or wait: sessions whose peer never "
                                  "connects end after webrtc.connect_timeout_s")
 
@@ -241,7 +244,8 @@ class ViewerHub:
             out.append({"kind": peer.kind, "state": peer.pc.connectionState, "alpha": peer.alpha,
                         "frames_sent": getattr(video, "sent", 0), "talking": peer.talking,
                         "tier": getattr(video, "tier", None), "remb_kbps": _kbps(getattr(video, "remb", None)),
-                        "pli": getattr(video, "pli", 0), "lost": getattr(video, "lost", 0)})
+                        "pli": getattr(video, "pli", 0), "pli_ignored": getattr(video, "pli_ignored", 0),
+                        "lost": getattr(video, "lost", 0)})
         return out
 
 

@@ -2,7 +2,8 @@
 that is opened, watched and closed, and republishing with exponential backoff when it ends or fails.
 
 A protocol (WHIP, the Janus VideoRoom API) subclasses `Publisher` and says how to open a session with an SDP
-offer (`_open`) and how to end it on the server (`_close`).
+offer (`_open`) and how to end it on the server (`_close`). `progress()` tells the daemon's watchdog how the
+publisher is, so `/health` names one whose server stopped answering or refuses it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,8 @@ from drivers.output.webrtc.peers import rtc_configuration
 from drivers.output.webrtc.tracks import audio_track, video_track
 
 log = logging.getLogger(__name__)
+
+CONNECT_GRACE_S = 15.0  # how long publishing may take to start (ICE, the server's answer) before it is stalled
 
 
 class Publisher:
@@ -44,9 +48,22 @@ class Publisher:
         self._pc: Any = None
         self._task: asyncio.Task[None] | None = None
         self._ended: asyncio.Event | None = None
+        self._connecting_since = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "state": self.state, "sessions": self.sessions, "last_error": self.last_error}
+
+    def progress(self) -> tuple[float | None, str | None]:
+        """An OutputProbe: progress is now while publishing (or within CONNECT_GRACE_S of starting to
+        connect); a session that ended or failed gives up with its last error until one is up again."""
+        now = time.monotonic()
+        if self.state == "publishing":
+            return now, None
+        if self.state == "connecting":
+            return min(now, self._connecting_since + CONNECT_GRACE_S), None
+        if self.state in ("retrying", "reconnecting"):
+            return None, f"{self.name} to {self.url}: {self.last_error or 'the session ended'}"
+        return None, None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
@@ -56,6 +73,7 @@ class Publisher:
         while True:
             try:
                 self.state = "connecting"
+                self._connecting_since = time.monotonic()
                 self._ended = asyncio.Event()
                 await self._open(await self._offer())
                 self.sessions += 1

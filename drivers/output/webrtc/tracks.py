@@ -10,6 +10,11 @@ frame from its latest-wins queue, skips to the next keyframe (asking for one) ra
 reference a picture the receiver never got. It routes its sender's RTCP feedback: PLI/FIR become keyframe
 requests to the shared encoder, REMB estimates and reported loss drive the viewer's bitrate tier
 (`drivers.output.webrtc.tiers`).
+
+A keyframe is several times the size of other frames and every viewer of the encoder receives it, so one
+viewer's PLI/FIR is honoured at most once per PLI_GAP_S (the rest are counted in `pli_ignored`): a receiver
+that floods PLIs raises the keyframe rate of everyone else to that much and no more. Its own picture still
+recovers; a real receiver asks again while it cannot decode.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from drivers.output.webrtc.encoder import (
 )
 from drivers.output.webrtc.fanout import MediaFanout
 from drivers.output.webrtc.tiers import TierPolicy
+
+PLI_GAP_S = 2.0  # one viewer's PLI/FIR forces a keyframe for the whole encoder at most this often
 
 
 class EncodedVideoTrack(MediaStreamTrack):
@@ -84,6 +91,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         self.waited = 0  # frames not sent while waiting for a keyframe
         self.lost = 0  # frames this viewer's queue dropped
         self.pli = 0
+        self.pli_ignored = 0  # PLI/FIR inside PLI_GAP_S of the last honoured one
+        self._last_pli = float("-inf")
         self.remb: int | None = None
         self.lag: collections.deque[float] = collections.deque(maxlen=256)  # hand-off time − presentation time
         self.render_late: collections.deque[float] = collections.deque(maxlen=256)  # rendered − presentation time
@@ -162,7 +171,12 @@ class EncodedVideoTrack(MediaStreamTrack):
                     tier = self.policy.on_loss(report.fraction_lost / 256.0, self._clock())
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.pli += 1
-            self._encoder.request_keyframe("pli")
+            now = self._clock()
+            if now - self._last_pli < PLI_GAP_S:
+                self.pli_ignored += 1
+            else:
+                self._last_pli = now
+                self._encoder.request_keyframe("pli")
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)

@@ -217,3 +217,84 @@ def test_cli_errors_are_one_line(subject, tmp_path: Path, capsys: pytest.Capture
     assert "does not exist" in err and err.count("\n") == 1
     assert main(["avatar", "train", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "--flame-model" in capsys.readouterr().err
+
+
+def _tiny_run(subject, dataset: Path, out: Path, iterations: int = 2, **options: bool):  # type: ignore[no-untyped-def]
+    from drivers.avatar.flashavatar.train.trainer import Trainer, TrainOptions
+
+    opts = TrainOptions(iterations=iterations, size=SIZE, device="cpu", log_every=1, progress=False, lpips=False,
+                        hidden_dim=32, hidden_layers=2, zero_head=True, **options)
+    return Trainer(dataset, out, subject, opts, say=lambda _line: None).run()
+
+
+def _train_cli(subject, dataset: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    cmd = [sys.executable, "-m", "bridge.cli", "avatar", "train", str(dataset), "--out", str(out),
+           *_flame_opts(subject), "--iterations", "2", "--size", str(SIZE), "--device", "cpu", *MLP, "--no-lpips",
+           "--no-progress", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[3],
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def _one_line(run: subprocess.CompletedProcess[str]) -> str:
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    lines = [ln for ln in run.stderr.splitlines() if ln.startswith("avatar-bridge: error:")]
+    assert len(lines) == 1, run.stderr[-2000:]
+    return lines[0]
+
+
+def test_train_never_overwrites_another_avatar_or_a_file(subject, dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "chkpnt150000.pth").write_bytes((GOLDEN / "chkpnt_seed0.pth").read_bytes())
+    (other / "avatar.toml").write_text('[avatar]\nkind = "flashavatar"\ncheckpoint = "chkpnt150000.pth"\n')
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    line = _one_line(_train_cli(subject, dataset, other))
+    assert "already holds an avatar" in line and "chkpnt150000.pth" in line and "--overwrite" in line, line
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    line = _one_line(_train_cli(subject, dataset, a_file))
+    assert "is a file" in line and a_file.read_text() == "mine", line
+
+    line = _one_line(_train_cli(subject, dataset, other, "--resume", "--overwrite"))
+    assert "give one" in line
+
+
+def test_overwrite_removes_the_old_checkpoints_and_resume_checks_what_they_were_trained_on(  # type: ignore[no-untyped-def]
+        subject, dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from drivers.avatar.flashavatar.train.outputs import (
+        OutputFolderError,
+        SubjectFilePaths,
+        latest_checkpoint,
+    )
+
+    out = tmp_path / "me"
+    out.mkdir()
+    (out / "chkpnt999999.pth").write_bytes((GOLDEN / "chkpnt_seed0.pth").read_bytes())  # another avatar's, newer
+    result = _tiny_run(subject, dataset, out, overwrite=True)
+    assert result.iteration == 2 and latest_checkpoint(out) == out / "chkpnt2.pth"  # the foreign one is gone
+    assert (out / "training.toml").is_file()
+
+    assert _tiny_run(subject, dataset, out, iterations=4, resume=True).iteration == 4  # same data: continues
+
+    fewer = tmp_path / "fewer"  # the same subject with its last tracked frame left out: another dataset
+    shutil.copytree(dataset, fewer)
+    last = max(fewer.rglob("*.frame"))
+    last.unlink()
+    with pytest.raises(OutputFolderError, match="a different dataset"):
+        _tiny_run(subject, fewer, out, iterations=6, resume=True)
+
+    masks = tmp_path / "FLAME_masks.pkl"  # other FLAME files: a different masks file
+    with open(masks, "wb") as fh:
+        pickle.dump({"boundary": np.arange(10)}, fh, protocol=2)
+    swapped = SubjectFilePaths(subject.flame_model, masks, subject.flame_mesh, subject.eyelids_dir)
+    with pytest.raises(OutputFolderError, match="different FLAME files"):
+        _tiny_run(swapped, dataset, out, iterations=6, resume=True)
+    assert latest_checkpoint(out) == out / "chkpnt4.pth"
+
+    (out / "training.toml").unlink()  # nothing says what it was trained on: no guessing
+    with pytest.raises(OutputFolderError, match="training.toml"):
+        _tiny_run(subject, dataset, out, iterations=6, resume=True)

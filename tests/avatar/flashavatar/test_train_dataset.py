@@ -163,3 +163,67 @@ def test_lpips_unavailable_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "lpips", NoNetwork)
     module, note = Perceptual.load(torch.device("cpu"))
     assert module is None and VGG16_FILE in note and "checkpoints" in note and "\n" not in note
+
+
+def _many(root: Path, real: Path, n: int) -> Path:
+    """An n-frame dataset whose files are links to `real`'s frame 0 (a long video without the disk it takes)."""
+    for sub in ("imgs", "alpha", "parsing", "tracking/checkpoint"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        stem = f"{i + 1:05d}"
+        (root / "imgs" / f"{stem}.jpg").symlink_to(real / "imgs" / "00001.jpg")
+        (root / "alpha" / f"{stem}.jpg").symlink_to(real / "alpha" / "00001.jpg")
+        for part in ("neckhead", "mouth"):
+            (root / "parsing" / f"{stem}_{part}.png").symlink_to(real / "parsing" / f"00001_{part}.png")
+        (root / "tracking" / "checkpoint" / f"{i:05d}.frame").symlink_to(real / "tracking" / "checkpoint" / "00000.frame")
+    return root
+
+
+def test_each_loading_stage_reports_before_its_first_file(tmp_path: Path) -> None:
+    from drivers.avatar.flashavatar.train.progress import LoadProgress
+
+    real = _write(tmp_path / "real", 1)
+    root = _many(tmp_path / "long", real, 300)
+    said: list[str] = []
+    progress = LoadProgress(said.append, every=0.0)
+    frames = ds.list_frames(ds.find_layout(root), progress)
+    assert said[:2] == [f"finding the tracked frames in {root / 'tracking' / 'checkpoint'}", "checking frame files: 0/300"]
+    assert said[-1].startswith("checking frame files: 300/300 in ")
+    said.clear()
+    assert ds.load_tracking(frames, progress).cond.shape == (300, 120)
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in said]
+    assert counts[0] == 0 and counts[-1] == 300 and counts == sorted(counts) and len(counts) > 2
+
+    said.clear()
+    (root / "tracking" / "checkpoint" / "00000.frame").unlink()
+    (root / "tracking" / "checkpoint" / "00000.frame").write_bytes(b"garbage")  # the very first file fails
+    with pytest.raises(ds.DatasetError, match="frame 00000"):
+        ds.load_tracking(frames, progress)
+    assert said[0] == "reading tracker frames: 0/300"  # said before the first file was opened
+
+
+def test_a_20000_frame_dataset_speaks_before_it_loads(tmp_path: Path) -> None:
+    """At the command line without bars: the frame count and each stage's start are printed before the tracker
+    files are read (the run here ends at its first, damaged, tracker file)."""
+    import subprocess
+
+    from tests.golden_files import golden_dir, require
+
+    require("flashavatar", "flame_synthetic.pkl", "FLAME_masks_synthetic.pkl", "FlameMesh.obj", "l_eyelid.npy")
+    golden = golden_dir("flashavatar")
+    real = _write(tmp_path / "real", 1)
+    root = _many(tmp_path / "long", real, 20_000)
+    (root / "tracking" / "checkpoint" / "00000.frame").unlink()
+    (root / "tracking" / "checkpoint" / "00000.frame").write_bytes(b"garbage")
+    run = subprocess.run([sys.executable, "-m", "bridge.cli", "avatar", "train", str(root), "--out", str(tmp_path / "o"),
+                          "--flame-model", str(golden / "flame_synthetic.pkl"), "--flame-masks",
+                          str(golden / "FLAME_masks_synthetic.pkl"), "--flame-mesh", str(golden / "FlameMesh.obj"),
+                          "--eyelids-dir", str(golden), "--device", "cpu", "--no-progress"],
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[3])
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[:2] == [f"finding the tracked frames in {root / 'tracking' / 'checkpoint'}",
+                         "checking frame files: 0/20000"], lines[:5]
+    assert any(line.startswith("checking frame files: 20000/20000 in ") for line in lines), lines
+    assert lines[-1] == "reading tracker frames: 0/20000", lines[-3:]
+    assert "frame 00000" in run.stderr and "Traceback" not in run.stderr

@@ -30,6 +30,7 @@ import torch
 from bridge.core.errors import UserError
 from bridge.core.rotations_torch import rotation_6d_to_matrix
 from drivers.avatar.flame.tracker import TrackerFrame, TrackerFrameError, load_tracker_frame
+from drivers.avatar.flashavatar.train.progress import QUIET, LoadProgress
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,12 @@ def _first_existing(folder: Path, stem: str) -> Path | None:
     return next((folder / f"{stem}{ext}" for ext in IMAGE_EXTS if (folder / f"{stem}{ext}").is_file()), None)
 
 
-def list_frames(layout: DatasetLayout) -> list[FrameFiles]:
+def list_frames(layout: DatasetLayout, progress: LoadProgress = QUIET) -> list[FrameFiles]:
     """Every tracker frame with its image, alpha and masks, in frame order. A frame the tracker skipped is
     skipped (with one warning); a tracked frame missing any image file is an error."""
     numbered: dict[int, Path] = {}
+    if progress.say is not None:
+        progress.say(f"finding the tracked frames in {layout.tracking}")
     for p in layout.tracking.iterdir():
         m = _FRAME_NAME.match(p.name)
         if m:
@@ -127,25 +130,32 @@ def list_frames(layout: DatasetLayout) -> list[FrameFiles]:
         shown = ", ".join(f"{g:05d}" for g in gaps[:5]) + (" ..." if len(gaps) > 5 else "")
         log.warning("%d tracker frames are missing (%s); those video frames are left out", len(gaps), shown)
     out: list[FrameFiles] = []
-    for i in indices:
-        stem = f"{i + layout.frame_offset:05d}"
-        image = _first_existing(layout.images, stem)
-        if image is None:
-            raise DatasetError(_missing_image(layout, i, stem))
-        alpha = _first_existing(layout.alpha, stem)
-        head = _first_existing(layout.parsing, f"{stem}_neckhead")
-        mouth = _first_existing(layout.parsing, f"{stem}_mouth")
-        for path, what, where, fix in (
-            (alpha, "alpha matte", f"alpha/{stem}.jpg", "run RobustVideoMatting on the frames"),
-            (head, "neck-and-head mask", f"parsing/{stem}_neckhead.png", "run face parsing (BiSeNet) on the frames"),
-            (mouth, "mouth mask", f"parsing/{stem}_mouth.png", "run face parsing (BiSeNet) on the frames"),
-        ):
-            if path is None:
-                raise DatasetError(f"frame {i:05d} ({layout.tracking.name}/{i:05d}.frame, image {image.name}) has "
-                                   f"no {what}: {layout.root / where} is missing; {fix}")
-        assert alpha is not None and head is not None and mouth is not None
-        out.append(FrameFiles(i, numbered[i], image, alpha, head, mouth))
+    with progress.stage("checking frame files", len(indices)) as stage:
+        for i in indices:
+            out.append(_frame_files(layout, i, numbered[i]))
+            stage.advance()
     return out
+
+
+def _frame_files(layout: DatasetLayout, i: int, tracking: Path) -> FrameFiles:
+    """Tracker frame `i`'s image, alpha and masks; a missing one is a DatasetError naming it."""
+    stem = f"{i + layout.frame_offset:05d}"
+    image = _first_existing(layout.images, stem)
+    if image is None:
+        raise DatasetError(_missing_image(layout, i, stem))
+    alpha = _first_existing(layout.alpha, stem)
+    head = _first_existing(layout.parsing, f"{stem}_neckhead")
+    mouth = _first_existing(layout.parsing, f"{stem}_mouth")
+    for path, what, where, fix in (
+        (alpha, "alpha matte", f"alpha/{stem}.jpg", "run RobustVideoMatting on the frames"),
+        (head, "neck-and-head mask", f"parsing/{stem}_neckhead.png", "run face parsing (BiSeNet) on the frames"),
+        (mouth, "mouth mask", f"parsing/{stem}_mouth.png", "run face parsing (BiSeNet) on the frames"),
+    ):
+        if path is None:
+            raise DatasetError(f"frame {i:05d} ({layout.tracking.name}/{i:05d}.frame, image {image.name}) has "
+                               f"no {what}: {layout.root / where} is missing; {fix}")
+    assert alpha is not None and head is not None and mouth is not None
+    return FrameFiles(i, tracking, image, alpha, head, mouth)
 
 
 def _missing_image(layout: DatasetLayout, index: int, stem: str) -> str:
@@ -176,30 +186,37 @@ class Tracking:
         return v
 
 
-def load_tracking(frames: list[FrameFiles]) -> Tracking:
+def _conditions(f: FrameFiles, first: bool) -> tuple[TrackerFrame, np.ndarray]:
+    """Tracker frame `f` and its (120,) condition; a missing part or a non-finite value names the file."""
+    try:
+        tf = load_tracker_frame(f.tracking)
+    except TrackerFrameError as exc:
+        raise DatasetError(f"frame {f.index:05d}: {exc}") from None
+    parts = {"exp": tf.expr, "jaw": tf.jaw6, "eyes": tf.eyes12, "eyelids": tf.eyelids}
+    missing = [k for k, v in parts.items() if v is None] + (["shape"] if first and tf.shape is None else [])
+    if missing:
+        raise DatasetError(f"{f.tracking} lacks flame.{', flame.'.join(missing)}: FlashAvatar needs metrical-"
+                           "tracker's expression, jaw, eyes, eyelids (and the shape in the first frame); "
+                           "track the video with metrical-tracker")
+    cond = np.concatenate([parts["exp"], parts["jaw"], parts["eyes"], parts["eyelids"]]).astype(np.float32)
+    if not np.all(np.isfinite(cond)) or not np.all(np.isfinite(tf.R)) or not np.all(np.isfinite(tf.t)):
+        raise DatasetError(f"{f.tracking} contains NaN or infinite values; the tracker lost this frame: "
+                           "delete the frame's files or re-track")
+    return tf, cond
+
+
+def load_tracking(frames: list[FrameFiles], progress: LoadProgress = QUIET) -> Tracking:
     conds, rs, ts = [], [], []
     first: TrackerFrame | None = None
-    for f in frames:
-        try:
-            tf = load_tracker_frame(f.tracking)
-        except TrackerFrameError as exc:
-            raise DatasetError(f"frame {f.index:05d}: {exc}") from None
-        parts = {"exp": tf.expr, "jaw": tf.jaw6, "eyes": tf.eyes12, "eyelids": tf.eyelids}
-        missing = [k for k, v in parts.items() if v is None] + (["shape"] if first is None and tf.shape is None
-                                                                 else [])
-        if missing:
-            raise DatasetError(f"{f.tracking} lacks flame.{', flame.'.join(missing)}: FlashAvatar needs metrical-"
-                               "tracker's expression, jaw, eyes, eyelids (and the shape in the first frame); "
-                               "track the video with metrical-tracker")
-        cond = np.concatenate([parts["exp"], parts["jaw"], parts["eyes"], parts["eyelids"]]).astype(np.float32)
-        if not np.all(np.isfinite(cond)) or not np.all(np.isfinite(tf.R)) or not np.all(np.isfinite(tf.t)):
-            raise DatasetError(f"{f.tracking} contains NaN or infinite values; the tracker lost this frame: "
-                               "delete the frame's files or re-track")
-        conds.append(cond)
-        rs.append(tf.R)
-        ts.append(tf.t)
-        if first is None:
-            first = tf
+    with progress.stage("reading tracker frames", len(frames)) as stage:
+        for f in frames:
+            tf, cond = _conditions(f, first is None)
+            conds.append(cond)
+            rs.append(tf.R)
+            ts.append(tf.t)
+            if first is None:
+                first = tf
+            stage.advance()
     assert first is not None and first.shape is not None
     cond_t = torch.as_tensor(np.stack(conds))
     # 6D rotations must be usable (two independent vectors), or FLAME's Gram-Schmidt divides by zero.
@@ -267,22 +284,14 @@ def load_frame(f: FrameFiles, source_hw: tuple[int, int], target_hw: tuple[int, 
 
 
 def load_images(frames: list[FrameFiles], target_hw: tuple[int, int], workers: int = 4,
-                progress: bool = False) -> torch.Tensor:
+                progress: LoadProgress = QUIET) -> torch.Tensor:
     """All frames as one uint8 tensor (F, H, W, 6) on the CPU, decoded on a few threads."""
     source_hw = image_size(frames)
     data = torch.empty(len(frames), *target_hw, CHANNELS, dtype=torch.uint8)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(frames), desc="loading frames", unit="frame", leave=False)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with progress.stage("decoding frames", len(frames)) as stage, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, arr in enumerate(pool.map(lambda f: load_frame(f, source_hw, target_hw), frames)):
             data[i] = torch.from_numpy(arr)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            stage.advance()
     return data
 
 

@@ -8,14 +8,21 @@
 - `avatar.toml`: the `[avatar]` section for the daemon (paths relative to the file for what is in the folder).
 - `preview/NNNNNN.jpg`: ground truth | render | difference.
 - `metrics.csv`: held-out PSNR/SSIM per evaluation; `train_log.csv`: the loss over training.
+- `training.toml`: fingerprints of the dataset and the FLAME files the run trains on. A folder holding an avatar
+  is only trained into again with `--resume` (and then only from the same dataset and FLAME files: weights
+  continued on another subject would be silently wrong) or `--overwrite` (which removes the old checkpoints, so a
+  later `--resume` cannot pick up one of them).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 import shutil
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.core.errors import UserError
 from drivers.avatar.flashavatar.checkpoint import (
     CheckpointError,
     FlashAvatarCheckpoint,
@@ -30,6 +38,11 @@ from drivers.avatar.flashavatar.checkpoint import (
     read_checkpoint_file,
 )
 from drivers.avatar.splat.images import to_uint8
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 CHECKPOINT_RE = re.compile(r"^chkpnt(\d+)\.pth$")
 DIFF_GAIN = 4.0  # the preview's difference panel shows |GT - render| x 4
@@ -112,6 +125,107 @@ class SubjectFilePaths:
     flame_masks: Path
     flame_mesh: Path
     eyelids_dir: Path
+
+
+TRAINING_RECORD = "training.toml"
+AVATAR_FILES = ("avatar.toml",)  # with chkpnt*.pth: what makes a folder an avatar (a record alone does not)
+
+
+class OutputFolderError(UserError, ValueError):
+    """`--out` is not a folder this run may write: a file, or another avatar without --resume/--overwrite."""
+
+
+def _file_digest(path: Path, into: Any) -> None:
+    into.update(f"{path.name}|{path.stat().st_size}|".encode())
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            into.update(chunk)
+
+
+@dataclass(frozen=True)
+class TrainingFingerprint:
+    """What a run trains on, as two digests: the dataset (its tracked frame numbers and the first, middle and
+    last tracker files, which carry the subject's shape and camera) and the FLAME files (their bytes)."""
+
+    dataset: str
+    flame: str
+
+    @classmethod
+    def of(cls, tracking: Sequence[tuple[int, Path]], files: SubjectFilePaths) -> TrainingFingerprint:
+        data = hashlib.sha256(",".join(str(i) for i, _ in tracking).encode())
+        for _index, path in (tracking[0], tracking[len(tracking) // 2], tracking[-1]) if tracking else ():
+            _file_digest(path, data)
+        flame = hashlib.sha256()
+        for path in (files.flame_model, files.flame_masks, files.flame_mesh,
+                     files.eyelids_dir / "l_eyelid.npy", files.eyelids_dir / "r_eyelid.npy"):
+            _file_digest(path, flame)
+        return cls(dataset=data.hexdigest()[:32], flame=flame.hexdigest()[:32])
+
+    def write(self, out: Path) -> Path:
+        target = out / TRAINING_RECORD
+        tmp = target.with_name(f".{TRAINING_RECORD}.tmp")
+        tmp.write_text("# Written by `avatar-bridge avatar train`: what this avatar was trained on; --resume checks"
+                       f" it.\n[training]\ndataset = \"{self.dataset}\"\nflame = \"{self.flame}\"\n",
+                       encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def read(cls, out: Path) -> TrainingFingerprint | None:
+        try:
+            section = tomllib.loads((out / TRAINING_RECORD).read_text(encoding="utf-8")).get("training", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
+        dataset, flame = section.get("dataset"), section.get("flame")
+        if not (isinstance(dataset, str) and isinstance(flame, str)):
+            return None
+        return cls(dataset, flame)
+
+
+def avatar_files(out: Path) -> list[Path]:
+    """The files in `out` that make it an avatar (checkpoints, avatar.toml)."""
+    if not out.is_dir():
+        return []
+    found = sorted(p for p in out.glob("chkpnt*.pth") if CHECKPOINT_RE.match(p.name))
+    return found + [out / name for name in AVATAR_FILES if (out / name).is_file()]
+
+
+def check_output_folder(out: Path, resume: bool, overwrite: bool,
+                        fingerprint: TrainingFingerprint | None = None) -> None:
+    """Refuse an `--out` that is a file, or that holds an avatar when neither --resume nor --overwrite is given;
+    with --resume and a `fingerprint`, refuse an avatar trained on another dataset or other FLAME files."""
+    if resume and overwrite:
+        raise OutputFolderError("--resume continues the avatar in --out and --overwrite replaces it: give one")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"--out {out} is a file, not a folder; give a folder for the avatar (it is created "
+                                "if missing)")
+    held = avatar_files(out)
+    if held and not (resume or overwrite):
+        names = ", ".join(p.name for p in held[:4]) + (", ..." if len(held) > 4 else "")
+        raise OutputFolderError(f"--out {out} already holds an avatar ({names}); continue it with --resume, "
+                                "replace it with --overwrite, or give another folder")
+    if not (resume and held and fingerprint is not None):
+        return
+    recorded = TrainingFingerprint.read(out)
+    if recorded is None:
+        raise OutputFolderError(f"--resume: {out} has no readable {TRAINING_RECORD}, so nothing says which dataset "
+                                "and FLAME files its checkpoints belong to; start over with --overwrite")
+    for what, mine, theirs in (("a different dataset", fingerprint.dataset, recorded.dataset),
+                               ("different FLAME files", fingerprint.flame, recorded.flame)):
+        if mine != theirs:
+            raise OutputFolderError(f"--resume: the avatar in {out} was trained on {what}; give the ones it was "
+                                    "trained on, or start over with --overwrite or another --out")
+
+
+def take_output_folder(out: Path, fingerprint: TrainingFingerprint, overwrite: bool) -> None:
+    """Make the (checked) `out` this run's: with --overwrite the old avatar's checkpoints and records go first, so
+    no later --resume continues from them; then `training.toml` records what this run trains on."""
+    if overwrite:
+        for path in avatar_files(out):
+            path.unlink()
+        (out / TRAINING_RECORD).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint.write(out)
 
 
 def write_avatar_toml(out: Path, checkpoint: Path, files: SubjectFilePaths, tracker_frame: Path,

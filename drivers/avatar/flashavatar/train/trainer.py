@@ -47,13 +47,17 @@ from drivers.avatar.flashavatar.train.outputs import (
     CsvLog,
     ResumeState,
     SubjectFilePaths,
+    TrainingFingerprint,
+    check_output_folder,
     checkpoint_path,
     latest_checkpoint,
     read_resume_state,
     save_checkpoint,
+    take_output_folder,
     write_avatar_toml,
     write_preview,
 )
+from drivers.avatar.flashavatar.train.progress import LoadProgress
 from drivers.avatar.splat.cameras import FAR, NEAR
 from drivers.avatar.splat.gaussians import Camera, RasterSettings
 
@@ -106,6 +110,7 @@ class TrainOptions:
     zero_head: bool = False  # start the deformation at zero instead of upstream's default MLP init
     white_background: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace the avatar already in the output folder
     progress: bool = True
     workers: int = 4
 
@@ -191,6 +196,7 @@ class Trainer:
         self.say = say
         self.out = Path(out).expanduser()
         self.files = files
+        check_output_folder(self.out, options.resume, options.overwrite)
         device = options.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -203,8 +209,11 @@ class Trainer:
         self.rng = np.random.default_rng(options.seed)
 
         layout = ds.find_layout(dataset, tracking, options.frame_offset)
-        self.frames = ds.list_frames(layout)
-        self.tracking = ds.load_tracking(self.frames)
+        self.progress = LoadProgress(say, bar=options.progress)
+        self.frames = ds.list_frames(layout, self.progress)
+        self.fingerprint = TrainingFingerprint.of([(f.index, f.tracking) for f in self.frames], files)
+        check_output_folder(self.out, options.resume, options.overwrite, self.fingerprint)
+        self.tracking = ds.load_tracking(self.frames, self.progress)
         self.train_idx, self.test_idx = ds.split(len(self.frames), options.test_frames)
         source_hw = ds.image_size(self.frames)
         self.height, self.width = ds.target_size(source_hw, options.size)
@@ -348,7 +357,7 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------------------------------
     def load_images(self) -> None:
         if self.store is None:
-            data = ds.load_images(self.frames, (self.height, self.width), self.opts.workers, self.opts.progress)
+            data = ds.load_images(self.frames, (self.height, self.width), self.opts.workers, self.progress)
             self.store = ds.FrameStore(data, self.device)
 
     def _save(self, iteration: int) -> tuple[Path, Path]:
@@ -372,7 +381,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         opts = self.opts
-        self.out.mkdir(parents=True, exist_ok=True)
+        take_output_folder(self.out, self.fingerprint, opts.overwrite)
         if self._perceptual_note:
             self.say(self._perceptual_note)
         n_test = len(self.test_idx)

@@ -1,0 +1,337 @@
+"""A session: one avatar served by the daemon, the unit the daemon runs once by default and N times when it
+hosts several. It owns everything of that avatar: the audio source and the inbox a remote talker's audio
+arrives in, the face driver's state, the mixer with its controls, the avatar, the pipeline with its clock,
+sinks, statistics and watchdog, and its outputs (WebRTC viewers, WHIP/Janus publishers, recorder, delayed
+audio). It implements `MediaHub`, so outputs and HTTP routes serve a session exactly as they served the daemon.
+
+What a process has once (the HTTP server, the OSC/VMC/MIDI surfaces, the registry of sessions, admission) is
+the host's: `bridge.runtime.daemon.Daemon`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bridge.core.clock import MediaClock
+from bridge.core.config import Config
+from bridge.core.deadline import off_loop
+from bridge.core.fanout import Broadcast
+from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.models import ModelCache
+from bridge.core.stats import PipelineStats
+from bridge.runtime import build
+from bridge.runtime.live import LiveStats, watch_frames
+from bridge.runtime.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from bridge.core.interfaces import OutputProbe
+    from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.output.passthrough import AudioPassthrough
+    from drivers.output.virtual_mic import VirtualMic
+    from drivers.output.webrtc.peers import ViewerHub
+    from drivers.output.webrtc.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+PUBLISHERS = ("whip", "janus")
+
+
+class Session:
+    """One avatar and its inputs and outputs; built (blocking: loads models) and then started on the loop.
+    `models` is the host's cache: sessions of one checkpoint share its weights (and their face driver's hops
+    are batched), while each keeps its own state."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        *,
+        models: ModelCache,
+        duration: float | None = None,
+        live: bool | None = None,
+        surfaces: Callable[[], list[ControlSurface]] = list,
+        progress: Callable[[str], None] | None = None,
+        fixed: bool = True,
+    ) -> None:
+        say = progress or (lambda _msg: None)
+        self.name = name
+        self.fixed = fixed  # made by the config (the default one included): not ended over HTTP
+        self.created = time.time()
+        self._config = config
+        self._surfaces = surfaces  # the host's control surfaces (shared by its sessions)
+        self._clock = MediaClock(config.video.fps)
+        self._stats = PipelineStats()
+        self.live_stats = LiveStats()
+        say(f"loading the {config.avatar.kind} avatar")
+        self.avatar = build.avatar(config, models)
+        say(f"starting the {config.face.driver} face driver")
+        self.face_driver = build.face_driver(config, self.avatar, models)
+        self._remote_audio: RemoteAudioInbox = build.remote_audio()
+        self.audio_source = build.audio_source(config, self._remote_audio)
+        self.mixer = build.mixer(config, self.avatar)
+        if live is None:
+            live = not (config.audio.source == "file" and not config.audio.realtime)
+        av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
+        self.pipeline = Pipeline(
+            self._clock,
+            self.audio_source,
+            self.face_driver,
+            self.avatar,
+            stats=self._stats,
+            mixer=self.mixer,
+            live=live,
+            duration=duration,
+            render_queue=config.pipeline.render_queue,
+            sink_queue=config.pipeline.sink_queue,
+            av_delay=av_delay,
+            margin=config.pipeline.margin_s(self.avatar.device),
+        )
+        self._initial_sinks = build.sinks(config)
+        self._viewers: ViewerHub | None = None
+        self.publishers: dict[str, Publisher] = {}
+        self._passthrough: AudioPassthrough | None = None
+        self._virtual_mic: VirtualMic | None = None  # when outputs.passthrough.create
+        self._watch: asyncio.Task[None] | None = None
+        self.running = False
+
+    # --- MediaHub: what outputs and routes use ----------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def clock(self) -> MediaClock:
+        return self._clock
+
+    @property
+    def stats(self) -> PipelineStats:
+        return self._stats
+
+    @property
+    def frames(self) -> Broadcast[VideoFrame]:
+        return self.pipeline.frames
+
+    @property
+    def audio_out(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_out
+
+    @property
+    def audio_in(self) -> Broadcast[AudioChunk]:
+        return self.pipeline.audio_in
+
+    @property
+    def av_delay(self) -> float:
+        return self.pipeline.av_delay
+
+    @property
+    def remote_audio(self) -> RemoteAudioInbox:
+        return self._remote_audio
+
+    @property
+    def passthrough(self) -> AudioPassthrough | None:
+        return self._passthrough
+
+    @property
+    def control_surfaces(self) -> list[ControlSurface]:
+        return self._surfaces()
+
+    @property
+    def avatar_name(self) -> str:
+        return self.avatar.name
+
+    @property
+    def audio_source_name(self) -> str:
+        return self.audio_source.name
+
+    def surface(self, name: str) -> ControlSurface | None:
+        return next((s for s in self._surfaces() if s.name == name), None)
+
+    def add_sink(self, sink: FrameSink) -> None:
+        self.pipeline.add_sink(sink)
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        self.pipeline.remove_sink(sink)
+
+    def follow_output(self, stage: str, probe: OutputProbe) -> None:
+        self.pipeline.watchdog.follow(stage, probe)
+
+    def forget_output(self, stage: str) -> None:
+        self.pipeline.watchdog.forget(stage)
+
+    def output_failures(self) -> list[BaseException]:
+        """Why outputs stopped before the end (a recording on a full disk, a camera that went away)."""
+        return [runner.failed for runner in self.pipeline.sinks if runner.failed is not None]
+
+    def emit_control(self, event: ControlEvent) -> bool:
+        return self.mixer.apply(event)
+
+    @property
+    def muted(self) -> bool:
+        return self.pipeline.muted
+
+    def set_muted(self, value: bool) -> None:
+        """Silence the input for lip sync and outputs (the avatar keeps its idle life)."""
+        self.pipeline.muted = bool(value)
+
+    @property
+    def frozen(self) -> bool:
+        return self.pipeline.frozen
+
+    def set_frozen(self, value: bool) -> None:
+        """Hold the current picture; outputs keep receiving frames at the frame rate."""
+        self.pipeline.frozen = bool(value)
+
+    def set_audio_source(self, source: str, device: str | int | None = None) -> None:
+        """Switch the audio input while running (blocking: opens the device; raises UserError)."""
+        wanted = self._config.model_copy(deep=True)
+        wanted.audio.source = source  # type: ignore[assignment]
+        if device is not None:
+            wanted.audio.device = device
+        new = build.audio_source(wanted, self._remote_audio)
+        self.pipeline.replace_source(new)
+        self.audio_source = new
+        self._config.audio.source = source  # type: ignore[assignment]
+        if source == "microphone":
+            self._config.audio.device = device
+
+    def set_audio_output(self, device: str | int | None) -> None:
+        """Play the delayed speech on `device` (blocking: opens it; raises UserError)."""
+        new = build.passthrough(self._config, self, device)
+        new.start()
+        old, self._passthrough = self._passthrough, new
+        if old is not None:
+            old.stop()
+        self.follow_output("voice", new.progress)
+        cfg = self._config.outputs.passthrough
+        cfg.device = device
+        cfg.enabled = True
+
+    @property
+    def virtual_mic(self) -> VirtualMic | None:
+        return self._virtual_mic
+
+    def _create_virtual_mic(self) -> None:
+        """Make the virtual microphone and play the delayed voice into it (blocking; raises UserError)."""
+        mic = build.virtual_mic(self._config)
+        mic.create()
+        self._virtual_mic = mic
+        self._config.outputs.passthrough.device = mic.device
+        self._config.outputs.passthrough.enabled = True
+
+    def health(self) -> dict[str, Any]:
+        """The watchdog's view (see bridge.runtime.watchdog): ok, and which stages stalled since when."""
+        report = self.pipeline.watchdog.report()
+        return {"running": self.running, **report}
+
+    # --- WebRTC ------------------------------------------------------------------------------------------
+
+    def open_viewers(self) -> ViewerHub:
+        """The session's WebRTC viewers (WHEP, the JSON offer, talk-in audio), made once: loads the WebRTC
+        stack, so the host asks for it only when it serves HTTP."""
+        if self._viewers is None:
+            self._viewers = build.viewers(self._config, self)
+        return self._viewers
+
+    @property
+    def viewers(self) -> ViewerHub:
+        if self._viewers is None:
+            raise RuntimeError(f"session {self.name!r} serves no WebRTC viewers (the daemon runs without HTTP)")
+        return self._viewers
+
+    @property
+    def viewer_count(self) -> int:
+        return self._viewers.count if self._viewers is not None else 0
+
+    # --- running ---------------------------------------------------------------------------------------
+
+    async def start(self, on_finished: Callable[[], object]) -> None:
+        """Attach the sinks, start the pipeline and the outputs; `on_finished` is called (from a pipeline
+        thread) when the stream ends by itself (a file ran out, a duration passed, a stage failed)."""
+        loop = asyncio.get_running_loop()
+        self.pipeline.on_finished = on_finished
+        for sink in self._initial_sinks:
+            self.pipeline.add_sink(sink)
+        self.pipeline.start()
+        self._watch = loop.create_task(watch_frames(self.frames, self.clock, self.live_stats))
+        if self._viewers is not None:
+            wanted = {"whip": self._config.webrtc.whip_url, "janus": self._config.webrtc.janus.url}
+            self.publishers = {name: build.publisher(name, self._config, self, self._viewers.fanout)
+                               for name in PUBLISHERS if wanted[name]}
+            for name, publisher in self.publishers.items():
+                publisher.start()
+                self.follow_output(f"publisher:{name}", publisher.progress)
+        if self._config.outputs.passthrough.create:
+            try:
+                await loop.run_in_executor(None, self._create_virtual_mic)
+            except Exception as exc:  # UserError; the session runs without it
+                log.warning("the virtual microphone is off: %s", exc)
+        if self._config.outputs.passthrough.enabled:
+            try:
+                await loop.run_in_executor(None, self.set_audio_output, self._config.outputs.passthrough.device)
+            except Exception as exc:
+                log.warning("delayed audio passthrough is off: %s", exc)
+        self.running = True
+
+    async def stop(self) -> None:
+        """Stop the pipeline and its outputs (a recording is finalised), the viewers, publishers and delayed
+        audio in parallel, each with a bound, so a stuck part cannot hold the others (about 1.5 s at most)."""
+        self.running = False
+
+        async def bounded(what: Any, seconds: float) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(what, seconds)
+
+        passthrough, self._passthrough = self._passthrough, None
+        mic, self._virtual_mic = self._virtual_mic, None
+        publishers, self.publishers = self.publishers, {}
+
+        async def audio_out() -> None:  # the delayed voice stops before the virtual microphone it plays into goes
+            fix = "the sound server may be hung"  # both stop within their own bounds; these are the last resort
+            if passthrough is not None:
+                await off_loop(passthrough.stop, 1.5, "stopping the delayed voice", fix)
+            if mic is not None:
+                await off_loop(mic.remove, 1.5, "removing the virtual microphone", fix)
+
+        async def webrtc() -> None:
+            for name, publisher in publishers.items():
+                self.forget_output(f"publisher:{name}")
+                await publisher.stop()
+            if self._viewers is not None:
+                await self._viewers.close_all()
+
+        await asyncio.gather(
+            off_loop(lambda: self.pipeline.stop(1.5), 2.0, "stopping the pipeline", "see the log"),
+            bounded(audio_out(), 1.5),
+            bounded(webrtc(), 1.5),
+            return_exceptions=True,
+        )
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        with contextlib.suppress(Exception):
+            await self._remote_audio.close()
+        with contextlib.suppress(Exception):
+            self.avatar.close()
+        with contextlib.suppress(Exception):
+            self.face_driver.close()  # it leaves the hop batcher its model shares with other sessions
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /api/sessions` lists for this session."""
+        cfg = self._config
+        return {"id": self.name, "fixed": self.fixed, "running": self.running, "created": self.created,
+                "avatar": cfg.avatar.kind, "face": cfg.face.driver, "audio": cfg.audio.source,
+                "size": [cfg.video.width, cfg.video.height], "fps": cfg.video.fps,
+                "frames": self.live_stats.frames, "viewers": self.viewer_count,
+                "late_frames": self.late_frames()}
+
+    def late_frames(self) -> int:
+        """Frames the pipeline dropped because they were late (every stage)."""
+        stages = self._stats.snapshot()["stages"]
+        return sum(int(stage.get("dropped", 0)) for stage in stages.values())

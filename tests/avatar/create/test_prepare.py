@@ -1,0 +1,126 @@
+"""A short real clip through `avatar create` on the CPU: prepare (frames, landmarks, masks, FLAME tracking,
+report) → a few training iterations → the avatar loads through its avatar.toml and renders, preview.mp4
+shows video and avatar side by side, and style.npy (the style encoder over the tracked motion) is referenced. The dataset is upstream's layout, read by the trainer's own reader, and a
+second run skips every complete stage while a damaged stage is redone.
+
+Tiny on purpose (40 frames, 64² training, a 2 x 32 MLP started at zero as tests/avatar/flashavatar/test_train.py
+does); the full-size run is bench/bench_create.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bridge.cli import main
+from tests.avatar.create.clips import write_clip
+from tests.golden_files import golden_dir, require
+
+FRAMES = 40
+TINY = ["--iterations", "4", "--size", "64", "--mlp-width", "32", "--mlp-layers", "2", "--mlp-init", "zero",
+        "--no-lpips", "--preview-frames", "4", "--no-progress", "--device", "cpu"]
+STYLE = Path(__file__).resolve().parents[2] / "data" / "golden_style"
+
+
+def _flame_opts(tmp: Path) -> list[str]:
+    require("flashavatar", "flame_synthetic.pkl", "FLAME_masks_synthetic.pkl", "FlameMesh.obj", "l_eyelid.npy")
+    g = golden_dir("flashavatar")
+    return ["--flame-model", str(g / "flame_synthetic.pkl"), "--flame-masks", str(g / "FLAME_masks_synthetic.pkl"),
+            "--flame-mesh", str(g / "FlameMesh.obj"), "--eyelids-dir", str(g)]
+
+
+@pytest.fixture(scope="module")
+def created(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("create")
+    os.environ["AVATAR_BRIDGE_CACHE"] = str(tmp / "cache")
+    clip = write_clip(tmp / "clip.mp4", FRAMES)
+    out = tmp / "me"
+    try:
+        rc = main(["avatar", "create", str(clip), "--out", str(out), *_flame_opts(tmp), *TINY,
+                   "--style-checkpoint", str(STYLE / "se_nohead.pt"), "--style-stats", str(STYLE / "stats.npz")])
+    finally:
+        torch.set_num_threads(before)
+    return {"rc": rc, "out": out, "clip": clip, "tmp": tmp}
+
+
+def test_create_makes_a_dataset_in_upstreams_layout(created: dict[str, Any]) -> None:
+    from drivers.avatar.flashavatar.train import dataset as ds
+
+    assert created["rc"] == 0
+    data = created["out"] / "dataset"
+    for sub, pattern in (("imgs", "*.jpg"), ("alpha", "*.jpg"), ("parsing", "*_neckhead.png"),
+                         ("parsing", "*_mouth.png")):
+        assert len(list((data / sub).glob(pattern))) == FRAMES, sub
+    layout = ds.find_layout(data)
+    frames = ds.list_frames(layout)  # the trainer's own reader: tracker frame m <-> image m + 1
+    assert len(frames) == FRAMES - 1 and frames[0].image.name == "00001.jpg"
+    tracking = ds.load_tracking(frames)
+    assert tracking.cond.shape == (FRAMES - 1, 120) and torch.isfinite(tracking.cond).all()
+    with open(data / "crops.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == FRAMES and list(rows[0]) == ["image", "source_time_s", "x0", "y0", "x1", "y1"]
+    assert [int(r["image"]) for r in rows] == list(range(FRAMES))
+    assert abs(float(rows[10]["source_time_s"]) - 0.4) < 1e-3
+    side = [float(r["x1"]) - float(r["x0"]) for r in rows]
+    assert np.allclose(side, [float(r["y1"]) - float(r["y0"]) for r in rows], atol=0.02)  # square
+
+
+def test_masks_cover_the_head_and_the_report_is_written(created: dict[str, Any]) -> None:
+    from PIL import Image
+
+    data = created["out"] / "dataset"
+    alpha = np.asarray(Image.open(data / "alpha" / "00010.jpg").convert("L"))
+    head = np.asarray(Image.open(data / "parsing" / "00010_neckhead.png"))
+    assert alpha[200:300, 200:300].mean() > 200  # the face in the crop's middle
+    assert alpha[:20, :20].mean() < 60  # the wall behind
+    assert (head > 0).sum() <= (alpha > 127).sum() + 100 and head[200:300, 200:300].min() == 255
+    report = (data / "report" / "report.md").read_text()
+    assert "face-mesh detection rate | 100.0 %" in report
+    for name in ("contact_sheet.png", "landmark_error.png", "jitter.png"):
+        with Image.open(data / "report" / name) as im:
+            assert im.size[0] >= 256
+
+
+def test_the_avatar_loads_renders_and_previews(created: dict[str, Any]) -> None:
+    import av
+
+    from bridge.core.config import load_config
+    from bridge.core.face_params import FaceParams
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
+
+    out = created["out"]
+    cfg = load_config(out / "avatar.toml", overrides={"video": {"width": 128, "height": 128},
+                                                      "avatar": {"device": "cpu"}})
+    assert cfg.face.diffposetalk.style == out / "style.npy" and np.load(out / "style.npy").shape == (32,)
+    avatar = FlashAvatarAvatar.from_config(cfg)
+    img = avatar.render(FaceParams.neutral())
+    avatar.close()
+    green = (img.rgb[..., 1] > 200) & (img.rgb[..., 0] < 60) & (img.rgb[..., 2] < 60)
+    assert 0.02 < 1 - green.mean() < 0.9  # a head in front of the training green
+    with av.open(str(out / "preview.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (512, 1024, 3)
+    left, right = frames[0][:, :512].astype(int), frames[0][:, 512:].astype(int)
+    assert left[..., 1].mean() < 200 and (right[..., 1] > 200).mean() > 0.3  # the video | the avatar on green
+
+
+def test_a_second_run_skips_complete_stages_and_redoes_a_damaged_one(created: dict[str, Any], capsys: Any) -> None:
+    data = created["out"] / "dataset"
+    (data / "alpha" / "00005.jpg").unlink()  # a stage's output lost after it completed
+    capsys.readouterr()
+    args = ["avatar", "prepare", str(created["clip"]), "--out", str(data), *_flame_opts(created["tmp"]),
+            "--device", "cpu"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    for stage in ("detect", "crop", "track", "parsing", "report"):
+        assert f"[{stage}] complete from an earlier run: skipped" in said
+    assert "[alpha] complete" not in said and (data / "alpha" / "00005.jpg").is_file()
+    assert "stage times:" in said
