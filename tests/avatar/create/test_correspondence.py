@@ -73,14 +73,18 @@ def test_closest_surface_points_recovers_points_on_the_surface() -> None:
 
 def test_user_embedding_round_trips_and_bad_ones_are_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    corr = cm.Correspondence(np.arange(100, 105), rng.integers(0, 9000, 5), rng.dirichlet(np.ones(3), 5)
-                             .astype(np.float32))
+    corr = cm.Correspondence(np.arange(100, 105), rng.integers(0, 9000, 5),
+                             rng.dirichlet(np.ones(3), 5).astype(np.float32), np.arange(5, dtype=np.float32),
+                             rng.normal(scale=0.01, size=(5, 4, 3)).astype(np.float32))
     path = tmp_path / "mediapipe_landmark_embedding.npz"
     corr.save(path)
     back = cm.load_embedding(path)
     np.testing.assert_array_equal(back.landmark_indices, corr.landmark_indices)
     np.testing.assert_array_equal(back.face_idx, corr.face_idx)
     np.testing.assert_allclose(back.bary, corr.bary)
+    assert back.spread_mm is not None and back.view_offsets is not None
+    np.testing.assert_allclose(back.view_offsets, corr.view_offsets)
+    np.testing.assert_allclose(back.weights(), 1 / (1 + (np.arange(5) / 2.0) ** 2))
     with pytest.raises(cm.CorrespondenceError, match="triangles"):
         back.check_faces(1000)
     np.savez(tmp_path / "partial.npz", lmk_face_idx=corr.face_idx)
@@ -99,3 +103,29 @@ def test_user_embedding_round_trips_and_bad_ones_are_refused(tmp_path: Path) -> 
         cm.load_embedding(tmp_path / "junk.npz")
     with pytest.raises(cm.CorrespondenceError, match="does not exist"):
         cm.load_embedding(tmp_path / "missing.npz")
+
+
+def test_view_features_tell_where_the_camera_is() -> None:
+    from bridge.core.rotations import axis_angle_to_matrix
+    from drivers.avatar.flashavatar.create.tracking import FLIP
+
+    centre = np.array([0.0, 1.5, 0.0])
+    feats = []
+    for yaw in (0.0, 20.0, -20.0, 60.0):
+        rot = FLIP @ axis_angle_to_matrix(np.radians([10.0, yaw, 0.0]))
+        feats.append(cm.view_features(rot[None], (np.array([0, 0, 0.6]) - rot @ centre)[None], centre)[0])
+    f = np.degrees(np.array(feats)[:, :2])
+    assert abs(f[0, 0]) < 1e-6 and f[0, 1] == pytest.approx(10.0, abs=0.5)
+    assert f[1, 0] == pytest.approx(20.0, abs=1.0) and f[2, 0] == pytest.approx(-20.0, abs=1.0)
+    assert f[3, 0] == pytest.approx(cm.VIEW_RANGE_DEG[0])  # clamped to the views the table was made from
+
+
+def test_shipped_table_slides_the_contour_most() -> None:
+    corr = cm.shipped_correspondence()
+    assert corr.view_offsets is not None and corr.spread_mm is not None
+    slide = np.linalg.norm(corr.view_offsets[:, 0], axis=1)  # metres per radian of yaw
+    contour = np.isin(corr.landmark_indices, cm.FACE_OVAL)
+    eyes = np.isin(corr.landmark_indices, cm.EYE_A + cm.EYE_B)
+    assert np.median(slide[contour]) > 2 * np.median(slide[eyes])
+    assert np.median(corr.spread_mm[contour]) > np.median(corr.spread_mm[eyes])
+    assert (corr.weights()[contour].mean() < corr.weights()[eyes].mean())

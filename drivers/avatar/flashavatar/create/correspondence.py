@@ -45,6 +45,23 @@ DEFAULT_LANDMARKS = tuple(sorted(set(FACE_OVAL + LIPS_OUTER + LIPS_INNER + EYE_A
                                      + IRIS_CENTRES)))
 
 
+N_VIEW_FEATURES = 4
+VIEW_RANGE_DEG = (30.0, 20.0)  # yaw, pitch: the views the table is made from (features are clamped to them)
+
+
+def view_features(R: NDArray[np.floating], t: NDArray[np.floating], centre: NDArray[np.floating]
+                  ) -> NDArray[np.float64]:
+    """(F,4) features of the direction from which OpenCV cameras R (F,3,3), t (F,3) see the head at `centre`
+    (template frame): yaw, pitch, yaw², pitch² in radians (yaw > 0: the camera on the face's right)."""
+    R = np.asarray(R, np.float64)
+    cam = -np.einsum("fji,fj->fi", R, np.asarray(t, np.float64))  # camera centres in the template frame
+    d = cam - np.asarray(centre, np.float64)
+    yaw = np.clip(np.arctan2(-d[:, 0], d[:, 2]), *np.radians([-VIEW_RANGE_DEG[0], VIEW_RANGE_DEG[0]]))
+    pitch = np.clip(np.arctan2(d[:, 1], np.hypot(d[:, 0], d[:, 2])),
+                    *np.radians([-VIEW_RANGE_DEG[1], VIEW_RANGE_DEG[1]]))
+    return np.stack([yaw, pitch, yaw**2, pitch**2], axis=1)
+
+
 class CorrespondenceError(UserError, ValueError):
     """A landmark embedding file is missing, damaged or does not fit the FLAME mesh."""
 
@@ -59,6 +76,9 @@ class Correspondence:
     # How far (mm) the landmark model's point wandered over the surface between views when the table was made:
     # a measure of how loosely it is tied to the face (the contour most). None: equally trusted.
     spread_mm: NDArray[np.float32] | None = None
+    # How the landmark model's point slides over the face with the viewing direction: (L,4,3) metres in the
+    # template frame per view feature (see `view_features`). None: it stays put.
+    view_offsets: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.landmark_indices)
@@ -73,6 +93,9 @@ class Correspondence:
             raise CorrespondenceError("landmark barycentrics must be finite and sum to 1 per landmark")
         if self.spread_mm is not None and (self.spread_mm.shape != (n,) or not np.all(self.spread_mm >= 0)):
             raise CorrespondenceError(f"lmk_spread_mm must hold {n} non-negative values, one per landmark")
+        if self.view_offsets is not None and (self.view_offsets.shape != (n, N_VIEW_FEATURES, 3)
+                                              or not np.all(np.abs(self.view_offsets) < 1.0)):
+            raise CorrespondenceError(f"lmk_view_offsets must be ({n},{N_VIEW_FEATURES},3) offsets in metres")
 
     def weights(self, typical_mm: float = 2.0) -> NDArray[np.float64]:
         """Per-landmark trust for the fitter: 1 for a point that stays put on the surface, less as it wanders."""
@@ -94,7 +117,8 @@ class Correspondence:
         """Only the given landmark ids (those this correspondence has)."""
         keep = np.isin(self.landmark_indices, np.asarray(ids))
         spread = None if self.spread_mm is None else self.spread_mm[keep]
-        return Correspondence(self.landmark_indices[keep], self.face_idx[keep], self.bary[keep], spread)
+        offsets = None if self.view_offsets is None else self.view_offsets[keep]
+        return Correspondence(self.landmark_indices[keep], self.face_idx[keep], self.bary[keep], spread, offsets)
 
     def save(self, path: Path) -> None:
         """Written in FLAME's embedding layout (`lmk_face_idx`, `lmk_b_coords`, `landmark_indices`)."""
@@ -105,6 +129,8 @@ class Correspondence:
             "landmark_indices": self.landmark_indices.astype(np.int64)}
         if self.spread_mm is not None:
             arrays["lmk_spread_mm"] = self.spread_mm.astype(np.float32)
+        if self.view_offsets is not None:
+            arrays["lmk_view_offsets"] = self.view_offsets.astype(np.float32)
         np.savez(tmp, allow_pickle=False, **arrays)
         tmp.replace(path)
 
@@ -118,7 +144,7 @@ def load_embedding(path: Path | str) -> Correspondence:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: np.asarray(z[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices",
-                                                    "lmk_spread_mm") if k in z}
+                                                    "lmk_spread_mm", "lmk_view_offsets") if k in z}
     except (OSError, ValueError) as exc:
         raise CorrespondenceError(f"{path} is not a readable npz file ({str(exc)[:120]})") from None
     missing = {"lmk_face_idx", "lmk_b_coords", "landmark_indices"} - set(arrays)
@@ -131,10 +157,14 @@ def load_embedding(path: Path | str) -> Correspondence:
     if not np.issubdtype(arrays["lmk_b_coords"].dtype, np.floating):
         raise CorrespondenceError(f"{path}: lmk_b_coords must hold floats, not {arrays['lmk_b_coords'].dtype}")
     spread = arrays.get("lmk_spread_mm")
+    offsets = arrays.get("lmk_view_offsets")
+    if any(a.dtype.kind != "f" for a in (spread, offsets) if a is not None):
+        raise CorrespondenceError(f"{path}: lmk_spread_mm and lmk_view_offsets must hold floats")
     return Correspondence(arrays["landmark_indices"].reshape(-1).astype(np.int64),
                           arrays["lmk_face_idx"].reshape(-1).astype(np.int64),
                           arrays["lmk_b_coords"].reshape(-1, 3).astype(np.float32),
-                          None if spread is None else spread.reshape(-1).astype(np.float32))
+                          None if spread is None else spread.reshape(-1).astype(np.float32),
+                          None if offsets is None else offsets.astype(np.float32))
 
 
 def shipped_correspondence() -> Correspondence:
@@ -214,10 +244,12 @@ def derive_correspondence(mesh_path: Path | str, views: int = 5, size: int = 512
     K = np.array([[1.8 * size, 0, size / 2], [0, 1.8 * size, size / 2], [0, 0, 1]])
     lm = np.asarray(sorted(set(landmarks)))
     samples: list[NDArray[np.float64]] = []
-    for yaw in np.linspace(-30, 30, views):
-        for pitch in np.linspace(-20, 20, views):
+    cams: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
+    for yaw in np.linspace(-VIEW_RANGE_DEG[0], VIEW_RANGE_DEG[0], views):
+        for pitch in np.linspace(-VIEW_RANGE_DEG[1], VIEW_RANGE_DEG[1], views):
             rot = FLIP @ axis_angle_to_matrix(np.radians([pitch, yaw, 0.0]))
-            cam = (v - centre) @ rot.T + np.array([0.0, 0.0, 0.62])
+            move = np.array([0.0, 0.0, 0.62]) - rot @ centre
+            cam = v @ rot.T + move
             image = render(cam, faces, K, size, texture)
             found = detect(image)
             if found is None:
@@ -243,6 +275,7 @@ def derive_correspondence(mesh_path: Path | str, views: int = 5, size: int = 512
                 b3 /= b3.sum()
                 points[k] = b3 @ v[faces[fid]]
             samples.append(points)
+            cams.append((rot, move))
     if len(samples) < 2:
         raise CorrespondenceError("the landmark model found the rendered template in fewer than 2 views")
     stack = np.stack(samples)  # (views, L, 3)
@@ -250,7 +283,16 @@ def derive_correspondence(mesh_path: Path | str, views: int = 5, size: int = 512
     ok = np.isfinite(mean).all(1)
     spread = np.nanmedian(np.linalg.norm(stack - mean, axis=2), axis=0)
     face_ids, bary = closest_surface_points(mean[ok], v, faces)
-    corr = Correspondence(lm[ok], face_ids, bary.astype(np.float32), (spread[ok] * 1000).astype(np.float32))
+    base = np.einsum("lk,lkc->lc", bary, v[faces[face_ids]])
+    feats = view_features(np.stack([c[0] for c in cams]), np.stack([c[1] for c in cams]), base.mean(0))
+    offsets = np.zeros((len(base), N_VIEW_FEATURES, 3))
+    for k, li in enumerate(np.flatnonzero(ok)):
+        seen = np.isfinite(stack[:, li]).all(1)
+        if seen.sum() > 2 * N_VIEW_FEATURES:  # a ridge fit of the slide, so a few views cannot run away
+            a = feats[seen]
+            offsets[k] = np.linalg.solve(a.T @ a + 1e-3 * np.eye(N_VIEW_FEATURES), a.T @ (stack[seen, li] - base[k]))
+    corr = Correspondence(lm[ok], face_ids, bary.astype(np.float32), (spread[ok] * 1000).astype(np.float32),
+                          offsets.astype(np.float32))
     stats = {"views": float(len(samples)), "landmarks": float(ok.sum()),
              "median_spread_mm": float(np.nanmedian(spread) * 1000), "max_spread_mm": float(np.nanmax(spread) * 1000)}
     return corr, stats

@@ -32,6 +32,7 @@ from drivers.avatar.flashavatar.create.correspondence import (
     IRIS_CENTRES,
     LOWER_LIDS,
     UPPER_LIDS,
+    VIEW_RANGE_DEG,
     Correspondence,
 )
 
@@ -67,6 +68,7 @@ class FitSettings:
     smooth: float = 5.0  # second differences of per-frame parameters (scaled by SMOOTH_SCALE), vs the data term
     focal_init: float = 2.0  # focal length in image sizes (about 28° field of view)
     focal_reg: float = 1e-3
+    sliding: bool = True  # use the table's view-dependent landmark slide when it has one
     trust_mm: float = 2.0  # landmarks that wandered this far between views (see Correspondence) count half
 
 
@@ -277,6 +279,9 @@ def fit_video(
     frame_w = torch.as_tensor(ok, dtype=torch.float32, device=dev)
     lm_w = torch.as_tensor(weights_np / weights_np.mean(), dtype=torch.float32, device=dev)
     centre_t = torch.as_tensor(centre_model, dtype=torch.float32, device=dev)
+    slide = None if correspondence.view_offsets is None or not cfg.sliding else \
+        torch.as_tensor(correspondence.view_offsets, dtype=torch.float32, device=dev)
+    view_lim = [math.radians(a) for a in VIEW_RANGE_DEG]
     eye3 = torch.eye(3, device=dev)
     flip = torch.as_tensor(FLIP, dtype=torch.float32, device=dev)
     frames_ok = max(float(ok.sum()), 1.0)
@@ -288,6 +293,13 @@ def fit_video(
 
     def project(x: torch.Tensor) -> torch.Tensor:
         R = axis_angle_to_matrix(rot) @ flip
+        if slide is not None:  # where the landmark model puts each point from this frame's viewing direction
+            with torch.no_grad():
+                d = R.transpose(1, 2) @ -trans[:, :, None]  # camera centres relative to the head centre
+                yaw = torch.atan2(-d[:, 0, 0], d[:, 2, 0]).clamp(-view_lim[0], view_lim[0])
+                pitch = torch.atan2(d[:, 1, 0], torch.hypot(d[:, 0, 0], d[:, 2, 0])).clamp(-view_lim[1], view_lim[1])
+                feats = torch.stack([yaw, pitch, yaw**2, pitch**2], dim=1)  # as correspondence.view_features
+            x = x + torch.einsum("fk,lkc->flc", feats, slide)
         cam = (x - centre_t) @ R.transpose(1, 2) + trans[:, None]
         f = log_focal.exp()
         return cam[..., :2] / cam[..., 2:3].clamp_min(1e-3) * f + size / 2
