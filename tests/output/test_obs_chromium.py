@@ -11,12 +11,12 @@ from typing import Any
 
 import av
 import numpy as np
-import pytest
 
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, Page, chromium_available
 from tests.output.conftest import hub_of, running_daemon, wait_until
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 TOKEN = "obs-t0ken"
 SIZE = 256  # the browser source's size: the 128 x 128 avatar drawn at twice its size

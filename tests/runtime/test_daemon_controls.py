@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import threading
 import time
@@ -14,13 +13,13 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import pytest
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.runtime.watchdog import STALL_AFTER_S
 from tests.avatars import as_demo_avatar
+from tests.conftest import needs_program
 from tests.http.conftest import running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +167,7 @@ def _decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(frames), np.asarray(times)
 
 
-@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo's oscsend is not installed (apt install liblo-tools)")
+@needs_program("oscsend", "liblo-tools")
 async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on(tmp_path: Path) -> None:
     """oscsend /avatar/preset/happy to a daemon lip-syncing the demo clip into an MP4; on the decoded video the
     smile region (pixels the happy preset changes on a still face) moves towards the smiling picture and stays,

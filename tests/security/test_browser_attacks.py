@@ -9,14 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, chromium_available
 from tests.security.conftest import Origins
 from tests.security.daemon import DaemonProcess, wait_for
 from tests.security.pages import ATTACKS, RESOLVER_FLAGS
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 
 def observable(daemon: DaemonProcess) -> dict[str, Any]:

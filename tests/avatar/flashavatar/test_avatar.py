@@ -13,10 +13,11 @@ import torch
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import Avatar
 from drivers.avatar.flashavatar.offline import world_gaussians
-from tests.golden_files import golden_dir
+from tests.conftest import needs_golden
+from tests.golden_files import FILES, golden_dir
 
 GOLDEN = golden_dir("flashavatar")
-pytestmark = pytest.mark.skipif(not (GOLDEN / "chkpnt_seed0.pth").is_file(), reason="golden vectors not present")
+pytestmark = needs_golden("flashavatar", *FILES)
 SIZE = 64
 
 
@@ -86,7 +87,6 @@ def test_transparent_and_ply(tmp_path: Path) -> None:
 
 
 def test_cli_render_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("av")
     from bridge.cli import main
 
     z = np.load(GOLDEN / "golden_seed0.npz")
