@@ -1,7 +1,7 @@
 """Making a torso plate from a prepared dataset and the video it was cut from.
 
 The dataset's images are square crops of the video around the head (`crops.csv`: `image,source_time_s,x0,y0,
-x1,y1`, one row per image, the crop's box in the video's pixels); its alpha and `parsing/*_neckhead.png` say
+x1,y1`, one row per image - named by its number or its file name - with the crop's box in the video's pixels); its alpha and `parsing/*_neckhead.png` say
 what is person and what is head-and-neck there. The shoulders mostly lie outside the crop, so the plate is cut
 from the video frame itself: inside the crop box the dataset's alpha is used; outside it, a pixel is person
 where its colour is far from the background's (learnt from the crop's pixels of alpha 0), for the plain or
@@ -59,9 +59,16 @@ def read_crops(path: Path) -> dict[str, Crop]:
             t, x0, y0, x1, y1 = values
             if not all(math.isfinite(v) for v in values) or t < 0 or x1 <= x0 or y1 <= y0:
                 raise TorsoError(f"{path} line {line}: a time >= 0 and a box with x1 > x0, y1 > y0 expected")
-            name = Path(str(row["image"]).strip()).name
+            name = image_key(str(row["image"]))
             out[name] = Crop(name, t, (x0, y0, x1, y1))
     return out
+
+
+def image_key(text: str) -> str:
+    """How crops.csv names an image, made comparable: its number (`7`, `00007`, `00007.jpg` are all image 7),
+    or its file name when it has no number."""
+    path = Path(text.strip())
+    return str(int(path.stem)) if path.stem.isdigit() else path.name
 
 
 def neutral_frame(frames: list[FrameFiles]) -> FrameFiles:
@@ -154,7 +161,7 @@ def make_plate(dataset: Path, video: Path) -> tuple[TorsoPlate, FrameFiles, Crop
     frames = list_frames(layout)
     crops = read_crops(layout.root / "crops.csv")
     chosen = neutral_frame(frames)
-    crop = crops.get(chosen.image.name)
+    crop = crops.get(image_key(chosen.image.name))
     if crop is None:
         raise TorsoError(f"crops.csv has no row for {chosen.image.name}; prepare the dataset again")
     frame = video_frame_at(video, crop.time_s)

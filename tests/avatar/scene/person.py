@@ -89,5 +89,5 @@ def write_dataset(root: Path) -> None:
         crop(((head | neck) * 255).astype(np.uint8), "L").save(root / "parsing" / f"{stem}_neckhead.png")
         crop(np.zeros((H, W), np.uint8), "L").save(root / "parsing" / f"{stem}_mouth.png")
         torch.save(_frame_dict(i), root / "checkpoint" / f"{i:05d}.frame")
-        rows.append(f"{stem}.png,{i / FPS:.3f},{x0},{y0},{x1},{y1}")
+        rows.append(f"{i + 1},{i / FPS:.3f},{x0},{y0},{x1},{y1}")  # images by number, as avatar prepare writes
     (root / "crops.csv").write_text("\n".join(rows) + "\n")

@@ -70,6 +70,10 @@ def test_bad_inputs_are_one_line_errors(recorded: tuple[Path, Path], tmp_path: P
         from drivers.avatar.scene.torso_source import read_crops
 
         read_crops(tmp_path / "crops_missing" / "crops.csv")
+    named = tmp_path / "named.csv"
+    named.write_text("image,source_time_s,x0,y0,x1,y1\n00012.jpg,0.5,1,2,3,4\nside.png,0.6,1,2,3,4\n")
+    crops = read_crops(named)
+    assert crops["12"].time_s == 0.5 and crops["side.png"].box == (1.0, 2.0, 3.0, 4.0)
     bad = tmp_path / "bad.csv"
     bad.write_text("image,source_time_s,x0,y0,x1,y1\n00001.png,zero,1,2,3,4\n")
     with pytest.raises(TorsoError, match="line 2"):
