@@ -34,6 +34,7 @@ from drivers.avatar.flame.model import head_motion, head_motion_batch
 from drivers.avatar.flame.tracker import load_tracker_frame, tracker_camera
 from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame, SubjectFiles
 from drivers.avatar.scene.framing import HeadFraming, RoiCamera
+from drivers.avatar.scene.layers import DeviceRegion
 from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.frame_graph import GsplatFrameGraph
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
@@ -451,6 +452,49 @@ class FlashAvatarAvatar:
         if self._placed is not None:
             image.origin, image.neck = self.origin, self.neck_pose(params)
         return image
+
+    def render_on_device(self, params: FaceParams) -> DeviceRegion:
+        """This frame's region as uint8 tensors left on the device (valid until the next render), for a scene
+        that composites there: nothing crosses to the host but the frame graph's intersection count. Waits for
+        the device; the caller's stream is ordered after the work."""
+        if self._stream is None:
+            return self._region_here(params)
+        self._stream.wait_stream(torch.cuda.current_stream(self._dev))
+        with torch.cuda.stream(self._stream):
+            region = self._region_here(params)
+        torch.cuda.current_stream(self._dev).wait_stream(self._stream)
+        return region
+
+    def _region_here(self, params: FaceParams) -> DeviceRegion:
+        fg = self._frame_graph
+        neck = self.neck_pose(params)
+        if fg is not None:
+            capacity = fg.capacity
+            self._upload(params)
+            fg.replay()
+            count = torch.empty(1, dtype=torch.int64, pin_memory=True).copy_(fg.count, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            done.synchronize()
+            if int(count) > capacity:  # the list was too short for this frame: grow it and render again
+                if not fg.fits(int(count)):
+                    try:
+                        fg.grow(int(count))
+                    except RuntimeError as exc:
+                        log.warning("capturing the grown frame graph failed (%s); rasterising per frame from now "
+                                    "on", exc)
+                        self._frame_graph = None
+                return self._region_here(params)
+            alpha = fg.alpha_u8 if fg.alpha_u8 is not None else torch.full_like(fg.rgb_u8[..., 0], 255)
+            return DeviceRegion(fg.rgb_u8, alpha, self.origin, neck)
+        g, cam = self.gaussians(params)
+        with torch.no_grad():
+            rgb, alpha = self.renderer.render(g, cam, self.background, self.settings)
+            for x, f32, u8 in ((rgb, self._f32, self._u8), (alpha, self._a32, self._a8)):
+                torch.clamp(x, 0.0, 1.0, out=f32)
+                f32.mul_(255.0).add_(0.5)
+                u8.copy_(f32)  # float → uint8 truncates: round half up, as the host path
+        return DeviceRegion(self._u8, self._a8, self.origin, neck)
 
     def _submit(self, params: FaceParams) -> PendingFrame:
         if self._stream is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +22,7 @@ from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import Avatar, NeckPose, RenderedImage
 from drivers.avatar.scene.background import BackgroundSource
 from drivers.avatar.scene.framing import HeadFraming
-from drivers.avatar.scene.layers import Compositor, Layer, NumpyCompositor, TorchCompositor
+from drivers.avatar.scene.layers import Compositor, DeviceRegion, Layer, NumpyCompositor, TorchCompositor
 from drivers.avatar.scene.torso import TorsoError, TorsoPlate, neck_line
 
 ROLL_STEP = 0.004  # radians: turned plates are cached per step (a turn of a few degrees reuses a few dozen)
@@ -42,6 +42,14 @@ def _opaque_alpha(image: RenderedImage) -> NDArray[np.uint8]:
     alpha = np.empty(image.rgb.shape[:2], np.uint8)
     alpha.fill(255)
     return alpha
+
+
+@runtime_checkable
+class DeviceHead(Protocol):
+    """A head that can leave its region on its device (CUDA), so the scene composites there and the frame
+    crosses to the host once."""
+
+    def render_on_device(self, params: FaceParams) -> DeviceRegion: ...
 
 
 class PlacedTorso:
@@ -87,7 +95,9 @@ class SceneAvatar:
 
     def __init__(self, head: Avatar, framing: HeadFraming, background: BackgroundSource,
                  demand: AlphaDemand, torso: TorsoPlate | None = None, transparent: bool = False,
-                 compositor: Compositor | None = None) -> None:
+                 compositor: Compositor | None = None, device_head: DeviceHead | None = None) -> None:
+        """`device_head` (the same head, when it can leave its region on its device) makes the scene composite
+        on that device (`TorchCompositor`) with the head's pixels never copied to the host on their own."""
         self.head = head
         self.name = head.name
         self.device = head.device
@@ -99,6 +109,8 @@ class SceneAvatar:
         self._background = background
         self.compositor: Compositor = compositor or (TorchCompositor(head.device) if head.device.startswith("cuda")
                                                      else NumpyCompositor())
+        self._device_head = device_head
+        self._on_device = TorchCompositor(head.device) if device_head is not None else None
         self._rest: NeckPose | None = None
         self.torso: PlacedTorso | None = None
         if torso is not None:
@@ -131,6 +143,8 @@ class SceneAvatar:
         return old
 
     def render(self, params: FaceParams) -> RenderedImage:
+        if self._device_head is not None and self._on_device is not None:
+            return self._render_on_device(self._device_head, self._on_device, params)
         image = self.head.render(params)
         alpha = image.alpha if image.alpha is not None else _opaque_alpha(image)
         layers: list[Layer] = []
@@ -140,6 +154,14 @@ class SceneAvatar:
         background = None if self.transparent else self._background.frame(time.monotonic())
         out = self.compositor.compose(background, layers, self.width, self.height, self.demand.wanted)
         return RenderedImage(out.rgb, out.alpha, neck=image.neck, foreground=out.foreground)
+
+    def _render_on_device(self, head: DeviceHead, compositor: TorchCompositor, params: FaceParams
+                          ) -> RenderedImage:
+        region = head.render_on_device(params)
+        layers = [self.torso.layer(*self.neck_motion(region.neck))] if self.torso is not None else []
+        background = None if self.transparent else self._background.frame(time.monotonic())
+        out = compositor.compose(background, layers, self.width, self.height, self.demand.wanted, on_device=region)
+        return RenderedImage(out.rgb, out.alpha, neck=region.neck, foreground=out.foreground)
 
     def close(self) -> None:
         self._background.close()

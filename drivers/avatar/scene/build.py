@@ -5,7 +5,7 @@ from __future__ import annotations
 from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.config import Config
 from bridge.core.interfaces import Avatar
-from drivers.avatar.scene.avatar import SceneAvatar
+from drivers.avatar.scene.avatar import DeviceHead, SceneAvatar
 from drivers.avatar.scene.background import open_background
 from drivers.avatar.scene.framing import HeadFraming
 from drivers.avatar.scene.torso import TorsoPlate
@@ -26,4 +26,7 @@ def scene(config: Config, head: Avatar, framed: HeadFraming, demand: AlphaDemand
     a = config.avatar
     torso = TorsoPlate.load(a.torso) if a.torso is not None else None
     background = open_background(a.background, framed.width, framed.height)
-    return SceneAvatar(head, framed, background, demand, torso=torso, transparent=a.transparent)
+    # A head rendering on a GPU that can leave its region there is composited there too (one read-back).
+    device_head = head if isinstance(head, DeviceHead) and head.device.startswith("cuda") else None
+    return SceneAvatar(head, framed, background, demand, torso=torso, transparent=a.transparent,
+                       device_head=device_head)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bridge.core.interfaces import NeckPose
 from drivers.avatar.scene.composite import over_np, over_torch
 
 
@@ -26,6 +27,17 @@ class Layer:
     alpha: NDArray[np.uint8]
     x0: int
     y0: int
+
+
+@dataclass
+class DeviceRegion:
+    """A head's region left on its device for the compositor: uint8 colour (h, w, 3) premultiplied and alpha
+    (h, w), valid until the head renders again; where it sits in the frame; its neck base."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    origin: tuple[int, int]
+    neck: NeckPose | None = None
 
 
 @dataclass
@@ -72,7 +84,10 @@ class TorchCompositor:
             hit = self._kept.get(id(array))
             if hit is not None and hit[0] is array:
                 return hit[1]
-        t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        if array.flags.writeable:
+            t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+        else:  # a read-only picture: copied (once, when kept), torch holds no view of memory it may not write
+            t = torch.tensor(array, device=self.device)
         if keep:
             if len(self._kept) > 8:
                 self._kept.clear()
@@ -101,11 +116,15 @@ class TorchCompositor:
         return packed
 
     def compose(self, background: NDArray[np.uint8] | None, layers: list[Layer], width: int, height: int,
-                with_alpha: bool) -> Composited:
+                with_alpha: bool, on_device: DeviceRegion | None = None) -> Composited:
+        """`compose_device` for host layers (uploaded; read-only ones kept) and, on top, a region already on the
+        device (a head that rendered there: nothing of it crosses to the host but the one result)."""
         bg = None if background is None else self.upload(background, keep=not background.flags.writeable)
         dev_layers = [(self.upload(layer.rgb, keep=not layer.rgb.flags.writeable),
                        self.upload(layer.alpha, keep=not layer.alpha.flags.writeable), layer.x0, layer.y0)
                       for layer in layers]
+        if on_device is not None:
+            dev_layers.append((on_device.rgb, on_device.alpha, on_device.origin[0], on_device.origin[1]))
         host = self.compose_device(bg, dev_layers, width, height, with_alpha).cpu().numpy()
         n = height * width
         rgb = host[: 3 * n].reshape(height, width, 3)

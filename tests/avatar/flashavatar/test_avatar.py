@@ -171,3 +171,33 @@ def test_framed_head_renders_its_region_and_reports_its_neck(tmp_path: Path) -> 
     assert turned is not None and bent is not None
     assert abs(turned.x - rest.x) < 0.05 and abs(turned.y - rest.y) < 0.05
     assert abs(bent.roll - rest.roll) > 0.1 or abs(bent.x - rest.x) > 0.5
+
+
+def test_scene_composites_a_region_left_on_the_device_as_the_host_path(tmp_path: Path) -> None:
+    """The GPU path's arithmetic, run on the CPU device: the head leaves its region as tensors, the scene
+    composites it with torch and copies the frame out once; the bytes are the host path's."""
+    from bridge.core.alpha_demand import AlphaDemand
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
+    from drivers.avatar.scene.avatar import SceneAvatar
+    from drivers.avatar.scene.background import ColourBackground
+    from drivers.avatar.scene.framing import HeadFraming
+    from drivers.avatar.scene.torso import TorsoPlate
+
+    os.environ.setdefault("AVATAR_BRIDGE_CACHE", str(tmp_path / "cache"))
+    framing = HeadFraming.preset("webcam", 160, 90)
+    head = FlashAvatarAvatar(**(_kwargs(tmp_path) | {"width": 160, "height": 90}), framing=framing)  # type: ignore[arg-type]
+    plate = np.zeros((20, 40, 4), np.uint8)
+    plate[4:, :] = (40, 60, 120, 255)
+    plate[:4, 15:25] = (200, 150, 120, 255)
+    torso = TorsoPlate(plate, (20.0, 3.0), 10.0)
+    demand = AlphaDemand()
+    demand.claim("test")
+    host = SceneAvatar(head, framing, ColourBackground((0.2, 0.5, 0.3), 160, 90), demand, torso=torso)
+    device = SceneAvatar(head, framing, ColourBackground((0.2, 0.5, 0.3), 160, 90), demand, torso=torso,
+                         device_head=head)
+    for params in (FaceParams.neutral(), FaceParams.neutral().copy(neck=np.array([0.0, 0.1, 0.05], np.float32))):
+        a, b = host.render(params), device.render(params)
+        assert a.alpha is not None and b.alpha is not None and a.foreground is not None and b.foreground is not None
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.alpha, b.alpha)
+        assert np.array_equal(a.foreground, b.foreground)
+        assert a.alpha.max() == 255 and a.alpha[0, 0] == 0
