@@ -174,6 +174,7 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
     while the mouth region (pixels jawOpen changes) keeps changing from frame to frame. The flat test avatar
     draws the face, so the waits count rendered frames and this machine's rendering speed does not matter."""
     from bridge.controls.mixer import Mixer
+    from bridge.core.alpha_demand import AlphaDemand
     from bridge.core.config import load_config
     from bridge.core.face_params import FaceParams
     from bridge.core.interfaces import ControlEvent
@@ -187,7 +188,7 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
     # Reference pictures of this avatar: neutral, smiling, mouth open.
     cfg = load_config(None, overrides={k: v for k, v in overrides.items() if k in ("video",)}, environ={})
     with as_demo_avatar():
-        avatar = build.avatar(cfg)
+        avatar = build.avatar(cfg, AlphaDemand())
     mixer = Mixer.from_config(cfg, avatar_name=avatar.name, seed=1)
     mixer.idle.amounts.blink = mixer.idle.amounts.gaze = mixer.idle.amounts.sway = 0.0
     neutral_params = mixer.mix(FaceParams.neutral(), 0.0)

@@ -132,3 +132,42 @@ def test_config_builds_the_driver(tmp_path: Path) -> None:
 
     again = FlashAvatarAvatar.from_config(cfg)
     assert np.array_equal(again.render(FaceParams.neutral()).rgb, img.rgb)
+
+
+def test_framed_head_renders_its_region_and_reports_its_neck(tmp_path: Path) -> None:
+    """With a framing, the head renders only its region of a 16:9 frame, with alpha over black whatever the
+    colour asked for, the same picture as the whole frame rendered through the same intrinsics; its neck base
+    (FLAME's root joint) stays put when only the head turns about it, and moves with the neck's rotation."""
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
+    from drivers.avatar.scene.framing import HeadFraming
+
+    os.environ.setdefault("AVATAR_BRIDGE_CACHE", str(tmp_path / "cache"))
+    framing = HeadFraming.preset("webcam", 160, 90)
+    kw = _kwargs(tmp_path) | {"width": 160, "height": 90}
+    av = FlashAvatarAvatar(**kw, framing=framing)  # type: ignore[arg-type]
+    img = av.render(FaceParams.neutral())
+    assert img.alpha is not None and img.rgb.shape[:2] == (av.height, av.width) and av.width < 160
+    ox, oy = img.origin
+    assert img.alpha[0, 0] == 0 and tuple(img.rgb[0, 0]) == (0, 0, 0)  # not the green asked for: composited later
+    _, xs = np.nonzero(img.alpha > 128)
+    assert abs((xs.mean() + ox) - 80) < 6  # centred across, as the framing says
+    # The region is the whole frame's picture there: render the whole frame through the framing's intrinsics.
+    whole = FlashAvatarAvatar(**(kw | {"transparent": True}))  # type: ignore[arg-type]
+    placed = av.placement
+    assert placed is not None
+    whole.base_camera.K.copy_(torch.tensor(placed.K, dtype=torch.float32))
+    full = whole.render(FaceParams.neutral())
+    assert full.alpha is not None and full.rgb.shape == (90, 160, 3)
+    h, w = img.alpha.shape
+    assert np.abs(full.alpha[oy : oy + h, ox : ox + w].astype(int) - img.alpha.astype(int)).mean() < 1.0
+    assert np.abs(full.rgb[oy : oy + h, ox : ox + w].astype(int) - img.rgb.astype(int)).mean() < 1.0
+    outside = np.ones((90, 160), bool)
+    outside[oy : oy + h, ox : ox + w] = False
+    assert full.alpha[outside].max() < 8  # nothing of the head lies outside its region
+    rest = img.neck
+    assert rest is not None
+    turned = av.render(FaceParams.neutral().copy(head=np.array([0.0, 0.3, 0.0], np.float32))).neck
+    bent = av.render(FaceParams.neutral().copy(neck=np.array([0.0, 0.0, 0.3], np.float32))).neck
+    assert turned is not None and bent is not None
+    assert abs(turned.x - rest.x) < 0.05 and abs(turned.y - rest.y) < 0.05
+    assert abs(bent.roll - rest.roll) > 0.1 or abs(bent.x - rest.x) > 0.5
