@@ -131,6 +131,20 @@ def closed(sock: socket.socket) -> bool:
         return True
 
 
+def frame(payload: bytes) -> bytes:
+    """An OSC 1.0 TCP frame: the size, then the packet."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def ponged(sock: socket.socket) -> bool:
+    """Whether the next frame on `sock` is a pong (False when the daemon closed it instead)."""
+    try:
+        head = sock.recv(4)
+        return len(head) == 4 and b"/avatar/pong" in sock.recv(int.from_bytes(head, "big"))
+    except OSError:
+        return False
+
+
 def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonProcess) -> None:
     frames = daemon.frames()
     port = daemon.surface_port("osc")
@@ -138,6 +152,13 @@ def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonP
     fds = daemon.open_fds()
     socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(60)]
     try:
+        # Each asks at once: those within the cap answer, the others are closed unanswered. Counted, and an
+        # answered connection is not idle, so the idle timeout cannot stand in for the cap.
+        for i, s in enumerate(socks):
+            with contextlib.suppress(OSError):
+                s.sendall(frame(message("/avatar/ping", i)))
+        answered = sum(ponged(s) for s in socks)
+        assert answered == cap, f"{answered} of {len(socks)} connections from one source answered (cap {cap})"
         wait_for(lambda: sum(closed(s) for s in socks) >= len(socks) - cap, 30,
                  "connections beyond the per-source cap closed")
         assert daemon.open_fds() <= fds + cap + 2
@@ -148,7 +169,7 @@ def test_idle_tcp_connections_are_capped_per_source_and_time_out(daemon: DaemonP
         answered = 0
         while time.monotonic() < end:
             payload = message("/avatar/ping", answered)
-            active.sendall(len(payload).to_bytes(4, "big") + payload)
+            active.sendall(frame(payload))
             size = int.from_bytes(active.recv(4), "big")
             assert b"/avatar/pong" in active.recv(size)
             answered += 1

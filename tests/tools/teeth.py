@@ -114,12 +114,13 @@ TEETH: tuple[Tooth, ...] = (
     tooth(P + "test_bounded_state.py::test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture",
           "the presets file size bound", "bridge/controls/presets.py",
           "MAX_FILE_BYTES = 256 * 1024", "MAX_FILE_BYTES = 256 * 1024 * 1024"),
-    Tooth(P + "test_bounded_state.py::test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture",
-          "reading presets off the event loop (with the size bound lifted: two lines)", (
-              Change("bridge/controls/presets.py", "MAX_FILE_BYTES = 256 * 1024", "MAX_FILE_BYTES = 256 * 1024 * 1024"),
-              Change("bridge/http/api_controls.py",
-                     "        path = await asyncio.to_thread(session_of(request).mixer.capture, name)",
-                     "        path = session_of(request).mixer.capture(name)"))),
+    # With the size bound in place the capture reads 256 KiB at most, so on the loop it is quick: a 3 s sleep
+    # stands in for a slow disk, which is what keeping file work off the loop is for. The answers stay right;
+    # only the /health probe can see this.
+    tooth(P + "test_bounded_state.py::test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture",
+          "preset files read off the event loop (a slow disk)", "bridge/http/api_controls.py",
+          "        path = await asyncio.to_thread(session_of(request).mixer.capture, name)",
+          "        path = (__import__(\"time\").sleep(3), session_of(request).mixer.capture(name))[1]"),
     tooth(P + "test_bounded_state.py::test_json_bombs_are_400_with_a_fix", "refusing non-finite numbers",
           "bridge/http/bodies.py", "    if not math.isfinite(value):", "    if False:"),
     # ---- fuzzing ---------------------------------------------------------------------------------------------
