@@ -238,6 +238,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
                     m.g2g_p95_ms, m.viewer_frames = web["g2g_p95_ms"], int(web["frames_received"])
                 per.append(m)
             figures["per"] = per
+            figures["batches"] = hop_batches(sessions[0], wall0)
         finally:
             d.request_stop()
 
@@ -277,8 +278,26 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "extra_session_counted_mib": None if figures["counted"] is None else figures["counted"] / 2**20,
         "gpu_busy_pct": figures["gpu_busy"], "cpu_cores": figures["cpu_s"] / wall if wall > 0 else float("nan"),
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
     }
+
+
+def hop_batches(session: Any, since: float) -> dict[str, float] | None:
+    """The DiffPoseTalk batches run since `since` (time.monotonic): how many per second, their mean size, and
+    their median and p95 run time."""
+    from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver
+
+    driver = session.face_driver
+    batcher = driver.hop_batcher if isinstance(driver, DiffPoseTalkFaceDriver) else None
+    if batcher is None:
+        return None
+    recent = [b for b in list(batcher.history) if b.started >= since]
+    if not recent:
+        return None
+    span = max(1e-9, recent[-1].started - recent[0].started)
+    times = sorted(b.seconds * 1000 for b in recent)
+    return {"per_s": len(recent) / span, "mean_size": sum(b.size for b in recent) / len(recent),
+            "p50_ms": times[len(times) // 2], "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))]}
 
 
 def counts(session: Any) -> Measured:
@@ -336,6 +355,11 @@ def print_curve(results: list[dict[str, Any]]) -> None:
     if base is not None:
         print(f"(device: {base['device']}; GPU MiB: allocated after all sessions were built; per extra: "
               "(all - first) / (N-1); counted: tensors a second session holds beyond the shared models)")
+    for r in results:
+        hb = r.get("hop_batches")
+        if hb:
+            print(f"N={r['n']}: DiffPoseTalk batches {hb['per_s']:.0f}/s of {hb['mean_size']:.1f} hops on average, "
+                  f"{hb['p50_ms']:.1f} ms median, {hb['p95_ms']:.1f} ms p95 each")
 
 
 def saturation(results: list[dict[str, Any]]) -> str:

@@ -238,10 +238,7 @@ def _header_problem(stream: Any, available: int) -> str | None:
         return f"a damaged .npy header ({str(exc)[:120]})"
     if dtype.hasobject:
         return None  # pickled payload: numpy.load refuses it (allow_pickle=False) or the restricted unpickler reads it
-    values = 1
-    for n in shape:
-        values *= n
-    promised = values * dtype.itemsize
+    promised = math.prod(shape) * dtype.itemsize
     held = available - stream.tell()
     if promised > held:
         return f"an array header of shape {tuple(shape)} {dtype} ({promised} bytes) over {max(held, 0)} bytes of data"

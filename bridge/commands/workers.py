@@ -34,7 +34,8 @@ async def serve(args: argparse.Namespace) -> int:
     from bridge.runtime.workers import Supervisor
 
     config = load_config(args.config)
-    supervisor = Supervisor(devices_of(args), config=args.config, retry_after_s=config.sessions.retry_after_s)
+    supervisor = Supervisor(devices_of(args), config=args.config, retry_after_s=config.sessions.retry_after_s,
+                            token=config.http.token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

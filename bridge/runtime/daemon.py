@@ -5,7 +5,8 @@ default session's file, or a duration).
 
 A session (`bridge.runtime.session.Session`) is the unit that serves one avatar; the host holds what a
 process has once: the HTTP server, the control surfaces (OSC routes `/avatar/<session>/…` by name), the
-registry with admission (`bridge.runtime.sessions`), and the thread sessions are built in. The HTTP
+registry with admission (`bridge.runtime.sessions`), the model cache every session's drivers get their
+weights from (`bridge.core.models`), and the thread sessions are built in. The HTTP
 application is handed in by the caller (`bridge.http.app.build_app` from the CLI), so the runtime never
 imports the UI above it. For the single-avatar routes the host is also a `MediaHub`: every such call goes to
 the default session.
@@ -30,6 +31,7 @@ from bridge.core.deadline import UnwaitedExecutor, unless_stopped
 from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.models import ModelCache, process_models
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
@@ -40,8 +42,10 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
-    from bridge.core.interfaces import Avatar, FaceDriver, OutputProbe
+    from bridge.core.alpha_demand import AlphaDemand
+    from bridge.core.interfaces import AudioSource, Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
 
@@ -52,10 +56,13 @@ BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is giv
 
 
 def _close_abandoned(built: asyncio.Future[Session]) -> None:
-    """A session that finished loading after its creation was given up: free its models."""
+    """A session that finished loading after its creation was given up: free its models, and take its face
+    driver out of the hop batcher it joined."""
     if not built.cancelled() and built.exception() is None:
-        with contextlib.suppress(Exception):
-            built.result().avatar.close()
+        session = built.result()
+        for close in (session.avatar.close, session.face_driver.close):
+            with contextlib.suppress(Exception):
+                close()
 
 
 class Daemon:
@@ -75,8 +82,9 @@ class Daemon:
         self._config = config
         self._http_app = http_app
         self.sessions = SessionRegistry(config)
-        self.session = Session(DEFAULT, config, duration=duration, live=live, surfaces=self._control_surfaces,
-                               progress=progress)
+        self.models: ModelCache = process_models()  # every session's weights: loaded once per process
+        self.session = Session(DEFAULT, config, models=self.models, duration=duration, live=live,
+                               surfaces=self._control_surfaces, progress=progress)
         for spec in config.sessions.fixed:  # a fixed session the config cannot run is an error at start
             session_config(config, spec, str(spec.name))
         self._surfaces: list[ControlSurface] = []
@@ -102,6 +110,11 @@ class Daemon:
     def control_state(self, session: str) -> dict[str, Any]:
         found = self.sessions.get(session) if session else self.session
         return found.mixer.state() if found is not None else {}
+
+    def background_control(self, session: str) -> BackgroundTable | None:
+        """SessionScope: the backgrounds of `session` ("" the default one), None when it has ended."""
+        found = self.sessions.get(session) if session else self.session
+        return found.backgrounds if found is not None else None
 
     async def create_session(self, spec: SessionSpec, name: str | None = None, fixed: bool = False) -> Session:
         """Build and start a session from `spec` within the capacity; raises SessionsFull (no room now) or
@@ -133,7 +146,7 @@ class Daemon:
 
     def _build(self, name: str, config: Config, fixed: bool) -> Session:
         """Blocking: load the session's models and, when the daemon serves HTTP, its WebRTC viewers."""
-        session = Session(name, config, surfaces=self._control_surfaces, fixed=fixed)
+        session = Session(name, config, models=self.models, surfaces=self._control_surfaces, fixed=fixed)
         if self._serves_http:
             session.open_viewers()
         return session
@@ -192,7 +205,7 @@ class Daemon:
         return self.session.face_driver
 
     @property
-    def audio_source(self) -> Any:
+    def audio_source(self) -> AudioSource:
         return self.session.audio_source
 
     @property
@@ -226,6 +239,14 @@ class Daemon:
     @property
     def control_surfaces(self) -> list[ControlSurface]:
         return self._surfaces
+
+    @property
+    def alpha_demand(self) -> AlphaDemand:
+        return self.session.alpha_demand
+
+    @property
+    def backgrounds(self) -> BackgroundTable:
+        return self.session.backgrounds
 
     @property
     def avatar_name(self) -> str:

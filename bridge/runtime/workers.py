@@ -1,5 +1,6 @@
 """Sessions across GPUs: one worker process per GPU, each a daemon host (`avatar-bridge run`) pinned to its
-card with CUDA_VISIBLE_DEVICES, and a supervisor that starts the workers, reads their load over their HTTP
+card with CUDA_VISIBLE_DEVICES and serving HTTP on a port of its own (the config's `[http]` otherwise, token
+included), and a supervisor that starts the workers, reads their load over their HTTP
 API, and places each new session on the least loaded one.
 
 The supervisor forwards `POST /api/sessions` to a worker and answers where the session lives (the worker's
@@ -16,7 +17,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +30,8 @@ from bridge.runtime.sessions import SessionsFull
 
 log = logging.getLogger(__name__)
 
-READY = re.compile(r"running: .* http://[^:/]+:(\d+)/")
+READY = re.compile(r"running: .* http://([^/\s]+):(\d+)/")
+WILDCARD = frozenset({"0.0.0.0", "::", "[::]", ""})
 START_TIMEOUT_S = 120.0  # a worker loads its default session's models before it says it runs
 REQUEST_TIMEOUT_S = 30.0  # a session's creation loads its models on the worker
 MAX_LOG_LINES = 200  # a worker's last lines kept for the reason it died
@@ -96,14 +97,14 @@ class Supervisor:
     """Starts `len(devices)` workers and places sessions on them (see the module docstring)."""
 
     def __init__(self, devices: Sequence[str | None], config: Path | None = None,
-                 command: Sequence[str] | None = None, retry_after_s: int = 30) -> None:
+                 command: Sequence[str] | None = None, retry_after_s: int = 30, token: str | None = None) -> None:
         if not devices:
             raise UserError("the supervisor needs at least one worker: give --workers N or --gpus 0,1,...")
         self.devices = list(devices)
         self.config = config
         self.command = list(command) if command is not None else [sys.executable, "-m", "bridge.cli"]
         self.retry_after_s = retry_after_s
-        self.token = secrets.token_urlsafe(24)  # between the supervisor and its workers only
+        self.token = token  # the config's http.token: workers and their clients use the one the front takes
         self.workers: list[Worker] = []
         self.placements: dict[str, Placement] = {}
         self.ended: dict[str, str] = {}  # session → why it ended without being asked (bounded)
@@ -116,15 +117,14 @@ class Supervisor:
         env = dict(os.environ)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
-        env.update({"AVATAR_BRIDGE__HTTP__TOKEN": self.token, "AVATAR_BRIDGE__HTTP__HOST": "127.0.0.1",
-                    "AVATAR_BRIDGE__HTTP__PORT": "0", "AVATAR_BRIDGE__OSC__ENABLED": "false",
+        env.update({"AVATAR_BRIDGE__HTTP__PORT": "0", "AVATAR_BRIDGE__OSC__ENABLED": "false",
                     "AVATAR_BRIDGE__VMC__ENABLED": "false", "AVATAR_BRIDGE__MIDI__ENABLED": "false"})
         return env
 
     async def start(self) -> None:
         """Start every worker and wait until each serves (or failed to start: then it is reported dead)."""
-        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},
-                                           timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         argv = [*self.command, "run", *(["--config", str(self.config)] if self.config is not None else [])]
         for index, device in enumerate(self.devices):
             process = await asyncio.create_subprocess_exec(*argv, env=self._environment(device),
@@ -163,7 +163,8 @@ class Supervisor:
             worker.log_tail = [*worker.log_tail[-(MAX_LOG_LINES - 1):], text]
             match = READY.search(text)
             if match and not worker.url:
-                worker.url = f"http://127.0.0.1:{match.group(1)}"
+                host = "127.0.0.1" if match.group(1) in WILDCARD else match.group(1)
+                worker.url = f"http://{host}:{match.group(2)}"
                 log.info("worker %d (GPU %s) serves %s", worker.index, worker.device, worker.url)
                 if not started.done():
                     started.set_result(None)

@@ -91,6 +91,9 @@ class SenderBudgets:
         if entry.packets.take(now, self.rate) and self._share(entry, now):
             return True
         entry.rate_limited += 1
+        if len(self.holds) >= self.max_senders:
+            for held_sender in [h for h, hold in self.holds.items() if hold[0] <= now]:  # senders gone quiet
+                self._release(held_sender)
         if len(self.holds) < self.max_senders:
             tokens = entry.packets.tokens
             self.holds[sender] = [now + (1.0 - tokens) / self.rate if tokens < 1.0 else self._window_end, 0.0]
@@ -104,12 +107,16 @@ class SenderBudgets:
         if now < hold[0]:
             hold[1] += 1.0
             return True
-        del self.holds[sender]
+        self._release(sender)
+        return False
+
+    def _release(self, sender: Hashable) -> None:
+        """End a hold, adding the packets it refused to the sender's counts."""
+        refused = int(self.holds.pop(sender)[1])
         entry = self._table.get(sender)
         if entry is not None:
-            entry.sent += int(hold[1])
-            entry.rate_limited += int(hold[1])
-        return False
+            entry.sent += refused
+            entry.rate_limited += refused
 
     def _share(self, entry: Sender, now: float) -> bool:
         """Within the ceiling and within this sender's equal share of it in the current window."""

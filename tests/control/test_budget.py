@@ -68,3 +68,14 @@ def test_replies_have_a_budget_per_sender() -> None:
     b = sum(budgets.take_reply(("::1", 2), 3.0) for _ in range(5))
     assert (a, b) == (10, 5)
     assert SenderBudgets(1, 1).busiest() == []
+
+
+def test_holds_of_senders_gone_quiet_make_room() -> None:
+    budgets = SenderBudgets(rate=1, reply_rate=1, max_senders=4, ceiling=1000)
+    for port in range(4):  # each spends its one packet, then is refused and held
+        budgets.take(("10.0.0.1", port), 1.0)
+        budgets.take(("10.0.0.1", port), 1.0)
+    assert len(budgets.holds) == 4
+    budgets.take(("10.0.0.2", 1), 5.0)
+    budgets.take(("10.0.0.2", 1), 5.0)  # the four holds ran out long ago: released, and this one held
+    assert list(budgets.holds) == [("10.0.0.2", 1)]

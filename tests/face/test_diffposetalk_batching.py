@@ -83,12 +83,11 @@ def test_the_batcher_runs_the_hops_of_its_members_together(tiny) -> None:
             got[i].append(batched[i].step(run=lambda hop: batcher.run(hop, deadline=time.monotonic() + 60.0)))
 
     threads = [threading.Thread(target=session, args=(i,)) for i in range(2)]
-    began = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
-    assert time.monotonic() - began < 50  # no batch waited out its window
+        t.join(300)
+    assert max(r.waited for r in batcher.history) < 30  # each closed when both hops were in, not by its window
     for _ in batched:
         batcher.leave()
     assert [r.size for r in batcher.history] == [2] * HOPS
@@ -107,9 +106,8 @@ def test_a_batch_never_waits_past_its_earliest_deadline(tiny) -> None:
     hop = engine.prepare()
     assert hop is not None
     deadline = time.monotonic() + 0.2
-    began = time.monotonic()
     x0, feat = batcher.run(hop, deadline)
-    assert time.monotonic() - began < 30  # far below the window: the deadline closed the batch
+    assert batcher.history[-1].waited < 30  # far below the window: the deadline closed the batch
     assert x0.shape == (1, 100, 54) and feat.shape[:2] == (1, 100)
     assert batcher.history[-1].size == 1 and batcher.history[-1].earliest_deadline == deadline
     batcher.leave()

@@ -43,8 +43,7 @@ async def test_sessions_are_placed_by_load_and_a_dead_worker_ends_its_own(tmp_pa
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         front = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-        async with aiohttp.ClientSession() as http, aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {supervisor.token}"}) as worker_http:
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as worker_http:
             # Two sessions: one on each worker (each holds its default session and has room for two more).
             first = (await call(http, "POST", front + "/api/sessions", {}))[1]
             second = (await call(http, "POST", front + "/api/sessions", {"idle": True}))[1]

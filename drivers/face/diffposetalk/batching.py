@@ -55,8 +55,6 @@ class _Request:
     result: tuple[torch.Tensor, torch.Tensor] | None = None
     finished: Any = None  # torch.cuda.Event: the result is computed (on the batcher's stream)
     error: BaseException | None = None
-    waited: float = 0.0  # seconds between arrival and the start of its batch
-    batch_size: int = 0
 
 
 @dataclass
@@ -67,6 +65,7 @@ class BatchRecord:
     size: int
     seconds: float
     earliest_deadline: float
+    waited: float  # from the first hop's arrival to the start: how long the batch stayed open
 
 
 class HopBatcher:
@@ -120,8 +119,9 @@ class HopBatcher:
 
     # ------------------------------------------------------------------------------------- hops
     def run(self, hop: HopInput, deadline: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hop's (window x0, window features), computed in a batch that starts no later than `deadline`
-        (time.monotonic()) allows, where the machine allows. Called by a member's own thread."""
+        """The hop's (window x0, window features), computed in a batch that stops waiting for other hops early
+        enough to end by `deadline` (time.monotonic(); less the batch's measured run time). Called by a member's
+        own thread."""
         req = _Request(hop, deadline, time.monotonic())
         if self.stream is not None:
             req.ready = torch.cuda.Event()
@@ -215,10 +215,10 @@ class HopBatcher:
             took = time.monotonic() - started
             self._cost[size] = took if size not in self._cost else (
                 (1 - COST_SMOOTHING) * self._cost[size] + COST_SMOOTHING * took)
-            self.history.append(BatchRecord(started, len(reqs), took, min(r.deadline for r in reqs)))
+            self.history.append(BatchRecord(started, len(reqs), took, min(r.deadline for r in reqs),
+                                            started - min(r.arrival for r in reqs)))
             del self.history[:-1024]
             for r in reqs:
-                r.waited, r.batch_size = started - r.arrival, len(reqs)
                 r.done.set()
 
     def _on_stream(self, hops: list[HopInput], pad_to: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -328,6 +328,11 @@ class DiffPoseTalkFaceDriver:
                    gpu_priority=config.pipeline.gpu_priority)
 
     @property
+    def hop_batcher(self) -> HopBatcher | None:
+        """The batcher this driver's hops run in (shared with every driver of its model), if any."""
+        return self._hops
+
+    @property
     def latency(self) -> float:
         return (self.options.hop_frames + self.options.lookahead_frames) / self.fps
 

@@ -198,7 +198,7 @@ def _conditions(f: FrameFiles, first: bool) -> tuple[TrackerFrame, np.ndarray]:
         raise DatasetError(f"{f.tracking} lacks flame.{', flame.'.join(missing)}: FlashAvatar needs metrical-"
                            "tracker's expression, jaw, eyes, eyelids (and the shape in the first frame); "
                            "track the video with metrical-tracker")
-    cond = np.concatenate([parts["exp"], parts["jaw"], parts["eyes"], parts["eyelids"]]).astype(np.float32)  # type: ignore[list-item]
+    cond = np.concatenate([parts["exp"], parts["jaw"], parts["eyes"], parts["eyelids"]]).astype(np.float32)
     if not np.all(np.isfinite(cond)) or not np.all(np.isfinite(tf.R)) or not np.all(np.isfinite(tf.t)):
         raise DatasetError(f"{f.tracking} contains NaN or infinite values; the tracker lost this frame: "
                            "delete the frame's files or re-track")

@@ -27,6 +27,7 @@ import torch
 from bridge.core.rotations_torch import axis_angle_to_matrix, matrix_to_rotation_6d
 from drivers.avatar.flame.model import head_motion_batch
 from drivers.avatar.flashavatar.checkpoint import load_checkpoint
+from drivers.avatar.flashavatar.create.frame_files import frame_dict
 from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame, SubjectFiles
 from drivers.avatar.flashavatar.train.init import mean_sq_knn_distance
 from drivers.avatar.flashavatar.train.model import HIDDEN_DIM, HIDDEN_LAYERS, TrainableAvatar
@@ -168,25 +169,8 @@ def sequence(frames: int, seed: int = 0, face_hz: tuple[float, float] = FACE_HZ,
 def _frame_file(shape: np.ndarray, seq: dict[str, np.ndarray], i: int, view: np.ndarray, K: np.ndarray
                 ) -> dict[str, object]:
     """A metrical-tracker checkpoint dict (its `save_checkpoint` layout, float32 NumPy arrays)."""
-    f32 = np.float32
-    r_p3d = view[:3, :3].T.copy()  # PyTorch3D's camera convention (unused by FlashAvatar, kept for completeness)
-    r_p3d[:, :2] *= -1
-    t_p3d = view[:3, 3].copy()
-    t_p3d[:2] *= -1
-    return {
-        "flame": {"exp": seq["expr"][i][None].astype(f32), "shape": shape[None].astype(f32),
-                  "tex": np.zeros((1, 140), f32), "sh": np.zeros((1, 9, 3), f32),
-                  "eyes": seq["eyes12"][i][None].astype(f32), "eyelids": seq["eyelids"][i][None].astype(f32),
-                  "jaw": seq["jaw6"][i][None].astype(f32)},
-        "camera": {"R": matrix_to_rotation_6d(torch.as_tensor(r_p3d[None], dtype=torch.float32)).numpy(),
-                   "t": t_p3d[None].astype(f32), "fl": np.array([[2 * K[0, 0] / TRACKER_SIZE]], f32),
-                   "pp": np.zeros((1, 2), f32)},
-        "opencv": {"R": view[None, :3, :3].astype(f32), "t": view[None, :3, 3].astype(f32),
-                   "K": K[None].astype(f32)},
-        "img_size": np.array([TRACKER_SIZE, TRACKER_SIZE]),
-        "frame_id": f"{i:05d}",
-        "global_step": i,
-    }
+    return frame_dict(shape, seq["expr"][i], seq["jaw6"][i], seq["eyes12"][i], seq["eyelids"][i], view[:3, :3],
+                      view[:3, 3], K, TRACKER_SIZE, i)
 
 
 def _write_frame(root: Path, tracking: Path, stem: str, photo: np.ndarray, alpha: np.ndarray, head: np.ndarray,

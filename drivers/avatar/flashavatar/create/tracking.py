@@ -1,0 +1,403 @@
+"""FLAME fitted to a video's face-mesh landmarks, every frame at once on one torch device.
+
+The unknowns are metrical-tracker's: one shape for the video; per frame expression, jaw, eyes, eyelids and the
+rigid head motion as an OpenCV camera (R, t) with one shared focal length (principal point at the centre). Only
+the FLAME vertices under the landmarks are evaluated (a few hundred of 5023), so a whole video is one batch:
+each optimiser step sees every frame, and a temporal term (second differences of every per-frame parameter)
+keeps a still face still and carries the parameters through frames where no face was found.
+
+Stages: a closed-form rigid start per frame (scaled orthographic Procrustes of the template's landmark points),
+then the camera alone, then everything. Camera rotations are optimised about the landmarks' centre so rotation
+and translation do not fight each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from bridge.core.errors import UserError
+from bridge.core.rotations import axis_angle_to_matrix as axis_angle_to_matrix_np
+from bridge.core.rotations import matrix_to_axis_angle
+from bridge.core.rotations_torch import axis_angle_to_matrix
+from drivers.avatar.flame.files import N_JOINTS
+from drivers.avatar.flame.model import N_EXPR, N_SHAPE, FlameModel, batch_rigid_transform
+from drivers.avatar.flashavatar.create.correspondence import (
+    FACE_OVAL,
+    IRIS_CENTRES,
+    LOWER_LIDS,
+    UPPER_LIDS,
+    VIEW_RANGE_DEG,
+    Correspondence,
+)
+
+FLIP = np.diag([1.0, -1.0, -1.0])  # FLAME (y up, face towards +z) seen by an OpenCV camera (y down, +z ahead)
+
+
+# The temporal term's scale of each per-frame parameter (radians for rotations, decimetres for translation).
+SMOOTH_SCALE = {"rotation": 1.0, "translation": 10.0, "expression": 0.3, "jaw": 1.0, "eyes": 1.0, "eyelids": 0.1}
+
+
+class TrackingError(UserError, ValueError):
+    """The landmarks cannot be tracked (no frame with a face, wrong array shapes)."""
+
+
+@dataclass
+class FitSettings:
+    """Weights and step counts; the defaults were set on the ground-truth video of `synthetic_video`."""
+
+    shape_components: int = 50
+    rigid_steps: int = 150
+    full_steps: int = 500
+    lr: float = 0.02
+    contour_weight: float = 0.3
+    iris_weight: float = 3.0
+    lid_weight: float = 2.0
+    shape_reg: float = 1e-3
+    expr_reg: float = 2e-4
+    jaw_reg: float = 1e-3
+    jaw_side_reg: float = 1.0  # jaw yaw/roll and any opening the wrong way
+    eye_reg: float = 1e-4
+    eye_pair_reg: float = 0.05  # the two eyes look the same way
+    lid_reg: float = 1e-4
+    smooth: float = 5.0  # second differences of per-frame parameters (scaled by SMOOTH_SCALE), vs the data term
+    focal_init: float = 2.0  # focal length in image sizes (about 28° field of view)
+    focal_reg: float = 1e-3
+    sliding: bool = True  # use the table's view-dependent landmark slide when it has one
+    trust_mm: float = 2.0  # landmarks that wandered this far between views (see Correspondence) count half
+
+
+@dataclass
+class TrackingResult:
+    shape: NDArray[np.float32]  # (300,)
+    expression: NDArray[np.float32]  # (F,100)
+    jaw: NDArray[np.float32]  # (F,3) axis-angle
+    eyes: NDArray[np.float32]  # (F,6) axis-angle, left then right
+    eyelids: NDArray[np.float32]  # (F,2)
+    R: NDArray[np.float32]  # (F,3,3) OpenCV world→camera
+    t: NDArray[np.float32]  # (F,3)
+    K: NDArray[np.float32]  # (3,3)
+    image_size: int
+    landmark_error_px: NDArray[np.float32]  # (F,) median landmark distance; NaN where no face was found
+    valid: NDArray[np.bool_]  # (F,) frames with detected landmarks (the rest are interpolated)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return int(self.expression.shape[0])
+
+    def vertices(self, flame: FlameModel, frames: slice | None = None) -> NDArray[np.float32]:
+        """Posed FLAME vertices (F,V,3) in camera coordinates (OpenCV: x right, y down, z ahead)."""
+        sl = frames or slice(None)
+        dev, dt = flame.device, flame.dtype
+
+        def tt(a: NDArray[np.float32]) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a[sl]), device=dev, dtype=dt)
+
+        with torch.no_grad():
+            n = int(self.expression[sl].shape[0])
+            verts = flame(shape=torch.as_tensor(self.shape, device=dev, dtype=dt)[None].expand(n, -1),
+                          expression=tt(self.expression), jaw=tt(self.jaw), eyes=tt(self.eyes),
+                          eyelids=tt(self.eyelids))
+            cam = verts @ tt(self.R).transpose(1, 2) + tt(self.t)[:, None]
+        return cam.cpu().numpy().astype(np.float32)
+
+    def project(self, verts: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Camera-space points (..., 3) → pixels (..., 2) through K."""
+        v = np.asarray(verts, np.float64)
+        uv = v[..., :2] / v[..., 2:3] * np.array([self.K[0, 0], self.K[1, 1]]) + self.K[:2, 2]
+        return uv.astype(np.float32)
+
+
+class LandmarkFlame:
+    """FLAME evaluated only at the vertices under the landmarks (same arithmetic as `FlameModel.forward`)."""
+
+    def __init__(self, flame: FlameModel, corr: Correspondence, device: torch.device) -> None:
+        faces = flame.faces.cpu().numpy()
+        corr.check_faces(len(faces))
+        tri = faces[corr.face_idx]  # (L,3)
+        self.vids, inverse = np.unique(tri.reshape(-1), return_inverse=True)
+        self.tri_local = torch.as_tensor(inverse.reshape(-1, 3), device=device)
+        self.bary = torch.as_tensor(corr.bary, dtype=torch.float32, device=device)
+        vid = torch.as_tensor(self.vids, device=flame.device)
+
+        def sub(x: torch.Tensor) -> torch.Tensor:
+            return x.index_select(0, vid).to(device=device, dtype=torch.float32)
+
+        self.template = sub(flame.v_template).reshape(-1)  # (n*3,)
+        dirs = sub(flame.shapedirs)  # (n,3,400) → rows of (n*3,) per component, contiguous for matmuls
+        self.shape_dirs = dirs[:, :, :N_SHAPE].reshape(-1, N_SHAPE).T.contiguous()
+        self.expr_dirs = dirs[:, :, N_SHAPE:N_SHAPE + N_EXPR].reshape(-1, N_EXPR).T.contiguous()
+        v3 = (vid[:, None] * 3 + torch.arange(3, device=flame.device)).reshape(-1)
+        self.posedirs = flame.posedirs.index_select(1, v3).to(device=device, dtype=torch.float32)  # (36, n*3)
+        self.weights = sub(flame.weights)
+        jd = flame._j_dirs.to(device=device, dtype=torch.float32)  # (5,3,400)
+        self.j_template = flame._j_template.to(device=device, dtype=torch.float32).reshape(-1)
+        self.j_shape = jd[:, :, :N_SHAPE].reshape(-1, N_SHAPE).T.contiguous()  # (300, 15)
+        self.j_expr = jd[:, :, N_SHAPE:N_SHAPE + N_EXPR].reshape(-1, N_EXPR).T.contiguous()
+        self.parents = flame.parents
+        self.parent_idx = flame._parent_idx.to(device)
+        self.lids = None
+        if flame.l_eyelid is not None and flame.r_eyelid is not None:
+            self.lids = torch.stack([sub(flame.l_eyelid).reshape(-1), sub(flame.r_eyelid).reshape(-1)])  # (2,n*3)
+        self.eye3 = torch.eye(3, device=device)
+
+    def __call__(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor,
+                 eyelids: torch.Tensor | None) -> torch.Tensor:
+        """shape (S,) leading components, expr (B,100), rots (B,5,3,3) → landmark points (B,L,3), FLAME frame."""
+        b = expr.shape[0]
+        ns = shape.shape[0]
+        v_shaped = (self.template + shape @ self.shape_dirs[:ns]) + expr @ self.expr_dirs  # (B, n*3)
+        joints = ((self.j_template + shape @ self.j_shape[:ns]) + expr @ self.j_expr).reshape(b, N_JOINTS, 3)
+        pose_feature = (rots[:, 1:] - self.eye3).reshape(b, -1)
+        v_posed = (v_shaped + pose_feature @ self.posedirs).reshape(b, -1, 3)
+        world = batch_rigid_transform(rots, joints, self.parents, self.parent_idx)
+        skin = (self.weights @ world.reshape(b, N_JOINTS, 16)).reshape(b, -1, 4, 4)
+        verts = (skin[..., :3, :3] @ v_posed[..., None])[..., 0] + skin[..., :3, 3]
+        if eyelids is not None and self.lids is not None:
+            verts = verts + (eyelids @ self.lids).reshape(b, -1, 3)
+        tri = verts[:, self.tri_local]  # (B,L,3,3)
+        return torch.einsum("lk,blkc->blc", self.bary, tri)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrackingError(f"--device {device}: this machine has no CUDA device; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _interpolate_invalid(x: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Per-frame values (F, ...) with the invalid frames linearly interpolated from the valid ones."""
+    idx = np.flatnonzero(valid)
+    flat = x.reshape(len(x), -1).copy()
+    for c in range(flat.shape[1]):
+        flat[:, c] = np.interp(np.arange(len(x)), idx, flat[idx, c])
+    return flat.reshape(x.shape)
+
+
+def rigid_start(points: NDArray[np.float64], model: NDArray[np.float64], weights: NDArray[np.float64],
+                focal: float, centre: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-frame camera rotation (F,3,3) and translation (F,3) of `model` points (L,3) seen at `points`
+    (F,L,2), from a scaled orthographic Procrustes fit (weighted), depth from the scale and the focal length."""
+    w = weights / weights.sum()
+    m0 = model - (w[:, None] * model).sum(0)
+    p_mean = np.einsum("l,flc->fc", w, points)
+    p0 = points - p_mean[:, None]
+    # Least-squares 2x3 map A with p0 ≈ A m0, then the nearest scaled pair of orthonormal rows.
+    mw = m0 * w[:, None]
+    a = np.einsum("flc,lk->fck", p0, mw) @ np.linalg.inv(m0.T @ mw)  # (F,2,3)
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    rows = u @ vt  # (F,2,3) orthonormal rows
+    scale = s.mean(1)
+    R = np.concatenate([rows, np.cross(rows[:, 0], rows[:, 1])[:, None]], axis=1)
+    R[np.linalg.det(R) < 0, 2] *= -1
+    z = focal / scale
+    centre_model = (w[:, None] * model).sum(0)
+    cam_centre = np.stack([(p_mean[:, 0] - centre) * z / focal, (p_mean[:, 1] - centre) * z / focal, z], axis=1)
+    t = cam_centre - R @ centre_model
+    return R, t
+
+
+def _second_diff(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[0] < 3:
+        return x.new_zeros(())
+    return (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum(-1).mean()
+
+
+def fit_video(
+    points: NDArray[np.float32],
+    valid: NDArray[np.bool_],
+    image_size: int,
+    flame: FlameModel,
+    eyelids: tuple[NDArray[np.floating], NDArray[np.floating]] | None,
+    correspondence: Correspondence,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    settings: FitSettings | None = None,
+) -> TrackingResult:
+    """FLAME + camera per frame from face-mesh landmarks `points` (F,478,2) in crop pixels (x right, y down).
+
+    `eyelids` are FLAME's eyelid blendshapes (left, right), used when `flame` has none of its own."""
+    import time
+
+    cfg = settings or FitSettings()
+    pts = np.asarray(points, np.float64)
+    ok = np.asarray(valid, bool).copy()
+    if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[1] <= int(correspondence.landmark_indices.max()):
+        raise TrackingError(f"landmarks must be (frames, 478, 2) pixel coordinates, got {pts.shape}")
+    if ok.shape != (len(pts),):
+        raise TrackingError(f"valid must hold one flag per frame ({len(pts)}), got {ok.shape}")
+    ok &= np.isfinite(pts[:, correspondence.landmark_indices]).all(axis=(1, 2))
+    if not ok.any():
+        raise TrackingError("no frame has a face to track; check that the video shows a face")
+    if eyelids is not None and flame.l_eyelid is None:
+        flame = _with_eyelids(flame, eyelids)
+    dev = _resolve_device(device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    lm = correspondence.landmark_indices
+    n_frames, size = len(pts), float(image_size)
+    target_np = _interpolate_invalid(pts[:, lm], ok)
+    weights_np = correspondence.weights(cfg.trust_mm)
+    weights_np[np.isin(lm, FACE_OVAL)] *= cfg.contour_weight
+    weights_np[np.isin(lm, IRIS_CENTRES)] *= cfg.iris_weight
+    weights_np[np.isin(lm, UPPER_LIDS + LOWER_LIDS)] *= cfg.lid_weight
+
+    model = LandmarkFlame(flame, correspondence, dev)
+    neutral = model(torch.zeros(1, device=dev), torch.zeros(1, N_EXPR, device=dev),
+                    torch.eye(3, device=dev).expand(1, N_JOINTS, 3, 3), None)[0].cpu().numpy().astype(np.float64)
+    centre_model = neutral.mean(0)
+    focal0 = cfg.focal_init * size
+    rigid_w = np.where(np.isin(lm, FACE_OVAL + IRIS_CENTRES), 0.0, 1.0)  # contour slides; irises rotate
+    R0, t0_ = rigid_start(target_np, neutral, rigid_w, focal0, size / 2)
+    R0 = _interpolate_rotations(R0, ok)
+    t0_ = _interpolate_invalid(t0_, ok)
+    # Parameterise t about the landmarks' centre: X_cam = R (X - c) + tc.
+    tc0 = t0_ + np.einsum("fij,j->fi", R0, centre_model)
+    timings["init_s"] = time.perf_counter() - t0
+
+    def param(x: NDArray[np.floating] | torch.Tensor) -> torch.Tensor:
+        return torch.nn.Parameter(torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev).clone())
+
+    rot = param(matrix_to_axis_angle(R0 @ FLIP))  # the camera rotation relative to a frontal view
+    trans = param(tc0)
+    log_focal = param(np.array([math.log(focal0)]))
+    shape = param(np.zeros(cfg.shape_components))
+    expr = param(np.zeros((n_frames, N_EXPR)))
+    jaw = param(np.zeros((n_frames, 3)))
+    eyes = param(np.zeros((n_frames, 6)))
+    lids = param(np.zeros((n_frames, 2)))
+    target = torch.as_tensor(target_np, dtype=torch.float32, device=dev)
+    frame_w = torch.as_tensor(ok, dtype=torch.float32, device=dev)
+    lm_w = torch.as_tensor(weights_np / weights_np.mean(), dtype=torch.float32, device=dev)
+    centre_t = torch.as_tensor(centre_model, dtype=torch.float32, device=dev)
+    slide = None if correspondence.view_offsets is None or not cfg.sliding else \
+        torch.as_tensor(correspondence.view_offsets, dtype=torch.float32, device=dev)
+    view_lim = [math.radians(a) for a in VIEW_RANGE_DEG]
+    eye3 = torch.eye(3, device=dev)
+    flip = torch.as_tensor(FLIP, dtype=torch.float32, device=dev)
+    frames_ok = max(float(ok.sum()), 1.0)
+
+    def landmarks_3d() -> torch.Tensor:
+        rots = torch.stack([eye3.expand(n_frames, 3, 3), eye3.expand(n_frames, 3, 3), axis_angle_to_matrix(jaw),
+                            axis_angle_to_matrix(eyes[:, :3]), axis_angle_to_matrix(eyes[:, 3:])], dim=1)
+        return model(shape, expr, rots, lids)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        R = axis_angle_to_matrix(rot) @ flip
+        if slide is not None:  # where the landmark model puts each point from this frame's viewing direction
+            with torch.no_grad():
+                d = R.transpose(1, 2) @ -trans[:, :, None]  # camera centres relative to the head centre
+                yaw = torch.atan2(-d[:, 0, 0], d[:, 2, 0]).clamp(-view_lim[0], view_lim[0])
+                pitch = torch.atan2(d[:, 1, 0], torch.hypot(d[:, 0, 0], d[:, 2, 0])).clamp(-view_lim[1], view_lim[1])
+                feats = torch.stack([yaw, pitch, yaw**2, pitch**2], dim=1)  # as correspondence.view_features
+            x = x + torch.einsum("fk,lkc->flc", feats, slide)
+        cam = (x - centre_t) @ R.transpose(1, 2) + trans[:, None]
+        f = log_focal.exp()
+        return cam[..., :2] / cam[..., 2:3].clamp_min(1e-3) * f + size / 2
+
+    def data_term(uv: torch.Tensor) -> torch.Tensor:
+        err = ((uv - target) / size).pow(2).sum(-1)  # (F,L), in image sizes²
+        return (err * lm_w).mean(1).mul(frame_w).sum() / frames_ok
+
+    def smooth_term(groups: list[torch.Tensor]) -> torch.Tensor:
+        return sum((_second_diff(g) for g in groups), torch.zeros((), device=dev))
+
+    sc = SMOOTH_SCALE
+    total = cfg.rigid_steps + cfg.full_steps
+    step = 0
+    # Stage 1: the camera alone (rotation, translation, focal).
+    opt = torch.optim.Adam([rot, trans, log_focal], lr=cfg.lr)
+    with torch.no_grad():
+        neutral_points = landmarks_3d()
+    for i in range(cfg.rigid_steps):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(cfg.rigid_steps, 1))))
+        opt.zero_grad(set_to_none=True)
+        uv = project(neutral_points)
+        loss = data_term(uv) * 1e3 + cfg.smooth * smooth_term([rot * sc["rotation"], trans * sc["translation"]]) \
+            + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum()
+        loss.backward()
+        opt.step()
+        step += 1
+        if progress is not None and step % 25 == 0:
+            progress(step, total)
+    timings["rigid_s"] = time.perf_counter() - t0 - timings["init_s"]
+
+    # Stage 2: everything. Expression and shape move in their own units; the camera moves finer.
+    opt = torch.optim.Adam([
+        {"params": [rot], "lr": cfg.lr * 0.25}, {"params": [trans], "lr": cfg.lr * 0.1},
+        {"params": [log_focal], "lr": cfg.lr * 0.25}, {"params": [shape, expr], "lr": cfg.lr * 2.5},
+        {"params": [jaw, eyes], "lr": cfg.lr}, {"params": [lids], "lr": cfg.lr * 2.5}])
+    base = [g["lr"] for g in opt.param_groups]
+    for i in range(cfg.full_steps):
+        k = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / max(cfg.full_steps, 1)))
+        for g, b in zip(opt.param_groups, base):
+            g["lr"] = b * k
+        opt.zero_grad(set_to_none=True)
+        uv = project(landmarks_3d())
+        side = jaw[:, 1:].pow(2).sum(-1) + torch.relu(-jaw[:, 0]).pow(2)
+        reg = (cfg.shape_reg * shape.pow(2).sum() + cfg.expr_reg * expr.pow(2).sum(-1).mean()
+               + cfg.jaw_reg * jaw.pow(2).sum(-1).mean() + cfg.jaw_side_reg * side.mean()
+               + cfg.eye_reg * eyes.pow(2).sum(-1).mean() + cfg.eye_pair_reg * (eyes[:, :3] - eyes[:, 3:]).pow(2)
+               .sum(-1).mean() + cfg.lid_reg * lids.pow(2).sum(-1).mean()
+               + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum())
+        loss = data_term(uv) * 1e3 + reg + cfg.smooth * smooth_term(
+            [rot * sc["rotation"], trans * sc["translation"], expr * sc["expression"], jaw * sc["jaw"],
+             eyes * sc["eyes"], lids * sc["eyelids"]])
+        loss.backward()
+        opt.step()
+        step += 1
+        if progress is not None and (step % 25 == 0 or step == total):
+            progress(step, total)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    timings["full_s"] = time.perf_counter() - t0 - timings["init_s"] - timings["rigid_s"]
+
+    with torch.no_grad():
+        uv = project(landmarks_3d())
+        err = (uv - target).norm(dim=-1).median(dim=1).values.cpu().numpy()
+        R = (axis_angle_to_matrix(rot) @ flip).cpu().numpy().astype(np.float64)
+        tc = trans.cpu().numpy().astype(np.float64)
+        f = float(log_focal.exp())
+    t_out = tc - np.einsum("fij,j->fi", R, centre_model)
+    full_shape = np.zeros(N_SHAPE, np.float32)
+    full_shape[:cfg.shape_components] = shape.detach().cpu().numpy()
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], np.float32)
+
+    def out(p: torch.Tensor) -> NDArray[np.float32]:
+        return p.detach().cpu().numpy().astype(np.float32)
+
+    return TrackingResult(shape=full_shape, expression=out(expr), jaw=out(jaw), eyes=out(eyes), eyelids=out(lids),
+                          R=R.astype(np.float32), t=t_out.astype(np.float32), K=K, image_size=int(image_size),
+                          landmark_error_px=np.where(ok, err, np.nan).astype(np.float32), valid=ok,
+                          seconds=timings)
+
+
+def _interpolate_rotations(R: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Rotations of the invalid frames from the valid ones (axis-angle interpolated, then re-projected)."""
+    if valid.all():
+        return R
+    aa = _interpolate_invalid(matrix_to_axis_angle(R @ FLIP), valid)
+    return axis_angle_to_matrix_np(aa) @ FLIP
+
+
+def _with_eyelids(flame: FlameModel, eyelids: tuple[NDArray[np.floating], NDArray[np.floating]]) -> FlameModel:
+    """The same FLAME with the eyelid blendshapes attached (shares its tensors)."""
+    import copy
+
+    out = copy.copy(flame)
+    for name, arr in zip(("l_eyelid", "r_eyelid"), eyelids):
+        a = np.asarray(arr, np.float32)
+        if a.shape != tuple(flame.v_template.shape):
+            raise TrackingError(f"eyelid blendshape {name} is {a.shape}; FLAME's needs {tuple(flame.v_template.shape)}")
+        setattr(out, name, torch.as_tensor(a, device=flame.device, dtype=flame.dtype))
+    return out
