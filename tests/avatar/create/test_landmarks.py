@@ -10,12 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.avatar.flashavatar.create.landmarks import (
-    LIPS_INNER,
-    N_POINTS,
-    FaceFinder,
-    FaceMesher,
-)
+from drivers.avatar.flashavatar.create.correspondence import LIPS_INNER
+from drivers.avatar.flashavatar.create.landmarks import N_POINTS, FaceFinder, FaceMesher
 from tests.avatar.create.clips import astronaut
 
 REPO = Path(__file__).resolve().parents[3]
