@@ -10,12 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.avatar.flashavatar.create.landmarks import (
-    INNER_LIPS,
-    N_POINTS,
-    FaceFinder,
-    FaceMesher,
-)
+from drivers.avatar.flashavatar.create.correspondence import LIPS_INNER
+from drivers.avatar.flashavatar.create.landmarks import N_POINTS, FaceFinder, FaceMesher
 from tests.avatar.create.clips import astronaut
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,7 +50,7 @@ def test_face_mesh_lands_on_the_face() -> None:
     iris_l, iris_r = pts[468], pts[473]  # the iris centres sit inside the eye corners
     assert pts[33, 0] < iris_l[0] < pts[133, 0] or pts[133, 0] < iris_l[0] < pts[33, 0]
     assert pts[362, 0] < iris_r[0] < pts[263, 0] or pts[263, 0] < iris_r[0] < pts[362, 0]
-    lips = pts[list(INNER_LIPS)]
+    lips = pts[list(LIPS_INNER)]
     assert lips[:, 1].min() > iris_l[1]  # the mouth is below the eyes
     assert 1.0 < mesher.ms_per_frame < 1000
 

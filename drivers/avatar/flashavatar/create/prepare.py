@@ -149,6 +149,8 @@ class Preparer:
 
     # -- 1. probe ---------------------------------------------------------------------------------------------
     def stage_probe(self) -> VideoInfo:
+        if self.opts.max_seconds is not None and not self.opts.max_seconds > 0:
+            raise UserError(f"--max-seconds {self.opts.max_seconds}: give a positive number of seconds")
         info = probe(self.video)
         if self.opts.max_seconds is not None:
             info = VideoInfo(info.path, info.width, info.height, info.rotation,

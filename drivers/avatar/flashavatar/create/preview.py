@@ -33,7 +33,8 @@ def write_preview(avatar_toml: Path, tracking: TrackingResult, images: list[Path
     from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
     from drivers.avatar.flashavatar.offline import render_batch
 
-    config = load_config(avatar_toml, overrides={"avatar": {"device": device}})
+    size = tracking.image_size  # the crops' size, which the tracked cameras see
+    config = load_config(avatar_toml, overrides={"avatar": {"device": device}, "video": {"width": size, "height": size}})
     avatar = FlashAvatarAvatar.from_config(config)
     n = len(images) if max_frames is None else min(len(images), max_frames)
     bar = progress("preview", n) if progress is not None else None

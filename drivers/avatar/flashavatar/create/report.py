@@ -86,7 +86,10 @@ def plot(values: np.ndarray, title: str, unit: str, path: Path, size: tuple[int,
         if np.isfinite(v):
             run.append(xy(i, v))
         elif run:
-            d.line(run, fill="navy") if len(run) > 1 else d.point(run, fill="navy")
+            if len(run) > 1:
+                d.line(run, fill="navy")
+            else:
+                d.point(run, fill="navy")
             run = []
     if len(run) > 1:
         d.line(run, fill="navy")
