@@ -37,6 +37,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
   else
     say "please install these system packages: ${missing[*]} (e.g. sudo apt install ${missing[*]})"
+    # CI runs every test, so a test tool missing there is an error here, not a skip later.
+    case "${CI:-}" in
+      1|[Tt]rue|TRUE|[Yy]es|YES)
+        say "CI needs them installed (run as root where apt-get works); stopping"
+        exit 1 ;;
+    esac
   fi
 fi
 

@@ -47,9 +47,12 @@ class FlatAvatar:
         self.closed = threading.Event()
 
     @classmethod
-    def from_config(cls, config: Any, **_: Any) -> FlatAvatar:
+    def from_config(cls, config: Any, framing: Any = None, **_: Any) -> FlatAvatar:
+        """The whole frame (the disc where the framing would put a head is not its concern); inside a scene
+        (`framing` given) it renders alpha over black, as the real heads do."""
         a = config.avatar
-        return cls(config.video.width, config.video.height, a.transparent, a.background)
+        background = a.background if isinstance(a.background, tuple) else (0.0, 0.0, 0.0)
+        return cls(config.video.width, config.video.height, a.transparent or framing is not None, background)
 
     def render(self, params: FaceParams) -> RenderedImage:
         if self.render_seconds > 0 and self.renders >= self.slow_after:

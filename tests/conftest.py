@@ -124,6 +124,40 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_program(name: str, apt_package: str, found: bool | None = None) -> None:
+    """Go on only where `name` is installed (`found` defaults to `name` on PATH). CI installs every program the
+    tests use (install/setup.sh --dev), so there a missing one fails the test with the install command; elsewhere
+    the test is skipped with the same line. Only what CI cannot have (CUDA, /dev/video*, the ALSA sequencer, a
+    sound card) may skip in CI, and that is not asked through here."""
+    if found is None:
+        found = shutil.which(name) is not None
+    if found:
+        return
+    message = f"{name} is not installed (apt install {apt_package})"
+    if in_ci():
+        pytest.fail(f"{message}: CI installs it with install/setup.sh --dev", pytrace=False)
+    pytest.skip(message)
+
+
+def needs_program(name: str, apt_package: str, found: bool | None = None) -> pytest.MarkDecorator:
+    """The mark form of `require_program` for a test or a module's `pytestmark`; checked when each test starts."""
+    return pytest.mark.needs_program(name, apt_package, found=found)
+
+
+def needs_golden(model: str, *names: str) -> pytest.MarkDecorator:
+    """The mark form of `tests.golden_files.require` (fails in CI, skips elsewhere when a file is missing)."""
+    return pytest.mark.needs_golden(model, *names)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests.golden_files import require
+
+    for mark in item.iter_markers("needs_program"):
+        require_program(*mark.args, **mark.kwargs)
+    for mark in item.iter_markers("needs_golden"):
+        require(*mark.args)
+
+
 def started_daemon(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """A daemon command (`python -m bridge.cli demo ...`) in a process, returned once it runs, with its base URL
     ("" without HTTP)."""
@@ -149,6 +183,14 @@ def stopped_daemon(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[in
         if proc.poll() is None:
             proc.kill()
     return code, rest, time.monotonic() - t0
+
+
+def slowest_render_s(url: str) -> float:
+    """The 99th percentile of the render times of the daemon at `url` so far (its own figure, from /api/status):
+    how long a render takes on this machine now, for bounds that must hold on a loaded machine too."""
+    with urllib.request.urlopen(url + "/api/status", timeout=10) as r:
+        stages = json.load(r)["stages"]
+    return float(stages.get("render", {}).get("p99_ms", 0.0)) / 1000.0
 
 
 def recorder_frames(url: str) -> int:

@@ -5,12 +5,28 @@ other through any chain."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
+import bridge
 from tests.conftest import REPO
 
 FLOORS = {"core": 0, "controls": 1, "drivers": 2, "runtime": 3, "ui": 4}
 NAMES = {value: key for key, value in FLOORS.items()}
+
+
+def named_packages(doc: str) -> dict[str, int]:
+    """The packages each floor names in the table of `bridge/__init__.py`'s docstring, a line per floor:
+    "    UI        bridge.http, bridge.commands, bridge.cli     what people and programs talk to"."""
+    named: dict[str, int] = {}
+    for line in doc.splitlines():
+        columns = re.split(r"\s{2,}", line.strip())
+        if len(columns) == 3 and columns[0].lower() in FLOORS:
+            named.update((package, FLOORS[columns[0].lower()]) for package in columns[1].split(", "))
+    return named
+
+
+PACKAGES = named_packages(bridge.__doc__ or "")
 
 
 def module_name(path: Path) -> str:
@@ -21,15 +37,10 @@ def module_name(path: Path) -> str:
 
 
 def floor(module: str) -> int | None:
-    """The floor of a project module, None for the package roots (`bridge`, `drivers`) and other code."""
-    parts = module.split(".")
-    if parts[0] == "drivers":
-        return FLOORS["drivers"] if len(parts) > 1 else None
-    if parts[0] != "bridge" or len(parts) == 1:
-        return None
-    if parts[1] in ("core", "controls", "runtime"):
-        return FLOORS[parts[1]]
-    return FLOORS["ui"]  # bridge.http, bridge.commands, bridge.cli
+    """The floor that names `module`'s package (the longest named prefix), None for a module no floor names
+    (the package root `bridge` among them)."""
+    found = [p for p in PACKAGES if module == p or module.startswith(p + ".")]
+    return PACKAGES[max(found, key=len)] if found else None
 
 
 def project_modules() -> dict[str, Path]:
@@ -55,7 +66,8 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_module_sits_on_a_floor() -> None:
-    loose = [m for m in project_modules() if floor(m) is None and m not in ("bridge", "drivers")]
+    assert set(PACKAGES.values()) == set(FLOORS.values()), f"the floor table of bridge/__init__.py: {PACKAGES}"
+    loose = [m for m in project_modules() if floor(m) is None and m != "bridge"]
     assert not loose, f"modules outside the floors: {loose}"
 
 
@@ -116,3 +128,5 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path: Pat
                              "bridge.runtime", "bridge.controls"})
     assert {"bridge.runtime.daemon", "bridge.core.clock", "bridge.controls.mixer"} <= found
     assert floor("bridge.http.app") == FLOORS["ui"] and floor("drivers.safe_load") == FLOORS["drivers"]
+    assert floor("bridge.cli") == FLOORS["ui"] and floor("bridge.client") is None
+    assert floor("bridge.anything_new") is None and floor("bridge.runtimes.x") is None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.commands import avatar_create
+from bridge.commands import avatar_create, avatar_scene
 from bridge.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ def register(sub: Any) -> None:
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=cmd_make_synthetic)
     avatar_create.register(avsub, _flame_args, _subject_paths)  # `avatar create` and `avatar prepare`
+    avatar_scene.register(avsub)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 

@@ -30,7 +30,7 @@ def register(avsub: Any, flame_args: Callable[[argparse.ArgumentParser], None],
                               "(checkpoints, avatar.toml) and write OUT/preview.mp4. Resumable: run it again "
                               "after a stop.")
     _common(create, flame_args)
-    create.add_argument("--iterations", type=int, help="training iterations (default: 15000 on CUDA, 300 on the "
+    create.add_argument("--iterations", type=int, help="training iterations (default: 15000 on CUDA, 200 on the "
                         "CPU, which only checks the pipeline)")
     create.add_argument("--size", type=int, default=512, help="training image height (upstream: 512)")
     create.add_argument("--mlp-width", type=int, default=256, help="deformation MLP width (upstream: 256)")

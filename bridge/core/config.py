@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -58,10 +59,21 @@ def _rgb(value: Any) -> tuple[float, float, float]:
     raise ValueError("use a hex colour like '#00ff00' or a list of three numbers in [0, 1]")
 
 
+class FramingConfig(Section):
+    """Where the head sits in the frame: a preset, or numbers that override the preset's."""
+
+    # auto: "fill" for a square frame (the head fills it), "webcam" (head and shoulders) for any other shape
+    preset: Literal["auto", "webcam", "close", "wide", "fill"] = "auto"
+    head_height: float | None = Field(None, gt=0.05, le=1.5)  # the head's height / the frame's height
+    eye_line: float | None = Field(None, ge=0.0, le=1.0)  # the head's centre, from the top (fraction of height)
+    center_x: float | None = Field(None, ge=0.0, le=1.0)  # the head's centre, from the left (fraction of width)
+
+
 class VideoConfig(Section):
     fps: Literal[25, 30, 60] = 25
-    width: int = Field(512, ge=64, le=3840)
-    height: int = Field(512, ge=64, le=2160)
+    width: int = Field(1280, ge=64, le=3840)  # 16:9, what call apps expect of a camera
+    height: int = Field(720, ge=64, le=2160)
+    framing: FramingConfig = FramingConfig()
 
     @field_validator("width", "height")
     @classmethod
@@ -110,12 +122,35 @@ class FaceConfig(Section):
     diffposetalk: DiffPoseTalkConfig = DiffPoseTalkConfig()
 
 
+BACKGROUND_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_BACKGROUNDS = 64
+Background = tuple[float, float, float] | Path
+
+
+def _background(value: Any) -> Background:
+    """A colour ('#rrggbb' or three numbers in [0, 1]) or a picture / video file path."""
+    if isinstance(value, Path):
+        return value
+    if isinstance(value, str) and not value.strip().startswith("#"):
+        path = Path(value.strip()).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{value!r} is neither a hex colour like '#00ff00' nor an existing picture or video "
+                             "file; give a colour or the path of a .png/.jpg/.mp4/.webm file")
+        return path
+    return _rgb(value)
+
+
 class AvatarConfig(Section):
     kind: Literal["demo", "flashavatar"] = "demo"
     renderer: Literal["auto", "cpu", "tiles", "reference", "gsplat"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    transparent: bool = False
+    # Behind the avatar on outputs without alpha: a colour, a picture (.png, .jpg) or a video played in a loop.
+    background: Background = (0.0, 0.0, 0.0)
+    # Backgrounds the HTTP API and OSC (/avatar/background NAME) may switch to, by name; "default" is always
+    # `background`, "black" and "green" are always there.
+    backgrounds: dict[str, Background] = Field(default_factory=dict)
+    torso: Path | None = None  # a torso plate (avatar-bridge avatar torso) drawn under the head
+    transparent: bool = False  # outputs without alpha: black behind the avatar instead of the background
     zoom: float = Field(1.0, gt=0.1, le=10.0)
     # FlashAvatar: a trained checkpoint and the FLAME files it was trained with.
     checkpoint: Path | None = None
@@ -128,8 +163,22 @@ class AvatarConfig(Section):
 
     @field_validator("background", mode="before")
     @classmethod
-    def _bg(cls, v: Any) -> tuple[float, float, float]:
-        return _rgb(v)
+    def _bg(cls, v: Any) -> Background:
+        return _background(v)
+
+    @field_validator("backgrounds", mode="before")
+    @classmethod
+    def _bgs(cls, v: Any) -> dict[str, Background]:
+        if not isinstance(v, dict):
+            raise ValueError("use a table of name = colour or file, e.g. {office = 'office.jpg', green = '#00ff00'}")
+        if len(v) > MAX_BACKGROUNDS:
+            raise ValueError(f"has {len(v)} entries; at most {MAX_BACKGROUNDS}")
+        out: dict[str, Background] = {}
+        for name, value in v.items():
+            if not isinstance(name, str) or not BACKGROUND_NAME.match(name):
+                raise ValueError(f"name {name!r}: use 1-32 lower-case letters, digits, '-' or '_'")
+            out[name] = _background(value)
+        return out
 
     @model_validator(mode="after")
     def _flashavatar_files(self) -> AvatarConfig:
@@ -607,6 +656,7 @@ _PATH_KEYS = {
     ("avatar", "eyelids_dir"),
     ("avatar", "tracker_frame"),
     ("avatar", "shape"),
+    ("avatar", "torso"),
     ("outputs", "snapshot_dir"),
     ("midi", "map"),
     ("presets", "dir"),
@@ -625,6 +675,15 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         node = data.get(section)
         if isinstance(node, dict) and key in node:
             node[key] = fix(node[key])
+    avatar = data.get("avatar")
+    if isinstance(avatar, dict):  # a background is a colour or a file: only a file is relative to the config
+        if isinstance(avatar.get("background"), str) and not avatar["background"].strip().startswith("#"):
+            avatar["background"] = fix(avatar["background"])
+        table = avatar.get("backgrounds")
+        if isinstance(table, dict):
+            for name, value in table.items():
+                if isinstance(value, str) and not value.strip().startswith("#"):
+                    table[name] = fix(value)
     for sub in ("diffposetalk",):
         node = data.get("face", {}).get(sub) if isinstance(data.get("face"), dict) else None
         if isinstance(node, dict):

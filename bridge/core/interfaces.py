@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
@@ -42,11 +43,27 @@ class AudioChunk:
 
 
 @dataclass
+class NeckPose:
+    """Where a head's neck base is in the frame (pixels), its in-plane rotation (radians, clockwise on screen)
+    and the pixels per metre there: what a torso drawn under the head follows."""
+
+    x: float
+    y: float
+    roll: float = 0.0
+    px_per_m: float = 0.0
+
+
+@dataclass
 class RenderedImage:
-    """What an avatar produces: host RGB uint8 (H, W, 3) and optional alpha uint8 (H, W)."""
+    """What an avatar produces: host RGB uint8 (H, W, 3) and optional alpha uint8 (H, W). A head that renders
+    only its region of the frame says where that region starts (`origin`, x and y of its top-left pixel) and
+    where its neck base is (`neck`); a whole frame has origin (0, 0)."""
 
     rgb: NDArray[np.uint8]
     alpha: NDArray[np.uint8] | None = None
+    origin: tuple[int, int] = (0, 0)
+    neck: NeckPose | None = None
+    foreground: NDArray[np.uint8] | None = None  # with alpha over a background: the avatar alone over black
 
 
 @dataclass
@@ -61,6 +78,12 @@ class VideoFrame:
     audio_time: float | None = None
     params: FaceParams | None = None
     rendered_at: float = 0.0
+    foreground: NDArray[np.uint8] | None = None
+    """With alpha: the avatar alone, premultiplied over black (`rgb` then has the background behind it)."""
+
+    def premultiplied(self) -> NDArray[np.uint8]:
+        """The colour to pair with `alpha`: the avatar over black, for outputs that carry alpha."""
+        return self.rgb if self.foreground is None else self.foreground
 
     @property
     def width(self) -> int:
@@ -157,6 +180,17 @@ class FrameSink(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class AlphaOutput(Protocol):
+    """A sink that can carry alpha says whether it will (a .webm/.mov recording, an RGBA virtual camera), so
+    the daemon claims alpha for it (`MediaHub.alpha_demand`) before the first frame."""
+
+    name: str
+
+    @property
+    def wants_alpha(self) -> bool: ...
+
+
 @dataclass
 class ControlEvent:
     """A control input: `target` in the control vocabulary (e.g. "blend/jawOpen", "preset/happy", "gaze",
@@ -183,6 +217,10 @@ class SessionScope(Protocol):
         """The mixer state of `session` ("" is the default session); empty when it has ended."""
         ...
 
+    def background_control(self, session: str) -> BackgroundControl | None:
+        """The backgrounds `session` ("" is the default session) can switch between; None when it has ended."""
+        ...
+
 
 @runtime_checkable
 class ControlSurface(Protocol):
@@ -197,6 +235,22 @@ class ControlSurface(Protocol):
     def status(self) -> dict[str, Any]:
         """JSON-able counters and state for the panel and `/api/state`."""
         ...
+
+
+class BackgroundControl(Protocol):
+    """The backgrounds a running avatar can switch between by name (the configured table): a vocabulary, so
+    HTTP and OSC never hand a path to the daemon."""
+
+    def names(self) -> list[str]: ...
+
+    @property
+    def current(self) -> str: ...
+
+    def select(self, name: str) -> None:
+        """Load and show the background `name` (blocking: reads its file; raises UserError)."""
+
+    def request(self, name: str) -> bool:
+        """`select` on a worker thread, without waiting; False (nothing done) when `name` is not in the table."""
 
 
 class RemoteAudioInlet(Protocol):
@@ -281,6 +335,13 @@ class MediaHub(Protocol):
 
     @property
     def frozen(self) -> bool: ...
+
+    @property
+    def alpha_demand(self) -> AlphaDemand:
+        """Where outputs that carry alpha say so while they run; the avatar renders alpha while any does."""
+
+    @property
+    def backgrounds(self) -> BackgroundControl: ...
 
     def add_sink(self, sink: FrameSink) -> None: ...
 

@@ -288,6 +288,8 @@ OPENAPI: dict[str, Any] = {
             ),
         },
         "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
+        "/api/scene": {"get": _op("the background showing, the names it may switch to, who wants alpha")},
+        "/api/scene/background": {"post": _op("switch the background to a configured name", _obj(name=_STR))},
         "/api/openapi.json": {"get": _op("this document")},
         "/api/sessions": {
             "get": _op("sessions with their frame counters and viewers, the capacity"),

@@ -3,6 +3,7 @@ they run on several worker processes. The same request policy as a daemon's API;
 answered with where it lives (its worker's API and WHEP URLs), and a session whose worker died is answered
 with 410 and why.
 
+GET    /health               200 while every worker runs, 503 otherwise (no token needed)
 POST   /api/sessions         the daemon's session spec (checked here, then on the worker) → 201 placement
 GET    /api/sessions         workers (with their load) and placements
 GET    /api/sessions/<id>    one placement, or 410 {"error"} when its worker died
@@ -63,9 +64,18 @@ async def end(request: web.Request) -> web.Response:
     return web.json_response({"ended": name})
 
 
+async def health(request: web.Request) -> web.Response:
+    """200 while every worker runs, 503 with how many do (for the supervisor's own supervisor; no token)."""
+    workers = request.app[SUPERVISOR_KEY].workers
+    alive = sum(1 for w in workers if w.alive)
+    return web.json_response({"ok": alive == len(workers), "workers": len(workers), "alive": alive},
+                             status=200 if alive == len(workers) else 503)
+
+
 def build_front(supervisor: Supervisor, http: HttpConfig) -> web.Application:
     app = web.Application(middlewares=[request_policy(PolicySettings.from_config(http))], client_max_size=1 << 20)
     app[SUPERVISOR_KEY] = supervisor
+    app.router.add_get("/health", health)
     app.router.add_post("/api/sessions", create)
     app.router.add_get("/api/sessions", listing)
     app.router.add_get("/api/sessions/{session}", one)

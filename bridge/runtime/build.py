@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bridge.controls.mixer import Mixer
+from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.config import Config
 from bridge.core.interfaces import (
     AudioSource,
@@ -24,6 +25,8 @@ from bridge.runtime import registry
 
 if TYPE_CHECKING:
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.avatar import SceneAvatar
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
     from drivers.output.webrtc.fanout import MediaFanout
@@ -33,10 +36,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def avatar(config: Config, models: ModelCache | None = None) -> Avatar:
-    """The avatar, its weights from `models` (default: the process's cache, shared by every session)."""
-    made: Avatar = registry.create("avatar", config.avatar.kind, config, models=models or process_models())
-    return made
+def avatar(config: Config, demand: AlphaDemand, models: ModelCache | None = None) -> SceneAvatar:
+    """The head avatar of `avatar.kind` (its weights from `models`, default: the process's cache, shared by every
+    session), rendering its region of the frame as `[video.framing]` places it, inside the scene that composites
+    torso and head over the background (alpha while `demand` wants it)."""
+    from drivers.avatar.scene import build as scene_build
+
+    framed = scene_build.framing(config)
+    head: Avatar = registry.create("avatar", config.avatar.kind, config, models=models or process_models(),
+                                   framing=framed)
+    return scene_build.scene(config, head, framed, demand)
+
+
+def backgrounds(config: Config, scene: SceneAvatar) -> BackgroundTable:
+    """The backgrounds the API and OSC may switch `scene` to: `avatar.backgrounds` and the built-in ones."""
+    from drivers.avatar.scene.control import BackgroundTable
+
+    return BackgroundTable(scene, config.avatar.background, config.avatar.backgrounds)
 
 
 def face_driver(config: Config, avatar: Avatar, models: ModelCache | None = None) -> FaceDriver:

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bridge.controls.mixer import Mixer
+    from bridge.core.alpha_demand import AlphaDemand
     from bridge.core.interfaces import AudioSource, Avatar, FaceDriver, OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
 
@@ -108,6 +110,11 @@ class Daemon:
     def control_state(self, session: str) -> dict[str, Any]:
         found = self.sessions.get(session) if session else self.session
         return found.mixer.state() if found is not None else {}
+
+    def background_control(self, session: str) -> BackgroundTable | None:
+        """SessionScope: the backgrounds of `session` ("" the default one), None when it has ended."""
+        found = self.sessions.get(session) if session else self.session
+        return found.backgrounds if found is not None else None
 
     async def create_session(self, spec: SessionSpec, name: str | None = None, fixed: bool = False) -> Session:
         """Build and start a session from `spec` within the capacity; raises SessionsFull (no room now) or
@@ -232,6 +239,14 @@ class Daemon:
     @property
     def control_surfaces(self) -> list[ControlSurface]:
         return self._surfaces
+
+    @property
+    def alpha_demand(self) -> AlphaDemand:
+        return self.session.alpha_demand
+
+    @property
+    def backgrounds(self) -> BackgroundTable:
+        return self.session.backgrounds
 
     @property
     def avatar_name(self) -> str:

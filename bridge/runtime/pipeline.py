@@ -508,7 +508,8 @@ class Pipeline:
             t0 = time.perf_counter()
             took = 0.0
             if self.frozen and self.last_frame is not None:
-                image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha)
+                image = RenderedImage(self.last_frame.rgb, self.last_frame.alpha,
+                                      foreground=self.last_frame.foreground)
             else:
                 self._rendering = True
                 try:
@@ -525,6 +526,7 @@ class Pipeline:
                 pts=job.pts,
                 index=job.index,
                 alpha=image.alpha,
+                foreground=image.foreground,
                 audio_time=job.params.audio_time,
                 params=job.params,
                 rendered_at=self.clock.now(),

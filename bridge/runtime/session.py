@@ -17,11 +17,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
 from bridge.core.deadline import off_loop
 from bridge.core.fanout import Broadcast
-from bridge.core.interfaces import AudioChunk, ControlEvent, ControlSurface, FrameSink, VideoFrame
+from bridge.core.interfaces import (
+    AlphaOutput,
+    AudioChunk,
+    ControlEvent,
+    ControlSurface,
+    FrameSink,
+    VideoFrame,
+)
 from bridge.core.models import ModelCache
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
@@ -31,6 +39,7 @@ from bridge.runtime.pipeline import Pipeline
 if TYPE_CHECKING:
     from bridge.core.interfaces import OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
+    from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
     from drivers.output.virtual_mic import VirtualMic
     from drivers.output.webrtc.peers import ViewerHub
@@ -68,7 +77,9 @@ class Session:
         self._stats = PipelineStats()
         self.live_stats = LiveStats()
         say(f"loading the {config.avatar.kind} avatar")
-        self.avatar = build.avatar(config, models)
+        self._alpha_demand = AlphaDemand()
+        self.avatar = build.avatar(config, self._alpha_demand, models)
+        self._backgrounds = build.backgrounds(config, self.avatar)
         say(f"starting the {config.face.driver} face driver")
         self.face_driver = build.face_driver(config, self.avatar, models)
         self._remote_audio: RemoteAudioInbox = build.remote_audio()
@@ -250,11 +261,26 @@ class Session:
 
     # --- running ---------------------------------------------------------------------------------------
 
+    @property
+    def alpha_demand(self) -> AlphaDemand:
+        return self._alpha_demand
+
+    @property
+    def backgrounds(self) -> BackgroundTable:
+        return self._backgrounds
+
+    def _claim_alpha_for_sinks(self) -> None:
+        """Sinks that carry alpha (a .webm/.mov recording, an RGBA virtual camera) want it for the whole run."""
+        for sink in self._initial_sinks:
+            if isinstance(sink, AlphaOutput) and sink.wants_alpha:
+                self._alpha_demand.claim(sink.name)
+
     async def start(self, on_finished: Callable[[], object]) -> None:
         """Attach the sinks, start the pipeline and the outputs; `on_finished` is called (from a pipeline
         thread) when the stream ends by itself (a file ran out, a duration passed, a stage failed)."""
         loop = asyncio.get_running_loop()
         self.pipeline.on_finished = on_finished
+        self._claim_alpha_for_sinks()
         for sink in self._initial_sinks:
             self.pipeline.add_sink(sink)
         self.pipeline.start()
@@ -317,6 +343,8 @@ class Session:
                 await self._watch
         with contextlib.suppress(Exception):
             await self._remote_audio.close()
+        with contextlib.suppress(Exception):
+            self._backgrounds.close()
         with contextlib.suppress(Exception):
             self.avatar.close()
         with contextlib.suppress(Exception):

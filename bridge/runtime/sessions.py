@@ -5,9 +5,9 @@ up here before it is used as a key anywhere, and a new one can never shadow a co
 stays the default session's blendshape). Created sessions get a random, unguessable id (like a WHEP session's):
 whoever created it holds the id, and ending it needs the id and the API's token.
 
-Capacity is `sessions.max`, or measured ("auto") from what the default session's render and face-driver hops
-cost per second of video: a session more than that would make every session late, so it is refused with a
-time to retry instead.
+Capacity is `sessions.max`, or measured ("auto"): what the running sessions' renders and face-driver hops cost
+per second of video, and how many more sessions costing what the default one does fit in what is left. A
+session more than that would make every session late, so it is refused with a time to retry instead.
 """
 
 from __future__ import annotations
@@ -98,9 +98,13 @@ def measured_load(session: Session) -> Load | None:
     return Load(per_second(render), per_second(face))
 
 
-def capacity_from(load: Load, workers: int) -> int:
-    """Sessions that fit `workers` parallel units of compute (GPUs, or CPU cores) at `BUDGET` each."""
-    return max(1, min(1024, int(BUDGET * workers / max(load.busy, 1e-3))))
+def capacity_from(load: Load, workers: int, spent: float | None = None, running: int = 1) -> int:
+    """Sessions that fit `workers` parallel units of compute (GPUs, or CPU cores) at `BUDGET` each: the
+    `running` ones, whose measured cost together is `spent` (default: `running` sessions costing `load`), and as
+    many more as fit in what is left at `load` each."""
+    used = load.busy * running if spent is None else spent
+    more = max(0.0, BUDGET * workers - used) / max(load.busy, 1e-3)
+    return max(1, min(1024, running + int(more)))
 
 
 class SessionRegistry:
@@ -137,7 +141,9 @@ class SessionRegistry:
         if load is None:
             return None
         on_gpu = default is not None and default.avatar.device.startswith("cuda")
-        return capacity_from(load, 1 if on_gpu else (os.cpu_count() or 1))
+        # What every running session costs as measured (one too new to say costs what the default one does).
+        spent = sum((measured_load(s) or load).busy for s in self)
+        return capacity_from(load, 1 if on_gpu else (os.cpu_count() or 1), spent, max(1, len(self)))
 
     def reserve(self) -> None:
         """Take a place for a session about to be built; raises SessionsFull (then nothing was taken)."""

@@ -4,7 +4,9 @@ Addresses (prefix ``/avatar``), each with zero or more numeric arguments:
 ``/avatar/preset/happy`` (fade in), ``/avatar/preset/happy 0.5 [fade_s]``, ``/avatar/emotion/sad [v]``,
 ``/avatar/blend/jawOpen 0.7``, ``/avatar/gaze x y``, ``/avatar/head pitch yaw roll``, ``/avatar/blink``,
 ``/avatar/reset``, ``/avatar/flame/expression/3 1.2``, ``/avatar/hold/preset/smile 1|0``,
-``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``.
+``/avatar/toggle/emotion/happy``, ``/avatar/release/gaze``, ``/avatar/idle/sway 0.5``;
+``/avatar/background office`` (one string: a name from ``avatar.backgrounds``) switches the session's
+background.
 Queries answered to the sender: ``/avatar/ping`` → ``/avatar/pong``, ``/avatar/get/<target>`` →
 ``/avatar/value/<target> v...``, ``/avatar/state`` → ``/avatar/state "<json>"``.
 Every address also comes as ``/avatar/<session>/…`` for one of the daemon's sessions (the plain form is the
@@ -465,11 +467,25 @@ class OscControlSurface(OscServerBase):
         if target == "state" or target.startswith("get/"):
             self._answer(session, prefix, target, reply)
             return
+        if target == "background":
+            self._background(session, args)
+            return
         values = numbers(args)
         if values is None:
             self._bad("bad_args", f"{address[:80]}: arguments must be finite numbers")
             return
         self.emit(target, values, session)
+
+    def _background(self, session: str, args: list[Any]) -> None:
+        """`/avatar[/<session>]/background NAME`: switch to a configured background (loaded off the loop)."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            self._bad("bad_args", "/avatar/background takes one string: a name from avatar.backgrounds")
+            return
+        control = self.sessions.background_control(session) if self.sessions is not None else None
+        if control is None or not control.request(args[0][:64]):
+            self._bad("unknown", f"no background named {args[0][:40]!r}")
+            return
+        self.counters["accepted"] += 1
 
     def _answer(self, session: str, prefix: str, target: str, reply: Callable[[bytes], None]) -> None:
         if session and self.sessions is not None:

@@ -115,6 +115,11 @@ class RecorderSink:
         self._audio_encoded = 0
         self._good_size = 0  # file size after the last complete write: where a failed write is cut back to
 
+    @property
+    def wants_alpha(self) -> bool:
+        """A .webm or .mov file keeps the avatar's alpha: the daemon has the avatar produce it."""
+        return self.format.keeps_alpha
+
     @classmethod
     def from_config(cls, config: Config) -> RecorderSink:
         r = config.outputs.record
@@ -182,7 +187,7 @@ class RecorderSink:
         if rgb.shape[0] != self.info.height or rgb.shape[1] != self.info.width:
             raise ValueError(f"frame is {rgb.shape[1]}x{rgb.shape[0]}, recorder opened at {self.info.width}x{self.info.height}")
         if self.alpha:  # straight (unassociated) alpha, what ProRes 4444 and WebM players expect
-            out = av.VideoFrame.from_ndarray(straight_rgba(rgb, frame.alpha), format="rgba")
+            out = av.VideoFrame.from_ndarray(straight_rgba(frame.premultiplied(), frame.alpha), format="rgba")
         else:
             out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         out.pts = self.frames_written

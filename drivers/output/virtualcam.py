@@ -206,6 +206,11 @@ class VirtualCameraSink:
         self._thread: threading.Thread | None = None
         self._info: StreamInfo | None = None
 
+    @property
+    def wants_alpha(self) -> bool:
+        """RGBA asked for (or tried first, with a transparent avatar): the daemon has the avatar produce alpha."""
+        return self.fmt == "rgba" or (self.alpha and self.fmt == "auto")
+
     @classmethod
     def from_config(cls, config: Config) -> VirtualCameraSink:
         vc = config.outputs.virtualcam
@@ -257,7 +262,7 @@ class VirtualCameraSink:
 
     def write_video(self, frame: VideoFrame) -> None:
         fmt = self.fmt_name
-        data = convert(frame.rgb, fmt, self.mirror, frame.alpha)
+        data = convert(frame.premultiplied() if fmt == "rgba" else frame.rgb, fmt, self.mirror, frame.alpha)
         with self._lock:
             self._latest = (fmt, data)
 

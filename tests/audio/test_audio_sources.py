@@ -115,7 +115,8 @@ def test_bad_files_give_actionable_errors(tmp_path: Path) -> None:
 
 
 def test_microphone_errors_name_the_devices() -> None:
-    sd = pytest.importorskip("sounddevice")
+    import sounddevice as sd  # a dependency: never skipped
+
     from drivers.audio.microphone import find_device
 
     inputs = [d for d in sd.query_devices() if d["max_input_channels"] > 0]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import random
-import shutil
 import socket
 import struct
 import threading
@@ -18,6 +17,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.runtime.watchdog import STALL_AFTER_S
 from drivers.control.osc import OscControlSurface
+from tests.conftest import needs_program
 from tests.control.osc_fuzz import deep_bundle, huge_bundle, random_packet
 from tests.control.osc_helpers import MixerTicker
 from tests.controls.conftest import make_mixer
@@ -70,7 +70,7 @@ async def test_python_osc_client_drives_the_mixer_and_gets_replies() -> None:
     assert server.counters["malformed"] == 0
 
 
-@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo's oscsend is not installed (apt install liblo-tools)")
+@needs_program("oscsend", "liblo-tools")
 async def test_oscsend_stream_deck_button_fades_a_smile_in_and_holds_release() -> None:
     mixer = make_mixer(fade=0.3)
     server = OscControlSurface("127.0.0.1", 0, state=mixer.state)

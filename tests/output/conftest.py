@@ -15,8 +15,9 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from tests.conftest import require_program
 from tests.http.conftest import running_daemon
-from tests.output.pulse_server import PulseServer, running_pulseaudio
+from tests.output.pulse_server import PulseServer, pulseaudio_available, running_pulseaudio
 
 __all__ = ["ReceivedMedia", "Viewer", "base_url", "hub_of", "running_daemon", "server_tracks", "watch"]
 
@@ -135,6 +136,7 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
 def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
     """A real PulseAudio server that this process (libpulse, pactl, PortAudio's ALSA pulse device) reaches
     through PULSE_SERVER."""
+    require_program("pulseaudio", "pulseaudio pulseaudio-utils", found=pulseaudio_available())
     with running_pulseaudio(tmp_path / "pulse") as server:
         monkeypatch.setenv("PULSE_SERVER", server.address)
         monkeypatch.setenv("HOME", server.env["HOME"])

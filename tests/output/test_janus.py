@@ -19,12 +19,12 @@ from aiohttp import web
 
 from bridge.core.config import ConfigError, load_config
 from drivers.output.webrtc.janus import JanusPublisher
+from tests.conftest import needs_program, require_program
 from tests.http.cdp import Browser, chromium_available
 from tests.output.conftest import base_url, first_error, hub_of, running_daemon, wait_until
 from tests.output.janus_server import ADAPTER_JS, JANUS_JS, Janus, janus_available, running_janus
 from tests.output.test_viewer_chromium import decode_png
 
-pytestmark = pytest.mark.skipif(not janus_available(), reason="janus not installed (apt install janus)")
 PAGE = Path(__file__).with_name("janus_viewer.html")
 # Chromium's host candidates as plain addresses (Janus here ignores mDNS names).
 CHROMIUM_FLAGS = ("--disable-features=WebRtcHideLocalIpsWithMdns",)
@@ -32,6 +32,7 @@ CHROMIUM_FLAGS = ("--disable-features=WebRtcHideLocalIpsWithMdns",)
 
 @pytest.fixture
 async def janus(tmp_path: Path) -> AsyncIterator[Janus]:
+    require_program("janus", "janus", found=janus_available())
     async with running_janus(tmp_path) as server:
         yield server
 
@@ -73,9 +74,8 @@ async def serve_viewer_page() -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/"
 
 
-@pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
-@pytest.mark.skipif(not JANUS_JS.exists() or not ADAPTER_JS.exists(),
-                    reason="janus.js not installed (apt install libjs-janus-gateway libjs-webrtc-adapter)")
+@needs_program("chromium", "chromium chromium-driver", found=chromium_available())
+@needs_program("janus.js", "libjs-janus-gateway libjs-webrtc-adapter", found=JANUS_JS.exists() and ADAPTER_JS.exists())
 async def test_janus_js_in_chromium_plays_the_avatar_from_janus(janus: Janus, tmp_path: Path) -> None:
     async with running_daemon(webrtc={"janus": {"url": janus.url, "room": janus.room}}) as daemon:
         state = await janus_state(daemon)

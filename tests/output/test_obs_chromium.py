@@ -11,12 +11,12 @@ from typing import Any
 
 import av
 import numpy as np
-import pytest
 
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, Page, chromium_available
 from tests.output.conftest import hub_of, running_daemon, wait_until
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 TOKEN = "obs-t0ken"
 SIZE = 256  # the browser source's size: the 128 x 128 avatar drawn at twice its size
@@ -66,7 +66,8 @@ async def transparent_page(browser: Browser, url: str) -> Page:
 
 
 async def test_obs_page_draws_the_head_on_transparency_and_reconnects() -> None:
-    overrides: dict[str, Any] = {"avatar": {"transparent": True}, "http": {"token": TOKEN}}
+    # The default config (no avatar.transparent): the page's packed-alpha stream makes the avatar render alpha.
+    overrides: dict[str, Any] = {"http": {"token": TOKEN}}
     browser = Browser()
     await browser.start()
     try:
@@ -82,7 +83,8 @@ async def test_obs_page_draws_the_head_on_transparency_and_reconnects() -> None:
             frames = await page.eval("window.obs.frames")
             await playing(page, f"window.obs.frames > {frames + 2}", 60)
             over_white = (await screenshot(page))[..., :3].astype(np.float32)
-            truth, rgb = daemon.pipeline.last_frame.alpha, daemon.pipeline.last_frame.rgb  # the idle head holds still
+            last = daemon.pipeline.last_frame  # the idle head holds still
+            truth, rgb = last.alpha, last.premultiplied()
             assert truth is not None
             # The viewer page's alpha option: packed alpha, unpacked the same way, over a checkerboard.
             viewer = await browser.open(f"http://127.0.0.1:{port}/viewer?alpha=1&token={TOKEN}")

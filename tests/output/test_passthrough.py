@@ -9,13 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import pytest
 
 from bridge.core.interfaces import AudioChunk
 from drivers.output.passthrough import DelayLine
+from tests.conftest import require_program
 from tests.output.audio_delay import bursts_file, heard_delay_ms
 from tests.output.conftest import base_url, running_daemon, wait_until
-from tests.output.pulse_server import DEFAULT_SINK, PulseServer, pulseaudio_available
+from tests.output.pulse_server import DEFAULT_SINK, PulseServer
 
 RATE = 16_000
 
@@ -91,8 +91,6 @@ async def test_passthrough_delay_is_reported_and_adjustable_and_per_sink_latency
         assert per_sink["collect"]["p50_ms"] >= (daemon.av_delay - daemon.pipeline.max_render_lead) * 1000.0 - 1
 
 
-@pytest.mark.skipif(not pulseaudio_available(), reason="PulseAudio not installed (apt install pulseaudio "
-                    "pulseaudio-utils libasound2-plugins); the delay line itself is tested above on real audio")
 async def test_passthrough_plays_on_a_portaudio_device_delay_ms_late(pulse: PulseServer, tmp_path: Path) -> None:
     """A real PortAudio output: ALSA's "pulse" device into the test server's default sink, recorded back from
     its monitor; the voice arrives `delay_ms` late (within 20 ms), PortAudio's own latency accounted for."""
@@ -100,12 +98,11 @@ async def test_passthrough_plays_on_a_portaudio_device_delay_ms_late(pulse: Puls
 
     sd._terminate()  # PortAudio lists devices once: look again now that a sound server is up
     sd._initialize()
-    if not any(d["name"] == "pulse" and d["max_output_channels"] > 0 for d in sd.query_devices()):
-        pytest.skip("PortAudio has no ALSA 'pulse' device (apt install libasound2-plugins)")
+    require_program("ALSA's pulse device", "libasound2-plugins",
+                    found=any(d["name"] == "pulse" and d["max_output_channels"] > 0 for d in sd.query_devices()))
     audio = {"source": "file", "file": str(bursts_file(tmp_path)), "realtime": True, "loop": True}
     outputs = {"passthrough": {"enabled": True, "device": "pulse", "delay_ms": 300}}
     async with running_daemon(audio=audio, outputs=outputs) as daemon:
         await wait_until(lambda: daemon.passthrough is not None, 10, "passthrough running")
         assert daemon.passthrough.describe()["running"]
-        delay_ms = await heard_delay_ms(daemon, pulse, f"{DEFAULT_SINK}.monitor", 300)
-        assert abs(delay_ms - 300) <= 20, f"delay {delay_ms:.1f} ms; passthrough {daemon.passthrough.describe()}"
+        await heard_delay_ms(daemon, pulse, f"{DEFAULT_SINK}.monitor", 300)

@@ -8,16 +8,17 @@ import asyncio
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
-import pytest
 
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, chromium_available
 from tests.output.conftest import base_url, hub_of, running_daemon, wait_until
 from tests.output.test_webrtc_peers import tone_file
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 FAKE_MEDIA = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 
@@ -26,6 +27,20 @@ def decode_png(data: bytes) -> np.ndarray:
     with av.open(io.BytesIO(data), format="png_pipe") as container:
         frame = next(container.decode(video=0))
         return np.asarray(frame.to_ndarray(format="rgb24"))
+
+
+async def jaw_openings(daemon: Any, frames: int, timeout: float) -> list[float]:
+    """The jaw opening of the next `frames` rendered frames (each frame once)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen: dict[int, float] = {}
+    while len(seen) < frames and loop.time() < deadline:
+        frame = daemon.frames.latest
+        if frame is not None and frame.params is not None:
+            seen.setdefault(frame.index, float(frame.params.jaw[0]))
+        await asyncio.sleep(0.02)
+    assert len(seen) >= frames // 2, f"only {len(seen)} frames rendered in {timeout} s"
+    return [seen[i] for i in sorted(seen)]
 
 
 async def test_viewer_page_plays_the_avatar_and_talk_drives_it(tmp_path: Path) -> None:
@@ -86,6 +101,10 @@ async def test_viewer_page_plays_the_avatar_and_talk_drives_it(tmp_path: Path) -
                 assert peak >= 0.01, "the browser microphone never reached the pipeline"
             finally:
                 sub.close()
+            # ...and moves the face: the jaw of the frames rendered from the microphone's beeps opens and closes
+            # (idle motion is off, and the file source no longer feeds the face driver).
+            jaw = await jaw_openings(daemon, frames=50, timeout=30)
+            assert max(jaw) - min(jaw) > 0.1, f"the face does not move with the browser's voice: jaw {jaw}"
             await page.click("#btn-talk")
             await wait_until(lambda: daemon.audio_source.name == "file", 10, "source switched back")
         finally:

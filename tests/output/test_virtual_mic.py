@@ -14,14 +14,12 @@ import pytest
 from bridge.commands.doctor import check_sound_server
 from bridge.core.errors import UserError
 from drivers.output.virtual_mic import MIC_NAME, SINK, SOURCE, VirtualMic, VirtualMicError
+from tests.conftest import needs_program
 from tests.output.audio_delay import bursts_file, heard_delay_ms
 from tests.output.conftest import running_daemon, wait_until
-from tests.output.pulse_server import PulseServer, pulseaudio_available
+from tests.output.pulse_server import PulseServer
 
-pytestmark = pytest.mark.skipif(not pulseaudio_available(),
-                                reason="PulseAudio not installed (apt install pulseaudio pulseaudio-utils)")
 DELAY_MS = 300.0
-TOLERANCE_MS = 20.0
 
 
 def modules(server: PulseServer) -> str:
@@ -40,9 +38,7 @@ async def test_virtual_mic_plays_the_voice_delay_ms_late_and_is_removed(pulse: P
                          "the passthrough playing")
         assert daemon.passthrough.describe()["device"] == f"pulse:{SINK}"
 
-        delay_ms = await heard_delay_ms(daemon, pulse, SOURCE, DELAY_MS)  # what a call app records
-        assert abs(delay_ms - DELAY_MS) <= TOLERANCE_MS, \
-            f"delay {delay_ms:.1f} ms, want {DELAY_MS} ms; passthrough {daemon.passthrough.describe()}"
+        await heard_delay_ms(daemon, pulse, SOURCE, DELAY_MS)  # what a call app records, DELAY_MS late
     # Gone on exit: no module of ours is left on the server.
     assert SINK not in modules(pulse) and SOURCE not in modules(pulse)
 
@@ -62,6 +58,7 @@ def test_virtual_mic_replaces_leftovers_and_removes_what_it_made(pulse: PulseSer
     mic.remove()  # twice is harmless
 
 
+@needs_program("pactl", "pulseaudio-utils")  # the client only: no server is the point
 async def test_no_sound_server_is_one_line_with_a_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path / 'nobody-here'}")
     with pytest.raises(VirtualMicError) as err:

@@ -68,7 +68,7 @@ def test_mirror_and_rgb_passthrough_and_odd_sizes() -> None:
 
 
 def test_torch_tensors_convert_like_numpy() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     rgb = blocky_image()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tensor = torch.from_numpy(rgb).to(device)
@@ -196,7 +196,7 @@ class I420Only(RecordingBackend):
 
 @pytest.fixture
 def recording_backends() -> object:
-    pyvirtualcam = pytest.importorskip("pyvirtualcam")
+    import pyvirtualcam  # a dependency: never skipped
     from pyvirtualcam import camera
 
     pyvirtualcam.register_backend("test-rgba", RgbaOnly)

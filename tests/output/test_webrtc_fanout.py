@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import aiohttp
 import numpy as np
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
+from drivers.output.webrtc.encoder import MIN_KEYFRAME_GAP_S
 from drivers.output.webrtc.packed_alpha import packed_height, unpack_rgb
 from tests.output.conftest import Viewer, base_url, hub_of, running_daemon, server_tracks, wait_until, watch
 from tests.output.test_webrtc_peers import tone_file
@@ -92,14 +94,20 @@ async def test_late_viewer_starts_on_a_keyframe_and_pli_forces_one() -> None:
             # PLI from the late viewer's receiver (a real RTCP packet over the connection): a keyframe follows.
             receiver, ssrc = video_receiver(late)
             keys, forced = track.keyframes_sent, encoder.forced_keyframes
+            sent = time.monotonic()
             for _ in range(5):  # a burst, as a receiver recovering from loss sends
                 await receiver._send_rtcp_pli(ssrc)
             await wait_until(lambda: track.pli == 5, 20, "the PLIs at the daemon")
             await wait_until(lambda: track.keyframes_sent > keys, 30, "a keyframe after the PLI")
+            # Requests closer than MIN_KEYFRAME_GAP_S to a keyframe fold into it: the burst costs one or two
+            # keyframes, and at most one more per gap that a loaded machine took to deliver it (counted, with
+            # the time the burst took on this machine, so a slow run cannot fail it and a fast one is strict).
+            cost, span = encoder.forced_keyframes - forced, time.monotonic() - sent
+            assert encoder.keyframe_requests["pli"] == 1 and track.pli_ignored == 4  # one per PLI_GAP_S
+            assert 1 <= cost <= 2 + int(span / MIN_KEYFRAME_GAP_S), \
+                f"a burst of PLIs over {span:.2f} s cost {cost} keyframes"
             count = len(late.media.video)
             await wait_until(lambda: len(late.media.video) >= count + 5, 60, "frames after the keyframe")
-            assert encoder.keyframe_requests["pli"] == 1 and track.pli_ignored == 4  # one per PLI_GAP_S
-            assert 1 <= encoder.forced_keyframes - forced <= 2, "a burst of PLIs must cost one or two keyframes"
             assert len(first.media.video) > 20 and hub_of(daemon).fanout.video_encoders == [encoder]
         finally:
             await close_all(viewers)

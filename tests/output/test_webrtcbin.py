@@ -10,8 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import needs_program
 from tests.output.conftest import base_url, running_daemon
 
 PLAYER = Path(__file__).with_name("webrtcbin_whep.py")
@@ -38,7 +37,7 @@ def webrtcbin_missing() -> str | None:
 MISSING = webrtcbin_missing()
 
 
-@pytest.mark.skipif(MISSING is not None, reason=f"{MISSING}: apt install {PACKAGES}")
+@needs_program(f"GStreamer's webrtcbin for {SYSTEM_PYTHON} ({MISSING})", PACKAGES, found=MISSING is None)
 async def test_gstreamer_webrtcbin_plays_whep_with_its_rsa_certificate() -> None:
     async with running_daemon() as daemon:
         proc = await asyncio.create_subprocess_exec(

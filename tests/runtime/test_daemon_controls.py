@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import threading
 import time
@@ -14,13 +13,13 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import pytest
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.runtime.watchdog import STALL_AFTER_S
 from tests.avatars import as_demo_avatar
+from tests.conftest import needs_program
 from tests.http.conftest import running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,13 +167,14 @@ def _decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(frames), np.asarray(times)
 
 
-@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo's oscsend is not installed (apt install liblo-tools)")
+@needs_program("oscsend", "liblo-tools")
 async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on(tmp_path: Path) -> None:
     """oscsend /avatar/preset/happy to a daemon lip-syncing the demo clip into an MP4; on the decoded video the
     smile region (pixels the happy preset changes on a still face) moves towards the smiling picture and stays,
     while the mouth region (pixels jawOpen changes) keeps changing from frame to frame. The flat test avatar
     draws the face, so the waits count rendered frames and this machine's rendering speed does not matter."""
     from bridge.controls.mixer import Mixer
+    from bridge.core.alpha_demand import AlphaDemand
     from bridge.core.config import load_config
     from bridge.core.face_params import FaceParams
     from bridge.core.interfaces import ControlEvent
@@ -188,7 +188,7 @@ async def test_stream_deck_button_smiles_in_the_recording_while_lip_sync_goes_on
     # Reference pictures of this avatar: neutral, smiling, mouth open.
     cfg = load_config(None, overrides={k: v for k, v in overrides.items() if k in ("video",)}, environ={})
     with as_demo_avatar():
-        avatar = build.avatar(cfg)
+        avatar = build.avatar(cfg, AlphaDemand())
     mixer = Mixer.from_config(cfg, avatar_name=avatar.name, seed=1)
     mixer.idle.amounts.blink = mixer.idle.amounts.gaze = mixer.idle.amounts.sway = 0.0
     neutral_params = mixer.mix(FaceParams.neutral(), 0.0)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,21 +217,52 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
+STALL_S = 1.0  # the longest an answer to /health may take while an attack runs, on a calm machine
+
+
+@dataclass
+class Probe:
+    """One /health request: its status (0 when it failed or timed out) and how long the answer took."""
+
+    status: int
+    seconds: float
+
+
+def _probe(daemon: DaemonProcess, timeout: float) -> Probe:
+    t0 = time.monotonic()
+    try:
+        status = daemon.request("GET", "/health", timeout=timeout).status
+    except OSError:
+        status = 0
+    return Probe(status, time.monotonic() - t0)
+
+
 @contextlib.contextmanager
-def health_probe(daemon: DaemonProcess) -> Iterator[list[int]]:
-    """Asks /health over and over on a thread while the block runs; yields the statuses it got. A stalled
-    event loop shows up as a probe that never returns (a timeout), not as a slow test."""
-    statuses: list[int] = []
+def health_probe(daemon: DaemonProcess, stall_s: float = STALL_S) -> Iterator[list[Probe]]:
+    """Asks /health over and over on a thread while the block runs and records each answer's latency; when the
+    block ends, fails if any probe failed or took longer than the bound: `stall_s`, or four times the slowest
+    of 20 probes sent just before the block, whichever is larger (a loaded machine is slow everywhere, a
+    stalled loop only while the attack runs). The daemon is a separate process, so a stall shows up here as
+    a slow answer, and the whole time of a stall is seen by the probe in flight."""
+    calm = max(_probe(daemon, 30).seconds for _ in range(20))
+    bound = max(stall_s, 4 * calm)
+    probes: list[Probe] = []
     done = threading.Event()
 
     def probe() -> None:
         while not done.is_set():
-            statuses.append(daemon.request("GET", "/health", timeout=30).status)
+            probes.append(_probe(daemon, 30))
 
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     try:
-        yield statuses
+        yield probes
     finally:
         done.set()
         prober.join(40)
+    assert probes, "no /health probe ran while the block ran"
+    failed = [p for p in probes if p.status != 200]
+    slowest = max(probes, key=lambda p: p.seconds)
+    assert not failed, f"/health failed while the block ran: {failed[:5]}"
+    assert slowest.seconds <= bound, (f"the event loop stalled: /health took {slowest.seconds:.2f} s, over the "
+                                      f"bound of {bound:.2f} s (slowest calm probe {calm:.3f} s, {len(probes)} probes)")

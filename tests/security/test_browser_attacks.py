@@ -9,14 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
+from tests.conftest import needs_program
 from tests.http.cdp import Browser, chromium_available
 from tests.security.conftest import Origins
 from tests.security.daemon import DaemonProcess, wait_for
 from tests.security.pages import ATTACKS, RESOLVER_FLAGS
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="chromium not installed (apt install chromium)")
+pytestmark = needs_program("chromium", "chromium chromium-driver", found=chromium_available())
 
 
 def observable(daemon: DaemonProcess) -> dict[str, Any]:
@@ -31,6 +30,7 @@ def observable(daemon: DaemonProcess) -> dict[str, Any]:
         "idle": daemon.get_json("/api/idle"),
         "presets": sorted(p["name"] for p in presets["presets"]),
         "passthrough": daemon.get_json("/api/passthrough")["mode"],
+        "background": daemon.get_json("/api/scene")["background"],
         "sessions": daemon.viewers()["sessions"],
         "midi": daemon.request("GET", "/api/midi").status,
     }
@@ -60,7 +60,7 @@ async def test_a_cross_site_page_cannot_change_anything(daemon: DaemonProcess, o
         page = await browser.open(origins.attacker_origin + "/")
         await page.wait_for("typeof window.attack === 'function'")
         sent = await page.eval(f"window.attack({daemon.url!r})")
-        # 11 endpoints x 4 body kinds + 10 JSON offers + 10 WHEP offers
+        # 12 endpoints x 4 body kinds + 10 JSON offers + 10 WHEP offers
         assert sent == len(ATTACKS) * 4 + 20
         # Every request reached the daemon and was refused by its policy (counted), none was served.
         await asyncio.to_thread(wait_for, lambda: refusals(daemon) - refused_before >= sent, 30,

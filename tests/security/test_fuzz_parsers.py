@@ -41,7 +41,12 @@ def recase(text: str, flips: list[bool]) -> str:
     return "".join(c.swapcase() if flips[i % len(flips)] else c for i, c in enumerate(text)) if flips else text
 
 
+# Names of the vocabulary in any case, with or without the OSC prefix: what canonical spelling is about.
+KNOWN_TARGETS = st.builds(lambda head, name, flips: recase(f"{head}/{name}", flips),
+                          st.sampled_from(["blend", "avatar/blend", "/avatar/blend/"]), st.sampled_from(ARKIT_NAMES),
+                          st.lists(st.booleans(), min_size=1, max_size=8))
 TARGETS = st.one_of(
+    KNOWN_TARGETS,
     st.builds(lambda parts, flips: recase("/".join(parts), flips),
               st.lists(st.sampled_from(WORDS), min_size=1, max_size=5), st.lists(st.booleans(), max_size=8)),
     st.text(max_size=60),
@@ -85,8 +90,12 @@ def test_the_control_grammar_refuses_or_yields_canonical_commands(target: str, v
 
 
 @settings(FUZZ, max_examples=100)
-@given(events=st.lists(st.tuples(TARGETS, VALUES), min_size=1, max_size=40))
-def test_the_mixer_stores_only_canonical_names_and_stays_under_its_cap(events: list[tuple[str, list[object]]]) -> None:
+@given(events=st.lists(st.tuples(TARGETS, VALUES), min_size=1, max_size=40),
+       known=st.lists(KNOWN_TARGETS, min_size=10, max_size=30))
+def test_the_mixer_stores_only_canonical_names_and_stays_under_its_cap(events: list[tuple[str, list[object]]],
+                                                                      known: list[str]) -> None:
+    """Random events after a burst of valid ones on vocabulary names in any case (more names than the cap)."""
+    events = [(target, [0.5]) for target in known] + events
     mixer = fresh_mixer(max_manual=8)
     for target, values in events:
         assert mixer.apply(ControlEvent(target, tuple(values))) in (True, False)  # type: ignore[arg-type]
@@ -109,9 +118,9 @@ SDP_LINES = st.sampled_from([
 
 
 @FUZZ
-@given(lines=st.lists(SDP_LINES, max_size=200), newline=st.sampled_from(["\r\n", "\n", "\r"]))
-def test_the_offer_intake_refuses_or_passes_nothing_else(lines: list[str], newline: str) -> None:
-    sdp = newline.join(lines)
+@given(lines=st.lists(SDP_LINES, max_size=200), newline=st.sampled_from(["\r\n", "\n", "\r"]), head=st.booleans())
+def test_the_offer_intake_refuses_or_passes_nothing_else(lines: list[str], newline: str, head: bool) -> None:
+    sdp = newline.join(["v=0", *lines] if head else lines)  # half of them start as an offer must
     try:
         check_offer(sdp)
     except OfferRefused as exc:

@@ -122,46 +122,65 @@ def test_cors_only_for_allowed_origins_on_whep_and_the_viewer_api(daemon: Daemon
     assert "access-control-allow-origin" not in state.headers
 
 
-def _slow_client(port: int, closed: list[float], started: threading.Event) -> None:
-    """Sends a request's headers one line at a time, never finishing them."""
+IDLE_TIMEOUT_S = 2.0  # http.idle_timeout_s of the test daemon (tests/security/daemon.py)
+TRICKLE_S = 60.0  # how long a slow client goes on sending header lines unless the server closes it
+
+
+def _slow_client(port: int, closed: dict[int, float], index: int, started: threading.Event) -> None:
+    """Sends a request's headers one line every 0.5 s, never finishing them, for up to TRICKLE_S; records in
+    `closed[index]` how many seconds after connecting the server closed the connection (end of stream or a
+    reset). A client that trickles to the end without being closed records nothing."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        opened = time.monotonic()
         sock.sendall(f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
         started.set()
-        for i in range(120):
+        sock.settimeout(0.5)
+        i = 0
+        while time.monotonic() - opened < TRICKLE_S:
             try:
                 sock.sendall(f"X-Slow-{i}: a\r\n".encode())
-                sock.settimeout(0.5)
+                i += 1
                 if sock.recv(4096) == b"":
                     break
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError:  # reset or broken pipe: closed by the server
                 break
-        closed.append(time.monotonic())
+        else:
+            return
+        closed[index] = time.monotonic() - opened
 
 
 def test_requests_that_never_finish_their_headers_are_closed(daemon: DaemonProcess) -> None:
+    assert daemon.config["http"]["idle_timeout_s"] == IDLE_TIMEOUT_S
     frames = daemon.frames()
-    closed: list[float] = []
+    closed: dict[int, float] = {}
     threads = []
-    for _ in range(20):
+    for index in range(20):
         started = threading.Event()
-        t = threading.Thread(target=_slow_client, args=(daemon.port, closed, started), daemon=True)
+        t = threading.Thread(target=_slow_client, args=(daemon.port, closed, index, started), daemon=True)
         t.start()
         started.wait(10)
         threads.append(t)
     # While they trickle, the daemon answers everyone else.
     assert daemon.request("GET", "/health").status == 200
     for t in threads:
-        t.join(60)
-    assert len(closed) == 20, "slow clients were held open instead of closed"
+        t.join(TRICKLE_S + 30)
+    held = sorted(set(range(20)) - set(closed))
+    assert not held, f"slow clients {held} were held open for {TRICKLE_S:.0f} s instead of closed"
+    # Closed by the idle timeout, not at once and not after it lapsed many times over (the bound is loose:
+    # the clients start one after another on a loaded machine).
+    early = {i: round(t, 2) for i, t in closed.items() if t < IDLE_TIMEOUT_S * 0.9}
+    late = {i: round(t, 2) for i, t in closed.items() if t > IDLE_TIMEOUT_S * 10}
+    assert not early and not late, f"closed too early {early} or too late {late} (timeout {IDLE_TIMEOUT_S} s)"
     daemon.assert_rendering(frames)
 
 
 def test_oversized_bodies_are_refused(daemon: DaemonProcess) -> None:
     frames = daemon.frames()
     big = json.dumps({"target": "blend/jawOpen", "values": [0.5], "pad": "x" * (2 << 20)})
-    assert_refused(daemon.request("POST", "/api/control", big, {"Content-Type": "application/json"}), 400)
+    body = assert_refused(daemon.request("POST", "/api/control", big, {"Content-Type": "application/json"}), 400)
+    assert "bytes" in body["error"], body  # refused for its size, not for what it says
     daemon.assert_rendering(frames)
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import needs_program
 from tests.output.janus_server import Janus, janus_available, running_janus
 from tests.output.test_janus import publishers_in
 from tests.sessions.test_sessions_api import Api, sessions_daemon
 
-pytestmark = pytest.mark.skipif(not janus_available(), reason="janus not installed (apt install janus)")
+pytestmark = needs_program("janus", "janus", found=janus_available())
 
 
 @pytest.fixture

@@ -66,8 +66,12 @@ async def test_sessions_are_placed_by_load_and_a_dead_worker_ends_its_own(tmp_pa
             dead = supervisor.workers[0]
             lost = first if first["worker"] == 0 else second
             kept = second if lost is first else first
+            status, body, _ = await call(http, "GET", front + "/health")
+            assert status == 200 and body["alive"] == 2
             os.kill(dead.process.pid, signal.SIGKILL)
             await wait_until(lambda: dead.exit_code is not None, 20, "the supervisor saw the worker exit")
+            status, body, _ = await call(http, "GET", front + "/health")
+            assert status == 503 and body == {"ok": False, "workers": 2, "alive": 1}
             status, body, _ = await call(http, "GET", front + f"/api/sessions/{lost['id']}")
             assert status == 410 and "worker 0" in body["error"] and "exited" in body["error"], body
             status, body, _ = await call(http, "GET", front + f"/api/sessions/{kept['id']}")

@@ -34,10 +34,11 @@ import torch
 
 from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
-from bridge.core.interfaces import RenderedImage
+from bridge.core.interfaces import NeckPose, RenderedImage
 from bridge.core.models import ModelCache
 from drivers.avatar.demo.head import HeadModel, build_head
 from drivers.avatar.demo.rig import HeadRig
+from drivers.avatar.scene.framing import HeadFraming
 from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
 from drivers.avatar.splat.images import to_uint8
@@ -47,6 +48,7 @@ DEMO_EXPRESSION_CHANNELS: dict[str, int] = {"smile": 0, "brow_raise": 1, "frown"
 HEAD_CENTER = (0.0, -0.012, 0.0)
 HEAD_RADIUS = 0.128
 CAMERA_DISTANCE = 0.9
+NECK_BASE = np.array([0.0, -0.16, -0.012])  # where the neck meets the body: below it the neck stays still
 CULL_COSINE = -0.15  # keep surface Gaussians whose normal is at most ~99° away from the view direction
 
 
@@ -73,19 +75,24 @@ class DemoAvatar:
         zoom: float = 1.0,
         cull_backfaces: bool = True,
         splat_renderer: SplatRenderer | None = None,
+        framing: HeadFraming | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.width, self.height = int(width), int(height)
-        self.transparent = bool(transparent)
+        self.transparent = bool(transparent) or framing is not None  # a framed head is composited by its alpha
         self.cull_backfaces = cull_backfaces
         self.model = demo_head()
         self.rig = HeadRig(self.model, DEMO_EXPRESSION_CHANNELS)
         self._dev = torch.device(self.device)
         self.camera: Camera = default_camera(np.array(HEAD_CENTER), HEAD_RADIUS, self.width, self.height, zoom,
                                              distance=CAMERA_DISTANCE, device=self._dev)
+        self.origin = (0, 0)
+        self.neck: NeckPose | None = None
+        if framing is not None:
+            self._frame(framing)
         view = self.camera.viewmat.detach().cpu().double().numpy()
         self._cam_pos = (-view[:3, :3].T @ view[:3, 3]).astype(np.float32)
-        self.background = torch.tensor((0.0, 0.0, 0.0) if transparent else tuple(background), dtype=torch.float32,
+        self.background = torch.tensor((0.0, 0.0, 0.0) if self.transparent else tuple(background), dtype=torch.float32,
                                        device=self._dev)
         self.settings = RasterSettings()
         self.renderer = splat_renderer if splat_renderer is not None else select_renderer(renderer, self.device)
@@ -95,13 +102,31 @@ class DemoAvatar:
         self._colors = torch.from_numpy(m.colors).to(self._dev)
         self._never_cull = ~m.cull
 
+    def _frame(self, framing: HeadFraming) -> None:
+        """Render only the head's region of the frame, through intrinsics that place it as `framing` says; the
+        neck's base stays with the body (the rig keeps it still), so its place in the frame is fixed."""
+        view = self.camera.viewmat.detach().cpu().double().numpy()
+        centre = view[:3, :3] @ np.array(HEAD_CENTER) + view[:3, 3]
+        placed = framing.camera(centre, HEAD_RADIUS)
+        roi = placed.roi
+        self.camera = Camera(self.camera.viewmat, torch.tensor(placed.roi_K, dtype=torch.float32, device=self._dev),
+                             roi.width, roi.height, self.camera.near, self.camera.far)
+        self.width, self.height = roi.width, roi.height
+        self.origin = (roi.x0, roi.y0)
+        base = view[:3, :3] @ NECK_BASE + view[:3, 3]
+        x, y = placed.project(base)
+        self.neck = NeckPose(float(x), float(y), 0.0, float(placed.K[1, 1] / base[2]))
+
     @classmethod
-    def from_config(cls, config: Config, *, models: ModelCache | None = None) -> DemoAvatar:
-        """The video size and the [avatar] section's renderer, device, background and framing. The demo head is
-        made in code, so there is nothing to take from `models`."""
+    def from_config(cls, config: Config, *, models: ModelCache | None = None,
+                    framing: HeadFraming | None = None) -> DemoAvatar:
+        """The video size and the [avatar] section's renderer, device, background and zoom; with `framing`, the
+        head alone (with alpha) in its region of the frame, for a scene to composite. The demo head is made in
+        code, so there is nothing to take from `models`."""
         a = config.avatar
+        background = a.background if isinstance(a.background, tuple) else (0.0, 0.0, 0.0)
         return cls(width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
-                   background=a.background, transparent=a.transparent, zoom=a.zoom)
+                   background=background, transparent=a.transparent, zoom=a.zoom, framing=framing)
 
     @property
     def num_gaussians(self) -> int:
@@ -134,7 +159,7 @@ class DemoAvatar:
         g = self.gaussians(params)
         with torch.no_grad():
             rgb, alpha = self.renderer.render(g, self.camera, self.background, self.settings)
-        return RenderedImage(to_uint8(rgb), to_uint8(alpha) if self.transparent else None)
+        return RenderedImage(to_uint8(rgb), to_uint8(alpha) if self.transparent else None, self.origin, self.neck)
 
     def close(self) -> None:
         """Nothing to release: the geometry is shared and tensors are freed with the object."""

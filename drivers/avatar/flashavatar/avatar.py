@@ -27,12 +27,13 @@ import torch
 from bridge.core.config import Config
 from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
-from bridge.core.interfaces import RenderedImage
+from bridge.core.interfaces import NeckPose, RenderedImage
 from bridge.core.models import ModelCache, process_models
 from bridge.core.rotations_torch import axis_angle_to_matrix, matrix_to_rotation_6d
-from drivers.avatar.flame.model import head_motion_batch
+from drivers.avatar.flame.model import head_motion, head_motion_batch
 from drivers.avatar.flame.tracker import load_tracker_frame, tracker_camera
 from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame, SubjectFiles
+from drivers.avatar.scene.framing import HeadFraming, RoiCamera
 from drivers.avatar.splat.cameras import default_camera
 from drivers.avatar.splat.frame_graph import GsplatFrameGraph
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings, SplatRenderer
@@ -214,6 +215,7 @@ class FlashAvatarAvatar:
         splat_renderer: SplatRenderer | None = None,
         models: ModelCache | None = None,
         gpu_priority: bool = True,
+        framing: HeadFraming | None = None,
     ) -> None:
         if checkpoint is None or flame_model is None:
             raise AvatarSetupError("FlashAvatar needs avatar.checkpoint (chkpnt*.pth) and avatar.flame_model "
@@ -224,7 +226,7 @@ class FlashAvatarAvatar:
             raise AvatarSetupError("avatar.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
         self.device = device
         self.width, self.height = int(width), int(height)
-        self.transparent = bool(transparent)
+        self.transparent = bool(transparent) or framing is not None  # a framed head is composited by its alpha
         ckpt_p, flame_p = Path(checkpoint).expanduser(), Path(flame_model).expanduser()
         for path, key, what in ((ckpt_p, "checkpoint", "checkpoint"), (flame_p, "flame_model", "FLAME model")):
             if not path.is_file():  # before the files looked for beside them
@@ -251,7 +253,11 @@ class FlashAvatarAvatar:
             lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
             self.base_camera = default_camera((lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2), self.width,
                                               self.height, zoom, device=dev)
-        self.background = torch.tensor((0.0, 0.0, 0.0) if transparent else tuple(background), dtype=torch.float32,
+        self.origin = (0, 0)
+        self._placed: RoiCamera | None = None
+        if framing is not None:
+            self._frame(framing)
+        self.background = torch.tensor((0.0, 0.0, 0.0) if self.transparent else tuple(background), dtype=torch.float32,
                                        device=dev)
         self.settings = RasterSettings(eps2d=0.3)
         self.renderer = splat_renderer if splat_renderer is not None else self._select_renderer(renderer, device)
@@ -283,17 +289,59 @@ class FlashAvatarAvatar:
             self._warm_up()
 
     @classmethod
-    def from_config(cls, config: Config, *, models: ModelCache | None = None) -> FlashAvatarAvatar:
-        """The video size and the [avatar] section: the checkpoint, its FLAME files, renderer and framing. The
-        model comes from `models` (default: the process's cache), so avatars of one checkpoint share it."""
+    def from_config(cls, config: Config, *, models: ModelCache | None = None,
+                    framing: HeadFraming | None = None) -> FlashAvatarAvatar:
+        """The video size and the [avatar] section: the checkpoint, its FLAME files, renderer and zoom. The model
+        comes from `models` (default: the process's cache), so avatars of one checkpoint share it. With
+        `framing`, the head alone (with alpha) in its region of the frame, for a scene to composite."""
         a = config.avatar
+        background = a.background if isinstance(a.background, tuple) else (0.0, 0.0, 0.0)
         return cls(checkpoint=a.checkpoint, flame_model=a.flame_model, flame_masks=a.flame_masks,
                    flame_mesh=a.flame_mesh, eyelids_dir=a.eyelids_dir, tracker_frame=a.tracker_frame, shape=a.shape,
                    width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
-                   background=a.background, transparent=a.transparent, zoom=a.zoom,
-                   models=models or process_models(), gpu_priority=config.pipeline.gpu_priority)
+                   background=background, transparent=a.transparent, zoom=a.zoom,
+                   models=models or process_models(), gpu_priority=config.pipeline.gpu_priority, framing=framing)
 
     # -- setup ---------------------------------------------------------------------------------------------
+    def _frame(self, framing: HeadFraming) -> None:
+        """Render only the head's region of the frame, through intrinsics that place the head (the bounding
+        sphere of its canonical Gaussians, seen by the tracked camera) as `framing` says."""
+        pts = self.model.canonical.detach().cpu().double().numpy()
+        lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
+        view = self.base_camera.viewmat.detach().cpu().double().numpy()
+        centre = view[:3, :3] @ ((lo + hi) / 2) + view[:3, 3]
+        K = self.base_camera.K.detach().cpu().double().numpy()
+        placed = framing.camera(centre, float(np.linalg.norm(hi - lo) / 2), aspect=float(K[1, 1] / K[0, 0]))
+        roi = placed.roi
+        self.base_camera = Camera(self.base_camera.viewmat, torch.tensor(placed.roi_K, dtype=torch.float32,
+                                                                          device=self._dev),
+                                  roi.width, roi.height, self.base_camera.near, self.base_camera.far)
+        self.width, self.height = roi.width, roi.height
+        self.origin = (roi.x0, roi.y0)
+        self._placed = placed
+        self._joints_host = self.model.joints0.detach().cpu().double().numpy()
+        self._view_host = view
+
+    @property
+    def placement(self) -> RoiCamera | None:
+        """The framing's intrinsics for the whole frame and the region this head renders (None unless framed)."""
+        return self._placed
+
+    def neck_pose(self, params: FaceParams) -> NeckPose | None:
+        """Where FLAME's root joint (the neck's base) is in the frame after this frame's head motion, and the
+        on-screen turn of the neck there (None unless framed)."""
+        if self._placed is None:
+            return None
+        joints = self._joints_host
+        motion = head_motion(np.asarray(params.head), np.asarray(params.neck), np.asarray(params.translation),
+                             joints)
+        view = self._view_host @ motion
+        base = view[:3, :3] @ joints[0] + view[:3, 3]
+        below = view[:3, :3] @ (joints[0] - np.array([0.0, 0.05, 0.0])) + view[:3, 3]
+        (x, y), (bx, by) = self._placed.project(base), self._placed.project(below)
+        roll = float(np.arctan2(-(bx - x), by - y))
+        return NeckPose(float(x), float(y), roll, float(self._placed.K[1, 1] / base[2]))
+
     @staticmethod
     def _select_renderer(name: str, device: str) -> SplatRenderer:
         from drivers.avatar.splat.select import select_renderer
@@ -399,7 +447,10 @@ class FlashAvatarAvatar:
     # -- rendering -----------------------------------------------------------------------
     def render(self, params: FaceParams) -> RenderedImage:
         """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path."""
-        return self._submit(params).image()
+        image = self._submit(params).image()
+        if self._placed is not None:
+            image.origin, image.neck = self.origin, self.neck_pose(params)
+        return image
 
     def _submit(self, params: FaceParams) -> PendingFrame:
         if self._stream is None:

@@ -76,18 +76,22 @@ class SharedI420:
         with self._lock:
             if self._index == frame.index and alpha in self._planes:
                 return self._planes[alpha]
-        if alpha:
-            planes = pack_i420(self.get(frame), frame.alpha, frame.width, frame.height)
+        if alpha:  # the avatar alone (over black) with its alpha, not the picture with its background
+            colour = self.get(frame) if frame.foreground is None else _to_i420(frame.foreground)
+            planes = pack_i420(colour, frame.alpha, frame.width, frame.height)
         else:
-            rgb = np.ascontiguousarray(frame.rgb[..., :3])
-            converted = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            planes = np.asarray(converted.to_ndarray(), np.uint8)
+            planes = _to_i420(frame.rgb)
         with self._lock:
             if self._index != frame.index:
                 self._index, self._planes = frame.index, {}
             self._planes[alpha] = planes
             self.conversions += not alpha
         return planes
+
+
+def _to_i420(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    converted = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[..., :3]), format="rgb24").reformat(format="yuv420p")
+    return np.asarray(converted.to_ndarray(), np.uint8)
 
 
 def _threads_for(pixels: int) -> int:

@@ -1,4 +1,5 @@
-"""Remote SDP offers checked before aiortc parses them: size, media sections, ICE candidates.
+"""Remote SDP offers checked before aiortc parses them: size, media sections, ICE candidates; then read by
+aiortc's parser, so that an offer aiortc cannot read is the offer's fault (400), not the daemon's.
 
 aiortc pairs every remote candidate with every local one and re-sorts its check list on each, all on the
 event loop: an offer with 10,000 candidates kept the loop (and so HTTP, OSC and every viewer) busy for minutes.
@@ -47,3 +48,10 @@ def check_offer(sdp: str) -> None:
     if candidates > MAX_CANDIDATES:
         raise OfferRefused(f"the offer has {candidates} ICE candidates (at most {MAX_CANDIDATES})",
                            "offer fewer network interfaces, or use a TURN server")
+    from aiortc.sdp import SessionDescription
+
+    try:
+        SessionDescription.parse(sdp)  # aiortc's own parser, here on text already within the bounds above
+    except Exception as exc:  # a malformed offer trips it in many ways (StopIteration, KeyError, ValueError, ...)
+        raise OfferRefused(f"the offer is not valid SDP ({type(exc).__name__} in aiortc's parser)",
+                           "send the localDescription.sdp of an RTCPeerConnection as it is") from None

@@ -66,6 +66,7 @@ class Peer:
     talking: bool = False
     alpha: bool = False
     reaper: asyncio.TimerHandle | None = None
+    claims_alpha: bool = False  # holds a claim on the avatar's alpha (MediaHub.alpha_demand) until closed
 
 
 def load_webrtc_stack() -> None:
@@ -179,6 +180,9 @@ class ViewerHub:
                     codec = answered_codec(sdp, transceiver.mid, self.config.codec)
                     video = video_track(self.fanout, codec, peer.alpha, self.hub.stats)
                     peer.tracks.append(video)
+                    if peer.alpha and not peer.claims_alpha:  # packed alpha: the avatar renders it from now on
+                        self.hub.alpha_demand.claim("webrtc")
+                        peer.claims_alpha = True
                     video.bind(pc.addTrack(video))
                 elif transceiver.kind == "audio":
                     audio = audio_track(self.fanout)
@@ -222,6 +226,8 @@ class ViewerHub:
             return False
         if peer.reaper is not None:
             peer.reaper.cancel()
+        if peer.claims_alpha:
+            self.hub.alpha_demand.release("webrtc")
         for track in peer.tracks:
             track.stop()
         with contextlib.suppress(Exception):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from bridge.core.config import load_config
 from drivers.avatar.flashavatar.create.style import (
     FLIP,
     StyleError,
@@ -90,7 +91,6 @@ def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
 
 
 def test_write_style_puts_style_npy_beside_the_avatar(tmp_path: Path) -> None:
-    from bridge.core.config import load_config
     from drivers.avatar.flashavatar.create.tracking import TrackingResult
 
     n = 120

@@ -13,10 +13,11 @@ from bridge.cli import main
 from bridge.controls.arkit_maps import load_for_avatar, load_map
 from drivers.avatar.flame.arkit_fit import TARGETS, mirror
 from drivers.avatar.flame.landmarks import LandmarkFileError, load_landmark_embedding
+from tests.conftest import needs_golden
+from tests.golden_files import golden_dir
 
-GOLDEN = Path("/work/shared/golden/flashavatar")
-FLAME_PKL = GOLDEN / "flame_synthetic.pkl"
-pytestmark = pytest.mark.skipif(not FLAME_PKL.is_file(), reason="golden synthetic FLAME not present")
+FLAME_PKL = golden_dir("flashavatar") / "flame_synthetic.pkl"
+pytestmark = needs_golden("flashavatar", FLAME_PKL.name)
 
 
 def write_embedding(path: Path, n_faces: int, seed: int = 0) -> None:

@@ -13,10 +13,11 @@ import torch
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import Avatar
 from drivers.avatar.flashavatar.offline import world_gaussians
-from tests.golden_files import golden_dir
+from tests.conftest import needs_golden
+from tests.golden_files import FILES, golden_dir
 
 GOLDEN = golden_dir("flashavatar")
-pytestmark = pytest.mark.skipif(not (GOLDEN / "chkpnt_seed0.pth").is_file(), reason="golden vectors not present")
+pytestmark = needs_golden("flashavatar", *FILES)
 SIZE = 64
 
 
@@ -86,7 +87,6 @@ def test_transparent_and_ply(tmp_path: Path) -> None:
 
 
 def test_cli_render_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("av")
     from bridge.cli import main
 
     z = np.load(GOLDEN / "golden_seed0.npz")
@@ -132,3 +132,42 @@ def test_config_builds_the_driver(tmp_path: Path) -> None:
 
     again = FlashAvatarAvatar.from_config(cfg)
     assert np.array_equal(again.render(FaceParams.neutral()).rgb, img.rgb)
+
+
+def test_framed_head_renders_its_region_and_reports_its_neck(tmp_path: Path) -> None:
+    """With a framing, the head renders only its region of a 16:9 frame, with alpha over black whatever the
+    colour asked for, the same picture as the whole frame rendered through the same intrinsics; its neck base
+    (FLAME's root joint) stays put when only the head turns about it, and moves with the neck's rotation."""
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
+    from drivers.avatar.scene.framing import HeadFraming
+
+    os.environ.setdefault("AVATAR_BRIDGE_CACHE", str(tmp_path / "cache"))
+    framing = HeadFraming.preset("webcam", 160, 90)
+    kw = _kwargs(tmp_path) | {"width": 160, "height": 90}
+    av = FlashAvatarAvatar(**kw, framing=framing)  # type: ignore[arg-type]
+    img = av.render(FaceParams.neutral())
+    assert img.alpha is not None and img.rgb.shape[:2] == (av.height, av.width) and av.width < 160
+    ox, oy = img.origin
+    assert img.alpha[0, 0] == 0 and tuple(img.rgb[0, 0]) == (0, 0, 0)  # not the green asked for: composited later
+    _, xs = np.nonzero(img.alpha > 128)
+    assert abs((xs.mean() + ox) - 80) < 6  # centred across, as the framing says
+    # The region is the whole frame's picture there: render the whole frame through the framing's intrinsics.
+    whole = FlashAvatarAvatar(**(kw | {"transparent": True}))  # type: ignore[arg-type]
+    placed = av.placement
+    assert placed is not None
+    whole.base_camera.K.copy_(torch.tensor(placed.K, dtype=torch.float32))
+    full = whole.render(FaceParams.neutral())
+    assert full.alpha is not None and full.rgb.shape == (90, 160, 3)
+    h, w = img.alpha.shape
+    assert np.abs(full.alpha[oy : oy + h, ox : ox + w].astype(int) - img.alpha.astype(int)).mean() < 1.0
+    assert np.abs(full.rgb[oy : oy + h, ox : ox + w].astype(int) - img.rgb.astype(int)).mean() < 1.0
+    outside = np.ones((90, 160), bool)
+    outside[oy : oy + h, ox : ox + w] = False
+    assert full.alpha[outside].max() < 8  # nothing of the head lies outside its region
+    rest = img.neck
+    assert rest is not None
+    turned = av.render(FaceParams.neutral().copy(head=np.array([0.0, 0.3, 0.0], np.float32))).neck
+    bent = av.render(FaceParams.neutral().copy(neck=np.array([0.0, 0.0, 0.3], np.float32))).neck
+    assert turned is not None and bent is not None
+    assert abs(turned.x - rest.x) < 0.05 and abs(turned.y - rest.y) < 0.05
+    assert abs(bent.roll - rest.roll) > 0.1 or abs(bent.x - rest.x) > 0.5

@@ -15,7 +15,8 @@ from drivers.avatar.flame.tracker import TrackerFrameError, load_tracker_frame, 
 from drivers.avatar.flashavatar.checkpoint import CheckpointError, load_checkpoint
 from drivers.avatar.flashavatar.model import DeformMLP, positional_encoding
 from drivers.avatar.splat.cameras import NEAR
-from tests.golden_files import golden_dir
+from tests.conftest import needs_golden
+from tests.golden_files import FILES, golden_dir
 
 N = 10
 
@@ -149,7 +150,7 @@ def test_tracker_frame(tmp_path: Path) -> None:
 GOLDEN = golden_dir("flashavatar")
 
 
-@pytest.mark.skipif(not (GOLDEN / "chkpnt_seed0.pth").is_file(), reason="golden FlashAvatar vectors not present")
+@needs_golden("flashavatar", *FILES)
 def test_gaussian_count_mismatch_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from drivers.avatar.flashavatar.model import FlashAvatarModel
 

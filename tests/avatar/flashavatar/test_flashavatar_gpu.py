@@ -16,14 +16,14 @@ import torch
 
 from bridge.core.face_params import FaceParams
 from drivers.avatar.flashavatar.offline import render_batch
-from tests.conftest import REPO
-from tests.golden_files import golden_dir
+from tests.conftest import REPO, needs_golden
+from tests.golden_files import FILES, golden_dir
 
 GOLDEN = golden_dir("flashavatar")
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-    pytest.mark.skipif(not (GOLDEN / "chkpnt_seed0.pth").is_file(), reason="golden vectors not present"),
+    needs_golden("flashavatar", *FILES),
 ]
 
 

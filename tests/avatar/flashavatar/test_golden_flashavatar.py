@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.golden_files import golden_dir, require
+from tests.golden_files import FILES, golden_dir, require
 
 GOLDEN = golden_dir("flashavatar")
-FILES = ("golden_seed0.npz", "chkpnt_seed0.pth", "flame_synthetic.pkl", "FLAME_masks_synthetic.pkl",
-         "FlameMesh.obj", "l_eyelid.npy", "r_eyelid.npy")
 TOL = 1e-4
 
 

@@ -10,10 +10,11 @@ import pytest
 
 from bridge.core.face_params import FaceParams
 from drivers.avatar.flashavatar.offline import render_batch
-from tests.golden_files import golden_dir
+from tests.conftest import needs_golden
+from tests.golden_files import FILES, golden_dir
 
 GOLDEN = golden_dir("flashavatar")
-pytestmark = pytest.mark.skipif(not (GOLDEN / "chkpnt_seed0.pth").is_file(), reason="golden vectors not present")
+pytestmark = needs_golden("flashavatar", *FILES)
 W, H = 40, 32
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.golden_files import golden_dir, require
 
@@ -75,7 +77,7 @@ def dataset(subject, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type:
     return out
 
 
-def test_synthetic_ground_truth_is_the_teacher_on_green(subject, dataset: Path) -> None:  # type: ignore[no-untyped-def]
+def test_synthetic_ground_truth_is_the_teacher_on_green(subject, dataset: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from bridge.core.face_params import FaceParams
     from drivers.avatar.flame.tracker import load_tracker_frame
     from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
@@ -93,9 +95,24 @@ def test_synthetic_ground_truth_is_the_teacher_on_green(subject, dataset: Path) 
                                 height=SIZE, renderer="cpu", device="cpu", background=(0.0, 1.0, 0.0))
     img = teacher.render(FaceParams.from_6d(tf.expr, tf.jaw6, tf.eyes12, tf.eyelids)).rgb
     pixels = ds.load_frame(frames[i], (SIZE, SIZE), (SIZE, SIZE))
-    gt, head, mouth = ds.ground_truth(torch.from_numpy(pixels), torch.tensor([0.0, 1.0, 0.0]))
-    assert float(head.mean()) > 0.1 and float(mouth.sum()) >= 0  # the head covers the frame's middle
+    green = torch.tensor([0.0, 1.0, 0.0])
+    gt, head, _ = ds.ground_truth(torch.from_numpy(pixels), green)
+    assert float(head.mean()) > 0.1  # the head covers the frame's middle
     assert float(psnr(torch.from_numpy(img).float() / 255.0, gt)) > 35.0
+    # The mouth mask is inside the head in every frame...
+    for n, f in enumerate(frames):
+        _, head, mouth = ds.ground_truth(torch.from_numpy(ds.load_frame(f, (SIZE, SIZE), (SIZE, SIZE))), green)
+        assert not bool(((mouth > 0.5) & (head < 0.5)).any()), f"frame {n}: mouth pixels outside the head"
+    # ...and a mouth drawn into a frame's parsing mask comes back in the mouth channel where it was drawn
+    # (upstream's mouth loss reads it there), in a copy of the dataset.
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    drawn = np.zeros((SIZE, SIZE), np.uint8)
+    drawn[40:48, 24:40] = 255
+    Image.fromarray(drawn).save(copy / "parsing" / frames[i].mouth_mask.name)
+    frame = ds.list_frames(ds.find_layout(copy))[i]
+    _, _, mouth = ds.ground_truth(torch.from_numpy(ds.load_frame(frame, (SIZE, SIZE), (SIZE, SIZE))), green)
+    assert torch.equal(mouth[..., 0] > 0.5, torch.from_numpy(drawn > 0))
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:  # type: ignore[no-untyped-def, type-arg]

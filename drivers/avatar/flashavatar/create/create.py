@@ -19,7 +19,7 @@ from drivers.avatar.flashavatar.create.stages import Progress
 from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths, latest_checkpoint
 
 CUDA_ITERATIONS = 15_000  # a usable avatar in minutes on one GPU (upstream trains 150k)
-CPU_ITERATIONS = 300  # enough to see the avatar take shape; a real one needs the GPU
+CPU_ITERATIONS = 200  # enough to see the avatar take shape (~15 min on 2 cores); a real one needs the GPU
 
 
 @dataclass

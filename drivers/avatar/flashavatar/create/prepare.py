@@ -385,12 +385,15 @@ class Preparer:
         n = len(lm["points"])
         r.run("alpha", lambda: self.stage_alpha(n), lambda: self._complete(
             None, [self.out / "alpha" / f"{image_name(i)}.jpg" for i in range(n)]))
-        result = r.run("track", lambda: self.stage_track(lm), lambda: load_tracking(self.work / "tracking.npz"))
+        flame = self.flame_key()
+        result = r.run("track", lambda: self.stage_track(lm), lambda: load_tracking(self.work / "tracking.npz"),
+                       flame)
         r.run("parsing", lambda: self.stage_parsing(lm, result), lambda: self._complete(
-            None, [self.out / "parsing" / f"{image_name(i)}_{k}.png" for i in range(n) for k in ("neckhead", "mouth")]))
+            None, [self.out / "parsing" / f"{image_name(i)}_{k}.png" for i in range(n) for k in ("neckhead", "mouth")]),
+            flame)
         report = r.run("report", lambda: self.stage_report(lm, result),
                        lambda: self._complete(self.out / "report" / "report.md",
-                                              [self.out / "report" / "report.md"]))
+                                              [self.out / "report" / "report.md"]), flame)
         self.log(r.times.summary())
         tracked = int(result.valid.sum())
         if tracked < len(lm["points"]):
@@ -399,6 +402,15 @@ class Preparer:
                       f"{rep.describe(gone)}; see {report}")
         return PrepareResult(self.out, n, tracked, float(lm["valid"].mean()), float(lm["ms_per_frame"]), report,
                              dict(r.times.seconds), self.warnings)
+
+    def flame_key(self) -> dict[str, Any]:
+        """The FLAME files the tracking depends on (by path, size and time): other files redo it."""
+        f = self.opts.files
+        out: dict[str, Any] = {}
+        for name, path in (("flame_model", f.flame_model), ("flame_masks", f.flame_masks)):
+            st = Path(path).stat()
+            out[name] = [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+        return out
 
     @staticmethod
     def _complete(value: Any, files: list[Path]) -> Any:

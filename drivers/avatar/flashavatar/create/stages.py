@@ -112,17 +112,20 @@ class StageRunner:
     def marker(self, name: str) -> Path:
         return self.root / ".stages" / f"{name}.json"
 
-    def is_done(self, name: str) -> bool:
+    def is_done(self, name: str, key: dict[str, Any]) -> bool:
         m = self.marker(name)
         try:
             data = json.loads(m.read_text())
         except (OSError, ValueError):
             return False
-        return isinstance(data, dict) and data.get("key") == self.key
+        return isinstance(data, dict) and data.get("key") == key
 
-    def run(self, name: str, fn: Callable[[], T], load: Callable[[], T]) -> T:
-        """`fn()` unless the stage is complete, then `load()` reads its results back. Prints the stage's time."""
-        if self.is_done(name):
+    def run(self, name: str, fn: Callable[[], T], load: Callable[[], T], inputs: dict[str, Any] | None = None
+            ) -> T:
+        """`fn()` unless the stage is complete, then `load()` reads its results back. Prints the stage's time.
+        `inputs` adds what else the stage depends on to the runner's key (e.g. the FLAME files)."""
+        key = {**self.key, **(inputs or {})}
+        if self.is_done(name, key):
             try:
                 loaded = load()
             except (OSError, ValueError, KeyError):
@@ -137,6 +140,6 @@ class StageRunner:
         result = fn()
         dt = time.perf_counter() - t0
         self.times.seconds[name] = dt
-        write_text(self.marker(name), json.dumps({"key": self.key, "seconds": dt}))
+        write_text(self.marker(name), json.dumps({"key": key, "seconds": dt}))
         self.log(f"[{name}] {dt:.1f} s")
         return result

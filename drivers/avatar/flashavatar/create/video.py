@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bridge.core.errors import UserError
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
 
 FPS = 25
 
@@ -44,7 +48,7 @@ def _damaged(path: Path, exc: Exception) -> VideoError:
                       "in.mov -c:v libx264 out.mp4)")
 
 
-def _open(path: Path):  # type: ignore[no-untyped-def]
+def _open(path: Path) -> InputContainer:
     import av
 
     if not path.is_file():
@@ -116,40 +120,42 @@ def frames(info: VideoInfo, max_side: int | None = None) -> Iterator[Frame]:
     period = 1.0 / FPS
     k = 0
     t0: float | None = None
-    prev: tuple[float, object] | None = None  # (time, av frame)
+    prev: tuple[float, av.VideoFrame] | None = None
     last_t = 0.0
 
-    def emit(frame: object, t: float) -> Frame:
-        f = frame  # av.VideoFrame
-        sw, sh = f.width, f.height  # type: ignore[attr-defined]
-        ow, oh = max(2, int(round(sw * scale))), max(2, int(round(sh * scale)))
-        rgb = f.to_ndarray(format="rgb24", width=ow, height=oh) if scale != 1.0 else f.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+    def emit(f: av.VideoFrame, t: float) -> Frame:
+        if scale != 1.0:
+            w, h = max(2, int(round(f.width * scale))), max(2, int(round(f.height * scale)))
+            rgb = f.to_ndarray(format="rgb24", width=w, height=h)
+        else:
+            rgb = f.to_ndarray(format="rgb24")
         return Frame(k, t, _upright(rgb, info.rotation))
 
     try:
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            t = float(frame.pts * tb)
-            if t0 is None:
-                t0 = t
-            if prev is not None and t <= prev[0]:
-                continue  # a repeated or out-of-order timestamp
-            if prev is not None:
-                # the previous frame is nearest in time for every output time before the midpoint
-                while t0 + k * period < (prev[0] + t) / 2:
-                    yield emit(prev[1], prev[0])
-                    k += 1
-            prev = (t, frame)
-            last_t = t
-    except (av.FFmpegError, OSError) as exc:
-        container.close()
-        raise VideoError(f"{info.path} breaks at {last_t:.2f} s ({type(exc).__name__}: {str(exc)[:80]}): the file "
-                         "is damaged or was cut short; copy it again, or trim it before that point (ffmpeg -t "
-                         f"{max(0.0, last_t - 0.1):.1f} -i in -c copy out.mp4)") from None
-    container.close()
-    if prev is not None and t0 is not None:
-        end = min(info.duration_s, prev[0] - t0 + 1.0 / max(info.source_fps, 1.0))
-        while k * period < end - period / 2 or k == 0:
-            yield emit(prev[1], prev[0])
-            k += 1
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * tb)
+                if t0 is None:
+                    t0 = t
+                if prev is not None and t <= prev[0]:
+                    continue  # a repeated or out-of-order timestamp
+                if prev is not None:
+                    # the previous frame is the nearest in time for every output time before the midpoint
+                    while t0 + k * period < (prev[0] + t) / 2:
+                        yield emit(prev[1], prev[0])
+                        k += 1
+                prev = (t, frame)
+                last_t = t
+        except (av.FFmpegError, OSError) as exc:
+            raise VideoError(f"{info.path} breaks at {last_t:.2f} s ({type(exc).__name__}: {str(exc)[:80]}): the "
+                             "file is damaged or was cut short; copy it again, or trim it before that point "
+                             f"(ffmpeg -t {max(0.0, last_t - 0.1):.1f} -i in -c copy out.mp4)") from None
+        if prev is not None and t0 is not None:
+            end = min(info.duration_s, prev[0] - t0 + 1.0 / max(info.source_fps, 1.0))
+            while k * period < end - period / 2 or k == 0:
+                yield emit(prev[1], prev[0])
+                k += 1
+    finally:
+        container.close()  # also when the caller stops early
