@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from bridge.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from drivers.avatar.flashavatar.create.correspondence import shipped_correspondence
@@ -101,3 +102,14 @@ def test_bad_input_is_refused_in_one_line() -> None:
         fit_video(np.zeros((3, 68, 2), np.float32), np.ones(3, bool), SIZE, flame, None, corr, device="cpu")
     with pytest.raises(TrackingError, match="one flag per frame"):
         fit_video(np.zeros((3, 478, 2), np.float32), np.ones(4, bool), SIZE, flame, None, corr, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_the_cpu_fit() -> None:
+    flame = synthetic_flame()
+    corr = shipped_correspondence()
+    motion = default_motion(12, seed=4)
+    _, points, _ = project_motion(flame, motion, SIZE, corr)
+    cpu = fit_video(points, np.ones(12, bool), SIZE, flame, None, corr, device="cpu", settings=QUICK)
+    gpu = fit_video(points, np.ones(12, bool), SIZE, flame, None, corr, device="cuda", settings=QUICK)
+    assert np.abs(cpu.project(cpu.vertices(flame)) - gpu.project(gpu.vertices(flame))).max() < 0.5
