@@ -33,10 +33,8 @@ from _avatar_common import DEFAULT_GOLDEN
 
 from bridge.core.rotations import matrix_to_axis_angle
 from drivers.avatar.flame.model import FlameModel
-from drivers.avatar.flashavatar.create.correspondence import (
-    mediapipe_detector,
-    shipped_correspondence,
-)
+from drivers.avatar.flashavatar.create.correspondence import shipped_correspondence
+from drivers.avatar.flashavatar.create.landmarks import FaceMesher
 from drivers.avatar.flashavatar.create.synthetic_flame import LEFT_EYEBALL, build_synthetic_flame
 from drivers.avatar.flashavatar.create.synthetic_video import (
     astronaut_texture,
@@ -57,7 +55,7 @@ def decode(path: Path) -> list[np.ndarray]:
 
 def landmarks(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
     """(F,478,2) pixels, (F,) found, ms per frame."""
-    detect = mediapipe_detector()
+    detect = FaceMesher(still=True).points
     points = np.zeros((len(frames), 478, 2), np.float32)
     found = np.zeros(len(frames), bool)
     t0 = time.perf_counter()

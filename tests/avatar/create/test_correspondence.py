@@ -38,9 +38,8 @@ def test_shipped_table_is_well_formed_and_anatomical() -> None:
 
 
 def test_table_matches_the_landmark_model_on_a_rendered_face() -> None:
-    pytest.importorskip("mediapipe")
-    pytest.importorskip("skimage")
     from bridge.core.rotations import axis_angle_to_matrix
+    from drivers.avatar.flashavatar.create.landmarks import FaceMesher
     from drivers.avatar.flashavatar.create.synthetic_video import astronaut_texture, render
     from drivers.avatar.flashavatar.create.tracking import FLIP
 
@@ -50,7 +49,7 @@ def test_table_matches_the_landmark_model_on_a_rendered_face() -> None:
     K = np.array([[1.8 * size, 0, size / 2], [0, 1.8 * size, size / 2], [0, 0, 1]])
     # A view between the ones the table was made from.
     cam = (v - v[:3931].mean(0)) @ (FLIP @ axis_angle_to_matrix(np.radians([5.0, -12.0, 3.0]))).T + [0, 0, 0.62]
-    found = cm.mediapipe_detector()(render(cam, faces, K, size, astronaut_texture(v, faces)))
+    found = FaceMesher(still=True).points(render(cam, faces, K, size, astronaut_texture(v, faces)))
     assert found is not None
     table = corr.surface_points(cam, faces)
     projected = table[:, :2] / table[:, 2:3] * K[0, 0] + size / 2

@@ -50,7 +50,6 @@ def _flame_opts(tmp: Path) -> list[str]:
 
 def _clip(tmp: Path, flame_npz: Path) -> tuple[Path, np.ndarray]:
     """The ground-truth video with the face gone in GONE; returns the file and the true vertex pixels."""
-    pytest.importorskip("skimage")
     from drivers.avatar.flame.files import load_eyelids
     from drivers.avatar.flame.model import FlameModel
     from drivers.avatar.flashavatar.create.synthetic_video import (

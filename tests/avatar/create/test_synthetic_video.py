@@ -34,7 +34,6 @@ def test_rasteriser_covers_a_triangle_exactly() -> None:
 
 
 def test_video_frames_follow_their_truth(tmp_path: Path) -> None:
-    pytest.importorskip("skimage")
     from drivers.avatar.flashavatar.create.synthetic_video import astronaut_texture
 
     flame = synthetic_flame()

@@ -71,10 +71,10 @@ class FaceFinder:
 
 class FaceMesher:
     """478 landmarks (pixels of the crop, pixel centres at integers) per frame of a video, or None where no face
-    is found."""
+    is found. With `still`, every image is searched on its own (unrelated views, not a video)."""
 
-    def __init__(self, min_score: float = 0.5) -> None:
-        self._mesh = solutions().face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+    def __init__(self, min_score: float = 0.5, still: bool = False) -> None:
+        self._mesh = solutions().face_mesh.FaceMesh(static_image_mode=still, max_num_faces=1,
                                                     refine_landmarks=True, min_detection_confidence=min_score,
                                                     min_tracking_confidence=min_score)
         self.seconds = 0.0
