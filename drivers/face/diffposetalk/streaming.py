@@ -181,7 +181,7 @@ class StreamingEngine:
             indicator = torch.zeros(1, a.n_motions, device=dev)
             indicator[:, :k] = 1
         if self.x_T is None:  # drawn as sample_window would draw it, so graphs change no random stream
-            self.x_T = self.noise((1, a.n_motions, a.motion_dim))
+            self.x_T = self.noise((1, a.n_motions, a.motion_dim)).to(dev)
         return HopInput(wav=torch.as_tensor(wav, device=dev).unsqueeze(0), feature_offset=(s0 - ctx_start) // self.spf,
                         fixed=fixed, shape=self.shape, style=self.style, prev_motion=self.prev_motion,
                         prev_audio=self.prev_audio, x_T=self.x_T, indicator=indicator, sampler=self.sampler,
