@@ -1,7 +1,7 @@
 """How well and how fast avatar creation's FLAME tracking works, on a video whose truth is known.
 
     python bench/bench_tracking.py [--frames 100] [--size 512] [--device auto|cpu|cuda] [--out DIR]
-                                   [--golden DIR] [--seed 0] [--speed-frames 3000]
+                                   [--golden DIR] [--seed 0] [--speed-frames 3000 [--landmarks FILE]]
 
 Renders the ground-truth test video (`create/synthetic_video`: the FLAME template wearing the astronaut photo,
 turning ±25° yaw / ±15° pitch, the jaw opening, the eyes moving), writes it as an H.264 mp4 with its truth,
@@ -118,6 +118,9 @@ def main() -> None:
     ap.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speed-frames", type=int, default=0)
+    ap.add_argument("--landmarks", type=Path, default=None,
+                    help="with --speed-frames: time the fit alone on a landmarks.npz an earlier run wrote (for a "
+                    "machine without the face mesh), skipping the video and the accuracy figures")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
@@ -128,6 +131,10 @@ def main() -> None:
     arrays = build_synthetic_flame(args.golden / "FlameMesh.obj")
     flame = FlameModel(arrays, np.load(args.golden / "l_eyelid.npy"), np.load(args.golden / "r_eyelid.npy"),
                        device=device)
+    if args.landmarks is not None and args.speed_frames:
+        saved = np.load(args.landmarks)
+        speed(saved["points"], saved["found"], args.speed_frames, args.size, flame, device)
+        return
     cpu_flame = FlameModel(arrays, np.load(args.golden / "l_eyelid.npy"), np.load(args.golden / "r_eyelid.npy"))
     t0 = time.perf_counter()
     video = make_video(cpu_flame, astronaut_texture(arrays["v_template"], arrays["f"]), args.frames, args.size, args.seed)

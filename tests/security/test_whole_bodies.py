@@ -100,6 +100,7 @@ def forget(daemon: DaemonProcess, answer: Answer, location: str | None) -> None:
 
 
 def test_every_body_route_is_covered() -> None:
+    # PATCH /whep/{id} (trickle ICE) is refused with 405 before any of its body is read: nothing to cut short.
     assert routes_with_bodies() == (set(BODIES) | set(SDP_ROUTES) | {"/whep/{id}"}) - SCOPED
 
 
@@ -119,14 +120,6 @@ def test_json_bodies_byte_by_byte_answer_as_whole(daemon: DaemonProcess) -> None
     finally:
         (daemon.tmp / "presets" / "captured.toml").unlink(missing_ok=True)
     assert daemon.alive()
-
-
-def test_patch_in_pieces_answers_as_whole(daemon: DaemonProcess) -> None:
-    body = b"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\n"
-    headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
-    whole = send(daemon, "PATCH", "/whep/none", headers, body)
-    pieces = send(daemon, "PATCH", "/whep/none", headers, body, pauses=json_pauses(body))
-    assert (pieces.status, pieces.body) == (whole.status, whole.body), (whole, pieces)
 
 
 def test_offers_byte_by_byte_keep_their_audio(daemon: DaemonProcess) -> None:

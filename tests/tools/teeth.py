@@ -229,7 +229,6 @@ TEETH: tuple[Tooth, ...] = (
           '    add_route(app, "POST", "/api/presets/capture2", capture)\n'),
     Tooth(P + "test_whole_bodies.py::test_json_bodies_byte_by_byte_answer_as_whole", "reading a body to its end",
           (ONE_READ,)),
-    Tooth(P + "test_whole_bodies.py::test_patch_in_pieces_answers_as_whole", "reading a body to its end", (ONE_READ,)),
     Tooth(P + "test_whole_bodies.py::test_offers_byte_by_byte_keep_their_audio", "reading a body to its end",
           (ONE_READ,)),
     tooth(P + "test_whole_bodies.py::test_a_body_that_stops_coming_is_refused_in_time", "the body read deadline",
