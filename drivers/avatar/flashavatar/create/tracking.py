@@ -59,6 +59,8 @@ class FitSettings:
     contour_weight: float = 0.3
     iris_weight: float = 3.0
     lid_weight: float = 2.0
+    robust_steps: int = 0  # a last stage with each landmark reweighted by how well the fit could follow it
+    robust_px: float = 1.5  # a landmark whose median residual is this far counts half in that stage
     shape_reg: float = 1e-3
     expr_reg: float = 2e-4
     jaw_reg: float = 1e-3
@@ -313,7 +315,7 @@ def fit_video(
         return sum((_second_diff(g) for g in groups), torch.zeros((), device=dev))
 
     sc = SMOOTH_SCALE
-    total = cfg.rigid_steps + cfg.full_steps
+    total = cfg.rigid_steps + cfg.full_steps + cfg.robust_steps
     step = 0
     # Stage 1: the camera alone (rotation, translation, focal).
     opt = torch.optim.Adam([rot, trans, log_focal], lr=cfg.lr)
@@ -333,32 +335,42 @@ def fit_video(
             progress(step, total)
     timings["rigid_s"] = time.perf_counter() - t0 - timings["init_s"]
 
-    # Stage 2: everything. Expression and shape move in their own units; the camera moves finer.
-    opt = torch.optim.Adam([
-        {"params": [rot], "lr": cfg.lr * 0.25}, {"params": [trans], "lr": cfg.lr * 0.1},
-        {"params": [log_focal], "lr": cfg.lr * 0.25}, {"params": [shape, expr], "lr": cfg.lr * 2.5},
-        {"params": [jaw, eyes], "lr": cfg.lr}, {"params": [lids], "lr": cfg.lr * 2.5}])
-    base = [g["lr"] for g in opt.param_groups]
-    for i in range(cfg.full_steps):
-        k = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / max(cfg.full_steps, 1)))
-        for g, b in zip(opt.param_groups, base):
-            g["lr"] = b * k
-        opt.zero_grad(set_to_none=True)
-        uv = project(landmarks_3d())
-        side = jaw[:, 1:].pow(2).sum(-1) + torch.relu(-jaw[:, 0]).pow(2)
-        reg = (cfg.shape_reg * shape.pow(2).sum() + cfg.expr_reg * expr.pow(2).sum(-1).mean()
-               + cfg.jaw_reg * jaw.pow(2).sum(-1).mean() + cfg.jaw_side_reg * side.mean()
-               + cfg.eye_reg * eyes.pow(2).sum(-1).mean() + cfg.eye_pair_reg * (eyes[:, :3] - eyes[:, 3:]).pow(2)
-               .sum(-1).mean() + cfg.lid_reg * lids.pow(2).sum(-1).mean()
-               + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum())
-        loss = data_term(uv) * 1e3 + reg + cfg.smooth * smooth_term(
-            [rot * sc["rotation"], trans * sc["translation"], expr * sc["expression"], jaw * sc["jaw"],
-             eyes * sc["eyes"], lids * sc["eyelids"]])
-        loss.backward()
-        opt.step()
-        step += 1
-        if progress is not None and (step % 25 == 0 or step == total):
-            progress(step, total)
+    def full_stage(steps: int) -> None:
+        """Everything at once. Expression and shape move in their own units; the camera moves finer."""
+        nonlocal step
+        opt = torch.optim.Adam([
+            {"params": [rot], "lr": cfg.lr * 0.25}, {"params": [trans], "lr": cfg.lr * 0.1},
+            {"params": [log_focal], "lr": cfg.lr * 0.25}, {"params": [shape, expr], "lr": cfg.lr * 2.5},
+            {"params": [jaw, eyes], "lr": cfg.lr}, {"params": [lids], "lr": cfg.lr * 2.5}])
+        base = [g["lr"] for g in opt.param_groups]
+        for i in range(steps):
+            k = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1)))
+            for g, b in zip(opt.param_groups, base):
+                g["lr"] = b * k
+            opt.zero_grad(set_to_none=True)
+            uv = project(landmarks_3d())
+            side = jaw[:, 1:].pow(2).sum(-1) + torch.relu(-jaw[:, 0]).pow(2)
+            reg = (cfg.shape_reg * shape.pow(2).sum() + cfg.expr_reg * expr.pow(2).sum(-1).mean()
+                   + cfg.jaw_reg * jaw.pow(2).sum(-1).mean() + cfg.jaw_side_reg * side.mean()
+                   + cfg.eye_reg * eyes.pow(2).sum(-1).mean() + cfg.eye_pair_reg * (eyes[:, :3] - eyes[:, 3:]).pow(2)
+                   .sum(-1).mean() + cfg.lid_reg * lids.pow(2).sum(-1).mean()
+                   + cfg.focal_reg * (log_focal - math.log(focal0)).pow(2).sum())
+            loss = data_term(uv) * 1e3 + reg + cfg.smooth * smooth_term(
+                [rot * sc["rotation"], trans * sc["translation"], expr * sc["expression"], jaw * sc["jaw"],
+                 eyes * sc["eyes"], lids * sc["eyelids"]])
+            loss.backward()
+            opt.step()
+            step += 1
+            if progress is not None and (step % 25 == 0 or step == total):
+                progress(step, total)
+
+    full_stage(cfg.full_steps)
+    if cfg.robust_steps > 0:
+        with torch.no_grad():
+            resid = (project(landmarks_3d()) - target).norm(dim=-1)[frame_w > 0].median(dim=0).values
+            lm_w *= 1.0 / (1.0 + (resid / cfg.robust_px).pow(2))
+            lm_w /= lm_w.mean()
+        full_stage(cfg.robust_steps)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     timings["full_s"] = time.perf_counter() - t0 - timings["init_s"] - timings["rigid_s"]

@@ -1,0 +1,181 @@
+"""Head pose refined by image alignment after the landmark fit: the face's own appearance, not its landmarks.
+
+A landmark model's points sit a few pixels off the surface points they are tied to, and the offset changes with
+the viewing direction, which turns into rotation error. This stage keeps the landmark fit's shape, expression,
+jaw and eyes and moves only each frame's camera (R, t) so that the video's pixels at the projected face vertices
+agree with one appearance per vertex: an albedo shared by all frames times a per-frame first-order lighting
+(constant plus a linear function of the camera-space normal), both solved in closed form between steps. Every
+frame is compared with what all frames agree on, so the view-dependent offsets average out instead of steering
+the pose. Images are blurred coarse to fine so that the first steps see a wide basin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from bridge.core.rotations_torch import axis_angle_to_matrix
+from drivers.avatar.flame.model import FlameModel
+from drivers.avatar.flashavatar.create.tracking import TrackingError, TrackingResult, _resolve_device
+
+
+@dataclass
+class PhotometricSettings:
+    blur_px: tuple[float, ...] = (4.0, 2.0, 1.0)  # Gaussian blur of each level, coarse to fine
+    steps: int = 60  # per level
+    lr: float = 0.003
+    smooth: float = 30.0  # second differences of the pose change (radians; decimetres)
+    prior: float = 0.3  # how much the pose may leave the landmark fit (radians; decimetres)
+    facing: float = 0.3  # a vertex is used where its normal faces the camera at least this much (cosine)
+    relight_every: int = 10
+
+
+def face_vertices(flame: FlameModel, depth_m: float = 0.07) -> NDArray[np.int64]:
+    """The template's front: vertices within `depth_m` of its most forward point, eyeballs left out."""
+    v = flame.v_template.cpu().numpy()
+    front = v[:, 2] > v[:, 2].max() - depth_m
+    faces = flame.faces.cpu().numpy()
+    in_faces = np.zeros(len(v), bool)
+    in_faces[faces.reshape(-1)] = True
+    eyeball = _eyeball_vertices(faces, len(v))
+    return np.flatnonzero(front & in_faces & ~eyeball)
+
+
+def _eyeball_vertices(faces: NDArray[np.integer], n: int) -> NDArray[np.bool_]:
+    """FLAME's eyeballs are the two mesh components that share no vertex with the rest (the last two)."""
+    parent = np.arange(n)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = int(parent[a])
+        return a
+
+    for tri in faces:
+        ra, rb, rc = find(int(tri[0])), find(int(tri[1])), find(int(tri[2]))
+        parent[rb] = ra
+        parent[find(rc)] = ra
+    roots = np.array([find(i) for i in range(n)])
+    ids, counts = np.unique(roots, return_counts=True)
+    main = ids[np.argmax(counts)]
+    return roots != main
+
+
+def _vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F,V,3) area-weighted vertex normals of (F,V,3) vertices."""
+    tri = verts[:, faces]  # (F,T,3,3)
+    n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])
+    out = torch.zeros_like(verts)
+    for k in range(3):
+        out.index_add_(1, faces[:, k], n)
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(F,1,H,W) blurred separably."""
+    r = max(1, int(round(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], flame: FlameModel,
+                device: str = "auto", settings: PhotometricSettings | None = None) -> TrackingResult:
+    """`result` with each frame's camera R, t refined against the video `frames` (F of (S,S,3) RGB, the crop the
+    landmarks were found in); everything else is kept."""
+    cfg = settings or PhotometricSettings()
+    size = result.image_size
+    if len(frames) != result.frames or any(f.shape != (size, size, 3) for f in frames):
+        raise TrackingError(f"photometric refinement needs the {result.frames} tracked frames at {size}x{size} RGB")
+    dev = _resolve_device(device)
+    t0 = time.perf_counter()
+    n = result.frames
+    vid = face_vertices(flame)
+    faces = flame.faces.to(dev)
+    cam0 = torch.as_tensor(result.vertices(flame), device=dev)  # (F,V,3) camera coordinates
+    R0 = torch.as_tensor(result.R, device=dev)
+    t0_ = torch.as_tensor(result.t, device=dev)
+    normals0 = _vertex_normals(cam0, faces)[:, vid]  # camera frame, landmark-fit pose
+    pts0 = cam0[:, vid]
+    centre = pts0.mean(1, keepdim=True)  # rotations about the face's centre
+    gray = torch.as_tensor(np.stack(frames), device=dev).float().mean(-1)[:, None] / 255.0  # (F,1,S,S)
+    fx = float(result.K[0, 0])
+    c = float(result.K[0, 2])
+    ok = torch.as_tensor(result.valid, device=dev, dtype=torch.float32)
+
+    d_rot = torch.zeros(n, 3, device=dev, requires_grad=True)
+    d_trans = torch.zeros(n, 3, device=dev, requires_grad=True)
+
+    def posed() -> tuple[torch.Tensor, torch.Tensor]:
+        Rd = axis_angle_to_matrix(d_rot)
+        pts = (pts0 - centre) @ Rd.transpose(1, 2) + centre + d_trans[:, None] * 0.1
+        return pts, normals0 @ Rd.transpose(1, 2)
+
+    def sample(img: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        uv = pts[..., :2] / pts[..., 2:3].clamp_min(1e-3) * fx + c
+        grid = (uv / (size - 1) * 2 - 1)[:, :, None]  # (F,P,1,2), pixel centres on integers
+        return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0, :, 0]
+
+    def relight(obs: torch.Tensor, basis: torch.Tensor, vis: torch.Tensor, albedo: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame lighting (F,4) given the albedo, then the albedo (P,) given the lighting."""
+        a = basis * albedo[None, :, None] * vis[..., None]  # (F,P,4)
+        ata = a.transpose(1, 2) @ a + 1e-4 * torch.eye(4, device=dev)
+        light = torch.linalg.solve(ata, (a * (obs * vis)[..., None]).sum(1))  # (F,4)
+        shade = (basis * light[:, None]).sum(-1)  # (F,P)
+        albedo = (obs * shade * vis).sum(0) / (shade.pow(2) * vis).sum(0).clamp_min(1e-6)
+        return shade, albedo
+
+    steps = 0
+    for sigma in cfg.blur_px:
+        img = _gaussian_blur(gray, sigma)
+        with torch.no_grad():
+            pts, nrm = posed()
+            view = -pts / pts.norm(dim=-1, keepdim=True)
+            vis = ((nrm * view).sum(-1) > cfg.facing).float() * ok[:, None]
+            obs = sample(img, pts)
+            basis = torch.cat([torch.ones_like(nrm[..., :1]), nrm], dim=-1)  # (F,P,4)
+            albedo = (obs * vis).sum(0) / vis.sum(0).clamp_min(1)
+            for _ in range(3):
+                shade, albedo = relight(obs, basis, vis, albedo)
+            seen = vis.sum(0) >= 2
+            vis = vis * seen
+        opt = torch.optim.Adam([d_rot, d_trans], lr=cfg.lr)
+        for i in range(cfg.steps):
+            pts, nrm = posed()
+            obs = sample(img, pts)
+            if i % cfg.relight_every == 0:
+                with torch.no_grad():
+                    basis = torch.cat([torch.ones_like(nrm[..., :1]), nrm], dim=-1)
+                    for _ in range(2):
+                        shade, albedo = relight(obs, basis, vis, albedo)
+                    target = albedo[None] * shade
+            r = (obs - target) * vis
+            data = F.huber_loss(r * 20, torch.zeros_like(r), delta=1.0, reduction="sum") / vis.sum().clamp_min(1)
+            smooth = torch.zeros((), device=dev)
+            if n >= 3:
+                for p in (d_rot, d_trans):
+                    smooth = smooth + (p[2:] - 2 * p[1:-1] + p[:-2]).pow(2).sum(-1).mean()
+            loss = data + cfg.smooth * smooth + cfg.prior * (d_rot.pow(2).sum(-1) + d_trans.pow(2).sum(-1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+
+    with torch.no_grad():
+        Rd = axis_angle_to_matrix(d_rot)
+        cen = centre[:, 0]
+        R = Rd @ R0
+        t = ((t0_ - cen)[:, None] @ Rd.transpose(1, 2))[:, 0] + cen + d_trans * 0.1
+    seconds = dict(result.seconds)
+    seconds["photometric_s"] = time.perf_counter() - t0
+    return replace(result, R=R.cpu().numpy().astype(np.float32), t=t.cpu().numpy().astype(np.float32),
+                   seconds=seconds)
