@@ -30,10 +30,10 @@ class PhotometricSettings:
     blur_px: tuple[float, ...] = (4.0, 2.0, 1.0)  # Gaussian blur of each level, coarse to fine
     steps: int = 60  # per level
     lr: float = 0.003
-    smooth: float = 30.0  # second differences of the pose change (radians; decimetres)
+    smooth: float = 100.0  # second differences of the pose change (radians; decimetres)
     prior: float = 0.3  # how much the pose may leave the landmark fit (radians; decimetres)
     facing: float = 0.3  # a vertex is used where its normal faces the camera at least this much (cosine)
-    relight_every: int = 10
+    relight_every: int = 5
 
 
 def face_vertices(flame: FlameModel, depth_m: float = 0.07) -> NDArray[np.int64]:

@@ -59,7 +59,7 @@ class FitSettings:
     contour_weight: float = 0.3
     iris_weight: float = 3.0
     lid_weight: float = 2.0
-    robust_steps: int = 0  # a last stage with each landmark reweighted by how well the fit could follow it
+    robust_steps: int = 200  # a last stage with each landmark reweighted by how well the fit could follow it
     robust_px: float = 1.5  # a landmark whose median residual is this far counts half in that stage
     shape_reg: float = 1e-3
     expr_reg: float = 2e-4
@@ -335,13 +335,13 @@ def fit_video(
             progress(step, total)
     timings["rigid_s"] = time.perf_counter() - t0 - timings["init_s"]
 
-    def full_stage(steps: int) -> None:
+    def full_stage(steps: int, lr: float) -> None:
         """Everything at once. Expression and shape move in their own units; the camera moves finer."""
         nonlocal step
         opt = torch.optim.Adam([
-            {"params": [rot], "lr": cfg.lr * 0.25}, {"params": [trans], "lr": cfg.lr * 0.1},
-            {"params": [log_focal], "lr": cfg.lr * 0.25}, {"params": [shape, expr], "lr": cfg.lr * 2.5},
-            {"params": [jaw, eyes], "lr": cfg.lr}, {"params": [lids], "lr": cfg.lr * 2.5}])
+            {"params": [rot], "lr": lr * 0.25}, {"params": [trans], "lr": lr * 0.1},
+            {"params": [log_focal], "lr": lr * 0.25}, {"params": [shape, expr], "lr": lr * 2.5},
+            {"params": [jaw, eyes], "lr": lr}, {"params": [lids], "lr": lr * 2.5}])
         base = [g["lr"] for g in opt.param_groups]
         for i in range(steps):
             k = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / max(steps, 1)))
@@ -364,13 +364,13 @@ def fit_video(
             if progress is not None and (step % 25 == 0 or step == total):
                 progress(step, total)
 
-    full_stage(cfg.full_steps)
+    full_stage(cfg.full_steps, cfg.lr)
     if cfg.robust_steps > 0:
         with torch.no_grad():
             resid = (project(landmarks_3d()) - target).norm(dim=-1)[frame_w > 0].median(dim=0).values
             lm_w *= 1.0 / (1.0 + (resid / cfg.robust_px).pow(2))
             lm_w /= lm_w.mean()
-        full_stage(cfg.robust_steps)
+        full_stage(cfg.robust_steps, cfg.lr * 0.3)  # from where the fit is: smaller steps
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     timings["full_s"] = time.perf_counter() - t0 - timings["init_s"] - timings["rigid_s"]
