@@ -19,7 +19,6 @@ what tracking costs.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import shutil
 import sys
@@ -44,15 +43,14 @@ from drivers.avatar.flashavatar.create.tracking import TrackingResult
 from drivers.avatar.flashavatar.train.dataset import FRAME_OFFSET
 from drivers.avatar.flashavatar.train.outputs import SubjectFilePaths
 from drivers.avatar.flashavatar.train.trainer import Trainer, TrainOptions, TrainResult
+from drivers.avatar.scene.torso_source import read_crops
 
 
-def read_crops(dataset: Path) -> tuple[np.ndarray, np.ndarray]:
-    """crops.csv: each image's source time (s) and square box (x0, y0, x1, y1) in video pixels."""
-    with open(dataset / "crops.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    times = np.array([float(r["source_time_s"]) for r in rows])
-    boxes = np.array([[float(r[k]) for k in ("x0", "y0", "x1", "y1")] for r in rows])
-    return times, boxes
+def crop_boxes(dataset: Path) -> tuple[np.ndarray, np.ndarray]:
+    """crops.csv in image order: each image's source time (s) and square box (x0, y0, x1, y1) in video pixels."""
+    crops = read_crops(dataset / "crops.csv")
+    rows = [crops[str(i)] for i in range(len(crops))]
+    return np.array([c.time_s for c in rows]), np.array([c.box for c in rows])
 
 
 def true_tracking(truth: dict[str, np.ndarray], flame: FlameModel, times: np.ndarray, boxes: np.ndarray,
@@ -102,7 +100,7 @@ def dataset_from_truth(a: Path, b: Path, truth: dict[str, np.ndarray], flame: Fl
     for sub in ("imgs", "alpha", "parsing"):
         shutil.copytree(a / sub, b / sub)
     shutil.copy2(a / "crops.csv", b / "crops.csv")
-    times, boxes = read_crops(a)
+    times, boxes = crop_boxes(a)
     tracked = np.array([(a / "checkpoint" / f"{i - FRAME_OFFSET:05d}.frame").is_file() for i in range(len(times))])
     result, px, residual = true_tracking(truth, flame, times, boxes, tracked)
     write_frames(result, b / "checkpoint", skip_invalid=True)
