@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -30,6 +30,7 @@ from drivers.output.virtualcam import VirtualCameraSink
 from tests.conftest import needs_program, require_program
 from tests.output.janus_server import janus_available, running_janus
 from tests.output.pulse_server import PulseServer, pulseaudio_available, running_pulseaudio
+from tests.output.test_virtualcam import I420Only
 from tests.security.daemon import DaemonProcess, wait_for
 
 STOP_BOUND_S = 2.0  # SIGTERM to exit, what the daemon promises
@@ -88,28 +89,20 @@ def test_a_path_that_became_a_fifo_is_refused_when_opened_not_waited_on(tmp_path
 # ---- a virtual camera whose driver hangs in a send ------------------------------------------------------------
 
 
-class HangingCamera:
+class HangingCamera(I420Only):
     """A pyvirtualcam backend (registered through its plug-in API) whose send blocks, once `hang` is set, until
     `release` is: what a wedged v4l2loopback writer or a stuck OBS virtual camera does to the sending thread."""
 
+    takes = "I420"
+    frames: ClassVar[list[np.ndarray]] = []
     hang = threading.Event()
     release = threading.Event()
-
-    def __init__(self, width: int, height: int, fps: float, fourcc: int, device: str | None, **_: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def device(self) -> str:
-        return "hanging camera"
-
-    def native_fourcc(self) -> None:
-        return None
 
     def send(self, frame: np.ndarray) -> None:
         if self.hang.is_set():
             self.release.wait(60)
+        else:
+            super().send(frame)
 
 
 def test_a_virtual_camera_hung_in_a_send_is_named_and_cannot_hold_the_stop() -> None:
@@ -121,6 +114,7 @@ def test_a_virtual_camera_hung_in_a_send_is_named_and_cannot_hold_the_stop() -> 
     pyvirtualcam.register_backend("hanging", HangingCamera)
     HangingCamera.hang.clear()
     HangingCamera.release.clear()
+    HangingCamera.frames = []
     watchdog = Watchdog()
     watchdog.start(())
     sink = VirtualCameraSink(backend="hanging", fmt="i420")
@@ -147,6 +141,7 @@ def test_a_virtual_camera_hung_in_a_send_is_named_and_cannot_hold_the_stop() -> 
         sent, given = sink.sent, handed[0]
         wait_for(lambda: handed[0] > given + 5, 20, "frames still handed to the sink")
         assert runner.failed is None and sink.sent == sent  # the handovers went on; no send completed
+        assert len(HangingCamera.frames) == sent  # what the driver took, frame by frame
         started = time.monotonic()
         runner.close(timeout=5.0)
         took = time.monotonic() - started
