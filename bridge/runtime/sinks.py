@@ -3,7 +3,8 @@ virtual camera, a full disk) loses its own frames and never delays the renderer 
 
 Opening, writing and closing all happen on that thread, so a sink whose file or device hangs holds only its
 own thread: the watchdog names it (with "opening" or "closing" when it hangs there), and a stop waits for it
-only as long as its bound (`close(timeout)`), then leaves the thread behind."""
+only as long as its bound (`close(timeout)`), then leaves the thread behind. A sink that sends from a thread
+of its own (a PacedSink: the virtual camera) is followed by its last completed send, not by its handovers."""
 
 from __future__ import annotations
 
