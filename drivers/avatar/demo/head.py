@@ -28,7 +28,7 @@ ALMOND_W, ALMOND_H = 0.0145, 0.0072  # half width / height of the eye opening in
 MOUTH_Y, MOUTH_W = -0.05, 0.023  # the lip line and the mouth's half width
 JAW_HINGE = np.array([0.0, -0.012, 0.0])
 NECK_PIVOT = np.array([0.0, -0.075, -0.012])
-NECK_BOTTOM = -0.17  # the neck's lowest ring, where the demo torso's collar takes over (a natural neck length)
+NECK_BOTTOM = -0.16  # the neck's lowest ring, where the demo torso's collar takes over (a natural neck length)
 NECK_RADII = (0.048, 0.047)  # x, z
 LIGHT = np.array([-0.45, 0.55, 0.75]) / np.linalg.norm([-0.45, 0.55, 0.75])
 
@@ -515,7 +515,7 @@ def build_head(n_skin: int = 19000, seed: int = 7) -> HeadModel:
     jaw_given = cat(lambda q: q.extra.get("jaw", np.full(len(q.means), np.nan)))
     jaw = np.where(np.isnan(jaw_given), jaw, jaw_given)
     jaw[np.isin(region, (EYEBALL, IRIS, PUPIL, LID_UP, LID_LOW, SOCKET, HAIR, BROW, EAR))] = 0.0
-    neck_w = np.where(region == NECK, smoothstep(-0.16, -0.06, means[:, 1]), 1.0)
+    neck_w = np.where(region == NECK, smoothstep(NECK_BOTTOM, -0.06, means[:, 1]), 1.0)
     quats = frames_to_quats(cat(lambda q: q.tangents), normals)
     return HeadModel(
         means=means.astype(np.float32), quats=quats.astype(np.float32), scales=cat(lambda q: q.scales).astype(np.float32),

@@ -26,7 +26,7 @@ LEFT, RIGHT, TOP, BOTTOM = -0.25, 0.25, -0.13, -0.60  # the plate's extent in me
 SHOULDER = 0.215  # half the shoulders' width (a grown-up's, for the demo head's size)
 CAP = 0.06  # the shoulder's roundness (radius)
 CHEST = 0.17  # half the chest's width, where the body turns away from the camera
-COLLAR_W, COLLAR_D = 0.056, 0.03  # the neckline's half width and how far it dips below the neck's base
+COLLAR_W, COLLAR_D = 0.056, 0.026  # the neckline's half width and how far it dips below the neck's base
 RIB = 0.009  # the collar's ribbed band
 SHIRT = np.array([0.17, 0.22, 0.32])  # a calm navy top
 RIB_SHIRT = SHIRT * 0.8
@@ -35,7 +35,7 @@ RIB_SHIRT = SHIRT * 0.8
 def top_line(ax: D) -> D:
     """The body's upper outline (y) at |x|: trapezius from the neck's side down to the shoulder, which rounds
     off into the arm."""
-    slope = NECK_BOTTOM + 0.035 - 0.07 * smoothstep(0.045, 0.17, ax) ** 0.8
+    slope = NECK_BOTTOM + 0.03 - 0.07 * smoothstep(0.045, 0.17, ax) ** 0.8
     cap = np.clip((ax - (SHOULDER - CAP)) / CAP, 0.0, 1.0)
     return np.asarray(slope - 1.3 * CAP * (1.0 - np.sqrt(1.0 - cap * cap)))
 
