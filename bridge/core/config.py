@@ -148,7 +148,7 @@ class AvatarConfig(Section):
     # None (not set): the built-in studio backdrop, a soft wall made in code.
     background: Background | None = None
     # Backgrounds the HTTP API and OSC (/avatar/background NAME) may switch to, by name; "default" is always
-    # `background`, "black" and "green" are always there.
+    # `background`, "studio", "black" and "green" are always there.
     backgrounds: dict[str, Background] = Field(default_factory=dict)
     torso: Path | None = None  # a torso plate (avatar-bridge avatar torso) drawn under the head
     transparent: bool = False  # outputs without alpha: black behind the avatar instead of the background

@@ -61,8 +61,7 @@ def _draw(ppm: float) -> tuple[D, D]:
     rib = body & ~skin & (np.sqrt((X / (COLLAR_W + RIB)) ** 2 + (below / (COLLAR_D + RIB)) ** 2) < 1.0)
 
     # Skin: the neck's base widening into the chest, lit like the neck's Gaussians.
-    r = COLLAR_W
-    sx = np.clip(X / r, -0.95, 0.95)
+    sx = np.clip(X / COLLAR_W, -0.95, 0.95)
     skin_n = _unit(np.stack([sx, 0.25 * smoothstep(0.0, COLLAR_D, below), np.sqrt(1.0 - sx * sx)], -1))
     skin_rgb = shade(neck_albedo(Y.reshape(-1)), skin_n.reshape(-1, 3)).reshape(h, w, 3)
     # Cloth: a rounded chest turning away at the sides, facing up along the shoulders' top.
@@ -85,7 +84,7 @@ def _draw(ppm: float) -> tuple[D, D]:
 
 @functools.lru_cache(maxsize=1)
 def demo_torso() -> TorsoPlate:
-    """The plate (made once per process, a few tens of milliseconds)."""
+    """The plate (made once per process, about a third of a second on one core)."""
     s = SUPERSAMPLE
     colour, cover = _draw(PIXELS_PER_METRE * s)
     h, w = cover.shape[0] // s, cover.shape[1] // s
