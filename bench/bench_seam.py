@@ -13,8 +13,9 @@ neck's middle half of columns:
            pose's: what head motion adds to the collar's own edge (a seam opening, the neck sliding off the
            plate's neck)
 
-The plate is drawn in code (a shirt and the bottom of a neck) with the neck's colour taken from the rendered
-neck at rest, as a plate cut from the user's own video has the same skin.
+The demo head uses its own plate (the shoulders it ships with); the golden FlashAvatar a plate drawn in code (a
+shirt and the bottom of a neck) with the neck's colour taken from the rendered neck at rest, as a plate cut
+from the user's own video has the same skin.
 and prints mean, p95 and max over the clip. With --pictures it writes the frame with the largest step, the
 rest pose and a 3x zoom of the seam as PNGs. `--avatar golden` uses the golden FlashAvatar (the synthetic
 teacher in /work/shared/golden/flashavatar) on the CPU renderer instead of the demo head.
@@ -39,6 +40,7 @@ from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import Avatar
 from drivers.audio.decode import decode_audio, demo_clip_path
+from drivers.avatar.demo.torso import demo_torso
 from drivers.avatar.scene.avatar import SceneAvatar
 from drivers.avatar.scene.background import ColourBackground
 from drivers.avatar.scene.framing import HeadFraming
@@ -114,7 +116,8 @@ def main() -> int:
     ys, xs = np.nonzero(rest_head.alpha >= 250)
     low = ys > ys.max() - 0.05 * rest_head.alpha.shape[0]  # the neck just above its end
     skin = rest_head.rgb[ys[low], xs[low]].mean(axis=0)
-    plate = shoulders(200, (int(skin[0]), int(skin[1]), int(skin[2])))
+    # The demo ships its own shoulders; another head gets a plate with its neck's skin, as one cut from video.
+    plate = demo_torso() if args.avatar == "demo" else shoulders(200, (int(skin[0]), int(skin[1]), int(skin[2])))
     scene = SceneAvatar(head, framing, ColourBackground(WALL, w, h), demand, torso=plate)
     torso = scene.torso
     assert torso is not None

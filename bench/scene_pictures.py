@@ -2,8 +2,8 @@
 
     python bench/scene_pictures.py [--out docs/scene]
 
-virtualcam.png  the demo head at 1280x720 with the default (webcam) framing over a background picture, with a
-                torso plate, as the virtual camera sends it (stored at half size)
+virtualcam.png  what the virtual camera sends with the default config (nothing set): the demo head at 1280x720
+                in the webcam framing, with its shoulders, over the studio backdrop (stored at half size)
 obs.png         headless Chromium showing /obs of a daemon with the default config (demo head, 1280x720) over a
                 transparent page: alpha 0 around the avatar (stored at half size, with its alpha)
 """
@@ -21,46 +21,21 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_composite import shoulders
 
 from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.config import load_config
 from bridge.core.face_params import FaceParams
-from drivers.avatar.demo.avatar import DemoAvatar
-from drivers.avatar.scene.avatar import SceneAvatar
-from drivers.avatar.scene.background import ImageBackground
-from drivers.avatar.scene.framing import HeadFraming
+from bridge.runtime import build
 
 W, H = 1280, 720
 
 
-def room(path: Path) -> None:
-    """A soft room-like picture: a wall gradient, a window, a shelf."""
-    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
-    wall = np.stack([200 - 40 * y / H, 190 - 30 * y / H, 175 - 20 * y / H], -1)
-    window = (np.abs(x - 1050) < 140) & (np.abs(y - 250) < 170)
-    wall[window] = (215, 230, 245)
-    shelf = (np.abs(x - 220) < 150) & (np.abs(y - 420) < 8)
-    wall[shelf] = (120, 85, 60)
-    Image.fromarray(wall.astype(np.uint8)).save(path)
-
-
 def virtualcam(out: Path) -> None:
-    framing = HeadFraming.preset("webcam", W, H)
-    head = DemoAvatar(W, H, renderer="cpu", device="cpu", framing=framing)
-    rest = head.render(FaceParams.neutral())
-    assert rest.alpha is not None
-    ys, xs = np.nonzero(rest.alpha >= 250)
-    low = ys > ys.max() - 0.05 * rest.alpha.shape[0]
-    skin = rest.rgb[ys[low], xs[low]].mean(axis=0)
-    room(out / "room.png")
-    scene = SceneAvatar(head, framing, ImageBackground(out / "room.png", W, H), AlphaDemand(),
-                        torso=shoulders(200, (int(skin[0]), int(skin[1]), int(skin[2]))))
+    """The default config's frame: nothing set, so the demo head with its shoulders over the studio backdrop."""
+    scene = build.avatar(load_config(None, overrides={}, environ={}), AlphaDemand())
     frame = scene.render(FaceParams(jaw=np.array([0.12, 0, 0], np.float32),
                                     expression=np.array([0.5, 0, 0, 0, 0] + [0.0] * 95, np.float32)))
-    (out / "room.png").unlink()
+    scene.close()
     Image.fromarray(frame.rgb).resize((W // 2, H // 2), Image.Resampling.LANCZOS).save(out / "virtualcam.png",
                                                                                           optimize=True)
 

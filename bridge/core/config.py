@@ -144,10 +144,11 @@ class AvatarConfig(Section):
     kind: Literal["demo", "flashavatar"] = "demo"
     renderer: Literal["auto", "cpu", "tiles", "reference", "gsplat"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Behind the avatar on outputs without alpha: a colour, a picture (.png, .jpg) or a video played in a loop.
-    background: Background = (0.0, 0.0, 0.0)
+    # Behind the avatar on outputs without alpha: a colour, a picture (.png, .jpg) or a video played in a loop;
+    # None (not set): the built-in studio backdrop, a soft wall made in code.
+    background: Background | None = None
     # Backgrounds the HTTP API and OSC (/avatar/background NAME) may switch to, by name; "default" is always
-    # `background`, "black" and "green" are always there.
+    # `background`, "studio", "black" and "green" are always there.
     backgrounds: dict[str, Background] = Field(default_factory=dict)
     torso: Path | None = None  # a torso plate (avatar-bridge avatar torso) drawn under the head
     transparent: bool = False  # outputs without alpha: black behind the avatar instead of the background
@@ -163,8 +164,8 @@ class AvatarConfig(Section):
 
     @field_validator("background", mode="before")
     @classmethod
-    def _bg(cls, v: Any) -> Background:
-        return _background(v)
+    def _bg(cls, v: Any) -> Background | None:
+        return None if v is None else _background(v)
 
     @field_validator("backgrounds", mode="before")
     @classmethod

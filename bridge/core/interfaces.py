@@ -191,6 +191,17 @@ class AlphaOutput(Protocol):
     def wants_alpha(self) -> bool: ...
 
 
+@runtime_checkable
+class PacedSink(Protocol):
+    """A sink that sends from a thread of its own (a virtual camera on a steady clock): its `write_video` only
+    hands the frame over, so only the sink knows whether frames still leave. The watchdog follows its
+    `progress` (an OutputProbe: when a send last completed) instead of counting handovers."""
+
+    name: str
+
+    def progress(self) -> tuple[float | None, str | None]: ...
+
+
 @dataclass
 class ControlEvent:
     """A control input: `target` in the control vocabulary (e.g. "blend/jawOpen", "preset/happy", "gaze",

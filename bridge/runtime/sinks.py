@@ -3,7 +3,8 @@ virtual camera, a full disk) loses its own frames and never delays the renderer 
 
 Opening, writing and closing all happen on that thread, so a sink whose file or device hangs holds only its
 own thread: the watchdog names it (with "opening" or "closing" when it hangs there), and a stop waits for it
-only as long as its bound (`close(timeout)`), then leaves the thread behind."""
+only as long as its bound (`close(timeout)`), then leaves the thread behind. A sink that sends from a thread
+of its own (a PacedSink: the virtual camera) is followed by its last completed send, not by its handovers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from bridge.core.interfaces import AudioChunk, FrameSink, StreamInfo, VideoFrame
+from bridge.core.interfaces import AudioChunk, FrameSink, PacedSink, StreamInfo, VideoFrame
 from bridge.core.stats import PipelineStats
 from bridge.runtime.watchdog import Watchdog
 
@@ -37,8 +38,18 @@ class SinkRunner:
         self._closing = False
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=self.stage, daemon=True)
-        if watchdog is not None:
+        self._paced = sink if isinstance(sink, PacedSink) else None
+        if watchdog is not None and self._paced is not None:
+            watchdog.follow(self.stage, self._progress)  # progress is a completed send, not a handover
+        elif watchdog is not None:
             watchdog.watch(self.stage)
+
+    def _progress(self) -> tuple[float | None, str | None]:
+        """A paced sink's OutputProbe, with this runner's failure (to open, to write) kept as why it gave up."""
+        assert self._paced is not None
+        if self.failed is not None:
+            return None, str(self.failed)
+        return self._paced.progress()
 
     def start(self) -> None:
         self._thread.start()
@@ -91,7 +102,7 @@ class SinkRunner:
                     started = time.perf_counter()
                     self.sink.write_video(frame)
                     self.stats.time(self.stage, time.perf_counter() - started)
-                    if self.watchdog is not None:
+                    if self.watchdog is not None and self._paced is None:
                         self.watchdog.beat(self.stage)
                     if self.now is not None and frame.audio_time is not None:
                         self.stats.time(f"g2g:{self.sink.name}", self.now() - frame.audio_time)

@@ -198,6 +198,7 @@ class VirtualCameraSink:
         self.retry = retry
         self.camera: Any = None
         self.sent = 0
+        self._sent_at: float | None = None  # time.monotonic() when the last send returned
         self.reopens = 0
         self._latest: tuple[str, NDArray[np.uint8]] | None = None  # (format, data) of the newest frame
         self.fmt_name = ""
@@ -269,6 +270,11 @@ class VirtualCameraSink:
     def write_audio(self, chunk: AudioChunk) -> None:
         pass  # a camera carries no audio: the delayed passthrough does
 
+    def progress(self) -> tuple[float | None, str | None]:
+        """An OutputProbe (PacedSink): when a send last returned. Frames are sent on this sink's own thread,
+        so a send hung in the device's driver shows here, while `write_video` goes on returning at once."""
+        return self._sent_at, None
+
     def _send_loop(self) -> None:
         assert self._info is not None
         pacer = FramePacer(self._info.fps)
@@ -290,6 +296,7 @@ class VirtualCameraSink:
                     continue  # converted for the camera before a reopen; the next frame comes in this one's format
                 self.camera.send(data)
                 self.sent += 1
+                self._sent_at = time.monotonic()
             except Exception as exc:  # vanished or taken: close and reopen later, never crash
                 log.warning("virtual camera failed (%s); reopening in %.1f s", exc, delay)
                 self._close_camera()

@@ -52,7 +52,7 @@ async def test_backgrounds_switch_by_name_over_http_and_osc(tmp_path: Path) -> N
             async with http.get(f"{base}/api/scene") as r:
                 body = await r.json()
             assert body["background"] == "default"
-            assert body["backgrounds"] == ["black", "broken", "default", "green", "office", "red"]
+            assert body["backgrounds"] == ["black", "broken", "default", "green", "office", "red", "studio"]
             assert body["alpha"] == {"wanted": False, "holders": {}}
             async with http.post(f"{base}/api/scene/background", json={"name": "red"}) as r:
                 assert r.status == 200, await r.text()

@@ -1,8 +1,9 @@
 """Outputs that hang, or that another program takes away, never hold the daemon: a recording path that is a
 FIFO or a device is refused before anything runs; a PulseAudio server that stops answering (SIGSTOP) is named
 by /health as the voice output and cannot keep SIGTERM from ending the daemon within about two seconds; a
-second daemon leaves the first one's virtual microphone alone; a Janus that stops answering is named by
-/health and does not hold the stop either. Every daemon here is a real process; the servers are real too."""
+second daemon leaves the first one's virtual microphone alone; a virtual camera whose driver hangs in a send
+is named by its last completed send; a Janus that stops answering is named by /health (by the keepalive's
+deadline) and does not hold the stop either. Every daemon here is a real process; the servers are real too."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -24,9 +26,11 @@ from bridge.runtime.sinks import SinkRunner
 from bridge.runtime.watchdog import Watchdog
 from drivers.output.recorder import RecorderSink
 from drivers.output.virtual_mic import SINK, SOURCE, VirtualMic
+from drivers.output.virtualcam import VirtualCameraSink
 from tests.conftest import needs_program, require_program
 from tests.output.janus_server import janus_available, running_janus
 from tests.output.pulse_server import PulseServer, pulseaudio_available, running_pulseaudio
+from tests.output.test_virtualcam import I420Only
 from tests.security.daemon import DaemonProcess, wait_for
 
 STOP_BOUND_S = 2.0  # SIGTERM to exit, what the daemon promises
@@ -80,6 +84,72 @@ def test_a_path_that_became_a_fifo_is_refused_when_opened_not_waited_on(tmp_path
     started = time.monotonic()
     runner.close(timeout=5.0)
     assert time.monotonic() - started < 1.0
+
+
+# ---- a virtual camera whose driver hangs in a send ------------------------------------------------------------
+
+
+class HangingCamera(I420Only):
+    """A pyvirtualcam backend (registered through its plug-in API) whose send blocks, once `hang` is set, until
+    `release` is: what a wedged v4l2loopback writer or a stuck OBS virtual camera does to the sending thread."""
+
+    takes = "I420"
+    frames: ClassVar[list[np.ndarray]] = []
+    hang = threading.Event()
+    release = threading.Event()
+
+    def send(self, frame: np.ndarray) -> None:
+        if self.hang.is_set():
+            self.release.wait(60)
+        else:
+            super().send(frame)
+
+
+def test_a_virtual_camera_hung_in_a_send_is_named_and_cannot_hold_the_stop() -> None:
+    """The sink's writes only hand the frame to its sending thread, so they go on returning while the send
+    hangs: the watchdog (what /health reports) names the camera by its last completed send."""
+    import pyvirtualcam
+    from pyvirtualcam import camera
+
+    pyvirtualcam.register_backend("hanging", HangingCamera)
+    HangingCamera.hang.clear()
+    HangingCamera.release.clear()
+    HangingCamera.frames = []
+    watchdog = Watchdog()
+    watchdog.start(())
+    sink = VirtualCameraSink(backend="hanging", fmt="i420")
+    runner = SinkRunner(sink, StreamInfo(64, 64, 25), PipelineStats(), watchdog=watchdog)
+    feeding = threading.Event()
+    handed = [0]
+
+    def feed() -> None:
+        while not feeding.is_set():
+            runner.put_video(VideoFrame(np.zeros((64, 64, 3), np.uint8), handed[0] / 25, handed[0]))
+            handed[0] += 1
+            time.sleep(0.04)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    try:
+        runner.start()
+        feeder.start()
+        wait_for(lambda: sink.sent >= 5, 20, "frames sent to the camera")
+        assert watchdog.report()["stages"]["sink:virtualcam"]["state"] == "ok", watchdog.report()
+        HangingCamera.hang.set()
+        report = wait_for(lambda: watchdog.report()["stalled"], 20, "the watchdog naming the hung camera")
+        assert [entry["stage"] for entry in report] == ["sink:virtualcam"], report
+        assert report[0]["state"] == "stalled", report
+        sent, given = sink.sent, handed[0]
+        wait_for(lambda: handed[0] > given + 5, 20, "frames still handed to the sink")
+        assert runner.failed is None and sink.sent == sent  # the handovers went on; no send completed
+        assert len(HangingCamera.frames) == sent  # what the driver took, frame by frame
+        started = time.monotonic()
+        runner.close(timeout=5.0)
+        took = time.monotonic() - started
+        assert took < 1.0 + LOADED_SLACK_S, f"the stop took {took:.2f} s"  # the sink waits 1 s for its sender
+    finally:
+        feeding.set()
+        HangingCamera.release.set()
+        camera.BACKENDS.pop("hanging", None)
 
 
 # ---- the voice output on a PulseAudio server ------------------------------------------------------------------
@@ -182,8 +252,18 @@ def test_a_stop_while_the_daemon_waits_on_a_hung_server_at_start_is_obeyed(pulse
 # ---- a publisher to a Janus that stops answering --------------------------------------------------------------
 
 
+def janus_named(daemon: DaemonProcess) -> dict[str, Any] | None:
+    """The Janus publisher's entry in /api/status (with its reason) while /health answers 503 naming it."""
+    if named(daemon, "publisher:janus") is None:
+        return None
+    entry: dict[str, Any] = daemon.status()["health"]["stages"]["publisher:janus"]
+    return entry if entry["state"] in ("stalled", "failed") else None
+
+
 @needs_program("janus", "janus", found=janus_available())
 async def test_a_janus_that_stops_answering_is_named_and_cannot_hold_the_stop(tmp_path: Path) -> None:
+    """Frozen Janus (SIGSTOP): the keepalive's deadline names it, well before ICE consent (about 30 s) would
+    end the media; then, frozen again while a Janus session is open, the stop does not wait on its answer."""
     async with running_janus(tmp_path) as janus:
         daemon = DaemonProcess(tmp_path / "daemon", {"webrtc": {"janus": {"url": janus.url, "room": janus.room}}})
         await asyncio.to_thread(daemon.start, 120)
@@ -196,11 +276,16 @@ async def test_a_janus_that_stops_answering_is_named_and_cannot_hold_the_stop(tm
             frames = await asyncio.to_thread(daemon.frames)
             os.kill(janus.proc.pid, signal.SIGSTOP)
             try:
-                await asyncio.to_thread(wait_for, lambda: named(daemon, "publisher:janus"), 60,
-                                        "/health naming the Janus publisher")
-                why = (await asyncio.to_thread(daemon.status))["health"]["stages"]["publisher:janus"]
-                assert "Janus" in why.get("error", ""), why  # the reason, in /api/status (behind the token)
+                why = await asyncio.to_thread(wait_for, lambda: janus_named(daemon), 60,
+                                              "/health naming the Janus publisher")
+                # The reason (in /api/status, behind the token) is the keepalive's deadline, nothing later.
+                assert "did not answer 'keepalive'" in why.get("error", ""), why
                 await asyncio.to_thread(daemon.assert_rendering, frames)
+            finally:
+                os.kill(janus.proc.pid, signal.SIGCONT)
+            await asyncio.to_thread(wait_for, publishing, 90, "publishing to Janus again")
+            os.kill(janus.proc.pid, signal.SIGSTOP)  # a session is open: ending it asks Janus, which never answers
+            try:
                 took = await asyncio.to_thread(daemon.stop, 30)
             finally:
                 os.kill(janus.proc.pid, signal.SIGCONT)

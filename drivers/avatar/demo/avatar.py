@@ -36,7 +36,7 @@ from bridge.core.config import Config
 from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import NeckPose, RenderedImage
 from bridge.core.models import ModelCache
-from drivers.avatar.demo.head import HeadModel, build_head
+from drivers.avatar.demo.head import NECK_BOTTOM, HeadModel, build_head
 from drivers.avatar.demo.rig import HeadRig
 from drivers.avatar.scene.framing import HeadFraming
 from drivers.avatar.splat.cameras import default_camera
@@ -48,7 +48,7 @@ DEMO_EXPRESSION_CHANNELS: dict[str, int] = {"smile": 0, "brow_raise": 1, "frown"
 HEAD_CENTER = (0.0, -0.012, 0.0)
 HEAD_RADIUS = 0.128
 CAMERA_DISTANCE = 0.9
-NECK_BASE = np.array([0.0, -0.16, -0.012])  # where the neck meets the body: below it the neck stays still
+NECK_BASE = np.array([0.0, NECK_BOTTOM, -0.012])  # where the neck meets the body (the torso's collar): still
 CULL_COSINE = -0.15  # keep surface Gaussians whose normal is at most ~99° away from the view direction
 
 

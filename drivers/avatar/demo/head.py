@@ -28,6 +28,8 @@ ALMOND_W, ALMOND_H = 0.0145, 0.0072  # half width / height of the eye opening in
 MOUTH_Y, MOUTH_W = -0.05, 0.023  # the lip line and the mouth's half width
 JAW_HINGE = np.array([0.0, -0.012, 0.0])
 NECK_PIVOT = np.array([0.0, -0.075, -0.012])
+NECK_BOTTOM = -0.16  # the neck's lowest ring, where the demo torso's collar takes over (a natural neck length)
+NECK_RADII = (0.048, 0.047)  # x, z
 LIGHT = np.array([-0.45, 0.55, 0.75]) / np.linalg.norm([-0.45, 0.55, 0.75])
 
 # Region codes (one per Gaussian).
@@ -192,7 +194,8 @@ def _skin_albedo(p: D, rng: np.random.Generator) -> tuple[D, NDArray[np.bool_]]:
     return col, lips
 
 
-def _shade(albedo: D, n: D, amount: float = 1.0) -> D:
+def shade(albedo: D, n: D, amount: float = 1.0) -> D:
+    """Albedo lit by the fixed key light, sky fill and rim (baked into the colours; the torso uses it too)."""
     lam = np.clip(n @ LIGHT, 0, None)[:, None]
     sky = (0.5 + 0.5 * n[:, 1:2]) * 0.18
     rim = np.clip(1 - n[:, 2:3], 0, 1) ** 3 * 0.05
@@ -282,7 +285,7 @@ def _eyes(rng: np.random.Generator, n_ball: int) -> tuple[list[Part], D]:
         sp = EYE_R * math.sqrt(4 * math.pi / (n_ball * 2)) * 0.8
         ball = Part(EYEBALL, c + d[sclera] * EYE_R, d[sclera], _tangent_frame(d[sclera])[0],
                     np.tile([sp, sp, sp * 0.3], (int(sclera.sum()), 1)), white[sclera], shade=False)
-        ball.albedo = _shade(ball.albedo, ball.normals, 0.5)
+        ball.albedo = shade(ball.albedo, ball.normals, 0.5)
         di = d[~sclera]
         ai = ang[~sclera]
         rad = ai / iris_r
@@ -417,15 +420,20 @@ def _ears(rng: np.random.Generator, per: int) -> list[Part]:
     return parts
 
 
+def neck_albedo(y: D) -> D:
+    """The neck's skin colour at height y (darker down the neck, away from the face)."""
+    return np.asarray(np.array([0.8, 0.58, 0.47])[None, :] * (0.8 + 0.2 * smoothstep(-0.2, -0.08, y))[:, None])
+
+
 def _neck(rng: np.random.Generator, n: int) -> Part:
     k = int(math.sqrt(n / 2.2))
-    th, yy = np.meshgrid(np.linspace(-math.pi, math.pi, int(k * 2.2), endpoint=False), np.linspace(-0.24, -0.075, k))
+    th, yy = np.meshgrid(np.linspace(-math.pi, math.pi, int(k * 2.2), endpoint=False), np.linspace(NECK_BOTTOM, -0.075, k))
     th = th + (np.arange(k)[:, None] % 2) * (math.pi / (k * 2.2))
-    rx, rz = 0.046, 0.047
+    rx, rz = NECK_RADII
     p = np.stack([rx * np.sin(th), yy, -0.014 + rz * np.cos(th)], -1).reshape(-1, 3)
     nrm = _unit(np.stack([np.sin(th) / rx, np.zeros_like(th), np.cos(th) / rz], -1).reshape(-1, 3))
     sp = 2 * math.pi * 0.047 / (k * 2.2) * 0.6
-    albedo = np.tile([0.8, 0.58, 0.47], (len(p), 1)) * (0.8 + 0.2 * smoothstep(-0.2, -0.08, p[:, 1:2]))
+    albedo = neck_albedo(p[:, 1])
     tang = np.tile([0.0, 1.0, 0.0], (len(p), 1))  # first scale runs along the neck
     return Part(NECK, p, nrm, tang, np.tile([sp * 1.35, sp, sp * 0.2], (len(p), 1)), albedo)
 
@@ -498,7 +506,7 @@ def build_head(n_skin: int = 19000, seed: int = 7) -> HeadModel:
     means = cat(lambda q: q.means)
     normals = cat(lambda q: q.normals)
     region = cat(lambda q: np.full(len(q.means), q.region)).astype(np.int8)
-    colors = cat(lambda q: _shade(q.albedo, q.normals) if q.shade else q.albedo)
+    colors = cat(lambda q: shade(q.albedo, q.normals) if q.shade else q.albedo)
     inner = cat(lambda q: q.extra.get("inner", np.zeros(len(q.means))))
     side = cat(lambda q: q.extra.get("side", np.full(len(q.means), -1.0))).astype(np.int8)
     lid_uv = cat(lambda q: np.stack([q.extra.get("lid_u", np.zeros(len(q.means))),
@@ -507,7 +515,7 @@ def build_head(n_skin: int = 19000, seed: int = 7) -> HeadModel:
     jaw_given = cat(lambda q: q.extra.get("jaw", np.full(len(q.means), np.nan)))
     jaw = np.where(np.isnan(jaw_given), jaw, jaw_given)
     jaw[np.isin(region, (EYEBALL, IRIS, PUPIL, LID_UP, LID_LOW, SOCKET, HAIR, BROW, EAR))] = 0.0
-    neck_w = np.where(region == NECK, smoothstep(-0.16, -0.06, means[:, 1]), 1.0)
+    neck_w = np.where(region == NECK, smoothstep(NECK_BOTTOM, -0.06, means[:, 1]), 1.0)
     quats = frames_to_quats(cat(lambda q: q.tangents), normals)
     return HeadModel(
         means=means.astype(np.float32), quats=quats.astype(np.float32), scales=cat(lambda q: q.scales).astype(np.float32),

@@ -22,7 +22,14 @@ from bridge.core.face_params import FaceParams
 from bridge.core.interfaces import Avatar, NeckPose, RenderedImage
 from drivers.avatar.scene.background import BackgroundSource
 from drivers.avatar.scene.framing import HeadFraming
-from drivers.avatar.scene.layers import Compositor, DeviceRegion, Layer, NumpyCompositor, TorchCompositor
+from drivers.avatar.scene.layers import (
+    Compositor,
+    DeviceRegion,
+    Layer,
+    NumpyCompositor,
+    Prepared,
+    TorchCompositor,
+)
 from drivers.avatar.scene.torso import TorsoError, TorsoPlate, neck_line
 
 ROLL_STEP = 0.004  # radians: turned plates are cached per step (a turn of a few degrees reuses a few dozen)
@@ -112,6 +119,7 @@ class SceneAvatar:
         self._device_head = device_head
         self._on_device = TorchCompositor(head.device) if device_head is not None else None
         self._rest: NeckPose | None = None
+        self._prepared: Prepared | None = None
         self.torso: PlacedTorso | None = None
         if torso is not None:
             self._place_torso(torso)
@@ -147,13 +155,26 @@ class SceneAvatar:
             return self._render_on_device(self._device_head, self._on_device, params)
         image = self.head.render(params)
         alpha = image.alpha if image.alpha is not None else _opaque_alpha(image)
-        layers: list[Layer] = []
-        if self.torso is not None:
-            layers.append(self.torso.layer(*self.neck_motion(image.neck)))
-        layers.append(Layer(image.rgb, alpha, image.origin[0], image.origin[1]))
+        head = Layer(image.rgb, alpha, image.origin[0], image.origin[1])
+        torso = self.torso.layer(*self.neck_motion(image.neck)) if self.torso is not None else None
         background = None if self.transparent else self._background.frame(time.monotonic())
-        out = self.compositor.compose(background, layers, self.width, self.height, self.demand.wanted)
+        still = background is None or not background.flags.writeable  # a still picture is read-only
+        if still and torso is not None and isinstance(self.compositor, NumpyCompositor):
+            prepared = self._prepared_under(self.compositor, background, torso)
+            out = self.compositor.compose_over(prepared, [head], self.demand.wanted)
+        else:
+            layers = [head] if torso is None else [torso, head]
+            out = self.compositor.compose(background, layers, self.width, self.height, self.demand.wanted)
         return RenderedImage(out.rgb, out.alpha, neck=image.neck, foreground=out.foreground)
+
+    def _prepared_under(self, compositor: NumpyCompositor, background: NDArray[np.uint8] | None, torso: Layer
+                        ) -> Prepared:
+        """Background and torso composited once while neither moves (a still picture, the torso where it was):
+        each frame then only copies them and draws the head's region."""
+        key = (id(background), id(torso.rgb), torso.x0, torso.y0)
+        if self._prepared is None or self._prepared.key != key:
+            self._prepared = compositor.prepare(background, [torso], self.width, self.height, key)
+        return self._prepared
 
     def _render_on_device(self, head: DeviceHead, compositor: TorchCompositor, params: FaceParams
                           ) -> RenderedImage:

@@ -76,6 +76,29 @@ class ColourBackground(StillBackground):
         super().__init__(picture, "#" + "".join(f"{round(c * 255):02x}" for c in rgb))
 
 
+class StudioBackground(StillBackground):
+    """The backdrop when none is configured: a calm wall lit from the front, made in code at the frame's size (a
+    warm grey gradient, lighter behind the head and falling off to the corners), so the default picture is a
+    person in a room rather than a head on black."""
+
+    TOP = np.array([188.0, 180.0, 168.0])  # the wall near the ceiling
+    BOTTOM = np.array([128.0, 122.0, 114.0])  # and towards the floor
+
+    def __init__(self, width: int, height: int) -> None:
+        y = (np.arange(height, dtype=np.float32) + 0.5) / height
+        x = (np.arange(width, dtype=np.float32) + 0.5) / width
+        ramp = y ** 1.3
+        wall = self.TOP[None, :] * (1.0 - ramp[:, None]) + self.BOTTOM[None, :] * ramp[:, None]  # (H, 3)
+        # The light falls off from behind the head (upper middle) towards the corners, measured in heights.
+        dx = (x[None, :] - 0.5) * width / height
+        dy = y[:, None] - 0.4
+        fall = 1.0 + 0.10 * np.exp(-(dx * dx + dy * dy) / 0.08) - 0.22 * np.clip(dx * dx + dy * dy, 0.0, 1.2)
+        # A fixed fine dither keeps the gentle gradient from banding in 8 bits (and in the encoders).
+        dither = np.random.default_rng(0).random((height, width), np.float32) - 0.5
+        picture = np.clip(wall[:, None, :] * fall[..., None] + dither[..., None], 0, 255).astype(np.uint8)
+        super().__init__(picture, "studio")
+
+
 class ImageBackground(StillBackground):
     def __init__(self, path: Path, width: int, height: int) -> None:
         from PIL import Image, UnidentifiedImageError
@@ -177,8 +200,11 @@ class VideoBackground:
         self._thread.join(timeout=2.0)
 
 
-def open_background(spec: tuple[float, float, float] | Path, width: int, height: int) -> BackgroundSource:
-    """A colour, or a picture or video file told apart by its suffix (blocking: reads the file)."""
+def open_background(spec: tuple[float, float, float] | Path | None, width: int, height: int) -> BackgroundSource:
+    """A colour, or a picture or video file told apart by its suffix (blocking: reads the file); None: the
+    studio backdrop."""
+    if spec is None:
+        return StudioBackground(width, height)
     if not isinstance(spec, Path):
         return ColourBackground(spec, width, height)
     suffix = spec.suffix.lower()

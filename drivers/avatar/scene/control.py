@@ -16,15 +16,16 @@ from drivers.avatar.scene.background import open_background
 log = logging.getLogger(__name__)
 
 Background = tuple[float, float, float] | Path
-BUILT_IN: dict[str, Background] = {"black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0)}
+BUILT_IN: dict[str, Background | None] = {"black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "studio": None}
 
 
 class BackgroundTable:
     """Implements `BackgroundControl` for a `SceneAvatar`."""
 
-    def __init__(self, scene: SceneAvatar, default: Background, table: dict[str, Background]) -> None:
+    def __init__(self, scene: SceneAvatar, default: Background | None, table: dict[str, Background]) -> None:
+        """`default` None: the studio backdrop (no background configured)."""
         self.scene = scene
-        self.table: dict[str, Background] = {**BUILT_IN, **table, "default": default}
+        self.table: dict[str, Background | None] = {**BUILT_IN, **table, "default": default}
         self._current = "default"
         self._lock = threading.Lock()  # one switch at a time: the last one asked for wins
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
@@ -38,12 +39,11 @@ class BackgroundTable:
         return self._current
 
     def select(self, name: str) -> None:
-        spec = self.table.get(name)
-        if spec is None:
+        if name not in self.table:
             raise UserError(f"no background named {name[:40]!r}; choose one of {', '.join(self.names())} "
                             "(add more under [avatar.backgrounds])")
         with self._lock:
-            source = open_background(spec, self.scene.width, self.scene.height)
+            source = open_background(self.table[name], self.scene.width, self.scene.height)
             self.scene.set_background(source).close()
             self._current = name
 

@@ -53,7 +53,41 @@ class Compositor(Protocol):
         """`layers` (bottom first) over `background` (None: black); with alpha, the layers alone as well."""
 
 
+@dataclass
+class Prepared:
+    """Layers that stay put (a still background and a torso at rest) composited once, read-only: the picture
+    over the background (`rgb`), and the layers alone (`foreground` over black, `alpha`) for alpha outputs."""
+
+    rgb: NDArray[np.uint8]
+    foreground: NDArray[np.uint8]
+    alpha: NDArray[np.uint8]
+    key: tuple[object, ...]
+    held: tuple[object, ...] = ()  # what `key` names by id, kept alive so no other array takes its id
+
+
 class NumpyCompositor:
+    def prepare(self, background: NDArray[np.uint8] | None, layers: list[Layer], width: int, height: int,
+                key: tuple[object, ...]) -> Prepared:
+        """`layers` over `background` once, for `compose_over` to start from every frame."""
+        out = self.compose(background, layers, width, height, True)
+        assert out.alpha is not None and out.foreground is not None
+        rgb = out.rgb if background is not None else out.rgb.copy()  # over black, compose shares one array
+        for a in (rgb, out.foreground, out.alpha):
+            a.flags.writeable = False
+        return Prepared(rgb, out.foreground, out.alpha, key, (background, *(layer.rgb for layer in layers)))
+
+    def compose_over(self, prepared: Prepared, layers: list[Layer], with_alpha: bool) -> Composited:
+        """`layers` over what `prepared` holds: per frame only a copy of it and the layers' own boxes."""
+        rgb = prepared.rgb.copy()
+        for layer in layers:
+            over_np(rgb, None, layer.rgb, layer.alpha, layer.x0, layer.y0)
+        if not with_alpha:
+            return Composited(rgb)
+        fg, alpha = prepared.foreground.copy(), prepared.alpha.copy()
+        for layer in layers:
+            over_np(fg, alpha, layer.rgb, layer.alpha, layer.x0, layer.y0)
+        return Composited(rgb, alpha, fg)
+
     def compose(self, background: NDArray[np.uint8] | None, layers: list[Layer], width: int, height: int,
                 with_alpha: bool) -> Composited:
         fg: NDArray[np.uint8] | None = None

@@ -61,6 +61,16 @@ def test_compositors_agree_with_and_without_alpha() -> None:
             assert a.alpha[0, 0] == 0 and a.alpha[45, 70] == 255
         else:
             assert a.alpha is None and b.alpha is None
+        # Still layers composited once, the moving one drawn over them each frame: the same bytes.
+        for background in (bg, None):
+            comp = NumpyCompositor()
+            prepared = comp.prepare(background, layers[:1], 128, 72, ("still",))
+            c = comp.compose_over(prepared, layers[1:], with_alpha)
+            d = comp.compose(background, layers, 128, 72, with_alpha)
+            assert np.array_equal(c.rgb, d.rgb) and not prepared.rgb.flags.writeable
+            if with_alpha:
+                assert c.alpha is not None and d.alpha is not None and c.foreground is not None
+                assert np.array_equal(c.alpha, d.alpha) and np.array_equal(c.foreground, d.foreground)
 
 
 def test_picture_covers_the_frame_and_bad_files_are_one_line_errors(tmp_path: Path) -> None:
