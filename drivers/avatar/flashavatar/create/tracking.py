@@ -7,8 +7,9 @@ each optimiser step sees every frame, and a temporal term (second differences of
 keeps a still face still and carries the parameters through frames where no face was found.
 
 Stages: a closed-form rigid start per frame (scaled orthographic Procrustes of the template's landmark points),
-then the camera alone, then everything. Camera rotations are optimised about the landmarks' centre so rotation
-and translation do not fight each other.
+then the camera alone, then everything, then everything again with each landmark trusted by how well it was
+followed. Camera rotations are optimised about the landmarks' centre so rotation and translation do not fight
+each other. `photometric.refine_pose` can then refine the camera against the video's pixels.
 """
 
 from __future__ import annotations
