@@ -95,6 +95,11 @@ class SlowAvatar(FlatAvatar):
     render_seconds = 0.05
 
 
+SCENE_SETUP_RENDERS = 1
+"""Renders a daemon makes before its stream: the scene renders the neutral head once to put the demo's torso plate
+under its neck."""
+
+
 class StarvedAvatar(FlatAvatar):
     """Renders 25 frames, then its renderer gets no turn for a minute (each render blocks)."""
 

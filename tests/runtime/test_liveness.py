@@ -21,7 +21,7 @@ import pytest
 from bridge.core.config import load_config
 from bridge.http.app import build_app
 from bridge.runtime.daemon import Daemon
-from tests.avatars import as_demo_avatar
+from tests.avatars import SCENE_SETUP_RENDERS, StarvedAvatar, as_demo_avatar
 from tests.commands.test_cli import env
 from tests.conftest import (
     REPO,
@@ -31,6 +31,8 @@ from tests.conftest import (
     started_daemon,
     stopped_daemon,
 )
+
+STREAM_FRAMES = StarvedAvatar.slow_after - SCENE_SETUP_RENDERS  # frames the stream gets before the starvation
 
 BASE = {
     "video": {"width": 96, "height": 96, "fps": 25},
@@ -73,7 +75,7 @@ async def test_the_clock_ends_a_timed_run_and_health_names_the_stalled_renderer(
     # The run ended when its six seconds of video were due, not when (or whether) the renderer finished;
     # the margin covers the A/V delay before the first frame and the shutdown.
     assert ran < 6.0 + daemon.av_delay + 3.0, f"a 6 s run took {ran:.1f} s"
-    assert daemon.pipeline.frames_rendered == 25
+    assert daemon.pipeline.frames_rendered == STREAM_FRAMES
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -97,7 +99,7 @@ def test_a_signal_stops_a_starved_daemon_quickly_and_finalises_the_recording(tmp
     assert "terminate called" not in rest and "Traceback" not in rest
     assert f"avatar-bridge: recorded {out}" in rest
     rec = read_recording(out)  # finalised: decodes to the end without an error
-    assert rec.frames >= 25 and rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
+    assert rec.frames >= STREAM_FRAMES and rec.audio_seconds == pytest.approx(rec.synced_audio_seconds(25), abs=1e-6)
 
 
 def test_stopping_while_torch_renders_exits_cleanly(tmp_path: Path) -> None:
