@@ -17,7 +17,7 @@ from bridge.core.config import ConfigError, load_config
 from drivers.avatar.scene.background import BackgroundError, ImageBackground, VideoBackground, open_background
 from drivers.avatar.scene.composite import over_np, over_torch
 from drivers.avatar.scene.framing import HeadFraming
-from drivers.avatar.scene.layers import Layer, NumpyCompositor, TorchCompositor
+from drivers.avatar.scene.layers import Composited, Layer, NumpyCompositor, TorchCompositor
 
 
 def test_over_is_the_rounded_maths_and_the_same_on_numpy_and_torch() -> None:
@@ -43,6 +43,21 @@ def test_over_is_the_rounded_maths_and_the_same_on_numpy_and_torch() -> None:
     assert np.array_equal(a_np[untouched], dst[untouched])
 
 
+def torch_gives_numpys_bytes(bg: np.ndarray, layers: list[Layer], width: int, height: int, with_alpha: bool,
+                             device: str) -> Composited:
+    """Both compositors on the same layers: the same colour, alpha and foreground bytes (alpha only when
+    asked for); returns NumPy's result."""
+    a = NumpyCompositor().compose(bg, layers, width, height, with_alpha)
+    b = TorchCompositor(device).compose(bg, layers, width, height, with_alpha)
+    assert np.array_equal(a.rgb, b.rgb)
+    if with_alpha:
+        assert a.alpha is not None and b.alpha is not None and a.foreground is not None
+        assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground)
+    else:
+        assert a.alpha is None and b.alpha is None
+    return a
+
+
 def test_compositors_agree_with_and_without_alpha() -> None:
     rng = np.random.default_rng(2)
     bg = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
@@ -52,15 +67,9 @@ def test_compositors_agree_with_and_without_alpha() -> None:
     colour = (np.full((30, 30, 3), 200) * (alpha[..., None] / 255.0)).astype(np.uint8)
     layers = [Layer(colour, alpha, 50, 40), Layer(colour, alpha, 60, 30)]
     for with_alpha in (False, True):
-        a = NumpyCompositor().compose(bg, layers, 128, 72, with_alpha)
-        b = TorchCompositor("cpu").compose(bg, layers, 128, 72, with_alpha)
-        assert np.array_equal(a.rgb, b.rgb)
+        a = torch_gives_numpys_bytes(bg, layers, 128, 72, with_alpha, "cpu")
         if with_alpha:
-            assert a.alpha is not None and b.alpha is not None and a.foreground is not None
-            assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground)
-            assert a.alpha[0, 0] == 0 and a.alpha[45, 70] == 255
-        else:
-            assert a.alpha is None and b.alpha is None
+            assert a.alpha is not None and a.alpha[0, 0] == 0 and a.alpha[45, 70] == 255
         # Still layers composited once, the moving one drawn over them each frame: the same bytes.
         for background in (bg, None):
             comp = NumpyCompositor()
@@ -166,9 +175,4 @@ def test_gpu_compositor_gives_the_cpu_bytes() -> None:
     colour = (rng.random((360, 290, 3)) * alpha[..., None]).astype(np.uint8)
     layers = [Layer(colour, alpha, 500, 400), Layer(colour, alpha, 495, 100)]
     for with_alpha in (False, True):
-        a = NumpyCompositor().compose(bg, layers, 1280, 720, with_alpha)
-        b = TorchCompositor("cuda").compose(bg, layers, 1280, 720, with_alpha)
-        assert np.array_equal(a.rgb, b.rgb)
-        if with_alpha:
-            assert a.alpha is not None and b.alpha is not None and a.foreground is not None
-            assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground)
+        torch_gives_numpys_bytes(bg, layers, 1280, 720, with_alpha, "cuda")
