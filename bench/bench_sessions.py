@@ -27,6 +27,11 @@ How each number is measured:
   also counted directly (drivers.memory.tensor_bytes), which works on the CPU too.
 - GPU busy %: torch.cuda.utilization (NVML) or `nvidia-smi`, sampled every half second during the run.
 - CPU per session: the process's CPU time over the run, divided by the wall time and N (in cores).
+- cores by thread: each thread's CPU time over the run (/proc/self/task), grouped by the thread's name
+  (every session's render thread is one group; library threads without a Python name by their OS name).
+
+With --processes K the N sessions are split over K processes sharing the GPU (as `avatar-bridge workers
+--per-gpu K` runs them), which measure over the same seconds; their figures are added up.
 """
 
 from __future__ import annotations
@@ -226,10 +231,12 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             before = [counts(s) for s in sessions]
             after_pts = [s.clock.now() for s in sessions]
             busy = GpuBusy().start()
+            threads0 = thread_cpu()
             cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - wall0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            figures["threads"] = thread_groups(threads0, thread_cpu(), wall)
             figures["gpu_busy"] = busy.stop()
             figures["wall"] = wall
             figures["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -283,7 +290,37 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "gpu_busy_pct": figures["gpu_busy"], "cpu_cores": figures["cpu_s"] / wall if wall > 0 else float("nan"),
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
         "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
+        "threads": figures["threads"],
     }
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each of the process's threads so far (Linux: /proc/self/task), by native id, with the
+    Python name of the thread where it has one (native threads of libraries keep their OS name)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            tid = int(task.name)
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (task / "comm").read_text().strip()
+            out[tid] = (names.get(tid, f"[{comm}]"), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_groups(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                  wall: float) -> dict[str, float]:
+    """Cores each kind of thread used over `wall` seconds: threads grouped by name with digits and session
+    ids taken out (every session's render thread is one group)."""
+    import re
+
+    groups: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        kind = re.sub(r"[0-9a-f]{24}|\d+", "#", name)
+        groups[kind] = groups.get(kind, 0.0) + spent / max(wall, 1e-9)
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
 
 def meet(folder: Path, peers: int, timeout_s: float = 600.0) -> None:
@@ -382,6 +419,8 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "gpu_busy_pct": max((p["gpu_busy_pct"] for p in parts if p["gpu_busy_pct"] is not None), default=None),
         "cpu_cores": sum(p["cpu_cores"] for p in parts),
         "hop_batches": first["hop_batches"],
+        "threads": {name: sum((p.get("threads") or {}).get(name, 0.0) for p in parts)
+                    for name in {k for p in parts for k in (p.get("threads") or {})}},
     }
 
 
@@ -417,6 +456,10 @@ def print_curve(results: list[dict[str, Any]]) -> None:
     if base is not None:
         print(f"(device: {base['device']}; GPU MiB: allocated after all sessions were built; per extra: "
               "(all - first) / (N-1); counted: tensors a second session holds beyond the shared models)")
+    for r in results:
+        top = list((r.get("threads") or {}).items())[:8]
+        if top:
+            print(f"N={r['n']}: cores by thread: " + ", ".join(f"{name} {cores:.2f}" for name, cores in top))
     for r in results:
         hb = r.get("hop_batches")
         if hb:
