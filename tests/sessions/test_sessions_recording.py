@@ -1,0 +1,148 @@
+"""Sessions record into files the daemon names, in the folder its config names, over the real loopback: one
+session records from its creation, ending it leaves a playable MP4 while its neighbour keeps rendering,
+another starts and stops its recording over HTTP, and what a request might use to steer the daemon's writes (a
+path, a name, a page of another origin, a form post) or to record without bound is refused with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+import aiohttp
+import av
+import pytest
+
+from bridge.core.config import ConfigError, load_config
+from bridge.core.errors import UserError
+from bridge.runtime.recordings import Recorders, default_record_dir, file_name
+from bridge.runtime.sessions import SessionRegistry
+from tests.conftest import read_recording
+from tests.output.conftest import wait_until
+from tests.sessions.test_sessions_api import SMALL, Api, rendered, sessions_daemon
+
+FILE = re.compile(r"^[a-z0-9_-]+-\d{8}-\d{6}Z(-\d+)?\.mp4$")
+
+
+def video_of(path: Path) -> tuple[str, int, int, int]:
+    """(codec, width, height, decoded frames) of a recording, decoded with PyAV as a player would."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        codec, width, height = stream.codec_context.name, stream.codec_context.width, stream.codec_context.height
+    return codec, width, height, len(read_recording(path).brightness)
+
+
+async def recorded_frames(api: Api, prefix: str) -> int:
+    status, body, _ = await api.call("GET", f"{prefix}/record")
+    assert status == 200, body
+    return int(body["frames"]) if body["recording"] else -1
+
+
+async def until_recorded(api: Api, prefix: str, frames: int) -> None:
+    """Until the session's recording has `frames` frames in its file (counted by the recorder)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while (seen := await recorded_frames(api, prefix)) < frames:
+        assert loop.time() < end, f"{prefix} recorded {seen} frames, not {frames}, within 30 s"
+        await asyncio.sleep(0.05)
+
+
+async def test_sessions_record_to_files_the_daemon_names_and_ending_one_finalises_it(tmp_path: Path) -> None:
+    folder = tmp_path / "recordings" / "made-on-need"
+    sessions = {"max": 5, "max_recordings": 2, "record_dir": str(folder),
+                "fixed": [{"name": "stage", "audio": "silence", "record": True}]}
+    async with sessions_daemon(sessions=sessions) as daemon, aiohttp.ClientSession() as http:
+        api = Api(daemon, http)
+        status, stage, _ = await api.call("GET", "/api/sessions/stage")
+        assert status == 200 and stage["recording"]["recording"], stage
+        assert stage["recording"]["file"].startswith("stage-") and FILE.match(stage["recording"]["file"])
+
+        status, created, _ = await api.call("POST", "/api/sessions", {"record": True})
+        assert status == 201, created
+        a = created["id"]
+        rec = created["recording"]
+        assert rec["recording"] and rec["file"].startswith(f"{a}-") and FILE.match(rec["file"]), rec
+        b = await api.create()
+        status, body, _ = await api.call("GET", f"/api/sessions/{b}/status")
+        assert status == 200 and body["recording"] == {"recording": False, "file": None}
+
+        # Two record (the limit): a third is refused, by creation or over the running session's route.
+        status, body, _ = await api.call("POST", f"/api/sessions/{b}/record", {"recording": True})
+        assert status == 409 and "sessions.max_recordings = 2" in body["error"] and body["fix"], body
+        assert "\n" not in body["error"]
+        status, body, _ = await api.call("POST", "/api/sessions", {"record": True})
+        assert status == 409 and "sessions.max_recordings" in body["error"], body
+        assert len(daemon.sessions) == 4
+
+        # Nothing of a request says where or how a file is written.
+        for bad, word in (({"record": "/tmp/evil.mp4"}, "record"), ({"record": "yes"}, "record"),
+                          ({"record": 1}, "record"), ({"record_dir": "/tmp"}, "record_dir"),
+                          ({"record": True, "file": "../x.mp4"}, "file")):
+            status, body, _ = await api.call("POST", "/api/sessions", bad)
+            assert status == 400 and word in body["error"] and body["fix"], (bad, body)
+        for bad in ({"recording": "/tmp/evil.mp4"}, {"recording": True, "path": "/tmp/evil.mp4"},
+                    {"recording": False, "file": "x.mp4"}, {}):
+            status, body, _ = await api.call("POST", f"/api/sessions/{b}/record", bad)
+            assert status == 400 and body["fix"], (bad, body)
+        status, body, _ = await api.call("POST", f"/api/sessions/{a}/record", None, data=b'{"recording": false}',
+                                         headers={"Content-Type": "text/plain"})
+        assert status == 403 and "application/json" in body["error"]
+        status, _, _ = await api.call("POST", f"/api/sessions/{a}/record", {"recording": False},
+                                      headers={"Origin": "http://evil.example"})
+        assert status == 403
+        assert len(daemon.sessions) == 4 and not Path("/tmp/evil.mp4").exists()
+
+        # Ending a finalises its file; b keeps rendering.
+        await until_recorded(api, f"/api/sessions/{a}", 30)
+        before = rendered(daemon, b)
+        status, body, _ = await api.call("DELETE", f"/api/sessions/{a}")
+        assert status == 200 and body["ended"] == a, body
+        ended = body["recording"]
+        assert not ended["recording"] and ended["finished"] and ended["error"] is None and ended["frames"] >= 30
+        codec, width, height, frames = video_of(folder / ended["file"])
+        assert (codec, width, height) == ("h264", SMALL["width"], SMALL["height"])
+        assert frames >= 30 and abs(frames - ended["frames"]) <= 1, (frames, ended)
+        await wait_until(lambda: rendered(daemon, b) > before + 25, 20, "session b renders on after a ended")
+
+        # The place a took is free: b records over HTTP, stops, and has a playable file of its own.
+        status, body, _ = await api.call("POST", f"/api/sessions/{b}/record", {"recording": True})
+        assert status == 200 and body["recording"] and body["file"].startswith(f"{b}-"), body
+        status, again, _ = await api.call("POST", f"/api/sessions/{b}/record", {"recording": True})
+        assert status == 200 and again["file"] == body["file"]  # already recording: the same file
+        await until_recorded(api, f"/api/sessions/{b}", 10)
+        status, stopped, _ = await api.call("POST", f"/api/sessions/{b}/record", {"recording": False})
+        assert status == 200 and not stopped["recording"] and stopped["finished"], stopped
+        assert video_of(folder / stopped["file"])[3] >= 10
+        status, listed, _ = await api.call("GET", "/api/sessions")
+        by_id = {s["id"]: s["recording"] for s in listed["sessions"]}
+        assert by_id[b]["file"] == stopped["file"] and not by_id[b]["recording"] and by_id["stage"]["recording"]
+
+        assert {p.name for p in folder.iterdir()} == {stage["recording"]["file"], ended["file"], stopped["file"]}
+
+
+def test_the_folder_is_the_users_by_default_and_a_file_the_daemon_cannot_use_is_one_line(tmp_path: Path) -> None:
+    config = load_config(None, environ={})
+    recorders = Recorders(config, SessionRegistry(config))
+    assert recorders.folder == default_record_dir() == Path(os.environ["XDG_DATA_HOME"]) / "avatar-bridge" / "recordings"
+    assert recorders.limit == 4
+    assert file_name("stage", 0.0) == "stage-19700101-000000Z.mp4"
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the folder should be")
+    config = load_config(None, overrides={"sessions": {"record_dir": str(blocked)}}, environ={})
+    with pytest.raises(UserError) as refused:
+        Recorders(config, SessionRegistry(config)).new_sink("stage")
+    assert "sessions.record_dir" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_config_bounds_recordings_and_reads_the_folder_next_to_it(tmp_path: Path) -> None:
+    conf = tmp_path / "avatar.toml"
+    conf.write_text('[sessions]\nrecord_dir = "takes"\nmax_recordings = 1\n'
+                    '[[sessions.fixed]]\nname = "stage"\nrecord = true\n')
+    config = load_config(conf, environ={})
+    assert config.sessions.record_dir == tmp_path / "takes"
+    conf.write_text('[sessions]\nmax_recordings = 1\n[[sessions.fixed]]\nname = "a"\nrecord = true\n'
+                    '[[sessions.fixed]]\nname = "b"\nrecord = true\n')
+    with pytest.raises(ConfigError, match="max_recordings"):
+        load_config(conf, environ={})
