@@ -6,9 +6,16 @@ path, a name, a page of another origin, a form post) or to record without bound 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
@@ -18,8 +25,10 @@ from bridge.core.config import ConfigError, load_config
 from bridge.core.errors import UserError
 from bridge.runtime.recordings import Recorders, default_record_dir, file_name
 from bridge.runtime.sessions import SessionRegistry
-from tests.conftest import read_recording
+from tests.commands.test_cli import cli, env
+from tests.conftest import read_recording, started_daemon, stopped_daemon
 from tests.output.conftest import wait_until
+from tests.output.test_recording_files import limit_file_size
 from tests.sessions.test_sessions_api import SMALL, Api, rendered, sessions_daemon
 
 FILE = re.compile(r"^[a-z0-9_-]+-\d{8}-\d{6}Z(-\d+)?\.mp4$")
@@ -146,3 +155,46 @@ def test_the_config_bounds_recordings_and_reads_the_folder_next_to_it(tmp_path: 
                     '[[sessions.fixed]]\nname = "b"\nrecord = true\n')
     with pytest.raises(ConfigError, match="max_recordings"):
         load_config(conf, environ={})
+
+
+def _call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _until(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} within {seconds} s"
+        time.sleep(0.2)
+    return found
+
+
+def test_a_full_disk_stops_one_sessions_recording_and_the_session_renders_on(tmp_path: Path) -> None:
+    """A daemon whose files may not grow past 30 kB (what a full disk looks like to the recorder): a session's
+    recording stops with one line naming its file (not the folder), the file plays, the session renders on, and
+    its place among the recordings is free again."""
+    conf = tmp_path / "avatar.toml"
+    conf.write_text('[audio]\nloop = true\n[osc]\nenabled = false\n[vmc]\nenabled = false\n[midi]\nenabled = false\n'
+                    '[sessions]\nmax = 2\nmax_recordings = 1\nrecord_dir = "takes"\n')
+    proc, url = started_daemon(cli("demo", "--config", str(conf), "--size", "64x64", "--port", "0"), tmp_path, env(),
+                               preexec=lambda: limit_file_size(30_000))
+    try:
+        status, created = _call(url + "/api/sessions", "POST", {"record": True})
+        assert status == 201, created
+        api = f"{url}/api/sessions/{created['id']}"
+        failed = _until("the recording hit the size limit", lambda: (r := _call(api + "/record")[1])["error"] and r)
+        assert not failed["recording"] and failed["finished"] and failed["file"] == created["recording"]["file"]
+        assert "size limit" in failed["error"] and str(tmp_path) not in failed["error"] and "\n" not in failed["error"]
+        assert read_recording(tmp_path / "takes" / failed["file"]).frames >= 10
+        frames = _call(api + "/status")[1]["frames"]
+        _until("the session renders on", lambda: _call(api + "/status")[1]["frames"] > frames + 25)
+        status, again = _call(api + "/record", "POST", {"recording": True})
+        assert status == 200 and again["recording"] and again["file"] != failed["file"], again
+    finally:
+        stopped_daemon(proc, signal.SIGINT)
