@@ -128,6 +128,9 @@ async def test_sessions_record_to_files_the_daemon_names_and_ending_one_finalise
         assert by_id[b]["file"] == stopped["file"] and not by_id[b]["recording"] and by_id["stage"]["recording"]
 
         assert {p.name for p in folder.iterdir()} == {stage["recording"]["file"], ended["file"], stopped["file"]}
+        status, text, _ = await api.call("GET", "/metrics")
+        assert status == 200 and 'avatar_bridge_session_recording{session="stage"} 1' in text
+        assert f'avatar_bridge_session_recording{{session="{b}"}} 0' in text
 
 
 def test_the_folder_is_the_users_by_default_and_a_file_the_daemon_cannot_use_is_one_line(tmp_path: Path) -> None:
