@@ -16,10 +16,9 @@ recording stops, the session keeps running) and is finalised when it is stopped 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.core.config import Config
 from bridge.core.deadline import off_loop
@@ -28,9 +27,9 @@ from bridge.core.user_dirs import user_data_dir
 from bridge.runtime import build
 
 if TYPE_CHECKING:
+    from bridge.runtime.recording import Recording
     from bridge.runtime.session import Session
     from bridge.runtime.sessions import SessionRegistry
-    from bridge.runtime.sinks import SinkRunner
     from drivers.output.recorder import RecorderSink
 
 SUFFIX = ".mp4"  # H.264 + AAC: plays everywhere
@@ -52,38 +51,6 @@ def file_name(session: str, when: float) -> str:
     """The file a recording of `session` started at `when` (seconds since the epoch) is named."""
     stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y%m%d-%H%M%SZ")
     return f"{session}-{stamp}{SUFFIX}"
-
-
-@dataclass
-class Recording:
-    """One recording of a session: its recorder and the runner feeding it on the session's pipeline."""
-
-    sink: RecorderSink
-    runner: SinkRunner
-    started: float  # wall-clock time, seconds since the epoch
-    fps: int
-    stopped: bool = False  # asked to stop (over HTTP, or by the session's end)
-
-    @property
-    def file(self) -> str:
-        """The file's name, all a web page is told of where it is."""
-        return self.sink.path.name
-
-    @property
-    def active(self) -> bool:
-        """Still recording: neither stopped nor given up (a full disk, a failed write)."""
-        return not self.stopped and self.runner.failed is None
-
-    def error(self) -> str | None:
-        """Why it stopped before it was asked to, with the file's name in place of its path."""
-        if self.runner.failed is None:
-            return None
-        return str(self.runner.failed).replace(str(self.sink.path), self.file)
-
-    def describe(self) -> dict[str, Any]:
-        return {"recording": self.active, "file": self.file, "started": self.started,
-                "frames": self.sink.frames_written, "seconds": round(self.sink.frames_written / self.fps, 2),
-                "finished": not self.active and self.runner.finished, "error": self.error()}
 
 
 class Recorders:

@@ -36,7 +36,7 @@ from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.live import LiveStats, watch_frames
 from bridge.runtime.pipeline import Pipeline
-from bridge.runtime.recordings import Recording
+from bridge.runtime.recording import Recording
 
 if TYPE_CHECKING:
     from bridge.core.interfaces import OutputProbe
