@@ -75,6 +75,8 @@ async def test_sessions_record_to_files_the_daemon_names_and_ending_one_finalise
         b = await api.create()
         status, body, _ = await api.call("GET", f"/api/sessions/{b}/status")
         assert status == 200 and body["recording"] == {"recording": False, "file": None}
+        status, body, _ = await api.call("GET", "/api/record")  # the default session's, as mute and freeze
+        assert status == 200 and body == {"recording": False, "file": None}
 
         # Two record (the limit): a third is refused, by creation or over the running session's route.
         status, body, _ = await api.call("POST", f"/api/sessions/{b}/record", {"recording": True})
