@@ -25,6 +25,11 @@ LIMIT_FIX = ("stop another session's recording (POST /api/sessions/<id>/record {
              "sessions.max_recordings in the daemon's config")
 
 
+def refused_recording(exc: RecordingRefused) -> web.Response:
+    """409: as many sessions record as the config allows (or this one's recording is starting)."""
+    return error(409, str(exc), LIMIT_FIX)
+
+
 async def recording(request: web.Request) -> web.Response:
     return web.json_response(session_of(request).recording_status())
 
@@ -45,7 +50,7 @@ async def record(request: web.Request) -> web.Response:
         else:
             await recorders.stop(session)
     except RecordingRefused as exc:
-        return error(409, str(exc), LIMIT_FIX)
+        return refused_recording(exc)
     except UserError as exc:
         return error(400, str(exc), "set sessions.record_dir to a writable folder with free space")
     return web.json_response(session.recording_status())

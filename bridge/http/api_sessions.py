@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from bridge.core.config import SessionSpec
 from bridge.core.errors import UserError
-from bridge.http.api_recording import LIMIT_FIX
+from bridge.http.api_recording import refused_recording
 from bridge.http.keys import HOST_KEY
 from bridge.http.responses import error, json_body
 from bridge.http.scope import session_of
@@ -71,7 +71,7 @@ async def create(request: web.Request) -> web.Response:
     except SessionsFull as exc:
         return refused_for_capacity(exc)
     except RecordingRefused as exc:
-        return error(409, str(exc), LIMIT_FIX)
+        return refused_recording(exc)
     except UserError as exc:
         return error(400, str(exc), SPEC_FIX)
     return web.json_response({**_links(session), **session.describe()}, status=201,

@@ -79,6 +79,8 @@ class Recorders:
         """Take a place for a recording of session `name` (on the loop); raises RecordingRefused."""
         if name in self._starting:
             raise RecordingRefused(f"a recording of session {name!r} is starting already")
+        if self.limit == 0:
+            raise RecordingRefused("this daemon records no session on request (sessions.max_recordings = 0)")
         if self.count() >= self.limit:
             raise RecordingRefused(f"{self.count()} sessions record already, the most at once "
                                    f"(sessions.max_recordings = {self.limit})")
