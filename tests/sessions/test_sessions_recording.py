@@ -142,6 +142,23 @@ def test_the_folder_is_the_users_by_default_and_a_file_the_daemon_cannot_use_is_
     assert recorders.limit == 4
     assert file_name("stage", 0.0) == "stage-19700101-000000Z.mp4"
 
+    # A name taken (a file, or a link to one elsewhere) is never written over: the recording gets a number.
+    config = load_config(None, overrides={"sessions": {"record_dir": str(tmp_path / "takes")}}, environ={})
+    recorders = Recorders(config, SessionRegistry(config))
+    (tmp_path / "takes").mkdir()
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("keep me")
+    now = int(time.time())
+    for second in range(now, now + 5):
+        taken = tmp_path / "takes" / file_name("stage", second)
+        if second % 2:
+            taken.symlink_to(elsewhere)
+        else:
+            taken.write_text("an earlier take")
+    sink = recorders.new_sink("stage")
+    assert sink.path.parent == tmp_path / "takes" and sink.path.name.endswith("Z-2.mp4") and not sink.path.exists()
+    assert elsewhere.read_text() == "keep me"
+
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the folder should be")
     config = load_config(None, overrides={"sessions": {"record_dir": str(blocked)}}, environ={})
