@@ -80,7 +80,7 @@ admin: {{ admin_ws = false admin_wss = false }}
     (folder / "janus.plugin.videoroom.jcfg").write_text(f"""general: {{ }}
 room-{room}: {{
     description = "Avatar Bridge test"
-    publishers = 2
+    publishers = 8
     videocodec = "{codec}"
     audiocodec = "opus"
 }}
