@@ -13,7 +13,8 @@ They follow gsplat's classic rasteriser (and the torch reference in `reference`)
 * `rasterize`: one tile per task, in parallel (tiles in `spread_order`, so that each thread's share of the
   loop covers the whole image, not just its top or bottom); per pixel centre (x + 0.5, y + 0.5)
   alpha = min(max_alpha, opacity exp(-sigma)), skipped below min_alpha, front-to-back compositing that stops
-  before transmittance would reach min_transmittance, and a tile stops when all its pixels have.
+  before transmittance would reach min_transmittance; a row of a tile is skipped once all its pixels have
+  stopped, and the tile once all its rows have.
 
 Each row of a Gaussian is cut down to the span where its ellipse can reach min_alpha (solved from the conic,
 padded against rounding); the alpha test then decides exactly as the references do, so the span only saves
@@ -23,7 +24,11 @@ Parallel kernels run on numba's "workqueue" threads unless $NUMBA_THREADING_LAYE
 sleep between launches, where an OpenMP pool spins and, beside torch's own OpenMP pool, steals the cores torch
 needs for the next step (measured on two cores: preparing the demo head's Gaussians went from 3 to 40 ms a
 frame).
-The workqueue layer must not be entered from two threads at once: `tiles` serialises launches.
+The workqueue layer must not be entered from two threads at once. `project` and `rasterize` therefore have
+serial twins (`project_serial`, `rasterize_serial`: the same per-Gaussian and per-tile bodies, looped on the
+calling thread) that any number of threads may run at once: `tiles` runs the parallel ones for a render that is
+alone and the serial ones beside another, so several sessions' renders share the cores without queueing for
+the pool (and without its hand-offs, which cost more than they save once the cores are all busy).
 
 Kernels are compiled on first use and cached on disk (`cache=True`): next to this file when that is writable,
 else numba's per-user cache (or `$NUMBA_CACHE_DIR`); where no cache folder is writable they still compile,
@@ -82,6 +87,46 @@ def project(
     box: np.ndarray,  # out (N,4) int64 pixel-centre box x0, x1, y0, y1 (inclusive) clipped to the image
     visible: np.ndarray,  # out (N,) bool
 ) -> None:
+    for i in prange(means.shape[0]):
+        _project_one(i, means, quats, scales, opacities, view, intr, width, height, near, far, eps2d, min_alpha,
+                     radius_clip, xy, conic, depth, box, visible)
+
+
+@_compiled(parallel=False)
+def project_serial(
+    means: np.ndarray, quats: np.ndarray, scales: np.ndarray, opacities: np.ndarray, view: np.ndarray,
+    intr: np.ndarray, width: int, height: int, near: float, far: float, eps2d: float, min_alpha: float,
+    radius_clip: float, xy: np.ndarray, conic: np.ndarray, depth: np.ndarray, box: np.ndarray, visible: np.ndarray,
+) -> None:
+    """`project` on the calling thread alone."""
+    for i in range(means.shape[0]):
+        _project_one(i, means, quats, scales, opacities, view, intr, width, height, near, far, eps2d, min_alpha,
+                     radius_clip, xy, conic, depth, box, visible)
+
+
+@_compiled(parallel=False)
+def _project_one(
+    i: int,
+    means: np.ndarray,
+    quats: np.ndarray,
+    scales: np.ndarray,
+    opacities: np.ndarray,
+    view: np.ndarray,
+    intr: np.ndarray,
+    width: int,
+    height: int,
+    near: float,
+    far: float,
+    eps2d: float,
+    min_alpha: float,
+    radius_clip: float,
+    xy: np.ndarray,
+    conic: np.ndarray,
+    depth: np.ndarray,
+    box: np.ndarray,
+    visible: np.ndarray,
+) -> None:
+    """Project Gaussian i (see the module docstring); its outputs are left unset when it is not visible."""
     fx, fy, cx, cy = intr[0], intr[1], intr[2], intr[3]
     w = float(width)
     h = float(height)
@@ -91,88 +136,87 @@ def project(
     lim_xn = cx / fx + 0.3 * tan_x
     lim_yp = (h - cy) / fy + 0.3 * tan_y
     lim_yn = cy / fy + 0.3 * tan_y
-    for i in prange(means.shape[0]):
-        visible[i] = False
-        mx_w, my_w, mz_w = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
-        x = view[0, 0] * mx_w + view[0, 1] * my_w + view[0, 2] * mz_w + view[0, 3]
-        y = view[1, 0] * mx_w + view[1, 1] * my_w + view[1, 2] * mz_w + view[1, 3]
-        z = view[2, 0] * mx_w + view[2, 1] * my_w + view[2, 2] * mz_w + view[2, 3]
-        op = float(opacities[i])
-        if not (z >= near and z <= far and op >= min_alpha):
-            continue
-        # Rotation of the (normalised) quaternion, then M = R_view R_q S: the camera covariance is M M^T.
-        qw, qx, qy, qz = float(quats[i, 0]), float(quats[i, 1]), float(quats[i, 2]), float(quats[i, 3])
-        qn = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
-        qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
-        r00 = 1.0 - 2.0 * (qy * qy + qz * qz)
-        r01 = 2.0 * (qx * qy - qw * qz)
-        r02 = 2.0 * (qx * qz + qw * qy)
-        r10 = 2.0 * (qx * qy + qw * qz)
-        r11 = 1.0 - 2.0 * (qx * qx + qz * qz)
-        r12 = 2.0 * (qy * qz - qw * qx)
-        r20 = 2.0 * (qx * qz - qw * qy)
-        r21 = 2.0 * (qy * qz + qw * qx)
-        r22 = 1.0 - 2.0 * (qx * qx + qy * qy)
-        sx, sy, sz = float(scales[i, 0]), float(scales[i, 1]), float(scales[i, 2])
-        # Rows of M (3x3) = view_R @ R_q @ diag(s).
-        m00 = (view[0, 0] * r00 + view[0, 1] * r10 + view[0, 2] * r20) * sx
-        m01 = (view[0, 0] * r01 + view[0, 1] * r11 + view[0, 2] * r21) * sy
-        m02 = (view[0, 0] * r02 + view[0, 1] * r12 + view[0, 2] * r22) * sz
-        m10 = (view[1, 0] * r00 + view[1, 1] * r10 + view[1, 2] * r20) * sx
-        m11 = (view[1, 0] * r01 + view[1, 1] * r11 + view[1, 2] * r21) * sy
-        m12 = (view[1, 0] * r02 + view[1, 1] * r12 + view[1, 2] * r22) * sz
-        m20 = (view[2, 0] * r00 + view[2, 1] * r10 + view[2, 2] * r20) * sx
-        m21 = (view[2, 0] * r01 + view[2, 1] * r11 + view[2, 2] * r21) * sy
-        m22 = (view[2, 0] * r02 + view[2, 1] * r12 + view[2, 2] * r22) * sz
-        # Jacobian of the projection at the mean clamped to the guard band: rows (j00, 0, j02), (0, j11, j12).
-        rz = 1.0 / z
-        tx = z * min(lim_xp, max(-lim_xn, x * rz))
-        ty = z * min(lim_yp, max(-lim_yn, y * rz))
-        j00 = fx * rz
-        j02 = -fx * tx * rz * rz
-        j11 = fy * rz
-        j12 = -fy * ty * rz * rz
-        # T = J M (2x3); cov2d = T T^T.
-        t00 = j00 * m00 + j02 * m20
-        t01 = j00 * m01 + j02 * m21
-        t02 = j00 * m02 + j02 * m22
-        t10 = j11 * m10 + j12 * m20
-        t11 = j11 * m11 + j12 * m21
-        t12 = j11 * m12 + j12 * m22
-        a = t00 * t00 + t01 * t01 + t02 * t02 + eps2d
-        b = t00 * t10 + t01 * t11 + t02 * t12
-        c = t10 * t10 + t11 * t11 + t12 * t12 + eps2d
-        det = a * c - b * b
-        if not det > 0.0:
-            continue
-        extend = min(EXTEND_MAX, math.sqrt(2.0 * math.log(op / min_alpha)))
-        rx = math.ceil(extend * math.sqrt(max(a, 0.0)))
-        ry = math.ceil(extend * math.sqrt(max(c, 0.0)))
-        if rx <= radius_clip and ry <= radius_clip:
-            continue
-        u = fx * x * rz + cx
-        v = fy * y * rz + cy
-        if not (u + rx > 0.0 and u - rx < w and v + ry > 0.0 and v - ry < h):
-            continue
-        # Pixels whose centre p + 0.5 lies inside [mean - r, mean + r], clipped to the image (clamped as floats
-        # first: a huge radius must not overflow the integer conversion).
-        x0 = max(0.0, math.ceil(u - rx - 0.5))
-        x1 = min(w - 1.0, math.floor(u + rx - 0.5))
-        y0 = max(0.0, math.ceil(v - ry - 0.5))
-        y1 = min(h - 1.0, math.floor(v + ry - 0.5))
-        if x0 > x1 or y0 > y1:
-            continue
-        xy[i, 0] = u
-        xy[i, 1] = v
-        conic[i, 0] = c / det
-        conic[i, 1] = -b / det
-        conic[i, 2] = a / det
-        depth[i] = z
-        box[i, 0] = int(x0)
-        box[i, 1] = int(x1)
-        box[i, 2] = int(y0)
-        box[i, 3] = int(y1)
-        visible[i] = True
+    visible[i] = False
+    mx_w, my_w, mz_w = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
+    x = view[0, 0] * mx_w + view[0, 1] * my_w + view[0, 2] * mz_w + view[0, 3]
+    y = view[1, 0] * mx_w + view[1, 1] * my_w + view[1, 2] * mz_w + view[1, 3]
+    z = view[2, 0] * mx_w + view[2, 1] * my_w + view[2, 2] * mz_w + view[2, 3]
+    op = float(opacities[i])
+    if not (z >= near and z <= far and op >= min_alpha):
+        return
+    # Rotation of the (normalised) quaternion, then M = R_view R_q S: the camera covariance is M M^T.
+    qw, qx, qy, qz = float(quats[i, 0]), float(quats[i, 1]), float(quats[i, 2]), float(quats[i, 3])
+    qn = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
+    qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+    r00 = 1.0 - 2.0 * (qy * qy + qz * qz)
+    r01 = 2.0 * (qx * qy - qw * qz)
+    r02 = 2.0 * (qx * qz + qw * qy)
+    r10 = 2.0 * (qx * qy + qw * qz)
+    r11 = 1.0 - 2.0 * (qx * qx + qz * qz)
+    r12 = 2.0 * (qy * qz - qw * qx)
+    r20 = 2.0 * (qx * qz - qw * qy)
+    r21 = 2.0 * (qy * qz + qw * qx)
+    r22 = 1.0 - 2.0 * (qx * qx + qy * qy)
+    sx, sy, sz = float(scales[i, 0]), float(scales[i, 1]), float(scales[i, 2])
+    # Rows of M (3x3) = view_R @ R_q @ diag(s).
+    m00 = (view[0, 0] * r00 + view[0, 1] * r10 + view[0, 2] * r20) * sx
+    m01 = (view[0, 0] * r01 + view[0, 1] * r11 + view[0, 2] * r21) * sy
+    m02 = (view[0, 0] * r02 + view[0, 1] * r12 + view[0, 2] * r22) * sz
+    m10 = (view[1, 0] * r00 + view[1, 1] * r10 + view[1, 2] * r20) * sx
+    m11 = (view[1, 0] * r01 + view[1, 1] * r11 + view[1, 2] * r21) * sy
+    m12 = (view[1, 0] * r02 + view[1, 1] * r12 + view[1, 2] * r22) * sz
+    m20 = (view[2, 0] * r00 + view[2, 1] * r10 + view[2, 2] * r20) * sx
+    m21 = (view[2, 0] * r01 + view[2, 1] * r11 + view[2, 2] * r21) * sy
+    m22 = (view[2, 0] * r02 + view[2, 1] * r12 + view[2, 2] * r22) * sz
+    # Jacobian of the projection at the mean clamped to the guard band: rows (j00, 0, j02), (0, j11, j12).
+    rz = 1.0 / z
+    tx = z * min(lim_xp, max(-lim_xn, x * rz))
+    ty = z * min(lim_yp, max(-lim_yn, y * rz))
+    j00 = fx * rz
+    j02 = -fx * tx * rz * rz
+    j11 = fy * rz
+    j12 = -fy * ty * rz * rz
+    # T = J M (2x3); cov2d = T T^T.
+    t00 = j00 * m00 + j02 * m20
+    t01 = j00 * m01 + j02 * m21
+    t02 = j00 * m02 + j02 * m22
+    t10 = j11 * m10 + j12 * m20
+    t11 = j11 * m11 + j12 * m21
+    t12 = j11 * m12 + j12 * m22
+    a = t00 * t00 + t01 * t01 + t02 * t02 + eps2d
+    b = t00 * t10 + t01 * t11 + t02 * t12
+    c = t10 * t10 + t11 * t11 + t12 * t12 + eps2d
+    det = a * c - b * b
+    if not det > 0.0:
+        return
+    extend = min(EXTEND_MAX, math.sqrt(2.0 * math.log(op / min_alpha)))
+    rx = math.ceil(extend * math.sqrt(max(a, 0.0)))
+    ry = math.ceil(extend * math.sqrt(max(c, 0.0)))
+    if rx <= radius_clip and ry <= radius_clip:
+        return
+    u = fx * x * rz + cx
+    v = fy * y * rz + cy
+    if not (u + rx > 0.0 and u - rx < w and v + ry > 0.0 and v - ry < h):
+        return
+    # Pixels whose centre p + 0.5 lies inside [mean - r, mean + r], clipped to the image (clamped as floats
+    # first: a huge radius must not overflow the integer conversion).
+    x0 = max(0.0, math.ceil(u - rx - 0.5))
+    x1 = min(w - 1.0, math.floor(u + rx - 0.5))
+    y0 = max(0.0, math.ceil(v - ry - 0.5))
+    y1 = min(h - 1.0, math.floor(v + ry - 0.5))
+    if x0 > x1 or y0 > y1:
+        return
+    xy[i, 0] = u
+    xy[i, 1] = v
+    conic[i, 0] = c / det
+    conic[i, 1] = -b / det
+    conic[i, 2] = a / det
+    depth[i] = z
+    box[i, 0] = int(x0)
+    box[i, 1] = int(x1)
+    box[i, 2] = int(y0)
+    box[i, 3] = int(y1)
+    visible[i] = True
 
 
 @_compiled(parallel=False)
@@ -230,78 +274,105 @@ def rasterize(
     rgb: np.ndarray,  # out (H,W,3) float32
     alpha: np.ndarray,  # out (H,W) float32
 ) -> None:
-    n_tiles = offsets.shape[0] - 1
+    for i in prange(offsets.shape[0] - 1):
+        _raster_tile(tile_order[i], order, xy, conic, opacities, box, colors, offsets, items, width, height, tiles_x,
+                     background, max_alpha, min_alpha, min_transmittance, rgb, alpha)
+
+
+@_compiled(parallel=False)
+def rasterize_serial(
+    tile_order: np.ndarray, order: np.ndarray, xy: np.ndarray, conic: np.ndarray, opacities: np.ndarray,
+    box: np.ndarray, colors: np.ndarray, offsets: np.ndarray, items: np.ndarray, width: int, height: int,
+    tiles_x: int, background: np.ndarray, max_alpha: float, min_alpha: float, min_transmittance: float,
+    rgb: np.ndarray, alpha: np.ndarray,
+) -> None:
+    """`rasterize` on the calling thread alone."""
+    for i in range(offsets.shape[0] - 1):
+        _raster_tile(tile_order[i], order, xy, conic, opacities, box, colors, offsets, items, width, height, tiles_x,
+                     background, max_alpha, min_alpha, min_transmittance, rgb, alpha)
+
+
+@_compiled(parallel=False)
+def _raster_tile(
+    t: int, order: np.ndarray, xy: np.ndarray, conic: np.ndarray, opacities: np.ndarray, box: np.ndarray,
+    colors: np.ndarray, offsets: np.ndarray, items: np.ndarray, width: int, height: int, tiles_x: int,
+    background: np.ndarray, max_alpha: float, min_alpha: float, min_transmittance: float, rgb: np.ndarray,
+    alpha: np.ndarray,
+) -> None:
+    """Rasterise tile t (see the module docstring)."""
     log_min_alpha = math.log(min_alpha)
-    for i in prange(n_tiles):
-        t = tile_order[i]
-        ty = t // tiles_x
-        tx = t - ty * tiles_x
-        x0 = tx * TILE
-        y0 = ty * TILE
-        tw = min(TILE, width - x0)
-        th = min(TILE, height - y0)
-        trans = np.ones(TILE * TILE)
-        acc = np.zeros((TILE * TILE, 3))
-        done = np.zeros(TILE * TILE, np.bool_)
-        live = tw * th
-        for j in range(offsets[t], offsets[t + 1]):
-            if live == 0:
-                break
-            k = items[j]
-            g = order[k]
-            mx, my = xy[g, 0], xy[g, 1]
-            ca, cb, cc = conic[g, 0], conic[g, 1], conic[g, 2]
-            op = float(opacities[g])
-            # sigma <= thresh is where opacity exp(-sigma) can reach min_alpha.
-            thresh = math.log(op) - log_min_alpha
-            inv_a = 1.0 / max(ca, 1e-12)
-            cr, cgr, cbl = float(colors[k, 0]), float(colors[k, 1]), float(colors[k, 2])
-            bx0 = max(x0, box[g, 0])
-            bx1 = min(x0 + tw - 1, box[g, 1])
-            for py in range(max(y0, box[g, 2]), min(y0 + th - 1, box[g, 3]) + 1):
-                dy = my - (py + 0.5)
-                bdy = cb * dy
-                disc = bdy * bdy - ca * (cc * dy * dy - 2.0 * thresh)
-                if disc < 0.0:
+    ty = t // tiles_x
+    tx = t - ty * tiles_x
+    x0 = tx * TILE
+    y0 = ty * TILE
+    tw = min(TILE, width - x0)
+    th = min(TILE, height - y0)
+    trans = np.ones(TILE * TILE)
+    acc = np.zeros((TILE * TILE, 3))
+    done = np.zeros(TILE * TILE, np.bool_)
+    live = tw * th
+    row_live = np.full(TILE, tw)  # pixels of each row still open: a Gaussian skips the rows that have none
+    for j in range(offsets[t], offsets[t + 1]):
+        if live == 0:
+            break
+        k = items[j]
+        g = order[k]
+        mx, my = xy[g, 0], xy[g, 1]
+        ca, cb, cc = conic[g, 0], conic[g, 1], conic[g, 2]
+        op = float(opacities[g])
+        # sigma <= thresh is where opacity exp(-sigma) can reach min_alpha.
+        thresh = math.log(op) - log_min_alpha
+        inv_a = 1.0 / max(ca, 1e-12)
+        cr, cgr, cbl = float(colors[k, 0]), float(colors[k, 1]), float(colors[k, 2])
+        bx0 = max(x0, box[g, 0])
+        bx1 = min(x0 + tw - 1, box[g, 1])
+        for py in range(max(y0, box[g, 2]), min(y0 + th - 1, box[g, 3]) + 1):
+            if row_live[py - y0] == 0:
+                continue
+            dy = my - (py + 0.5)
+            bdy = cb * dy
+            disc = bdy * bdy - ca * (cc * dy * dy - 2.0 * thresh)
+            if disc < 0.0:
+                continue
+            root = math.sqrt(disc)
+            # dx = mx - (px + 0.5) in [(-bdy - root) / a, (-bdy + root) / a]. Written so that a NaN from
+            # overflowing input keeps the box's bound: the pixel loop never leaves the tile.
+            lo_f = math.ceil(mx - 0.5 - (root - bdy) * inv_a - SPAN_PAD)
+            hi_f = math.floor(mx - 0.5 + (root + bdy) * inv_a + SPAN_PAD)
+            if not lo_f > bx0:
+                lo_f = float(bx0)
+            if not hi_f < bx1:
+                hi_f = float(bx1)
+            if lo_f > hi_f:
+                continue
+            row = (py - y0) * TILE - x0
+            for px in range(int(lo_f), int(hi_f) + 1):
+                p = row + px
+                if done[p]:
                     continue
-                root = math.sqrt(disc)
-                # dx = mx - (px + 0.5) in [(-bdy - root) / a, (-bdy + root) / a]. Written so that a NaN from
-                # overflowing input keeps the box's bound: the pixel loop never leaves the tile.
-                lo_f = math.ceil(mx - 0.5 - (root - bdy) * inv_a - SPAN_PAD)
-                hi_f = math.floor(mx - 0.5 + (root + bdy) * inv_a + SPAN_PAD)
-                if not lo_f > bx0:
-                    lo_f = float(bx0)
-                if not hi_f < bx1:
-                    hi_f = float(bx1)
-                if lo_f > hi_f:
+                dx = mx - (px + 0.5)
+                sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                if sigma < 0.0:
                     continue
-                row = (py - y0) * TILE - x0
-                for px in range(int(lo_f), int(hi_f) + 1):
-                    p = row + px
-                    if done[p]:
-                        continue
-                    dx = mx - (px + 0.5)
-                    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                    if sigma < 0.0:
-                        continue
-                    a = min(max_alpha, op * math.exp(-sigma))
-                    if a < min_alpha:
-                        continue
-                    t_now = trans[p]
-                    t_next = t_now * (1.0 - a)
-                    if t_next <= min_transmittance:
-                        done[p] = True
-                        live -= 1
-                        continue
-                    wgt = a * t_now
-                    acc[p, 0] += wgt * cr
-                    acc[p, 1] += wgt * cgr
-                    acc[p, 2] += wgt * cbl
-                    trans[p] = t_next
-        for ly in range(th):
-            for lx in range(tw):
-                p = ly * TILE + lx
-                tr = trans[p]
-                for ch in range(3):
-                    rgb[y0 + ly, x0 + lx, ch] = acc[p, ch] + tr * background[ch]
-                alpha[y0 + ly, x0 + lx] = 1.0 - tr
+                a = min(max_alpha, op * math.exp(-sigma))
+                if a < min_alpha:
+                    continue
+                t_now = trans[p]
+                t_next = t_now * (1.0 - a)
+                if t_next <= min_transmittance:
+                    done[p] = True
+                    live -= 1
+                    row_live[py - y0] -= 1
+                    continue
+                wgt = a * t_now
+                acc[p, 0] += wgt * cr
+                acc[p, 1] += wgt * cgr
+                acc[p, 2] += wgt * cbl
+                trans[p] = t_next
+    for ly in range(th):
+        for lx in range(tw):
+            p = ly * TILE + lx
+            tr = trans[p]
+            for ch in range(3):
+                rgb[y0 + ly, x0 + lx, ch] = acc[p, ch] + tr * background[ch]
+            alpha[y0 + ly, x0 + lx] = 1.0 - tr

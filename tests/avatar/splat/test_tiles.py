@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -181,6 +182,39 @@ def test_deterministic_whatever_the_thread_count(tiles: TileSplatRenderer) -> No
     again = tiles.render(g, cam, BG)
     for other in (single, again):
         assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+
+
+def test_serial_kernels_give_the_parallel_kernels_picture(tiles: TileSplatRenderer) -> None:
+    """A render beside another runs the serial twins of the kernels: the same picture, bit for bit."""
+    g = scene(500, 1, seed=13)
+    cam = camera(70, 45)
+    pooled = tiles._render(g, cam, BG, None, serial=False)
+    alone = tiles._render(g, cam, BG, None, serial=True)
+    assert torch.equal(pooled[0], alone[0]) and torch.equal(pooled[1], alone[1])
+
+
+def test_renders_on_several_threads_at_once_match_one_at_a_time() -> None:
+    """Sessions render on their own threads; overlapping renders (one on the pool, the others on the serial
+    kernels) each give the picture they give alone."""
+    scenes = [(scene(300, None, seed=20 + i), camera(48 + 8 * i, 40)) for i in range(4)]
+    renderers = [TileSplatRenderer(warm=False) for _ in scenes]
+    want = [r.render(g, cam, BG) for r, (g, cam) in zip(renderers, scenes)]
+    start = threading.Barrier(len(scenes))
+    got: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in scenes]
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(20):
+            got[i].append(renderers[i].render(*scenes[i], BG))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(scenes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, frames in zip(want, got):
+        assert len(frames) == 20
+        assert all(torch.equal(w[0], f[0]) and torch.equal(w[1], f[1]) for f in frames)
 
 
 def test_inputs_in_other_dtypes_and_layouts(tiles: TileSplatRenderer) -> None:
