@@ -13,8 +13,8 @@ They follow gsplat's classic rasteriser (and the torch reference in `reference`)
 * `rasterize`: one tile per task, in parallel (tiles in `spread_order`, so that each thread's share of the
   loop covers the whole image, not just its top or bottom); per pixel centre (x + 0.5, y + 0.5)
   alpha = min(max_alpha, opacity exp(-sigma)), skipped below min_alpha, front-to-back compositing that stops
-  before transmittance would reach min_transmittance; a row of a tile is skipped once all its pixels have
-  stopped, and the tile once all its rows have.
+  before transmittance would reach min_transmittance (a bit mask per row of the tile says which pixels still
+  take Gaussians, so the stopped ones cost nothing), and a tile stops when all its pixels have.
 
 Each row of a Gaussian is cut down to the span where its ellipse can reach min_alpha (solved from the conic,
 padded against rounding); the alpha test then decides exactly as the references do, so the span only saves
@@ -309,9 +309,10 @@ def _raster_tile(
     th = min(TILE, height - y0)
     trans = np.ones(TILE * TILE)
     acc = np.zeros((TILE * TILE, 3))
-    done = np.zeros(TILE * TILE, np.bool_)
+    # Bit x of open_px[y] is set while pixel (x0 + x, y0 + y) still takes Gaussians: a row's span is tested
+    # against it at once, and a span whose pixels have all stopped costs no pixel visits.
+    open_px = np.full(TILE, (1 << tw) - 1, np.int64)
     live = tw * th
-    row_live = np.full(TILE, tw)  # pixels of each row still open: a Gaussian skips the rows that have none
     for j in range(offsets[t], offsets[t + 1]):
         if live == 0:
             break
@@ -327,7 +328,8 @@ def _raster_tile(
         bx0 = max(x0, box[g, 0])
         bx1 = min(x0 + tw - 1, box[g, 1])
         for py in range(max(y0, box[g, 2]), min(y0 + th - 1, box[g, 3]) + 1):
-            if row_live[py - y0] == 0:
+            ly = py - y0
+            if open_px[ly] == 0:
                 continue
             dy = my - (py + 0.5)
             bdy = cb * dy
@@ -345,12 +347,16 @@ def _raster_tile(
                 hi_f = float(bx1)
             if lo_f > hi_f:
                 continue
-            row = (py - y0) * TILE - x0
-            for px in range(int(lo_f), int(hi_f) + 1):
-                p = row + px
-                if done[p]:
+            lo, hi = int(lo_f) - x0, int(hi_f) - x0
+            todo = open_px[ly] & (((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1))
+            if todo == 0:
+                continue
+            row = ly * TILE
+            for lx in range(lo, hi + 1):
+                if not (todo >> lx) & 1:
                     continue
-                dx = mx - (px + 0.5)
+                p = row + lx
+                dx = mx - (x0 + lx + 0.5)
                 sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
                 if sigma < 0.0:
                     continue
@@ -360,9 +366,8 @@ def _raster_tile(
                 t_now = trans[p]
                 t_next = t_now * (1.0 - a)
                 if t_next <= min_transmittance:
-                    done[p] = True
+                    open_px[ly] &= ~(1 << lx)
                     live -= 1
-                    row_live[py - y0] -= 1
                     continue
                 wgt = a * t_now
                 acc[p, 0] += wgt * cr
