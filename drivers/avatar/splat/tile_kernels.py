@@ -87,9 +87,10 @@ def project(
     box: np.ndarray,  # out (N,4) int64 pixel-centre box x0, x1, y0, y1 (inclusive) clipped to the image
     visible: np.ndarray,  # out (N,) bool
 ) -> None:
+    frame = _frame_constants(intr, width, height)
     for i in prange(means.shape[0]):
-        _project_one(i, means, quats, scales, opacities, view, intr, width, height, near, far, eps2d, min_alpha,
-                     radius_clip, xy, conic, depth, box, visible)
+        _project_one(i, means, quats, scales, opacities, view, frame, near, far, eps2d, min_alpha, radius_clip, xy,
+                     conic, depth, box, visible)
 
 
 @_compiled(parallel=False)
@@ -99,9 +100,28 @@ def project_serial(
     radius_clip: float, xy: np.ndarray, conic: np.ndarray, depth: np.ndarray, box: np.ndarray, visible: np.ndarray,
 ) -> None:
     """`project` on the calling thread alone."""
+    frame = _frame_constants(intr, width, height)
     for i in range(means.shape[0]):
-        _project_one(i, means, quats, scales, opacities, view, intr, width, height, near, far, eps2d, min_alpha,
-                     radius_clip, xy, conic, depth, box, visible)
+        _project_one(i, means, quats, scales, opacities, view, frame, near, far, eps2d, min_alpha, radius_clip, xy,
+                     conic, depth, box, visible)
+
+
+@_compiled(parallel=False)
+def _frame_constants(intr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """What every Gaussian's projection shares: fx, fy, cx, cy, the image's width and height, and the guard band's
+    limits of x/z and y/z (1.3x the field of view) that clamp the Jacobian."""
+    fx, fy, cx, cy = intr[0], intr[1], intr[2], intr[3]
+    w = float(width)
+    h = float(height)
+    tan_x = 0.5 * w / fx
+    tan_y = 0.5 * h / fy
+    out = np.empty(10)
+    out[0], out[1], out[2], out[3], out[4], out[5] = fx, fy, cx, cy, w, h
+    out[6] = (w - cx) / fx + 0.3 * tan_x
+    out[7] = cx / fx + 0.3 * tan_x
+    out[8] = (h - cy) / fy + 0.3 * tan_y
+    out[9] = cy / fy + 0.3 * tan_y
+    return out
 
 
 @_compiled(parallel=False)
@@ -112,9 +132,7 @@ def _project_one(
     scales: np.ndarray,
     opacities: np.ndarray,
     view: np.ndarray,
-    intr: np.ndarray,
-    width: int,
-    height: int,
+    frame: np.ndarray,  # _frame_constants
     near: float,
     far: float,
     eps2d: float,
@@ -127,15 +145,8 @@ def _project_one(
     visible: np.ndarray,
 ) -> None:
     """Project Gaussian i (see the module docstring); its outputs are left unset when it is not visible."""
-    fx, fy, cx, cy = intr[0], intr[1], intr[2], intr[3]
-    w = float(width)
-    h = float(height)
-    tan_x = 0.5 * w / fx
-    tan_y = 0.5 * h / fy
-    lim_xp = (w - cx) / fx + 0.3 * tan_x
-    lim_xn = cx / fx + 0.3 * tan_x
-    lim_yp = (h - cy) / fy + 0.3 * tan_y
-    lim_yn = cy / fy + 0.3 * tan_y
+    fx, fy, cx, cy, w, h = frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]
+    lim_xp, lim_xn, lim_yp, lim_yn = frame[6], frame[7], frame[8], frame[9]
     visible[i] = False
     mx_w, my_w, mz_w = float(means[i, 0]), float(means[i, 1]), float(means[i, 2])
     x = view[0, 0] * mx_w + view[0, 1] * my_w + view[0, 2] * mz_w + view[0, 3]
