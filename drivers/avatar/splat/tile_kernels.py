@@ -54,14 +54,19 @@ EXTEND_MAX = 3.33
 SPAN_PAD = 0.05  # pixels added to each analytic row span against float rounding
 
 
-def _compiled(parallel: bool) -> Callable[[Callable[..., Any]], Any]:
-    """numba.njit with an on-disk cache; without a writable cache folder, the same kernel uncached."""
+def _compiled(parallel: bool, inline: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """numba.njit with an on-disk cache; without a writable cache folder, the same kernel uncached. `inline`: a
+    body that the parallel kernel and its serial twin share, inlined into both (a call per Gaussian would cost
+    as much as its work)."""
 
     def wrap(fn: Callable[..., Any]) -> Any:
+        options: dict[str, Any] = {"parallel": parallel, "fastmath": False, "nogil": True}
+        if inline:
+            options["inline"] = "always"
         try:
-            return numba.njit(parallel=parallel, cache=True, fastmath=False, nogil=True)(fn)
+            return numba.njit(cache=True, **options)(fn)
         except RuntimeError:  # "cannot cache function ...: no locator available"
-            return numba.njit(parallel=parallel, cache=False, fastmath=False, nogil=True)(fn)
+            return numba.njit(cache=False, **options)(fn)
 
     return wrap
 
@@ -124,7 +129,7 @@ def _frame_constants(intr: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-@_compiled(parallel=False)
+@_compiled(parallel=False, inline=True)
 def _project_one(
     i: int,
     means: np.ndarray,
@@ -303,7 +308,7 @@ def rasterize_serial(
                      background, max_alpha, min_alpha, min_transmittance, rgb, alpha)
 
 
-@_compiled(parallel=False)
+@_compiled(parallel=False, inline=True)
 def _raster_tile(
     t: int, order: np.ndarray, xy: np.ndarray, conic: np.ndarray, opacities: np.ndarray, box: np.ndarray,
     colors: np.ndarray, offsets: np.ndarray, items: np.ndarray, width: int, height: int, tiles_x: int,
