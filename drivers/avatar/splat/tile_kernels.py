@@ -7,6 +7,7 @@ They follow gsplat's classic rasteriser (and the torch reference in `reference`)
   for the Jacobian only), eps2d added, culling outside [near, far], opacity below 1/255, non-positive 2D
   determinant, radius_clip and boxes off the image; opacity-aware radius
   ceil(min(3.33, sqrt(2 ln(opacity / min_alpha))) * sigma) per axis.
+* `depth_order`: the visible Gaussians front to back (a stable radix sort of their depths).
 * `bin_tiles`: the visible Gaussians, already in front-to-back depth order, are appended to the list of every
   16x16 tile their box of pixel centres touches, so each tile's list is depth-sorted (the same order gsplat's
   (tile, depth) key sort gives).
@@ -257,6 +258,40 @@ def bin_tiles(box: np.ndarray, order: np.ndarray, tiles_x: int, tiles_y: int) ->
                 items[fill[t]] = k
                 fill[t] += 1
     return offsets, items
+
+
+@_compiled(parallel=False)
+def depth_order(visible: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The indices of the visible Gaussians, nearest first, ties in index order: what a stable argsort of their
+    depths gives, as a radix sort of the depths' bits (positive doubles order as their bit patterns do), one
+    byte per pass, skipping the bytes every depth shares."""
+    idx = np.flatnonzero(visible)
+    n = idx.shape[0]
+    bits = depth.view(np.uint64)
+    keys = np.empty(n, np.uint64)
+    for i in range(n):  # a visible Gaussian is in front of the camera (z >= near); z <= 0 (near <= 0) sorts first
+        keys[i] = bits[idx[i]] if depth[idx[i]] > 0.0 else np.uint64(0)
+    order = idx.copy()
+    spare_keys = np.empty(n, np.uint64)
+    spare = np.empty(n, np.int64)
+    counts = np.empty(257, np.int64)
+    for shift in range(0, 64, 8):
+        counts[:] = 0
+        for i in range(n):
+            counts[((keys[i] >> np.uint64(shift)) & np.uint64(255)) + 1] += 1
+        if n == 0 or counts.max() == n:  # every key has this byte: the pass would keep the order
+            continue
+        for b in range(256):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            b = (keys[i] >> np.uint64(shift)) & np.uint64(255)
+            at = counts[b]
+            counts[b] = at + 1
+            spare_keys[at] = keys[i]
+            spare[at] = order[i]
+        keys, spare_keys = spare_keys, keys
+        order, spare = spare, order
+    return order
 
 
 def spread_order(n: int) -> np.ndarray:

@@ -132,8 +132,7 @@ class TileSplatRenderer:
             project(means, quats, scales, opac, view, intr, W, H, float(camera.near), float(camera.far),
                     float(s.eps2d), float(s.min_alpha), float(s.radius_clip), xy, conic, depth, box, visible)
             t1 = time.perf_counter()
-            idx = np.flatnonzero(visible)
-            order = idx[np.argsort(depth[idx], kind="stable")]
+            order = k.depth_order(visible, depth)
             t2 = time.perf_counter()
             colors = self._colors(gaussians, camera, order)
             t3 = time.perf_counter()
@@ -176,8 +175,8 @@ def _compilations() -> int:
     """How many kernel compilations this process has done so far (numba counts cache misses)."""
     from drivers.avatar.splat import tile_kernels as k
 
-    stats = (getattr(fn, "stats", None) for fn in (k.project, k.project_serial, k.bin_tiles, k.rasterize,
-                                                   k.rasterize_serial))
+    stats = (getattr(fn, "stats", None) for fn in (k.project, k.project_serial, k.depth_order, k.bin_tiles,
+                                                   k.rasterize, k.rasterize_serial))
     return sum(sum(getattr(st, "cache_misses", {}).values()) for st in stats)
 
 

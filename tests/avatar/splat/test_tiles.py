@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,20 @@ def test_renders_on_several_threads_at_once_match_one_at_a_time() -> None:
     for w, frames in zip(want, got):
         assert len(frames) == 20
         assert all(torch.equal(w[0], f[0]) and torch.equal(w[1], f[1]) for f in frames)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_depth_order_is_a_stable_sort_of_the_visible_depths(n: int) -> None:
+    """The radix sort gives what a stable argsort of the visible Gaussians' depths gives, ties in index order."""
+    from drivers.avatar.splat.tile_kernels import depth_order
+
+    rng = np.random.default_rng(n)
+    depth = rng.uniform(0.5, 40.0, n)
+    depth[: n // 3] = np.round(depth[: n // 3], 1)  # many ties
+    depth[n // 3 : n // 2] = rng.uniform(1e-3, 2e-3, n // 2 - n // 3)  # a wide range of exponents
+    visible = rng.random(n) > 0.3
+    idx = np.flatnonzero(visible)
+    np.testing.assert_array_equal(depth_order(visible, depth), idx[np.argsort(depth[idx], kind="stable")])
 
 
 def test_inputs_in_other_dtypes_and_layouts(tiles: TileSplatRenderer) -> None:
