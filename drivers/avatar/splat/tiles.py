@@ -156,7 +156,7 @@ class TileSplatRenderer:
             cols = gaussians.colors.detach()
             if cols.dim() != 2 or cols.shape[-1] != 3:
                 raise ValueError(f"plain colours must be (N,3) when sh_degree is None, got {tuple(cols.shape)}")
-            return np.ascontiguousarray(cols.to("cpu", torch.float32).numpy()[order])
+            return np.take(cols.to("cpu", torch.float32).numpy(), order, axis=0)
         # In float32 like everything else here (the reference works in float64 when given float64).
         g32 = Gaussians(gaussians.means.detach().float(), gaussians.quats, gaussians.scales, gaussians.opacities,
                         gaussians.colors.detach().float(), gaussians.sh_degree)
