@@ -80,7 +80,8 @@ def session_config(args: argparse.Namespace, n: int) -> Any:
     return load_config(None, environ={}, overrides={
         **common,
         "face": {"driver": "diffposetalk", "diffposetalk": {
-            "checkpoint": str(dpt / "dpt_tiny_head.pt"), "stats": str(dpt / "stats_head.npz"), "sampler": "ddim",
+            "checkpoint": str(args.dpt_checkpoint or dpt / "dpt_tiny_head.pt"),
+            "stats": str(args.dpt_stats or dpt / "stats_head.npz"), "sampler": "ddim",
             "device": args.device}},
         "avatar": {"kind": "flashavatar", "device": args.device, "checkpoint": str(fa / "chkpnt_seed0.pth"),
                    "flame_model": str(golden_flame_model(fa)), "flame_masks": str(fa / "FLAME_masks_synthetic.pkl"),
@@ -335,8 +336,10 @@ def child_flags(args: argparse.Namespace) -> list[str]:
              "--competing-where", args.competing_where]
     if args.cpu_demo:
         flags.append("--cpu-demo")
-    if args.audio is not None:
-        flags += ["--audio", str(args.audio)]
+    for flag, value in (("--audio", args.audio), ("--dpt-checkpoint", args.dpt_checkpoint),
+                        ("--dpt-stats", args.dpt_stats)):
+        if value is not None:
+            flags += [flag, str(value)]
     return flags
 
 
@@ -424,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--golden-fa", type=Path, default=DEFAULT_GOLDEN)
     p.add_argument("--golden-dpt", type=Path, default=Path(os.environ.get(
         "AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk")))
+    p.add_argument("--dpt-checkpoint", type=Path, default=None,
+                   help="DiffPoseTalk checkpoint (default: the golden tiny one; bench/make_bench_models.py writes one "
+                        "of the released model's sizes)")
+    p.add_argument("--dpt-stats", type=Path, default=None, help="its statistics (default: the golden ones)")
     p.add_argument("--audio", type=Path, default=None, help="speech file (default: the demo clip, looped)")
     p.add_argument("--competing-duty", type=float, default=None,
                    help="one session with a competing GPU load this busy (e.g. 0.7), priority on and off")
