@@ -27,6 +27,9 @@ How each number is measured:
   also counted directly (drivers.memory.tensor_bytes), which works on the CPU too.
 - GPU busy %: torch.cuda.utilization (NVML) or `nvidia-smi`, sampled every half second during the run.
 - CPU per session: the process's CPU time over the run, divided by the wall time and N (in cores).
+- With --cpu-demo, also the CPU time of each kind of thread (render, encoders, audio, the event loop, the
+  viewers' decoders...) per rendered frame, from the kernel's per-thread counters (`thread_cpu`): on a shared,
+  loaded machine the share of frames rendered follows the cores the run was given, this follows the code.
 """
 
 from __future__ import annotations
@@ -462,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.cpu_demo:
         print(f"bench_sessions --cpu-demo: 4 sessions, demo head {args.size}² + procedural driver on the CPU, "
-              f"{args.seconds:.0f} s, {args.viewers} viewer each", flush=True)
+              f"{args.seconds:.0f} s, {args.viewers} viewer each; load average {os.getloadavg()[0]:.2f} before",
+              flush=True)
         r = child(args, 4, ["--priority", "on"])
         if r is None:
             return 1
