@@ -78,10 +78,12 @@ class DecodedClips:
         then kept when it was read to its end and is short enough."""
         path = Path(path)
         key = self._key(path)
-        with self._lock:
-            clip = self._clips.get(key) if key is not None else None
-            if clip is not None:
-                self._clips.move_to_end(key)  # type: ignore[arg-type]
+        clip = None
+        if key is not None:
+            with self._lock:
+                clip = self._clips.get(key)
+                if clip is not None:
+                    self._clips.move_to_end(key)
         if clip is not None:
             yield clip
             return

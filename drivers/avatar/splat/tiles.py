@@ -5,6 +5,11 @@ box touches (so every tile's list is depth-sorted), then rasterise the tiles in 
 termination. Same conventions and results as the torch reference (`reference`, which matches gsplat), at a
 fraction of the work: no (Gaussian, pixel) pair is ever stored, only evaluated.
 
+Sessions render on threads of their own. A render alone in the process runs the parallel kernels (numba's
+pool: the most cores for one stream's frame); a render beside another runs their serial twins on its own
+thread, so several sessions share the cores at once instead of queueing for the pool. Both give the same
+picture, bit for bit.
+
 Colours are evaluated per Gaussian before rasterising (plain RGB, or SH along mean - camera centre with the
 shared `eval_sh`). The kernels compile on first use, which takes seconds; the renderer warms them on a tiny scene
 when it is made (at avatar load, before the first frame is due) and keeps how long that took in
