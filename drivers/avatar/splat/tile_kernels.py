@@ -378,9 +378,10 @@ def _raster_tile(
         cr, cgr, cbl = float(colors[k, 0]), float(colors[k, 1]), float(colors[k, 2])
         bx0 = max(x0, box[g, 0])
         bx1 = min(x0 + tw - 1, box[g, 1])
+        columns = ((1 << (bx1 - x0 + 1)) - 1) ^ ((1 << (bx0 - x0)) - 1)  # the box's pixels of a row
         for py in range(max(y0, box[g, 2]), min(y0 + th - 1, box[g, 3]) + 1):
             ly = py - y0
-            if open_px[ly] == 0:
+            if open_px[ly] & columns == 0:
                 continue
             dy = my - (py + 0.5)
             bdy = cb * dy
