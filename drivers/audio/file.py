@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from bridge.core.config import Config
 from bridge.core.interfaces import SAMPLE_RATE, AudioChunk
-from drivers.audio.decode import demo_clip_path, iter_decoded
+from drivers.audio.decode import CLIPS, demo_clip_path, iter_decoded
 
 
 class _ChunkedSource:
@@ -62,9 +62,9 @@ class _ChunkedSource:
                         delay = pts + samples.size / SAMPLE_RATE - self._now()
                         if delay > 0 and self._stop.wait(delay):
                             return
-                    self._put(AudioChunk(np.ascontiguousarray(samples), pts))
+                    self._put(AudioChunk(samples.copy(), pts))  # its own (a block may be a kept, read-only clip)
             if pending.size and not self._stop.is_set():
-                self._put(AudioChunk(pending, origin + emitted / SAMPLE_RATE))
+                self._put(AudioChunk(pending.copy(), origin + emitted / SAMPLE_RATE))
                 emitted += pending.size
             if not self._stop.is_set():
                 self.end_pts = origin + emitted / SAMPLE_RATE
@@ -123,7 +123,8 @@ class FileAudioSource(_ChunkedSource):
 
     def _blocks(self) -> Iterator[NDArray[np.float32]]:
         while True:
-            with contextlib.closing(iter_decoded(self.path)) as blocks:  # closed at once, also when stopped early
+            # Decoded once per process when short (a loop's later passes, other sessions playing it: CLIPS).
+            with contextlib.closing(CLIPS.blocks(self.path)) as blocks:  # closed at once, also when stopped early
                 yield from blocks
             if not self.loop or self._stop.is_set():
                 return

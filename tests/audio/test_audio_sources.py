@@ -10,7 +10,7 @@ import pytest
 
 from bridge.core.errors import UserError
 from bridge.core.interfaces import SAMPLE_RATE
-from drivers.audio.decode import decode_audio, demo_clip_path
+from drivers.audio.decode import DecodedClips, decode_audio, demo_clip_path
 from drivers.audio.file import FileAudioSource, SilenceAudioSource
 from tests.conftest import write_audio_file
 
@@ -60,6 +60,52 @@ def test_fast_file_source_delivers_everything_with_contiguous_pts(speechlike: Pa
     assert abs(total - 2.0 * SAMPLE_RATE) <= 64
     for a, b in itertools.pairwise(chunks):
         assert b.pts == pytest.approx(a.end_pts, abs=1e-9)
+
+
+def test_a_short_file_is_decoded_once_and_then_read(speechlike: Path, tmp_path: Path) -> None:
+    clips = DecodedClips()
+    first = list(clips.blocks(speechlike))
+    assert len(first) > 1  # decoded block by block on the first pass
+    again, third = list(clips.blocks(speechlike)), list(clips.blocks(speechlike))
+    assert len(again) == 1 and again[0] is third[0] and not again[0].flags.writeable  # kept, not decoded
+    np.testing.assert_array_equal(again[0], np.concatenate(first))
+    np.testing.assert_array_equal(again[0], decode_audio(speechlike))
+    # Edited, it decodes again: the new content plays.
+    t = np.arange(24000) / 24000
+    write_audio_file(speechlike, 0.3 * np.sin(2 * np.pi * 300 * t), 24000)
+    edited = np.concatenate(list(clips.blocks(speechlike)))
+    assert abs(len(edited) - SAMPLE_RATE) <= 64
+    kept = list(clips.blocks(speechlike))
+    assert len(kept) == 1
+    np.testing.assert_array_equal(kept[0], edited)
+
+
+def test_long_files_and_passes_cut_short_are_not_kept(speechlike: Path) -> None:
+    short_memory = DecodedClips(max_seconds=0.5)
+    for _ in range(2):
+        assert len(list(short_memory.blocks(speechlike))) > 1  # 2 s: decoded every time
+    clips = DecodedClips()
+    blocks = clips.blocks(speechlike)
+    next(blocks)
+    blocks.close()  # a pass stopped early (the source stopped)
+    assert len(list(clips.blocks(speechlike))) > 1
+
+
+def test_a_looping_file_source_repeats_the_same_samples(speechlike: Path) -> None:
+    src = FileAudioSource(speechlike, realtime=False, loop=True)
+    src.start(time.monotonic)
+    want = decode_audio(speechlike)
+    got: list[np.ndarray] = []
+    deadline = time.monotonic() + 30
+    while sum(len(c) for c in got) < 3 * len(want) and time.monotonic() < deadline:
+        chunk = src.read(0.2)
+        if chunk is not None:
+            assert chunk.samples.flags.writeable  # every chunk its own, even from a kept clip
+            got.append(chunk.samples)
+    src.stop()
+    played = np.concatenate(got)
+    for n in range(3):  # each pass, the first decoded and the later ones read, plays the file
+        np.testing.assert_array_equal(played[n * len(want): (n + 1) * len(want)], want)
 
 
 def test_realtime_source_stamps_chunks_when_their_audio_exists(speechlike: Path) -> None:

@@ -42,6 +42,7 @@ def test_quaternions_agree_and_round_trip() -> None:
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
     np.testing.assert_allclose(rn.quat_product(a, b), rt.quat_product(_t(a), _t(b)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(b @ rn.quat_left_matrix(a[0]).T, rn.quat_product(a[:1], b), atol=1e-12)
     # The product of quaternions is the product of their rotations.
     qa, qb = q_np[:50], q_np[50:100]
     np.testing.assert_allclose(rt.quat_to_matrix(_t(rn.quat_product(qa, qb))).numpy(), mats[:50] @ mats[50:100],

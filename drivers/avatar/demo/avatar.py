@@ -138,13 +138,15 @@ class DemoAvatar:
         idx: np.ndarray | None = None
         if self.cull_backfaces:
             view = self._cam_pos[None] - means
-            facing = np.einsum("ij,ij->i", view, normals) > CULL_COSINE * np.linalg.norm(view, axis=1)
+            distance = np.sqrt(np.einsum("ij,ij->i", view, view))  # np.linalg.norm's values, in a third of its time
+            facing = np.einsum("ij,ij->i", view, normals) > CULL_COSINE * distance
             idx = np.flatnonzero(facing | self._never_cull)
         if self._dev.type == "cpu":
             # NumPy gathers, no torch op: torch's gathers wake its intra-op thread pool, whose spinning threads
-            # took ten times the gathers' own CPU time per frame on two busy cores.
+            # took ten times the gathers' own CPU time per frame on two busy cores. np.take, not a[idx]: the same
+            # rows in a quarter of the time.
             m = self.model
-            mt, qt, st, ot, ct = (torch.from_numpy(a if idx is None else a[idx])
+            mt, qt, st, ot, ct = (torch.from_numpy(a if idx is None else np.take(a, idx, axis=0))
                                   for a in (means, quats, m.scales, m.opacities, m.colors))
             return Gaussians(mt, qt, st, ot, ct)
         mt, qt = torch.from_numpy(means), torch.from_numpy(quats)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.core.face_params import FaceParams
-from bridge.core.rotations import axis_angle_to_matrix, matrix_to_quat, quat_product
+from bridge.core.rotations import axis_angle_to_matrix, matrix_to_quat, quat_left_matrix
 from drivers.avatar.demo.head import (
     CHANNELS,
     EYEBALL,
@@ -45,6 +45,7 @@ class HeadRig:
         self.jaw_w = model.jaw_weight[self.jaw_idx][:, None]
         self.body_idx = np.nonzero(model.neck_weight < 1)[0]
         self.body_w = model.neck_weight[self.body_idx][:, None]
+        self.quats = model.quats.astype(np.float64)  # turned by the head's rotation in one product per frame
 
     def pose(self, params: FaceParams) -> tuple[F, F, F]:
         m = self.m
@@ -82,6 +83,6 @@ class HeadRig:
         if len(self.body_idx):
             b = self.body_idx
             moved[b] = p[b] + self.body_w * (moved[b] - p[b])
-        quats = quat_product(matrix_to_quat(motion[:3, :3]), m.quats).astype(np.float32)
+        quats = (self.quats @ quat_left_matrix(matrix_to_quat(motion[:3, :3])).T).astype(np.float32)
         normals = m.normals @ rot.T
         return moved, quats, normals

@@ -5,6 +5,11 @@ box touches (so every tile's list is depth-sorted), then rasterise the tiles in 
 termination. Same conventions and results as the torch reference (`reference`, which matches gsplat), at a
 fraction of the work: no (Gaussian, pixel) pair is ever stored, only evaluated.
 
+Sessions render on threads of their own. A render alone in the process runs the parallel kernels (numba's
+pool: the most cores for one stream's frame); a render beside another runs their serial twins on its own
+thread, so several sessions share the cores at once instead of queueing for the pool. Both give the same
+picture, bit for bit.
+
 Colours are evaluated per Gaussian before rasterising (plain RGB, or SH along mean - camera centre with the
 shared `eval_sh`). The kernels compile on first use, which takes seconds; the renderer warms them on a tiny scene
 when it is made (at avatar load, before the first frame is due) and keeps how long that took in
@@ -13,10 +18,13 @@ when it is made (at avatar load, before the first frame is due) and keeps how lo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +34,35 @@ from drivers.avatar.splat.reference import splat_colors
 
 log = logging.getLogger(__name__)
 
-# numba's default parallel backend (workqueue) must not be entered from two threads at once; rendering is
-# already parallel inside, so frames from different threads simply take turns.
+# numba's parallel backend (workqueue) must not be entered from two threads at once: the render that holds this
+# runs the parallel kernels; renders beside it (other sessions', on other threads) run the serial twins at once.
 _KERNEL_LOCK = threading.Lock()
+_ACTIVE_LOCK = threading.Lock()
+_active = 0  # renders in flight in this process
+
+
+@contextlib.contextmanager
+def _kernels(serial: bool | None = None) -> Iterator[tuple[Any, Any]]:
+    """(project, rasterize): by default the parallel kernels for a render alone in the process (the pool is free
+    and no other render wants the cores), else their serial twins, which need no lock; `serial` True or False
+    asks for one kind (False waits for the pool)."""
+    global _active
+    from drivers.avatar.splat import tile_kernels as k
+
+    with _ACTIVE_LOCK:
+        _active += 1
+        alone = _active == 1
+    if serial is None:
+        pooled = alone and _KERNEL_LOCK.acquire(blocking=False)
+    else:
+        pooled = not serial and _KERNEL_LOCK.acquire()
+    try:
+        yield (k.project, k.rasterize) if pooled else (k.project_serial, k.rasterize_serial)
+    finally:
+        if pooled:
+            _KERNEL_LOCK.release()
+        with _ACTIVE_LOCK:
+            _active -= 1
 
 
 def _as_f32(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
@@ -54,7 +88,8 @@ class TileSplatRenderer:
         if warm:
             misses = _compilations()
             t0 = time.perf_counter()
-            self.render(*_warmup_scene())
+            for serial in (False, True):  # both kinds of kernel, so neither compiles on a live frame
+                self._render(*_warmup_scene(), serial=serial)
             self.warmup_seconds = time.perf_counter() - t0
             self.warmup_compiled = _compilations() > misses
             log.info("CPU tile rasteriser ready in %.2f s (%s)", self.warmup_seconds,
@@ -67,6 +102,10 @@ class TileSplatRenderer:
         background: torch.Tensor | None = None,
         settings: RasterSettings | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._render(gaussians, camera, background, settings)
+
+    def _render(self, gaussians: Gaussians, camera: Camera, background: torch.Tensor | None,
+                settings: RasterSettings | None, serial: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if torch.is_grad_enabled() and any(t.requires_grad for t in (gaussians.means, gaussians.quats,
                                                                      gaussians.scales, gaussians.opacities,
                                                                      gaussians.colors)):
@@ -94,19 +133,18 @@ class TileSplatRenderer:
         tiles_x, tiles_y = -(-W // k.TILE), -(-H // k.TILE)
         rgb = np.empty((H, W, 3), np.float32)
         alpha = np.empty((H, W), np.float32)
-        with _KERNEL_LOCK:
-            k.project(means, quats, scales, opac, view, intr, W, H, float(camera.near), float(camera.far),
-                      float(s.eps2d), float(s.min_alpha), float(s.radius_clip), xy, conic, depth, box, visible)
+        with _kernels(serial) as (project, rasterize):
+            project(means, quats, scales, opac, view, intr, W, H, float(camera.near), float(camera.far),
+                    float(s.eps2d), float(s.min_alpha), float(s.radius_clip), xy, conic, depth, box, visible)
             t1 = time.perf_counter()
-            idx = np.flatnonzero(visible)
-            order = idx[np.argsort(depth[idx], kind="stable")]
+            order = k.depth_order(visible, depth)
             t2 = time.perf_counter()
             colors = self._colors(gaussians, camera, order)
             t3 = time.perf_counter()
             offsets, items = k.bin_tiles(box, order, tiles_x, tiles_y)
             t4 = time.perf_counter()
-            k.rasterize(_tile_order(tiles_x * tiles_y), order, xy, conic, opac, box, colors, offsets, items, W, H, tiles_x, bg,
-                        float(s.max_alpha), float(s.min_alpha), float(s.min_transmittance), rgb, alpha)
+            rasterize(_tile_order(tiles_x * tiles_y), order, xy, conic, opac, box, colors, offsets, items, W, H, tiles_x,
+                      bg, float(s.max_alpha), float(s.min_alpha), float(s.min_transmittance), rgb, alpha)
         t5 = time.perf_counter()
         self.timings = {
             "project": (t1 - t0 + t3 - t2) * 1e3,
@@ -123,7 +161,7 @@ class TileSplatRenderer:
             cols = gaussians.colors.detach()
             if cols.dim() != 2 or cols.shape[-1] != 3:
                 raise ValueError(f"plain colours must be (N,3) when sh_degree is None, got {tuple(cols.shape)}")
-            return np.ascontiguousarray(cols.to("cpu", torch.float32).numpy()[order])
+            return np.take(cols.to("cpu", torch.float32).numpy(), order, axis=0)
         # In float32 like everything else here (the reference works in float64 when given float64).
         g32 = Gaussians(gaussians.means.detach().float(), gaussians.quats, gaussians.scales, gaussians.opacities,
                         gaussians.colors.detach().float(), gaussians.sh_degree)
@@ -142,7 +180,8 @@ def _compilations() -> int:
     """How many kernel compilations this process has done so far (numba counts cache misses)."""
     from drivers.avatar.splat import tile_kernels as k
 
-    stats = (getattr(fn, "stats", None) for fn in (k.project, k.bin_tiles, k.rasterize))
+    stats = (getattr(fn, "stats", None) for fn in (k.project, k.project_serial, k.depth_order, k.bin_tiles,
+                                                   k.rasterize, k.rasterize_serial))
     return sum(sum(getattr(st, "cache_misses", {}).values()) for st in stats)
 
 

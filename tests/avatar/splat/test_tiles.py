@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,6 +183,53 @@ def test_deterministic_whatever_the_thread_count(tiles: TileSplatRenderer) -> No
     again = tiles.render(g, cam, BG)
     for other in (single, again):
         assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+
+
+def test_serial_kernels_give_the_parallel_kernels_picture(tiles: TileSplatRenderer) -> None:
+    """A render beside another runs the serial twins of the kernels: the same picture, bit for bit."""
+    g = scene(500, 1, seed=13)
+    cam = camera(70, 45)
+    pooled = tiles._render(g, cam, BG, None, serial=False)
+    alone = tiles._render(g, cam, BG, None, serial=True)
+    assert torch.equal(pooled[0], alone[0]) and torch.equal(pooled[1], alone[1])
+
+
+def test_renders_on_several_threads_at_once_match_one_at_a_time() -> None:
+    """Sessions render on their own threads; overlapping renders (one on the pool, the others on the serial
+    kernels) each give the picture they give alone."""
+    scenes = [(scene(300, None, seed=20 + i), camera(48 + 8 * i, 40)) for i in range(4)]
+    renderers = [TileSplatRenderer(warm=False) for _ in scenes]
+    want = [r.render(g, cam, BG) for r, (g, cam) in zip(renderers, scenes)]
+    start = threading.Barrier(len(scenes))
+    got: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in scenes]
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(20):
+            got[i].append(renderers[i].render(*scenes[i], BG))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(scenes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, frames in zip(want, got):
+        assert len(frames) == 20
+        assert all(torch.equal(w[0], f[0]) and torch.equal(w[1], f[1]) for f in frames)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_depth_order_is_a_stable_sort_of_the_visible_depths(n: int) -> None:
+    """The radix sort gives what a stable argsort of the visible Gaussians' depths gives, ties in index order."""
+    from drivers.avatar.splat.tile_kernels import depth_order
+
+    rng = np.random.default_rng(n)
+    depth = rng.uniform(0.5, 40.0, n)
+    depth[: n // 3] = np.round(depth[: n // 3], 1)  # many ties
+    depth[n // 3 : n // 2] = rng.uniform(1e-3, 2e-3, n // 2 - n // 3)  # a wide range of exponents
+    visible = rng.random(n) > 0.3
+    idx = np.flatnonzero(visible)
+    np.testing.assert_array_equal(depth_order(visible, depth), idx[np.argsort(depth[idx], kind="stable")])
 
 
 def test_inputs_in_other_dtypes_and_layouts(tiles: TileSplatRenderer) -> None:
