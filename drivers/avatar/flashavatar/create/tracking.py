@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -111,6 +111,13 @@ class TrackingResult:
             cam = verts @ tt(self.R).transpose(1, 2) + tt(self.t)[:, None]
         return cam.cpu().numpy().astype(np.float32)
 
+    def take(self, frames: slice) -> TrackingResult:
+        """The same tracking for a stretch of frames (shape and camera intrinsics shared)."""
+        return replace(self, expression=self.expression[frames], jaw=self.jaw[frames], eyes=self.eyes[frames],
+                       eyelids=self.eyelids[frames], R=self.R[frames], t=self.t[frames],
+                       landmark_error_px=self.landmark_error_px[frames], valid=self.valid[frames],
+                       seconds=dict(self.seconds))
+
     def project(self, verts: NDArray[np.floating]) -> NDArray[np.float32]:
         """Camera-space points (..., 3) → pixels (..., 2) through K."""
         v = np.asarray(verts, np.float64)
@@ -118,16 +125,17 @@ class TrackingResult:
         return uv.astype(np.float32)
 
 
-class LandmarkFlame:
-    """FLAME evaluated only at the vertices under the landmarks (same arithmetic as `FlameModel.forward`)."""
+class SurfaceFlame:
+    """FLAME evaluated only at some points of its surface, each a triangle and barycentric weights (the landmarks'
+    points, or the face's vertices): the same arithmetic as `FlameModel.forward` on a few thousand vertices."""
 
-    def __init__(self, flame: FlameModel, corr: Correspondence, device: torch.device) -> None:
+    def __init__(self, flame: FlameModel, face_idx: NDArray[np.integer], bary: NDArray[np.floating],
+                 device: torch.device) -> None:
         faces = flame.faces.cpu().numpy()
-        corr.check_faces(len(faces))
-        tri = faces[corr.face_idx]  # (L,3)
+        tri = faces[np.asarray(face_idx)]  # (L,3)
         self.vids, inverse = np.unique(tri.reshape(-1), return_inverse=True)
         self.tri_local = torch.as_tensor(inverse.reshape(-1, 3), device=device)
-        self.bary = torch.as_tensor(corr.bary, dtype=torch.float32, device=device)
+        self.bary = torch.as_tensor(np.asarray(bary), dtype=torch.float32, device=device)
         vid = torch.as_tensor(self.vids, device=flame.device)
 
         def sub(x: torch.Tensor) -> torch.Tensor:
@@ -150,6 +158,26 @@ class LandmarkFlame:
         if flame.l_eyelid is not None and flame.r_eyelid is not None:
             self.lids = torch.stack([sub(flame.l_eyelid).reshape(-1), sub(flame.r_eyelid).reshape(-1)])  # (2,n*3)
         self.eye3 = torch.eye(3, device=device)
+
+    @classmethod
+    def at_vertices(cls, flame: FlameModel, vertices: NDArray[np.integer], device: torch.device) -> SurfaceFlame:
+        """The model evaluated at the given vertices (each as a corner of one of its triangles)."""
+        faces = flame.faces.cpu().numpy()
+        owner = np.full(int(flame.v_template.shape[0]), -1)
+        corner = np.zeros_like(owner)
+        for k in range(3):
+            owner[faces[:, k]] = np.arange(len(faces))
+            corner[faces[:, k]] = k
+        v = np.asarray(vertices)
+        if (owner[v] < 0).any():
+            raise TrackingError("a vertex outside every triangle cannot be evaluated on the surface")
+        return cls(flame, owner[v], np.eye(3)[corner[v]], device)
+
+    def joint_rotations(self, jaw: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
+        """(B,5,3,3) FLAME's joint rotations with the head and neck still (the camera carries the head's motion)."""
+        eye = self.eye3.expand(jaw.shape[0], 3, 3)
+        return torch.stack([eye, eye, axis_angle_to_matrix(jaw), axis_angle_to_matrix(eyes[:, :3]),
+                            axis_angle_to_matrix(eyes[:, 3:])], dim=1)
 
     def __call__(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor,
                  eyelids: torch.Tensor | None) -> torch.Tensor:
@@ -255,7 +283,8 @@ def fit_video(
     weights_np[np.isin(lm, IRIS_CENTRES)] *= cfg.iris_weight
     weights_np[np.isin(lm, UPPER_LIDS + LOWER_LIDS)] *= cfg.lid_weight
 
-    model = LandmarkFlame(flame, correspondence, dev)
+    correspondence.check_faces(len(flame.faces))
+    model = SurfaceFlame(flame, correspondence.face_idx, correspondence.bary, dev)
     neutral = model(torch.zeros(1, device=dev), torch.zeros(1, N_EXPR, device=dev),
                     torch.eye(3, device=dev).expand(1, N_JOINTS, 3, 3), None)[0].cpu().numpy().astype(np.float64)
     centre_model = neutral.mean(0)
@@ -286,14 +315,11 @@ def fit_video(
     slide = None if correspondence.view_offsets is None or not cfg.sliding else \
         torch.as_tensor(correspondence.view_offsets, dtype=torch.float32, device=dev)
     view_lim = [math.radians(a) for a in VIEW_RANGE_DEG]
-    eye3 = torch.eye(3, device=dev)
     flip = torch.as_tensor(FLIP, dtype=torch.float32, device=dev)
     frames_ok = max(float(ok.sum()), 1.0)
 
     def landmarks_3d() -> torch.Tensor:
-        rots = torch.stack([eye3.expand(n_frames, 3, 3), eye3.expand(n_frames, 3, 3), axis_angle_to_matrix(jaw),
-                            axis_angle_to_matrix(eyes[:, :3]), axis_angle_to_matrix(eyes[:, 3:])], dim=1)
-        return model(shape, expr, rots, lids)
+        return model(shape, expr, model.joint_rotations(jaw, eyes), lids)
 
     def project(x: torch.Tensor) -> torch.Tensor:
         R = axis_angle_to_matrix(rot) @ flip
