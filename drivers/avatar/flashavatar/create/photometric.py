@@ -133,14 +133,15 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
     def tt(a: NDArray[np.floating]) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
 
-    shape, expr0 = tt(result.shape), tt(result.expression)
-    rots, lids = model.joint_rotations(tt(result.jaw), tt(result.eyes)), tt(result.eyelids)
+    expr0 = tt(result.expression)
+    expression_change = model.expression_change(tt(result.shape), expr0,
+                                                model.joint_rotations(tt(result.jaw), tt(result.eyes)))
 
     def posed() -> tuple[torch.Tensor, torch.Tensor]:
         Rd = axis_angle_to_matrix(d_rot)
         pts = pts0
         if cfg.expression:
-            pts = model(shape, expr0 + d_expr, rots, lids) @ R0.transpose(1, 2) + t0_[:, None]
+            pts = pts + expression_change(d_expr) @ R0.transpose(1, 2)
         pts = (pts - centre) @ Rd.transpose(1, 2) + centre + d_trans[:, None] * 0.1
         return pts, normals0 @ Rd.transpose(1, 2)
 

@@ -179,25 +179,52 @@ class SurfaceFlame:
         return torch.stack([eye, eye, axis_angle_to_matrix(jaw), axis_angle_to_matrix(eyes[:, :3]),
                             axis_angle_to_matrix(eyes[:, 3:])], dim=1)
 
+    def _joints(self, shape: torch.Tensor, expr: torch.Tensor) -> torch.Tensor:
+        ns = shape.shape[0]
+        return ((self.j_template + shape @ self.j_shape[:ns]) + expr @ self.j_expr).reshape(-1, N_JOINTS, 3)
+
+    def _skinning(self, rots: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each vertex's blended rotation (B,n,3,3) and translation (B,n,3). Blended separately and applied
+        elementwise: a few hundred thousand 3x3 products run far faster so than as batched matmuls of tiny
+        matrices."""
+        b = rots.shape[0]
+        world = batch_rigid_transform(rots, joints, self.parents, self.parent_idx)
+        rot = (self.weights @ world[..., :3, :3].reshape(b, N_JOINTS, 9)).reshape(b, -1, 3, 3)
+        return rot, self.weights @ world[..., :3, 3]
+
+    def _at_points(self, verts: torch.Tensor) -> torch.Tensor:
+        """(B,n,3) values at the vertices → (B,L,3) at the points."""
+        return (verts[:, self.tri_local] * self.bary[None, :, :, None]).sum(2)
+
     def __call__(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor,
                  eyelids: torch.Tensor | None) -> torch.Tensor:
-        """shape (S,) leading components, expr (B,100), rots (B,5,3,3) → landmark points (B,L,3), FLAME frame."""
+        """shape (S,) leading components, expr (B,100), rots (B,5,3,3) → the points (B,L,3), FLAME frame."""
         b = expr.shape[0]
         ns = shape.shape[0]
         v_shaped = (self.template + shape @ self.shape_dirs[:ns]) + expr @ self.expr_dirs  # (B, n*3)
-        joints = ((self.j_template + shape @ self.j_shape[:ns]) + expr @ self.j_expr).reshape(b, N_JOINTS, 3)
         pose_feature = (rots[:, 1:] - self.eye3).reshape(b, -1)
         v_posed = (v_shaped + pose_feature @ self.posedirs).reshape(b, -1, 3)
-        world = batch_rigid_transform(rots, joints, self.parents, self.parent_idx)
-        # Blend the joints' rotations and translations separately, then apply them elementwise: a few hundred
-        # thousand 3x3 products run far faster so than as batched matmuls of tiny matrices.
-        rot = (self.weights @ world[..., :3, :3].reshape(b, N_JOINTS, 9)).reshape(b, -1, 3, 3)
-        move = self.weights @ world[..., :3, 3]
+        rot, move = self._skinning(rots, self._joints(shape, expr))
         verts = (rot * v_posed[:, :, None, :]).sum(-1) + move
         if eyelids is not None and self.lids is not None:
             verts = verts + (eyelids @ self.lids).reshape(b, -1, 3)
-        tri = verts[:, self.tri_local]  # (B,L,3,3)
-        return torch.einsum("lk,blkc->blc", self.bary, tri)
+        return self._at_points(verts)
+
+    def expression_change(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor
+                          ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """With shape and joint rotations held, how the points (B,L,3) move when the expression `expr` (B,100)
+        changes by d (B,100). Exact and cheap: the skinning rotations do not depend on the expression and the
+        joints move linearly with it, so the points do too."""
+        b = expr.shape[0]
+        joints = self._joints(shape, expr).detach()
+        rot, move0 = (x.detach() for x in self._skinning(rots, joints))
+
+        def change(d: torch.Tensor) -> torch.Tensor:
+            shift = (rot * (d @ self.expr_dirs).reshape(b, -1, 1, 3)).sum(-1)
+            _, move = self._skinning(rots, joints + (d @ self.j_expr).reshape(b, N_JOINTS, 3))
+            return self._at_points(shift + move - move0)
+
+        return change
 
 
 def _resolve_device(device: str) -> torch.device:
