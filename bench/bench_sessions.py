@@ -27,6 +27,11 @@ How each number is measured:
   also counted directly (drivers.memory.tensor_bytes), which works on the CPU too.
 - GPU busy %: torch.cuda.utilization (NVML) or `nvidia-smi`, sampled every half second during the run.
 - CPU per session: the process's CPU time over the run, divided by the wall time and N (in cores).
+- cores by thread: each thread's CPU time over the run (/proc/self/task), grouped by the thread's name
+  (every session's render thread is one group; library threads without a Python name by their OS name).
+
+With --processes K the N sessions are split over K processes sharing the GPU (as `avatar-bridge workers
+--per-gpu K` runs them), which measure over the same seconds; their figures are added up.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (bridge/c
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN, REPO, golden_flame_model  # (puts the checkout on the path)
 
+INTERPRETER_BOUND = 0.8  # cores per process past which its interpreter lock, not the GPU, is the likely limit
 GOALS = {"g2g_p95_ms": 250.0, "extra_session_mib": 100.0, "cpu_demo_rendered": 0.90}
 WARMUP_S = 2.0  # measurements start this long after each session's first frame
 RESULT = "RESULT "  # a child's one line of figures for the parent
@@ -80,7 +86,8 @@ def session_config(args: argparse.Namespace, n: int) -> Any:
     return load_config(None, environ={}, overrides={
         **common,
         "face": {"driver": "diffposetalk", "diffposetalk": {
-            "checkpoint": str(dpt / "dpt_tiny_head.pt"), "stats": str(dpt / "stats_head.npz"), "sampler": "ddim",
+            "checkpoint": str(args.dpt_checkpoint or dpt / "dpt_tiny_head.pt"),
+            "stats": str(args.dpt_stats or dpt / "stats_head.npz"), "sampler": "ddim",
             "device": args.device}},
         "avatar": {"kind": "flashavatar", "device": args.device, "checkpoint": str(fa / "chkpnt_seed0.pth"),
                    "flame_model": str(golden_flame_model(fa)), "flame_masks": str(fa / "FLAME_masks_synthetic.pkl"),
@@ -218,14 +225,18 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
                 threads.extend(start_probe(s, p, done))
             if args.viewers:
                 await asyncio.gather(*(connect_viewer(d, v, s) for s, v in zip(sessions, viewers)))
+            if args.barrier is not None:  # the other processes of this run measure over the same seconds
+                await asyncio.to_thread(meet, args.barrier, args.peers)
             await asyncio.sleep(WARMUP_S)
             before = [counts(s) for s in sessions]
             after_pts = [s.clock.now() for s in sessions]
             busy = GpuBusy().start()
+            threads0 = thread_cpu()
             cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - wall0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            figures["threads"] = thread_groups(threads0, thread_cpu(), wall)
             figures["gpu_busy"] = busy.stop()
             figures["wall"] = wall
             figures["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -279,7 +290,48 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "gpu_busy_pct": figures["gpu_busy"], "cpu_cores": figures["cpu_s"] / wall if wall > 0 else float("nan"),
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
         "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
+        "threads": figures["threads"],
     }
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each of the process's threads so far (Linux: /proc/self/task), by native id, with the
+    Python name of the thread where it has one (native threads of libraries keep their OS name)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            tid = int(task.name)
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (task / "comm").read_text().strip()
+            out[tid] = (names.get(tid, f"[{comm}]"), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_groups(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                  wall: float) -> dict[str, float]:
+    """Cores each kind of thread used over `wall` seconds: threads grouped by name with digits and session
+    ids taken out (every session's render thread is one group)."""
+    import re
+
+    groups: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        kind = re.sub(r"[0-9a-f]{24}|\d+", "#", name)
+        groups[kind] = groups.get(kind, 0.0) + spent / max(wall, 1e-9)
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
+
+
+def meet(folder: Path, peers: int, timeout_s: float = 600.0) -> None:
+    """Wait until `peers` processes (this one included) have built their sessions: each leaves a file in
+    `folder` and waits for the others'."""
+    (folder / f"ready-{os.getpid()}").touch()
+    end = time.monotonic() + timeout_s
+    while len(list(folder.glob("ready-*"))) < peers:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the other processes of the run did not build their sessions in {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def hop_batches(session: Any, since: float) -> dict[str, float] | None:
@@ -313,26 +365,75 @@ def counts(session: Any) -> Measured:
 
 # ------------------------------------------------------------------------------------------- the parent
 def child(args: argparse.Namespace, n: int, extra: Sequence[str] = ()) -> dict[str, Any] | None:
-    """Run one measurement in a fresh process (its models, memory and CPU time its own)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(n), *child_flags(args), *extra]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    for line in proc.stdout.splitlines():
+    """Run one measurement in a fresh process (its models, memory and CPU time its own); with --processes K,
+    the n sessions are split over K processes that share the GPU and measure over the same seconds, and their
+    figures are combined."""
+    k = max(1, min(args.processes, n))
+    cmd = [sys.executable, str(Path(__file__).resolve()), *child_flags(args), *extra]
+    if k == 1:
+        proc = subprocess.run([*cmd, "--one", str(n)], stdout=subprocess.PIPE, text=True, check=False)
+        return child_result(n, proc.stdout, proc.returncode)
+    import tempfile
+
+    sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    with tempfile.TemporaryDirectory(prefix="bench-sessions-") as barrier:
+        procs = [subprocess.Popen([*cmd, "--one", str(m), "--barrier", barrier, "--peers", str(k)],
+                                  stdout=subprocess.PIPE, text=True) for m in sizes]
+        outs = [p.communicate() for p in procs]
+    parts = [child_result(m, out, p.returncode) for m, (out, _), p in zip(sizes, outs, procs)]
+    if any(part is None for part in parts):
+        return None
+    return combined([part for part in parts if part is not None])
+
+
+def child_result(n: int, stdout: str, returncode: int) -> dict[str, Any] | None:
+    for line in stdout.splitlines():
         if line.startswith(RESULT):
             result: dict[str, Any] = json.loads(line[len(RESULT):])
             return result
         print(f"  [{n}] {line}")
-    print(f"  N={n}: the run failed (exit {proc.returncode})")
+    print(f"  N={n}: the run failed (exit {returncode})")
     return None
+
+
+def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the processes of a run: counts summed, the worst g2g, GPU memory summed (a process's
+    first session carries its own copy of the models), the CPU summed, the GPU's busy share as the highest any
+    process saw (each samples the whole GPU)."""
+    first = parts[0]
+
+    def total(key: str) -> float | None:
+        values = [p[key] for p in parts]
+        return None if any(v is None for v in values) else float(sum(values))
+
+    return {
+        **first,
+        "n": sum(p["n"] for p in parts), "processes": len(parts),
+        "seconds": max(p["seconds"] for p in parts), "build_s": max(p["build_s"] for p in parts),
+        "late": sum(p["late"] for p in parts), "dropped": sum(p["dropped"] for p in parts),
+        "late_sessions": sum(p["late_sessions"] for p in parts),
+        "g2g_p95_worst_ms": max((p["g2g_p95_worst_ms"] for p in parts), default=float("nan")),
+        "rendered_share": [x for p in parts for x in p["rendered_share"]],
+        "viewer_frames": [x for p in parts for x in p["viewer_frames"]],
+        "gpu_alloc_all_mib": total("gpu_alloc_all_mib"), "gpu_peak_mib": total("gpu_peak_mib"),
+        "gpu_busy_pct": max((p["gpu_busy_pct"] for p in parts if p["gpu_busy_pct"] is not None), default=None),
+        "cpu_cores": sum(p["cpu_cores"] for p in parts),
+        "hop_batches": first["hop_batches"],
+        "threads": {name: sum((p.get("threads") or {}).get(name, 0.0) for p in parts)
+                    for name in {k for p in parts for k in (p.get("threads") or {})}},
+    }
 
 
 def child_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--seconds", str(args.seconds), "--size", str(args.size), "--device", args.device,
              "--golden-fa", str(args.golden_fa), "--golden-dpt", str(args.golden_dpt), "--viewers", str(args.viewers),
-             "--competing-where", args.competing_where]
+             "--competing-where", args.competing_where, "--processes", str(args.processes)]
     if args.cpu_demo:
         flags.append("--cpu-demo")
-    if args.audio is not None:
-        flags += ["--audio", str(args.audio)]
+    for flag, value in (("--audio", args.audio), ("--dpt-checkpoint", args.dpt_checkpoint),
+                        ("--dpt-stats", args.dpt_stats)):
+        if value is not None:
+            flags += [flag, str(value)]
     return flags
 
 
@@ -356,23 +457,38 @@ def print_curve(results: list[dict[str, Any]]) -> None:
         print(f"(device: {base['device']}; GPU MiB: allocated after all sessions were built; per extra: "
               "(all - first) / (N-1); counted: tensors a second session holds beyond the shared models)")
     for r in results:
+        top = list((r.get("threads") or {}).items())[:8]
+        if top:
+            print(f"N={r['n']}: cores by thread: " + ", ".join(f"{name} {cores:.2f}" for name, cores in top))
+    for r in results:
         hb = r.get("hop_batches")
         if hb:
             print(f"N={r['n']}: DiffPoseTalk batches {hb['per_s']:.0f}/s of {hb['mean_size']:.1f} hops on average, "
                   f"{hb['p50_ms']:.1f} ms median, {hb['p95_ms']:.1f} ms p95 each")
 
 
-def saturation(results: list[dict[str, Any]]) -> str:
+def meets_goals(r: dict[str, Any], viewers: bool) -> bool:
+    """0 late or dropped frames, and (with viewers) g2g p95 within the goal in every session."""
+    return not r["late"] and not r["dropped"] and (not viewers or r["g2g_p95_worst_ms"] <= GOALS["g2g_p95_ms"])
+
+
+def saturation(results: list[dict[str, Any]], viewers: bool) -> str:
     """Where the curve stops meeting the goals, and the resource nearest its limit there."""
-    bad = [r for r in results if r["late"] or r["dropped"] or not r["g2g_p95_worst_ms"] <= GOALS["g2g_p95_ms"]]
+    bad = [r for r in results if not meets_goals(r, viewers)]
     if not bad:
         return f"no saturation up to N={max(r['n'] for r in results)}: every session met the goals"
     r = bad[0]
     good = [g["n"] for g in results if g not in bad and g["n"] < r["n"]]
     cpu_share = r["cpu_cores"] / max(1, r["cpu_count"] or 1)
     gpu_share = (r["gpu_busy_pct"] or 0.0) / 100.0
+    per_process = r["cpu_cores"] / r.get("processes", 1)
     if r["device"] == "cpu":
         which = f"the CPU, which renders and drives the faces here ({r['cpu_cores']:.1f} of {r['cpu_count']} cores busy)"
+    elif per_process >= INTERPRETER_BOUND:
+        which = (f"each process's Python interpreter ({per_process:.2f} cores per process of work that mostly "
+                 "holds the interpreter's lock, which runs one thread at a time; the GPU is "
+                 f"{r['gpu_busy_pct'] or 0:.0f} % busy): split the sessions over more processes (--processes, "
+                 "`avatar-bridge workers --per-gpu`)")
     elif cpu_share >= gpu_share:
         which = (f"the CPU ({r['cpu_cores']:.1f} of {r['cpu_count']} cores busy: video encoding for the viewers, one "
                  "encode per session and frame, is the likely share; NVENC or one encode shared by several viewers "
@@ -397,6 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--golden-fa", type=Path, default=DEFAULT_GOLDEN)
     p.add_argument("--golden-dpt", type=Path, default=Path(os.environ.get(
         "AVATAR_BRIDGE_GOLDEN_DPT", REPO.parent / "shared" / "golden" / "diffposetalk")))
+    p.add_argument("--dpt-checkpoint", type=Path, default=None,
+                   help="DiffPoseTalk checkpoint (default: the golden tiny one; bench/make_bench_models.py writes one "
+                        "of the released model's sizes)")
+    p.add_argument("--dpt-stats", type=Path, default=None, help="its statistics (default: the golden ones)")
     p.add_argument("--audio", type=Path, default=None, help="speech file (default: the demo clip, looped)")
     p.add_argument("--competing-duty", type=float, default=None,
                    help="one session with a competing GPU load this busy (e.g. 0.7), priority on and off")
@@ -407,7 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="high-priority CUDA streams (pipeline.gpu_priority); default on, and both with a load")
     p.add_argument("--cpu-demo", action="store_true", help="4 demo sessions at 128² with the procedural driver on "
                                                            "the CPU: the share of frames each renders")
+    p.add_argument("--processes", type=int, default=1,
+                   help="split each N over this many processes sharing the GPU (as `avatar-bridge workers "
+                        "--per-gpu` runs them): each has its own interpreter, models and batches (default 1)")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child's single run
+    p.add_argument("--barrier", type=Path, default=None, help=argparse.SUPPRESS)  # a child's meeting folder
+    p.add_argument("--peers", type=int, default=1, help=argparse.SUPPRESS)  # processes meeting there
     args = p.parse_args(argv)
     if args.size is None:
         args.size = 128 if args.cpu_demo else 512
@@ -422,9 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(RESULT + json.dumps(result), flush=True)
         return 0
     if not args.cpu_demo:
-        for d, name in ((args.golden_fa, "chkpnt_seed0.pth"), (args.golden_dpt, "dpt_tiny_head.pt")):
-            if not (d / name).is_file():
-                sys.exit(f"bench_sessions: {d / name} not found; pass --golden-fa/--golden-dpt")
+        for path in (args.golden_fa / "chkpnt_seed0.pth", args.dpt_checkpoint or args.golden_dpt / "dpt_tiny_head.pt"):
+            if not path.is_file():
+                sys.exit(f"bench_sessions: {path} not found; pass --golden-fa and --golden-dpt or --dpt-checkpoint")
 
     if args.cpu_demo:
         print(f"bench_sessions --cpu-demo: 4 sessions, demo head {args.size}² + procedural driver on the CPU, "
@@ -458,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     counts = [int(x) for x in args.sessions.split(",") if x.strip()]
     print(f"bench_sessions: N = {counts}, {args.size}² @ 25 fps, {args.seconds:.0f} s each, device {args.device}, "
-          f"DiffPoseTalk DDIM + FlashAvatar, {args.viewers} WHEP viewer per session", flush=True)
+          f"DiffPoseTalk DDIM + FlashAvatar, {args.viewers} WHEP viewer per session, sessions split over "
+          f"{args.processes} process(es)", flush=True)
     results = []
     for n in counts:
         print(f"  N={n} ...", flush=True)
@@ -468,15 +594,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         return 1
     print_curve(results)
-    print(saturation(results))
+    print(saturation(results, bool(args.viewers)))
     for r in results:
         if r["n"] > 1 and r["gpu_alloc_first_mib"] is not None:
             per_extra = (r["gpu_alloc_all_mib"] - r["gpu_alloc_first_mib"]) / (r["n"] - 1)
             goal(f"N={r['n']}: GPU memory per session beyond the first {per_extra:.0f} MiB <= "
                  f"{GOALS['extra_session_mib']:.0f} MiB", per_extra <= GOALS["extra_session_mib"])
-        goal(f"N={r['n']}: 0 late frames (late {r['late']}, dropped {r['dropped']}) and g2g p95 "
-             f"{fmt(r['g2g_p95_worst_ms'])} ms <= {GOALS['g2g_p95_ms']:.0f} ms in every session",
-             r["late"] == 0 and r["dropped"] == 0 and r["g2g_p95_worst_ms"] <= GOALS["g2g_p95_ms"])
+        g2g = (f" and g2g p95 {fmt(r['g2g_p95_worst_ms'])} ms <= {GOALS['g2g_p95_ms']:.0f} ms" if args.viewers
+               else " (no viewers: g2g not measured)")
+        goal(f"N={r['n']}: 0 late frames (late {r['late']}, dropped {r['dropped']}){g2g} in every session",
+             meets_goals(r, bool(args.viewers)))
     return 0
 
 

@@ -14,14 +14,20 @@ from typing import Any
 from bridge.core.config import load_config
 from bridge.core.errors import UserError
 
+MAX_PER_GPU = 16
+
 
 def devices_of(args: argparse.Namespace) -> list[str | None]:
-    """--gpus 0,1,3 pins one worker to each; --workers N starts N unpinned ones (the CPU, or a test)."""
+    """--gpus 0,1,3 pins one worker to each (--per-gpu K: K workers to each, every one with its own Python
+    interpreter, whose lock otherwise bounds the sessions one process drives); --workers N starts N unpinned
+    ones (the CPU, or a test)."""
     if args.gpus:
         gpus = [g.strip() for g in args.gpus.split(",")]
         if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus) or len(gpus) > 64:
             raise UserError(f"--gpus {args.gpus!r} is not a list of distinct GPU indices, e.g. --gpus 0,1")
-        return list(gpus)
+        if not 1 <= args.per_gpu <= MAX_PER_GPU:
+            raise UserError(f"--per-gpu {args.per_gpu}: give 1 to {MAX_PER_GPU} workers per GPU")
+        return [g for g in gpus for _ in range(args.per_gpu)]
     if not 1 <= args.workers <= 64:
         raise UserError("--workers must be 1 to 64")
     return [None] * args.workers
@@ -73,6 +79,8 @@ def register(sub: Any) -> None:
                        "session on the least loaded one; POST /api/sessions here answers where it lives.")
     p.add_argument("--config", type=Path, default=None, help="TOML config of every worker (and of this front's [http])")
     p.add_argument("--gpus", default=None, metavar="0,1,...", help="one worker per listed GPU")
+    p.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                   help="K workers on each listed GPU (default 1); see docs/sessions.md for when more pay")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="N unpinned workers (without --gpus)")
     p.add_argument("--port", type=int, default=None, help="HTTP port of the front (0 picks a free one)")
     p.set_defaults(func=cmd_workers)

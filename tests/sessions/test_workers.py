@@ -92,3 +92,16 @@ async def test_sessions_are_placed_by_load_and_a_dead_worker_ends_its_own(tmp_pa
         await runner.cleanup()
         await supervisor.stop()
     assert all(w.exit_code is not None for w in supervisor.workers)
+
+
+def test_per_gpu_starts_several_workers_on_each_card_and_bounds_them() -> None:
+    from bridge.cli import build_parser
+    from bridge.commands.workers import MAX_PER_GPU, devices_of
+    from bridge.core.errors import UserError
+
+    parse = build_parser().parse_args
+    assert devices_of(parse(["workers", "--gpus", "0,1", "--per-gpu", "2"])) == ["0", "0", "1", "1"]
+    assert devices_of(parse(["workers", "--gpus", "3"])) == ["3"]
+    for bad in ("0", str(MAX_PER_GPU + 1)):
+        with pytest.raises(UserError, match="--per-gpu"):
+            devices_of(parse(["workers", "--gpus", "0", "--per-gpu", bad]))
