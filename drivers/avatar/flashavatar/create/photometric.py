@@ -1,12 +1,15 @@
-"""Head pose refined by image alignment after the landmark fit: the face's own appearance, not its landmarks.
+"""Head pose and expression refined by image alignment after the landmark fit: the face's own appearance, not
+its landmarks.
 
 A landmark model's points sit a few pixels off the surface points they are tied to, and the offset changes with
-the viewing direction, which turns into rotation error. This stage keeps the landmark fit's shape, expression,
-jaw and eyes and moves only each frame's camera (R, t) so that the video's pixels at the projected face vertices
-agree with one appearance per vertex: an albedo shared by all frames times a per-frame first-order lighting
-(constant plus a linear function of the camera-space normal), both solved in closed form between steps. Every
-frame is compared with what all frames agree on, so the view-dependent offsets average out instead of steering
-the pose. Images are blurred coarse to fine so that the first steps see a wide basin.
+the viewing direction, which turns into rotation error. This stage keeps the landmark fit's shape, jaw, eyes and
+eyelids and moves each frame's camera (R, t) and expression so that the video's pixels at the projected face
+vertices agree with one appearance per vertex: an albedo shared by all frames times a per-frame first-order
+lighting (constant plus a linear function of the camera-space normal), both solved in closed form between steps.
+Every frame is compared with what all frames agree on, so the view-dependent offsets average out instead of
+steering the pose. The expression moves too because the landmark fit's expression errors bend the face, and a
+refinement of the pose alone turns the head to follow the bend. Images are blurred coarse to fine so that the
+first steps see a wide basin. `refine_video` runs it over a long video a stretch of frames at a time.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from drivers.avatar.flashavatar.create.tracking import (
     SurfaceFlame,
     TrackingError,
     TrackingResult,
-    _resolve_device,
-    _second_diff,
+    resolve_device,
+    second_difference,
 )
 
 
@@ -109,7 +112,7 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
     size = result.image_size
     if len(frames) != result.frames or any(f.shape != (size, size, 3) for f in frames):
         raise TrackingError(f"photometric refinement needs the {result.frames} tracked frames at {size}x{size} RGB")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     n = result.frames
     vid = face_vertices(flame)
@@ -187,10 +190,10 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
                     target = albedo[None] * shade
             r = (obs - target) * vis
             data = F.huber_loss(r * 20, torch.zeros_like(r), delta=1.0, reduction="sum") / vis.sum().clamp_min(1)
-            loss = data + cfg.smooth * (_second_diff(d_rot) + _second_diff(d_trans)) \
+            loss = data + cfg.smooth * (second_difference(d_rot) + second_difference(d_trans)) \
                 + cfg.prior * (d_rot.pow(2).sum(-1) + d_trans.pow(2).sum(-1)).mean()
             if cfg.expression:
-                loss = loss + cfg.expr_smooth * _second_diff(d_expr) + cfg.expr_prior * d_expr.pow(2).sum(-1).mean()
+                loss = loss + cfg.expr_smooth * second_difference(d_expr) + cfg.expr_prior * d_expr.pow(2).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -304,10 +304,10 @@ class Preparer:
         seg.close()
 
     # -- 5. track -----------------------------------------------------------------------------------------------
-    def flame(self) -> Any:
+    def flame(self, device: str = "cpu") -> Any:
         from drivers.avatar.flame.model import FlameModel
 
-        return FlameModel.from_files(self.opts.files.flame_model, self.opts.files.eyelids_dir, device="cpu")
+        return FlameModel.from_files(self.opts.files.flame_model, self.opts.files.eyelids_dir, device=device)
 
     def stage_track(self, lm: dict[str, np.ndarray]) -> TrackingResult:
         from drivers.avatar.flashavatar.create.correspondence import shipped_correspondence
@@ -333,6 +333,7 @@ class Preparer:
         the crops back from imgs/ a stretch at a time; then the `.frame` files."""
         from drivers.avatar.flashavatar.create.frame_files import write_frames
         from drivers.avatar.flashavatar.create.photometric import refine_video
+        from drivers.avatar.flashavatar.create.tracking import resolve_device
 
         bar = self.progress("refine", fitted.frames)
 
@@ -342,7 +343,8 @@ class Preparer:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.done)
 
-        result = refine_video(fitted, read, self.flame(), device=self.opts.device, progress=progress)
+        device = str(resolve_device(self.opts.device))  # the whole FLAME is posed for every frame: keep it there
+        result = refine_video(fitted, read, self.flame(device), device=device, progress=progress)
         bar.close()
         save_tracking(self.work / "tracking.npz", result)
         folder = self.out / "checkpoint"

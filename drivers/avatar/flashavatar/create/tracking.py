@@ -9,7 +9,8 @@ keeps a still face still and carries the parameters through frames where no face
 Stages: a closed-form rigid start per frame (scaled orthographic Procrustes of the template's landmark points),
 then the camera alone, then everything, then everything again with each landmark trusted by how well it was
 followed. Camera rotations are optimised about the landmarks' centre so rotation and translation do not fight
-each other. `photometric.refine_pose` can then refine the camera against the video's pixels.
+each other. `photometric.refine_video` then refines the camera and the expression against the video's
+pixels.
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ class SurfaceFlame:
         return change
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -266,7 +267,8 @@ def rigid_start(points: NDArray[np.float64], model: NDArray[np.float64], weights
     return R, t
 
 
-def _second_diff(x: torch.Tensor) -> torch.Tensor:
+def second_difference(x: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of the squared second difference of per-frame values (F, K): the temporal terms."""
     if x.shape[0] < 3:
         return x.new_zeros(())
     return (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum(-1).mean()
@@ -298,7 +300,7 @@ def fit_video(
         raise TrackingError("no frame has a face to track; check that the video shows a face")
     if eyelids is not None and flame.l_eyelid is None:
         flame = _with_eyelids(flame, eyelids)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -366,7 +368,7 @@ def fit_video(
         return (err * lm_w).mean(1).mul(frame_w).sum() / frames_ok
 
     def smooth_term(groups: list[torch.Tensor]) -> torch.Tensor:
-        return sum((_second_diff(g) for g in groups), torch.zeros((), device=dev))
+        return sum((second_difference(g) for g in groups), torch.zeros((), device=dev))
 
     sc = SMOOTH_SCALE
     total = cfg.rigid_steps + cfg.full_steps + cfg.robust_steps
