@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("skimage")
 
@@ -106,6 +107,19 @@ def test_a_long_video_is_refined_in_overlapping_stretches() -> None:
     assert np.median(err_stretches) < np.median(rotation_error_deg(whole.R, truth["R"])) + 0.5
     assert np.abs(np.diff(err_stretches)).max() < 1.0  # no jump where the stretches hand over
     assert np.array_equal(out.jaw, start.jaw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_refines_on_cuda_as_on_the_cpu() -> None:
+    flame, video = _video()
+    truth = video.truth
+    wrong = axis_angle_to_matrix(np.radians(np.tile([3.0, -2.0, 0.0], (FRAMES, 1))))
+    start = _truth_result(truth, R=np.einsum("fij,fjk->fik", wrong, truth["R"]).astype(np.float32))
+    on_cpu = refine_video(start, lambda a, b: video.frames[a:b], flame, device="cpu", chunk=10, overlap=3)
+    on_cuda = refine_video(start, lambda a, b: video.frames[a:b], flame,  # FLAME on the CPU, the work on CUDA
+                           device="cuda", chunk=10, overlap=3)
+    assert abs(np.median(rotation_error_deg(on_cuda.R, truth["R"]))
+               - np.median(rotation_error_deg(on_cpu.R, truth["R"]))) < 0.2
 
 
 def test_face_vertices_are_the_front_without_the_eyeballs() -> None:
