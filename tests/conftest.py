@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,10 +158,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require(*mark.args)
 
 
-def started_daemon(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def started_daemon(argv: list[str], cwd: Path, env: dict[str, str],
+                   preexec: Callable[[], object] | None = None) -> tuple[subprocess.Popen[str], str]:
     """A daemon command (`python -m bridge.cli demo ...`) in a process, returned once it runs, with its base URL
-    ("" without HTTP)."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    ("" without HTTP); `preexec` runs in the child before it starts (e.g. a limit on its files' size)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=preexec)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "running:" in line:

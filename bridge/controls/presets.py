@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from bridge.controls.vocabulary import arkit_name
 from bridge.core.errors import UserError
 from bridge.core.face_params import FaceParams
+from bridge.core.user_dirs import user_data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,18 +131,9 @@ def presets_dir() -> Path:
 def user_presets_dir() -> Path:
     """Where this user's presets live when `presets.dir` is not set: captured presets, MIDI maps learned,
     calibrations, and any preset or map file of the shipped kinds, read before (and in addition to) the shipped
-    ones. Per user and outside the installation, which may be read-only and is replaced on upgrade:
-    $XDG_DATA_HOME/avatar-bridge/presets when XDG_DATA_HOME is set, else ~/.local/share/avatar-bridge/presets,
-    %APPDATA%\\avatar-bridge\\presets on Windows, ~/Library/Application Support/avatar-bridge/presets on macOS."""
-    if os.environ.get("XDG_DATA_HOME"):  # set on purpose, on any system
-        base = Path(os.environ["XDG_DATA_HOME"])
-    elif sys.platform == "win32" and os.environ.get("APPDATA"):
-        base = Path(os.environ["APPDATA"])
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path.home() / ".local" / "share"
-    return base / "avatar-bridge" / "presets"
+    ones: `presets` in the per-user folder (`bridge.core.user_dirs.user_data_dir`, e.g.
+    ~/.local/share/avatar-bridge/presets)."""
+    return user_data_dir() / "presets"
 
 
 @dataclass

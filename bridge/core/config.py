@@ -498,6 +498,9 @@ class SessionSpec(Section):
     height: int | None = Field(None, ge=64, le=2160)
     fps: Literal[25, 30, 60] | None = None
     idle: bool | None = None  # idle life (blink, gaze, sway) on or off
+    # Record the session from its start, to a file the daemon names in `sessions.record_dir` (never one the
+    # request names). Strict: only true or false, so a path or a word sent here is refused, not read as "yes".
+    record: bool | None = Field(None, strict=True)
 
     def overrides(self) -> dict[str, Any]:
         """The config tables this spec changes (validated again with the rest of the config)."""
@@ -524,6 +527,12 @@ class SessionsConfig(Section):
     max: int | Literal["auto"] = "auto"
     retry_after_s: int = Field(30, ge=1, le=3600)  # what a refused creation is told to wait (Retry-After)
     fixed: list[SessionSpec] = Field(default_factory=list, max_length=64)  # made at start, never ended over HTTP
+    # Where sessions' recordings go (`record = true`, POST /api/sessions/<id>/record), named by the daemon
+    # "<session>-<UTC time>.mp4"; None: the per-user folder (bridge.runtime.recordings.default_record_dir, e.g.
+    # ~/.local/share/avatar-bridge/recordings), made when the first recording starts.
+    record_dir: Path | None = None
+    # Sessions recording at once (the default session's outputs.record.path counts too); 0: none over HTTP.
+    max_recordings: int = Field(4, ge=0, le=64)
 
     @field_validator("max")
     @classmethod
@@ -539,6 +548,10 @@ class SessionsConfig(Section):
             raise ValueError("every [[sessions.fixed]] table needs a name (letters, digits, '_' or '-')")
         if len(set(names)) != len(names) or "default" in names:
             raise ValueError("[[sessions.fixed]] names must differ from each other and from 'default'")
+        recording = sum(1 for spec in self.fixed if spec.record)
+        if recording > self.max_recordings:
+            raise ValueError(f"{recording} [[sessions.fixed]] tables set record = true, but sessions.max_recordings "
+                             f"is {self.max_recordings}; raise it or record fewer sessions")
         return self
 
 
@@ -659,6 +672,7 @@ _PATH_KEYS = {
     ("avatar", "shape"),
     ("avatar", "torso"),
     ("outputs", "snapshot_dir"),
+    ("sessions", "record_dir"),
     ("midi", "map"),
     ("presets", "dir"),
 }

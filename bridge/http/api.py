@@ -92,6 +92,7 @@ def status_snapshot(hub: Session) -> dict[str, Any]:
         "frozen": hub.frozen,
         "avatar": hub.avatar_name,
         "audio_source": hub.audio_source_name,
+        "recording": hub.recording_status(),
     }
 
 
@@ -290,11 +291,17 @@ OPENAPI: dict[str, Any] = {
         "/api/webrtc/offer": {"post": _op("WebRTC preview: SDP offer in, answer out", _obj(sdp=_STR, type=_STR))},
         "/api/scene": {"get": _op("the background showing, the names it may switch to, who wants alpha")},
         "/api/scene/background": {"post": _op("switch the background to a configured name", _obj(name=_STR))},
+        "/api/record": {
+            "get": _op("whether the session records, its file's name (in sessions.record_dir), frames, error"),
+            "post": {**_op("start or stop recording into a file the daemon names (409 past sessions.max_recordings)",
+                           _obj(recording=_BOOL))},
+        },
         "/api/openapi.json": {"get": _op("this document")},
         "/api/sessions": {
             "get": _op("sessions with their frame counters and viewers, the capacity"),
             "post": {**_op("create a session (every field optional; 503 with Retry-After at capacity)",
-                           _obj(avatar=_STR, face=_STR, audio=_STR, width=_NUM, height=_NUM, fps=_NUM, idle=_BOOL),
+                           _obj(avatar=_STR, face=_STR, audio=_STR, width=_NUM, height=_NUM, fps=_NUM, idle=_BOOL,
+                                record=_BOOL),
                            "created: {id, api, whep}")},
         },
         "/api/sessions/{session}": {"get": _op("one session"), "delete": _op("end a created session")},

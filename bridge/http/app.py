@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.http import api, api_controls, api_scene, api_sessions, metrics, panel, signaling
+from bridge.http import api, api_controls, api_recording, api_scene, api_sessions, metrics, panel, signaling
 from bridge.http.keys import HOST_KEY
 from bridge.http.policy import PolicySettings, request_policy
 
 if TYPE_CHECKING:
     from bridge.runtime.daemon import Daemon
 
-ROUTE_MODULES = (api_controls, api, api_scene, api_sessions, signaling, panel, metrics)
+ROUTE_MODULES = (api_controls, api, api_scene, api_recording, api_sessions, signaling, panel, metrics)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ answered with where it lives (its worker's API and WHEP URLs), and a session who
 with 410 and why.
 
 GET    /health               200 while every worker runs, 503 otherwise (no token needed)
-POST   /api/sessions         the daemon's session spec (checked here, then on the worker) → 201 placement
+POST   /api/sessions         the daemon's session spec (checked here, then on the worker) → 201 placement;
+                             503 when no worker has room, 409 when those with room record all they may
 GET    /api/sessions         workers (with their load) and placements
 GET    /api/sessions/<id>    one placement, or 410 {"error"} when its worker died
 DELETE /api/sessions/<id>    end it on its worker
@@ -16,9 +17,11 @@ from aiohttp import web
 
 from bridge.core.config import HttpConfig
 from bridge.core.errors import UserError
+from bridge.http.api_recording import refused_recording
 from bridge.http.api_sessions import SPEC_FIX, refused_for_capacity, spec_of
 from bridge.http.policy import PolicySettings, request_policy
 from bridge.http.responses import error, json_body
+from bridge.runtime.recordings import RecordingRefused
 from bridge.runtime.sessions import SessionsFull
 from bridge.runtime.workers import Supervisor
 
@@ -34,6 +37,8 @@ async def create(request: web.Request) -> web.Response:
         placement = await request.app[SUPERVISOR_KEY].create_session(spec.model_dump(exclude_none=True))
     except SessionsFull as exc:
         return refused_for_capacity(exc)
+    except RecordingRefused as exc:
+        return refused_recording(exc)
     except UserError as exc:
         return error(400, str(exc), SPEC_FIX)
     return web.json_response(placement.describe(), status=201, headers={"Location": f"/api/sessions/{placement.session}"})

@@ -133,6 +133,8 @@ def render_session_metrics(out: Exposition, sessions: list[dict[str, Any]], capa
     out.family("session_late_frames", "counter", "frames a session dropped because they were late", each("dropped"))
     out.family("session_fps", "gauge", "frames per second a session delivered over the last 2 s", each("fps"))
     out.family("session_viewers", "gauge", "WebRTC viewers of a session", each("viewers"))
+    out.family("session_recording", "gauge", "1 while a session records (sessions.record_dir), else 0",
+               [({"session": s["session"]}, float(s["recording"]["recording"])) for s in sessions])
     g2g = [({"session": s["session"], "stat": k}, v / 1000.0) for s in sessions
            for k, v in sorted(s["latency_ms"]["glass_to_glass"].items()) if v is not None]
     out.family("session_glass_to_glass_seconds", "gauge", "audio capture to frame delivery, per session", g2g)

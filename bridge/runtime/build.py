@@ -6,6 +6,7 @@ driver, the remote-audio inbox for the WebRTC source, the running daemon for out
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.controls.mixer import Mixer
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from drivers.avatar.scene.avatar import SceneAvatar
     from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
+    from drivers.output.recorder import RecorderSink
     from drivers.output.virtual_mic import VirtualMic
     from drivers.output.webrtc.fanout import MediaFanout
     from drivers.output.webrtc.peers import ViewerHub
@@ -84,12 +86,19 @@ def mixer(config: Config, avatar: Avatar) -> Mixer:
 
 
 def sinks(config: Config) -> list[FrameSink]:
-    """The sinks the [outputs] section turns on: a recording, snapshots, a virtual camera."""
+    """The sinks the [outputs] section turns on beside a recording (`recorder`): snapshots, a virtual camera."""
     out = config.outputs
-    names = [name for name, wanted in (("recorder", out.record.path is not None),
-                                       ("snapshot", out.snapshot_dir is not None),
+    names = [name for name, wanted in (("snapshot", out.snapshot_dir is not None),
                                        ("virtualcam", out.virtualcam.enabled)) if wanted]
     return [registry.create("sink", name, config) for name in names]
+
+
+def recorder(config: Config, path: Path) -> RecorderSink:
+    """A recording to `path` with the `[outputs.record]` encoder settings (refuses a path it cannot write)."""
+    wanted = config.model_copy(deep=True)
+    wanted.outputs.record.path = path
+    made: RecorderSink = registry.create("sink", "recorder", wanted)
+    return made
 
 
 def control_surfaces(config: Config, mixer: Mixer, sessions: SessionScope) -> list[ControlSurface]:

@@ -35,6 +35,7 @@ from bridge.core.models import ModelCache, process_models
 from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.pipeline import Pipeline
+from bridge.runtime.recordings import Recorders
 from bridge.runtime.session import Session
 from bridge.runtime.sessions import DEFAULT, SessionRegistry, new_id, session_config, valid_name
 
@@ -56,11 +57,11 @@ BUILD_TIMEOUT_S = 120.0  # a session whose models have not loaded by then is giv
 
 
 def _close_abandoned(built: asyncio.Future[Session]) -> None:
-    """A session that finished loading after its creation was given up: free its models, and take its face
-    driver out of the hop batcher it joined."""
+    """A session that finished loading after its creation was given up: free its models, take its face
+    driver out of the hop batcher it joined, and let its recording (which got no frame: no file) go."""
     if not built.cancelled() and built.exception() is None:
         session = built.result()
-        for close in (session.avatar.close, session.face_driver.close):
+        for close in (lambda: session.stop_recording(0.0), session.avatar.close, session.face_driver.close):
             with contextlib.suppress(Exception):
                 close()
 
@@ -82,6 +83,7 @@ class Daemon:
         self._config = config
         self._http_app = http_app
         self.sessions = SessionRegistry(config)
+        self.recordings = Recorders(config, self.sessions)
         self.models: ModelCache = process_models()  # every session's weights: loaded once per process
         self.session = Session(DEFAULT, config, models=self.models, duration=duration, live=live,
                                surfaces=self._control_surfaces, progress=progress)
@@ -127,9 +129,16 @@ class Daemon:
         if name in self.sessions:
             raise UserError(f"a session named {name!r} already runs; choose another name")
         config = session_config(self._config, spec, name)
-        self.sessions.reserve()
+        record = bool(spec.record)
+        if record:
+            self.recordings.claim(name)  # the limit of recordings refuses before anything is built
         try:
-            built = loop.run_in_executor(self._builder, self._build, name, config, fixed)
+            self.sessions.reserve()
+        except UserError:
+            self.recordings.unclaim(name)
+            raise
+        try:
+            built = loop.run_in_executor(self._builder, self._build, name, config, fixed, record)
             try:
                 session = await asyncio.wait_for(asyncio.shield(built), BUILD_TIMEOUT_S)
             except TimeoutError:
@@ -140,25 +149,33 @@ class Daemon:
             self.sessions.add(session)
         finally:
             self.sessions.release()
+            self.recordings.unclaim(name)
         log.info("session %s started (%s avatar, %s face driver, %s audio)", name[:8], config.avatar.kind,
                  config.face.driver, config.audio.source)
         return session
 
-    def _build(self, name: str, config: Config, fixed: bool) -> Session:
-        """Blocking: load the session's models and, when the daemon serves HTTP, its WebRTC viewers."""
+    def _build(self, name: str, config: Config, fixed: bool, record: bool) -> Session:
+        """Blocking: load the session's models and, when the daemon serves HTTP, its WebRTC viewers; make its
+        recording's file first when it records (a folder it cannot write refuses it before models load)."""
+        recorder = self.recordings.new_sink(name) if record else None
         session = Session(name, config, models=self.models, surfaces=self._control_surfaces, fixed=fixed)
         if self._serves_http:
             session.open_viewers()
+        if recorder is not None:
+            session.record(recorder)
         return session
 
     async def end_session(self, name: str) -> bool:
-        """Stop a session other than the default one and forget it; False when there is no such session."""
+        """Stop a session other than the default one and forget it, its recording finalised (a playable file);
+        False when there is no such session."""
         if name == DEFAULT:
             raise UserError("the default session ends with the daemon; stop the daemon instead")
         session = self.sessions.remove(name)
         if session is None:
             return False
         await session.stop()
+        with contextlib.suppress(UserError):  # a disk that hangs: the file is finished later, or cut back
+            await self.recordings.stop(session)
         if session.pipeline.error is not None:
             log.warning("session %s ended by an error: %s", name[:8], session.pipeline.error)
         else:

@@ -205,12 +205,13 @@ class Pipeline:
             self._runners.append(runner)
         return runner
 
-    def remove_sink(self, sink: FrameSink) -> None:
+    def remove_sink(self, sink: FrameSink, timeout: float = 5.0) -> None:
+        """Blocking: let `sink` write what is queued and close it (waiting at most `timeout` s)."""
         with self._runners_lock:
             runners = [r for r in self._runners if r.sink is sink]
             self._runners = [r for r in self._runners if r.sink is not sink]
         for runner in runners:
-            runner.close()
+            runner.close(timeout)
             self.watchdog.forget(runner.stage)
 
     @property

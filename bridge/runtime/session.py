@@ -21,6 +21,7 @@ from bridge.core.alpha_demand import AlphaDemand
 from bridge.core.clock import MediaClock
 from bridge.core.config import Config
 from bridge.core.deadline import off_loop
+from bridge.core.errors import UserError
 from bridge.core.fanout import Broadcast
 from bridge.core.interfaces import (
     AlphaOutput,
@@ -35,12 +36,14 @@ from bridge.core.stats import PipelineStats
 from bridge.runtime import build
 from bridge.runtime.live import LiveStats, watch_frames
 from bridge.runtime.pipeline import Pipeline
+from bridge.runtime.recording import Recording
 
 if TYPE_CHECKING:
     from bridge.core.interfaces import OutputProbe
     from drivers.audio.webrtc_in import RemoteAudioInbox
     from drivers.avatar.scene.control import BackgroundTable
     from drivers.output.passthrough import AudioPassthrough
+    from drivers.output.recorder import RecorderSink
     from drivers.output.virtual_mic import VirtualMic
     from drivers.output.webrtc.peers import ViewerHub
     from drivers.output.webrtc.publisher import Publisher
@@ -103,6 +106,9 @@ class Session:
             margin=config.pipeline.margin_s(self.avatar.device),
         )
         self._initial_sinks = build.sinks(config)
+        record_to = config.outputs.record.path  # the config's own recording (the default session's)
+        self._first_recorder = build.recorder(config, record_to) if record_to is not None else None
+        self._recording: Recording | None = None
         self._viewers: ViewerHub | None = None
         self.publishers: dict[str, Publisher] = {}
         self._passthrough: AudioPassthrough | None = None
@@ -235,6 +241,33 @@ class Session:
         self._config.outputs.passthrough.device = mic.device
         self._config.outputs.passthrough.enabled = True
 
+    # --- recording (bridge.runtime.recordings: where and how many) ---------------------------------------
+
+    @property
+    def recording(self) -> Recording | None:
+        """The session's latest recording (running, stopped or given up), None when it never recorded."""
+        return self._recording
+
+    def record(self, sink: RecorderSink) -> Recording:
+        """Record into `sink` from the next frame on, in place of a recording that stopped or gave up (blocking:
+        its file is closed first); raises UserError once the session has ended."""
+        if self.pipeline.finished.is_set():
+            raise UserError(f"session {self.name!r} has ended; start a new one to record")
+        old = self._recording
+        if old is not None:
+            self.pipeline.remove_sink(old.sink)
+        runner = self.pipeline.add_sink(sink)
+        self._recording = Recording(sink, runner, started=time.time(), fps=self._config.video.fps)
+        return self._recording
+
+    def stop_recording(self, timeout: float) -> Recording | None:
+        """Blocking: stop recording and finalise the file, waiting at most `timeout` s for it."""
+        recording = self._recording
+        if recording is not None and not recording.stopped:
+            recording.stopped = True
+            self.pipeline.remove_sink(recording.sink, timeout)
+        return recording
+
     def health(self) -> dict[str, Any]:
         """The watchdog's view (see bridge.runtime.watchdog): ok, and which stages stalled since when."""
         report = self.pipeline.watchdog.report()
@@ -271,7 +304,8 @@ class Session:
 
     def _claim_alpha_for_sinks(self) -> None:
         """Sinks that carry alpha (a .webm/.mov recording, an RGBA virtual camera) want it for the whole run."""
-        for sink in self._initial_sinks:
+        first = [self._first_recorder] if self._first_recorder is not None else []
+        for sink in [*first, *self._initial_sinks]:
             if isinstance(sink, AlphaOutput) and sink.wants_alpha:
                 self._alpha_demand.claim(sink.name)
 
@@ -281,6 +315,8 @@ class Session:
         loop = asyncio.get_running_loop()
         self.pipeline.on_finished = on_finished
         self._claim_alpha_for_sinks()
+        if self._first_recorder is not None:
+            self.record(self._first_recorder)
         for sink in self._initial_sinks:
             self.pipeline.add_sink(sink)
         self.pipeline.start()
@@ -357,7 +393,13 @@ class Session:
                 "avatar": cfg.avatar.kind, "face": cfg.face.driver, "audio": cfg.audio.source,
                 "size": [cfg.video.width, cfg.video.height], "fps": cfg.video.fps,
                 "frames": self.live_stats.frames, "viewers": self.viewer_count,
-                "late_frames": self.late_frames()}
+                "late_frames": self.late_frames(), "recording": self.recording_status()}
+
+    def recording_status(self) -> dict[str, Any]:
+        """Whether the session records, and its latest recording's file name (never its folder)."""
+        if self._recording is None:
+            return {"recording": False, "file": None}
+        return self._recording.describe()
 
     def late_frames(self) -> int:
         """Frames the pipeline dropped because they were late (every stage)."""

@@ -54,8 +54,9 @@ def new_id() -> str:
 
 def session_config(base: Config, spec: SessionSpec, name: str) -> Config:
     """The config a session runs with: the daemon's, changed by `spec`. Sessions other than the default one
-    write no files and open no local output devices (recording, snapshots, virtual camera, delayed audio
-    belong to the default session), and publish to Janus as their own feed."""
+    write no files the config names and open no local output devices (`outputs.record.path`, snapshots,
+    virtual camera, delayed audio belong to the default session; a session records into a file the daemon
+    names, `bridge.runtime.recordings`), and publish to Janus as their own feed."""
     data = merge_tables(base.model_dump(), spec.overrides())
     if name != DEFAULT:
         data = merge_tables(data, {

@@ -54,6 +54,11 @@ class SinkRunner:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def finished(self) -> bool:
+        """The sink's thread has ended: it closed its file or device, or gave up."""
+        return not self._thread.is_alive()
+
     def put_video(self, frame: VideoFrame) -> None:
         if self.failed is not None:
             return

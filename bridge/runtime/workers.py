@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from bridge.core.errors import UserError
+from bridge.runtime.recordings import RecordingRefused
 from bridge.runtime.sessions import SessionsFull
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,10 @@ class Supervisor:
 
     async def create_session(self, spec: dict[str, Any]) -> Placement:
         """Create a session on the least loaded worker that takes it; raises SessionsFull when none has room,
-        UserError when the workers refuse the spec."""
+        RecordingRefused when those with room record all they may, UserError when the workers refuse the spec."""
         assert self._http is not None
         await self.refresh()
+        recording_refused: str | None = None
         for worker in least_loaded(self.workers):
             try:
                 async with self._http.post(worker.url + "/api/sessions", json=spec) as r:
@@ -221,6 +223,9 @@ class Supervisor:
                 continue  # gone meanwhile: the next one
             if status == 503:
                 continue
+            if status == 409:  # it records as many sessions as it may (sessions.max_recordings): another may not
+                recording_refused = str(body.get("error", f"worker {worker.index} records all it may"))
+                continue
             if status != 201:
                 raise UserError(str(body.get("error", f"worker {worker.index} answered {status}")))
             name = str(body["id"])
@@ -229,6 +234,8 @@ class Supervisor:
             worker.sessions.add(name)
             self.placements[name] = placement
             return placement
+        if recording_refused is not None:
+            raise RecordingRefused(recording_refused)
         raise SessionsFull("every worker already serves as many sessions as it can", self.retry_after_s)
 
     async def end_session(self, name: str) -> bool:

@@ -181,7 +181,7 @@ async def test_sessions_are_created_driven_kept_apart_and_ended() -> None:
 
         # Ending a leaves the default session and b rendering.
         status, body, _ = await api.call("DELETE", f"/api/sessions/{a}")
-        assert status == 200 and body == {"ended": a}
+        assert status == 200 and body["ended"] == a and body["recording"] == {"recording": False, "file": None}
         assert a not in daemon.sessions
         before = {name: rendered(daemon, name) for name in ("default", b)}
         await asyncio.sleep(1.5)

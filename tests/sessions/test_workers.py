@@ -33,7 +33,8 @@ async def test_sessions_are_placed_by_load_and_a_dead_worker_ends_its_own(tmp_pa
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     config = tmp_path / "worker.toml"
     config.write_text(tomli_w.dumps({"video": {"width": 64, "height": 64, "fps": 25}, "audio": {"source": "silence"},
-                                     "idle": {"blink": False, "gaze": False, "sway": False}, "sessions": {"max": 3}}))
+                                     "idle": {"blink": False, "gaze": False, "sway": False},
+                                     "sessions": {"max": 3, "max_recordings": 0}}))
     supervisor = Supervisor([None, None], config=config, command=[sys.executable, "-m", "tests.avatars", "0"])
     runner = web.AppRunner(build_front(supervisor, HttpConfig(port=0)))
     try:
@@ -55,6 +56,10 @@ async def test_sessions_are_placed_by_load_and_a_dead_worker_ends_its_own(tmp_pa
             status, listing, _ = await call(http, "GET", front + "/api/sessions")
             assert status == 200 and [w["sessions"] for w in listing["workers"]] in (
                 [[first["id"]], [second["id"]]], [[second["id"]], [first["id"]]])
+
+            # No worker may record (sessions.max_recordings = 0): the front says so, as the workers do.
+            status, body, _ = await call(http, "POST", front + "/api/sessions", {"record": True})
+            assert status == 409 and "sessions.max_recordings = 0" in body["error"] and body["fix"], body
 
             # The front checks the spec before any worker sees it, and follows the request policy.
             status, body, _ = await call(http, "POST", front + "/api/sessions", {"width": 1})
