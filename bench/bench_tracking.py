@@ -98,7 +98,7 @@ def report(title: str, res: TrackingResult, fit_ms: float, flame: FlameModel, tr
            device: str) -> None:
     m = evaluate(res, flame, truth)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in res.seconds.items())
-    print(f"[{title}] fitting: {fit_ms:.1f} ms/frame on {device} (stages {stages}); landmark residual "
+    print(f"[{title}] fitting: {fit_ms:.1f} ms/frame on {device} (stages {stages}); the landmark fit's residual "
           f"{m['landmark_px']:.2f} px")
     print(f"[{title}] vertex error: {m['vertex_px']:.2f} px median over the face (all vertices "
           f"{m['vertex_all_px']:.2f})  goal <= 2 px  {verdict(m['vertex_px'] <= GOALS['vertex_px'])}")
