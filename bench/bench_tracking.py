@@ -13,11 +13,12 @@ Prints, against the truth and with PASS/FAIL against the goals:
   - jaw error (degrees, the opening angle; median and worst)
   - jitter: median second difference of the projected face vertices, fitted and true (px)
   - detection rate, ms/frame of the landmarks and of the fitting.
-The figures are given for the landmark fit alone and after the photometric pose refinement
-(`create/photometric.refine_pose`), so what that stage buys is printed; --no-photometric skips it.
---speed-frames N times `fit_video` alone on N frames (the clip's landmarks repeated back and forth), for the
-GPU goal of 3000 frames at 512² in 3 minutes. The FLAME files are the stand-in FLAME built on FlameMesh.obj and
-the eyelid blendshapes from --golden (the FlashAvatar reference folder).
+The figures are given for the landmark fit alone and after the photometric refinement of pose and expression
+(`create/photometric.refine_video`, as `avatar prepare` runs it), so what that stage buys is printed;
+--no-photometric skips it. --speed-frames N times `fit_video` and `refine_video` on N frames (the clip played
+back and forth), for the GPU goal of 3000 frames at 512² in 3 minutes; with --landmarks the clip.mp4 beside
+that file gives the frames (without it, or with --no-photometric, the fit alone is timed). The FLAME files are the
+stand-in FLAME built on FlameMesh.obj and the eyelid blendshapes from --golden (the FlashAvatar reference folder).
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN
 
-from bridge.core.rotations import matrix_to_axis_angle
 from drivers.avatar.flame.model import FlameModel
 from drivers.avatar.flashavatar.create.correspondence import shipped_correspondence
 from drivers.avatar.flashavatar.create.landmarks import FaceMesher
-from drivers.avatar.flashavatar.create.photometric import refine_pose
+from drivers.avatar.flashavatar.create.photometric import refine_video
 from drivers.avatar.flashavatar.create.synthetic_flame import LEFT_EYEBALL, build_synthetic_flame
 from drivers.avatar.flashavatar.create.synthetic_video import (
     astronaut_texture,
     make_video,
+    rotation_error_deg,
     write_video,
 )
 from drivers.avatar.flashavatar.create.tracking import TrackingResult, fit_video
@@ -70,19 +71,13 @@ def landmarks(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
     return points, found, (time.perf_counter() - t0) * 1000 / len(frames)
 
 
-def relative_rotations(R: np.ndarray) -> np.ndarray:
-    R = R.astype(np.float64)
-    return np.einsum("fij,kj->fik", R, R[0])
-
-
 def evaluate(res: TrackingResult, flame: FlameModel, truth: dict[str, np.ndarray]) -> dict[str, float]:
     fitted = res.project(res.vertices(flame))
     true_px = truth["vertices_px"]
     template = flame.v_template.cpu().numpy()
     face = (template[:, 2] > template[:, 2].max() - 0.07) & (np.arange(len(template)) < LEFT_EYEBALL.start)
     err = np.linalg.norm(fitted - true_px, axis=-1)
-    rot = np.degrees(np.linalg.norm(matrix_to_axis_angle(np.einsum(
-        "fji,fjk->fik", relative_rotations(res.R), relative_rotations(truth["R"]))), axis=1))
+    rot = rotation_error_deg(res.R, truth["R"])
     jaw = np.degrees(np.abs(np.linalg.norm(res.jaw, axis=1) - np.linalg.norm(truth["jaw"], axis=1)))
 
     def jitter(px: np.ndarray) -> float:
@@ -103,7 +98,7 @@ def report(title: str, res: TrackingResult, fit_ms: float, flame: FlameModel, tr
            device: str) -> None:
     m = evaluate(res, flame, truth)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in res.seconds.items())
-    print(f"[{title}] fitting: {fit_ms:.1f} ms/frame on {device} (stages {stages}); landmark residual "
+    print(f"[{title}] fitting: {fit_ms:.1f} ms/frame on {device} (stages {stages}); the landmark fit's residual "
           f"{m['landmark_px']:.2f} px")
     print(f"[{title}] vertex error: {m['vertex_px']:.2f} px median over the face (all vertices "
           f"{m['vertex_all_px']:.2f})  goal <= 2 px  {verdict(m['vertex_px'] <= GOALS['vertex_px'])}")
@@ -116,18 +111,27 @@ def report(title: str, res: TrackingResult, fit_ms: float, flame: FlameModel, tr
           f"(gap {gap:.3f})  goal gap <= 0.5 px  {verdict(gap <= GOALS['jitter_px'])}")
 
 
-def speed(points: np.ndarray, found: np.ndarray, n: int, size: int, flame: FlameModel, device: str) -> None:
-    back_and_forth = np.concatenate([points, points[::-1]])
-    found2 = np.concatenate([found, found[::-1]])
-    reps = -(-n // len(back_and_forth))
-    pts = np.tile(back_and_forth, (reps, 1, 1))[:n]
-    ok = np.tile(found2, reps)[:n]
+def speed(points: np.ndarray, found: np.ndarray, n: int, size: int, flame: FlameModel, device: str,
+          frames: list[np.ndarray] | None) -> None:
+    """`fit_video` and then (given the clip's frames) `refine_video` on n frames: the clip back and forth."""
+    order = np.concatenate([np.arange(len(points)), np.arange(len(points))[::-1]])
+    order = np.tile(order, -(-n // len(order)))[:n]
     t0 = time.perf_counter()
-    res = fit_video(pts, ok, size, flame, None, shipped_correspondence(), device=device)
-    total = time.perf_counter() - t0
-    print(f"speed: fit_video on {n} frames at {size}²: {total:.1f} s ({total * 1000 / n:.2f} ms/frame; "
-          f"stages {', '.join(f'{k} {v:.1f}' for k, v in res.seconds.items())}); goal 3000 frames in 180 s on one "
-          f"H200: {verdict(total * 3000 / n <= 180)} (scaled to 3000 frames: {total * 3000 / n:.0f} s)")
+    res = fit_video(points[order], found[order], size, flame, None, shipped_correspondence(), device=device)
+    fit_s = time.perf_counter() - t0
+    print(f"speed: fit_video on {n} frames at {size}²: {fit_s:.1f} s ({fit_s * 1000 / n:.2f} ms/frame; "
+          f"stages {', '.join(f'{k} {v:.1f}' for k, v in res.seconds.items())})")
+    total = fit_s
+    if frames is not None:
+        t0 = time.perf_counter()
+        refine_video(res, lambda a, b: [frames[i] for i in order[a:b]], flame, device=device)
+        refine_s = time.perf_counter() - t0
+        total += refine_s
+        print(f"speed: refine_video on {n} frames at {size}²: {refine_s:.1f} s ({refine_s * 1000 / n:.2f} ms/frame, "
+              "reading the frames included)")
+    what = "fit + refinement" if frames is not None else "fit alone"
+    print(f"speed: tracking ({what}) {total:.1f} s; goal 3000 frames in 180 s on one H200: "
+          f"{verdict(total * 3000 / n <= 180)} (scaled to 3000 frames: {total * 3000 / n:.0f} s)")
 
 
 def main() -> None:
@@ -155,7 +159,9 @@ def main() -> None:
                        device=device)
     if args.landmarks is not None and args.speed_frames:
         saved = np.load(args.landmarks)
-        speed(saved["points"], saved["found"], args.speed_frames, args.size, flame, device)
+        clip = args.landmarks.parent / "clip.mp4"
+        speed(saved["points"], saved["found"], args.speed_frames, args.size, flame, device,
+              None if args.no_photometric or not clip.is_file() else decode(clip))
         return
     cpu_flame = FlameModel(arrays, np.load(args.golden / "l_eyelid.npy"), np.load(args.golden / "r_eyelid.npy"))
     t0 = time.perf_counter()
@@ -175,11 +181,11 @@ def main() -> None:
     report("landmark fit", res, fit_ms, cpu_flame, video.truth, device)
     if not args.no_photometric:
         t0 = time.perf_counter()
-        refined = refine_pose(res, frames, flame, device=device)
+        refined = refine_video(res, lambda a, b: frames[a:b], flame, device=device)
         photo_ms = (time.perf_counter() - t0) * 1000 / len(frames)
-        report("landmark fit + photometric pose", refined, fit_ms + photo_ms, cpu_flame, video.truth, device)
+        report("landmark fit + photometric refinement", refined, fit_ms + photo_ms, cpu_flame, video.truth, device)
     if args.speed_frames:
-        speed(points, found, args.speed_frames, args.size, flame, device)
+        speed(points, found, args.speed_frames, args.size, flame, device, None if args.no_photometric else frames)
 
 
 if __name__ == "__main__":

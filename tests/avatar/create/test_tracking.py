@@ -13,6 +13,7 @@ from drivers.avatar.flashavatar.create.synthetic_video import default_motion
 from drivers.avatar.flashavatar.create.tracking import (
     FLIP,
     FitSettings,
+    SurfaceFlame,
     TrackingError,
     fit_video,
     rigid_start,
@@ -132,3 +133,26 @@ def test_cuda_fit_matches_the_cpu_fit() -> None:
     cpu = fit_video(points, np.ones(12, bool), SIZE, flame, None, corr, device="cpu", settings=QUICK)
     gpu = fit_video(points, np.ones(12, bool), SIZE, flame, None, corr, device="cuda", settings=QUICK)
     assert np.abs(cpu.project(cpu.vertices(flame)) - gpu.project(gpu.vertices(flame))).max() < 0.5
+
+
+def test_surface_points_move_linearly_with_the_expression() -> None:
+    """`SurfaceFlame.expression_change` (what the photometric refinement moves the face's vertices by) equals
+    evaluating FLAME again at the changed expression, with the jaw open and the eyes turned."""
+    flame = synthetic_flame()
+    rng = np.random.default_rng(3)
+    vertices = np.array([0, 100, 2000, 3500, 3564])
+    model = SurfaceFlame.at_vertices(flame, vertices, torch.device("cpu"))
+    shape = torch.as_tensor(rng.normal(size=20), dtype=torch.float32)
+    expr = torch.as_tensor(rng.normal(size=(4, 100)) * 0.5, dtype=torch.float32)
+    jaw = torch.tensor([[0.3, 0.0, 0.0]]).expand(4, 3)
+    eyes = torch.as_tensor(rng.normal(size=(4, 6)) * 0.2, dtype=torch.float32)
+    rots = model.joint_rotations(jaw, eyes)
+    lids = torch.full((4, 2), 0.2)
+    d = torch.as_tensor(rng.normal(size=(4, 100)) * 0.5, dtype=torch.float32)
+    moved = model.expression_change(shape, expr, rots)(d)
+    expected = model(shape, expr + d, rots, lids) - model(shape, expr, rots, lids)
+    assert expected.abs().max() > 1e-3  # the points do move
+    assert torch.allclose(moved, expected, atol=1e-5)
+    full = flame(shape=torch.nn.functional.pad(shape, (0, 280))[None].expand(4, -1), expression=expr + d,
+                 jaw=jaw, eyes=eyes, eyelids=lids)
+    assert torch.allclose(model(shape, expr + d, rots, lids), full[:, vertices], atol=1e-5)

@@ -1,18 +1,21 @@
-"""Head pose refined by image alignment after the landmark fit: the face's own appearance, not its landmarks.
+"""Head pose and expression refined by image alignment after the landmark fit: the face's own appearance, not
+its landmarks.
 
 A landmark model's points sit a few pixels off the surface points they are tied to, and the offset changes with
-the viewing direction, which turns into rotation error. This stage keeps the landmark fit's shape, expression,
-jaw and eyes and moves only each frame's camera (R, t) so that the video's pixels at the projected face vertices
-agree with one appearance per vertex: an albedo shared by all frames times a per-frame first-order lighting
-(constant plus a linear function of the camera-space normal), both solved in closed form between steps. Every
-frame is compared with what all frames agree on, so the view-dependent offsets average out instead of steering
-the pose. Images are blurred coarse to fine so that the first steps see a wide basin.
+the viewing direction, which turns into rotation error. This stage keeps the landmark fit's shape, jaw, eyes and
+eyelids and moves each frame's camera (R, t) and expression so that the video's pixels at the projected face
+vertices agree with one appearance per vertex: an albedo shared by all frames times a per-frame first-order
+lighting (constant plus a linear function of the camera-space normal), both solved in closed form between steps.
+Every frame is compared with what all frames agree on, so the view-dependent offsets average out instead of
+steering the pose. The expression moves too because the landmark fit's expression errors bend the face, and a
+refinement of the pose alone turns the head to follow the bend. Images are blurred coarse to fine so that the
+first steps see a wide basin. `refine_video` runs it over a long video a stretch of frames at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,9 +23,17 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from bridge.core.rotations import axis_angle_to_matrix as axis_angle_to_matrix_np
+from bridge.core.rotations import matrix_to_axis_angle
 from bridge.core.rotations_torch import axis_angle_to_matrix
 from drivers.avatar.flame.model import FlameModel
-from drivers.avatar.flashavatar.create.tracking import TrackingError, TrackingResult, _resolve_device
+from drivers.avatar.flashavatar.create.tracking import (
+    SurfaceFlame,
+    TrackingError,
+    TrackingResult,
+    resolve_device,
+    second_difference,
+)
 
 
 @dataclass
@@ -34,6 +45,10 @@ class PhotometricSettings:
     prior: float = 0.3  # how much the pose may leave the landmark fit (radians; decimetres)
     facing: float = 0.3  # a vertex is used where its normal faces the camera at least this much (cosine)
     relight_every: int = 5
+    expression: bool = True  # refine the expression too: its errors otherwise turn into pose errors
+    expr_lr: float = 0.02
+    expr_prior: float = 0.01  # how much the expression may leave the landmark fit
+    expr_smooth: float = 1.0  # second differences of the expression change
 
 
 def face_vertices(flame: FlameModel, depth_m: float = 0.07) -> NDArray[np.int64]:
@@ -88,14 +103,16 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], flame: FlameModel,
-                device: str = "auto", settings: PhotometricSettings | None = None) -> TrackingResult:
-    """`result` with each frame's camera R, t refined against the video `frames` (F of (S,S,3) RGB, the crop the
-    landmarks were found in); everything else is kept."""
+                device: str = "auto", settings: PhotometricSettings | None = None,
+                progress: Callable[[int, int], None] | None = None) -> TrackingResult:
+    """`result` with each frame's camera R, t (and expression) refined against the video `frames` (F of (S,S,3)
+    RGB, the crop the landmarks were found in); shape, jaw, eyes and eyelids are kept. All frames are held at
+    once: `refine_video` takes a long video in overlapping stretches. `progress(step, steps)` is told as it goes."""
     cfg = settings or PhotometricSettings()
     size = result.image_size
     if len(frames) != result.frames or any(f.shape != (size, size, 3) for f in frames):
         raise TrackingError(f"photometric refinement needs the {result.frames} tracked frames at {size}x{size} RGB")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     n = result.frames
     vid = face_vertices(flame)
@@ -113,10 +130,22 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
 
     d_rot = torch.zeros(n, 3, device=dev, requires_grad=True)
     d_trans = torch.zeros(n, 3, device=dev, requires_grad=True)
+    d_expr = torch.zeros(n, result.expression.shape[1], device=dev, requires_grad=True)
+    model = SurfaceFlame.at_vertices(flame, vid, dev)
+
+    def tt(a: NDArray[np.floating]) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=torch.float32, device=dev)
+
+    expr0 = tt(result.expression)
+    expression_change = model.expression_change(tt(result.shape), expr0,
+                                                model.joint_rotations(tt(result.jaw), tt(result.eyes)))
 
     def posed() -> tuple[torch.Tensor, torch.Tensor]:
         Rd = axis_angle_to_matrix(d_rot)
-        pts = (pts0 - centre) @ Rd.transpose(1, 2) + centre + d_trans[:, None] * 0.1
+        pts = pts0
+        if cfg.expression:
+            pts = pts + expression_change(d_expr) @ R0.transpose(1, 2)
+        pts = (pts - centre) @ Rd.transpose(1, 2) + centre + d_trans[:, None] * 0.1
         return pts, normals0 @ Rd.transpose(1, 2)
 
     def sample(img: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -134,7 +163,7 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
         albedo = (obs * shade * vis).sum(0) / (shade.pow(2) * vis).sum(0).clamp_min(1e-6)
         return shade, albedo
 
-    steps = 0
+    steps, total = 0, cfg.steps * len(cfg.blur_px)
     for sigma in cfg.blur_px:
         img = _gaussian_blur(gray, sigma)
         with torch.no_grad():
@@ -148,7 +177,8 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
                 shade, albedo = relight(obs, basis, vis, albedo)
             seen = vis.sum(0) >= 2
             vis = vis * seen
-        opt = torch.optim.Adam([d_rot, d_trans], lr=cfg.lr)
+        opt = torch.optim.Adam([{"params": [d_rot, d_trans], "lr": cfg.lr},
+                                {"params": [d_expr], "lr": cfg.expr_lr if cfg.expression else 0.0}])
         for i in range(cfg.steps):
             pts, nrm = posed()
             obs = sample(img, pts)
@@ -160,15 +190,16 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
                     target = albedo[None] * shade
             r = (obs - target) * vis
             data = F.huber_loss(r * 20, torch.zeros_like(r), delta=1.0, reduction="sum") / vis.sum().clamp_min(1)
-            smooth = torch.zeros((), device=dev)
-            if n >= 3:
-                for p in (d_rot, d_trans):
-                    smooth = smooth + (p[2:] - 2 * p[1:-1] + p[:-2]).pow(2).sum(-1).mean()
-            loss = data + cfg.smooth * smooth + cfg.prior * (d_rot.pow(2).sum(-1) + d_trans.pow(2).sum(-1)).mean()
+            loss = data + cfg.smooth * (second_difference(d_rot) + second_difference(d_trans)) \
+                + cfg.prior * (d_rot.pow(2).sum(-1) + d_trans.pow(2).sum(-1)).mean()
+            if cfg.expression:
+                loss = loss + cfg.expr_smooth * second_difference(d_expr) + cfg.expr_prior * d_expr.pow(2).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps += 1
+            if progress is not None and (steps % 10 == 0 or steps == total):
+                progress(steps, total)
 
     with torch.no_grad():
         Rd = axis_angle_to_matrix(d_rot)
@@ -177,5 +208,55 @@ def refine_pose(result: TrackingResult, frames: Sequence[NDArray[np.uint8]], fla
         t = ((t0_ - cen)[:, None] @ Rd.transpose(1, 2))[:, 0] + cen + d_trans * 0.1
     seconds = dict(result.seconds)
     seconds["photometric_s"] = time.perf_counter() - t0
+    expression = (expr0 + d_expr).detach().cpu().numpy().astype(np.float32)
     return replace(result, R=R.cpu().numpy().astype(np.float32), t=t.cpu().numpy().astype(np.float32),
-                   seconds=seconds)
+                   expression=expression, seconds=seconds)
+
+
+def refine_video(result: TrackingResult, read_frames: Callable[[int, int], Sequence[NDArray[np.uint8]]],
+                 flame: FlameModel, device: str = "auto", settings: PhotometricSettings | None = None,
+                 chunk: int = 128, overlap: int = 16, progress: Callable[[int, int], None] | None = None
+                 ) -> TrackingResult:
+    """`refine_pose` over a video of any length, `chunk` frames at a time so memory stays bounded:
+    `read_frames(a, b)` gives frames a..b-1. Stretches overlap by `overlap` frames and are cross-faded there,
+    so no seam shows where one stretch's appearance model hands over to the next. `progress(frames, total)`."""
+    n = result.frames
+    if chunk <= overlap:
+        raise TrackingError(f"photometric refinement: a stretch of {chunk} frames must be longer than its overlap "
+                            f"({overlap})")
+    parts = max(1, -(-(n - overlap) // (chunk - overlap)))
+    length = -(-(n + (parts - 1) * overlap) // parts)  # even stretches: no short last one with little to go on
+    R, t, expr = result.R.astype(np.float64), result.t.astype(np.float64), result.expression.astype(np.float64)
+    seconds = 0.0
+    done = 0  # frames refined so far (the previous stretch's end)
+    for k in range(parts):
+        a = k * (length - overlap)
+        b = n if k == parts - 1 else min(n, a + length)
+        part = result.take(slice(a, b))
+        if part.valid.any():
+            refined = refine_pose(part, read_frames(a, b), flame, device, settings,
+                                  _stretch_progress(progress, done, b, n))
+            seconds += refined.seconds.get("photometric_s", 0.0)
+            w = np.ones(b - a)  # the new stretch's weight: rising across the overlap with the one before
+            seam = done - a
+            w[:seam] = np.arange(1, seam + 1) / (seam + 1)
+            delta = matrix_to_axis_angle(np.einsum("fji,fjk->fik", R[a:b], refined.R.astype(np.float64)))
+            R[a:b] = R[a:b] @ axis_angle_to_matrix_np(delta * w[:, None])
+            t[a:b] += w[:, None] * (refined.t - t[a:b])
+            expr[a:b] += w[:, None] * (refined.expression - expr[a:b])
+        done = b
+        if progress is not None:
+            progress(done, n)
+    out = dict(result.seconds)
+    out["photometric_s"] = seconds
+    return replace(result, R=R.astype(np.float32), t=t.astype(np.float32), expression=expr.astype(np.float32),
+                   seconds=out)
+
+
+def _stretch_progress(progress: Callable[[int, int], None] | None, start: int, end: int, total: int
+                      ) -> Callable[[int, int], None] | None:
+    """A stretch's step counter told as frames of the whole video (start..end of total)."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda step, steps: report(start + (end - start) * step // steps, total)

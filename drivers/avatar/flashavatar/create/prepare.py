@@ -7,10 +7,13 @@ Stages, each resumable (see stages.py) and each printing its time:
               and a video whose face is only found when turned is called rotated.
 3. crop     - the smoothed square track, the 512² crops (`imgs/`), the face mesh on each crop, `crops.csv`.
 4. alpha    - person segmentation refined to full resolution (`alpha/`).
-5. track    - FLAME fitting of the whole video (one shape, per-frame expression, jaw, eyes, lids and camera),
-              written as metrical-tracker `.frame` files in `checkpoint/` (tracker frame m ↔ image m + 1).
-6. parsing  - `parsing/NNNNN_neckhead.png` (cut at the fitted neck) and `parsing/NNNNN_mouth.png`.
-7. report   - `report/report.md`: contact sheet, landmark-error and jitter plots, dropped frames.
+5. track    - FLAME fitted to the landmarks of the whole video (one shape, per-frame expression, jaw, eyes, lids
+              and camera).
+6. refine   - each frame's camera and expression refined against the crops' pixels (`photometric`), a stretch
+              of frames at a time; written as metrical-tracker `.frame` files in `checkpoint/` (tracker frame
+              m ↔ image m + 1).
+7. parsing  - `parsing/NNNNN_neckhead.png` (cut at the fitted neck) and `parsing/NNNNN_mouth.png`.
+8. report   - `report/report.md`: contact sheet, landmark-error and jitter plots, dropped frames.
 """
 
 from __future__ import annotations
@@ -301,14 +304,13 @@ class Preparer:
         seg.close()
 
     # -- 5. track -----------------------------------------------------------------------------------------------
-    def flame(self) -> Any:
+    def flame(self, device: str = "cpu") -> Any:
         from drivers.avatar.flame.model import FlameModel
 
-        return FlameModel.from_files(self.opts.files.flame_model, self.opts.files.eyelids_dir, device="cpu")
+        return FlameModel.from_files(self.opts.files.flame_model, self.opts.files.eyelids_dir, device=device)
 
     def stage_track(self, lm: dict[str, np.ndarray]) -> TrackingResult:
         from drivers.avatar.flashavatar.create.correspondence import shipped_correspondence
-        from drivers.avatar.flashavatar.create.frame_files import write_frames
         from drivers.avatar.flashavatar.create.tracking import fit_video
 
         points, detected = lm["points"], lm["valid"].astype(bool)
@@ -322,6 +324,28 @@ class Preparer:
         result = fit_video(np.nan_to_num(points), detected & kept, crops.SIZE, self.flame(), None,
                            shipped_correspondence(), device=self.opts.device, progress=progress)
         bar.close()
+        save_tracking(self.work / "landmark_fit.npz", result)
+        return result
+
+    # -- 6. refine ----------------------------------------------------------------------------------------------
+    def stage_refine(self, fitted: TrackingResult, kept: np.ndarray) -> TrackingResult:
+        """The landmark fit's camera and expression refined against the crops' pixels (`photometric`), reading
+        the crops back from imgs/ a stretch at a time; then the `.frame` files."""
+        from drivers.avatar.flashavatar.create.frame_files import write_frames
+        from drivers.avatar.flashavatar.create.photometric import refine_video
+        from drivers.avatar.flashavatar.create.tracking import resolve_device
+
+        bar = self.progress("refine", fitted.frames)
+
+        def read(a: int, b: int) -> list[np.ndarray]:
+            return [_read_rgb(self.out / "imgs" / f"{image_name(i)}.jpg") for i in range(a, b)]
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.done)
+
+        device = str(resolve_device(self.opts.device))  # the whole FLAME is posed for every frame: keep it there
+        result = refine_video(fitted, read, self.flame(device), device=device, progress=progress)
+        bar.close()
         save_tracking(self.work / "tracking.npz", result)
         folder = self.out / "checkpoint"
         if folder.is_dir():  # frames of an earlier, interrupted run
@@ -330,7 +354,7 @@ class Preparer:
         write_frames(dataclasses.replace(result, valid=kept), folder, skip_invalid=True)
         return result
 
-    # -- 6. parsing ---------------------------------------------------------------------------------------------
+    # -- 7. parsing ---------------------------------------------------------------------------------------------
     def stage_parsing(self, lm: dict[str, np.ndarray], result: TrackingResult) -> None:
         from drivers.avatar.flame.files import load_masks
         from drivers.avatar.flashavatar.create.masks import mouth_mask, neckhead_mask
@@ -351,7 +375,7 @@ class Preparer:
                 bar.update()
         bar.close()
 
-    # -- 7. report ----------------------------------------------------------------------------------------------
+    # -- 8. report ----------------------------------------------------------------------------------------------
     def stage_report(self, lm: dict[str, np.ndarray], result: TrackingResult) -> Path:
         n = len(lm["points"])
         flame = self.flame()
@@ -388,8 +412,11 @@ class Preparer:
         r.run("alpha", lambda: self.stage_alpha(n), lambda: self._complete(
             None, [self.out / "alpha" / f"{image_name(i)}.jpg" for i in range(n)]))
         flame = self.flame_key()
-        result = r.run("track", lambda: self.stage_track(lm), lambda: load_tracking(self.work / "tracking.npz"),
+        fitted = r.run("track", lambda: self.stage_track(lm), lambda: load_tracking(self.work / "landmark_fit.npz"),
                        flame)
+        kept = kept_frames(lm["valid"].astype(bool))
+        result = r.run("refine", lambda: self.stage_refine(fitted, kept),
+                       lambda: load_tracking(self.work / "tracking.npz"), flame)
         r.run("parsing", lambda: self.stage_parsing(lm, result), lambda: self._complete(
             None, [self.out / "parsing" / f"{image_name(i)}_{k}.png" for i in range(n) for k in ("neckhead", "mouth")]),
             flame)

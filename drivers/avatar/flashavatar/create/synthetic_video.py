@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bridge.core.rotations import axis_angle_to_matrix
+from bridge.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from drivers.avatar.flame.model import FlameModel
 from drivers.avatar.flashavatar.create.raster import rasterise
 from drivers.avatar.flashavatar.create.synthetic_flame import LEFT_EYEBALL, RIGHT_EYEBALL
@@ -202,3 +202,14 @@ def write_video(video: SyntheticVideo, path: Path) -> None:
     truth_tmp = path.with_suffix(".truth.tmp.npz")
     np.savez_compressed(truth_tmp, allow_pickle=False, **video.truth)
     truth_tmp.replace(path.with_suffix(".truth.npz"))
+
+
+def rotation_error_deg(R: NDArray[np.floating], truth: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Per frame, how far the head's rotation since the first frame is from the true one (degrees): the tracking
+    goal's measure, blind to a fixed offset of the whole video's orientation. R, truth: (F,3,3) camera rotations."""
+    def since_first(x: NDArray[np.floating]) -> NDArray[np.float64]:
+        x = np.asarray(x, np.float64)
+        return np.einsum("fij,kj->fik", x, x[0])
+
+    diff = np.einsum("fji,fjk->fik", since_first(R), since_first(truth))
+    return np.degrees(np.linalg.norm(matrix_to_axis_angle(diff), axis=1))

@@ -9,7 +9,8 @@ keeps a still face still and carries the parameters through frames where no face
 Stages: a closed-form rigid start per frame (scaled orthographic Procrustes of the template's landmark points),
 then the camera alone, then everything, then everything again with each landmark trusted by how well it was
 followed. Camera rotations are optimised about the landmarks' centre so rotation and translation do not fight
-each other. `photometric.refine_pose` can then refine the camera against the video's pixels.
+each other. `photometric.refine_video` then refines the camera and the expression against the video's
+pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -111,6 +112,13 @@ class TrackingResult:
             cam = verts @ tt(self.R).transpose(1, 2) + tt(self.t)[:, None]
         return cam.cpu().numpy().astype(np.float32)
 
+    def take(self, frames: slice) -> TrackingResult:
+        """The same tracking for a stretch of frames (shape and camera intrinsics shared)."""
+        return replace(self, expression=self.expression[frames], jaw=self.jaw[frames], eyes=self.eyes[frames],
+                       eyelids=self.eyelids[frames], R=self.R[frames], t=self.t[frames],
+                       landmark_error_px=self.landmark_error_px[frames], valid=self.valid[frames],
+                       seconds=dict(self.seconds))
+
     def project(self, verts: NDArray[np.floating]) -> NDArray[np.float32]:
         """Camera-space points (..., 3) → pixels (..., 2) through K."""
         v = np.asarray(verts, np.float64)
@@ -118,16 +126,17 @@ class TrackingResult:
         return uv.astype(np.float32)
 
 
-class LandmarkFlame:
-    """FLAME evaluated only at the vertices under the landmarks (same arithmetic as `FlameModel.forward`)."""
+class SurfaceFlame:
+    """FLAME evaluated only at some points of its surface, each a triangle and barycentric weights (the landmarks'
+    points, or the face's vertices): the same arithmetic as `FlameModel.forward` on a few thousand vertices."""
 
-    def __init__(self, flame: FlameModel, corr: Correspondence, device: torch.device) -> None:
+    def __init__(self, flame: FlameModel, face_idx: NDArray[np.integer], bary: NDArray[np.floating],
+                 device: torch.device) -> None:
         faces = flame.faces.cpu().numpy()
-        corr.check_faces(len(faces))
-        tri = faces[corr.face_idx]  # (L,3)
+        tri = faces[np.asarray(face_idx)]  # (L,3)
         self.vids, inverse = np.unique(tri.reshape(-1), return_inverse=True)
         self.tri_local = torch.as_tensor(inverse.reshape(-1, 3), device=device)
-        self.bary = torch.as_tensor(corr.bary, dtype=torch.float32, device=device)
+        self.bary = torch.as_tensor(np.asarray(bary), dtype=torch.float32, device=device)
         vid = torch.as_tensor(self.vids, device=flame.device)
 
         def sub(x: torch.Tensor) -> torch.Tensor:
@@ -151,28 +160,75 @@ class LandmarkFlame:
             self.lids = torch.stack([sub(flame.l_eyelid).reshape(-1), sub(flame.r_eyelid).reshape(-1)])  # (2,n*3)
         self.eye3 = torch.eye(3, device=device)
 
+    @classmethod
+    def at_vertices(cls, flame: FlameModel, vertices: NDArray[np.integer], device: torch.device) -> SurfaceFlame:
+        """The model evaluated at the given vertices (each as a corner of one of its triangles)."""
+        faces = flame.faces.cpu().numpy()
+        owner = np.full(int(flame.v_template.shape[0]), -1)
+        corner = np.zeros_like(owner)
+        for k in range(3):
+            owner[faces[:, k]] = np.arange(len(faces))
+            corner[faces[:, k]] = k
+        v = np.asarray(vertices)
+        if (owner[v] < 0).any():
+            raise TrackingError("a vertex outside every triangle cannot be evaluated on the surface")
+        return cls(flame, owner[v], np.eye(3)[corner[v]], device)
+
+    def joint_rotations(self, jaw: torch.Tensor, eyes: torch.Tensor) -> torch.Tensor:
+        """(B,5,3,3) FLAME's joint rotations with the head and neck still (the camera carries the head's motion)."""
+        eye = self.eye3.expand(jaw.shape[0], 3, 3)
+        return torch.stack([eye, eye, axis_angle_to_matrix(jaw), axis_angle_to_matrix(eyes[:, :3]),
+                            axis_angle_to_matrix(eyes[:, 3:])], dim=1)
+
+    def _joints(self, shape: torch.Tensor, expr: torch.Tensor) -> torch.Tensor:
+        ns = shape.shape[0]
+        return ((self.j_template + shape @ self.j_shape[:ns]) + expr @ self.j_expr).reshape(-1, N_JOINTS, 3)
+
+    def _skinning(self, rots: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each vertex's blended rotation (B,n,3,3) and translation (B,n,3). Blended separately and applied
+        elementwise: a few hundred thousand 3x3 products run far faster so than as batched matmuls of tiny
+        matrices."""
+        b = rots.shape[0]
+        world = batch_rigid_transform(rots, joints, self.parents, self.parent_idx)
+        rot = (self.weights @ world[..., :3, :3].reshape(b, N_JOINTS, 9)).reshape(b, -1, 3, 3)
+        return rot, self.weights @ world[..., :3, 3]
+
+    def _at_points(self, verts: torch.Tensor) -> torch.Tensor:
+        """(B,n,3) values at the vertices → (B,L,3) at the points."""
+        return (verts[:, self.tri_local] * self.bary[None, :, :, None]).sum(2)
+
     def __call__(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor,
                  eyelids: torch.Tensor | None) -> torch.Tensor:
-        """shape (S,) leading components, expr (B,100), rots (B,5,3,3) → landmark points (B,L,3), FLAME frame."""
+        """shape (S,) leading components, expr (B,100), rots (B,5,3,3) → the points (B,L,3), FLAME frame."""
         b = expr.shape[0]
         ns = shape.shape[0]
         v_shaped = (self.template + shape @ self.shape_dirs[:ns]) + expr @ self.expr_dirs  # (B, n*3)
-        joints = ((self.j_template + shape @ self.j_shape[:ns]) + expr @ self.j_expr).reshape(b, N_JOINTS, 3)
         pose_feature = (rots[:, 1:] - self.eye3).reshape(b, -1)
         v_posed = (v_shaped + pose_feature @ self.posedirs).reshape(b, -1, 3)
-        world = batch_rigid_transform(rots, joints, self.parents, self.parent_idx)
-        # Blend the joints' rotations and translations separately, then apply them elementwise: a few hundred
-        # thousand 3x3 products run far faster so than as batched matmuls of tiny matrices.
-        rot = (self.weights @ world[..., :3, :3].reshape(b, N_JOINTS, 9)).reshape(b, -1, 3, 3)
-        move = self.weights @ world[..., :3, 3]
+        rot, move = self._skinning(rots, self._joints(shape, expr))
         verts = (rot * v_posed[:, :, None, :]).sum(-1) + move
         if eyelids is not None and self.lids is not None:
             verts = verts + (eyelids @ self.lids).reshape(b, -1, 3)
-        tri = verts[:, self.tri_local]  # (B,L,3,3)
-        return torch.einsum("lk,blkc->blc", self.bary, tri)
+        return self._at_points(verts)
+
+    def expression_change(self, shape: torch.Tensor, expr: torch.Tensor, rots: torch.Tensor
+                          ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """With shape and joint rotations held, how the points (B,L,3) move when the expression `expr` (B,100)
+        changes by d (B,100). Exact and cheap: the skinning rotations do not depend on the expression and the
+        joints move linearly with it, so the points do too."""
+        b = expr.shape[0]
+        joints = self._joints(shape, expr).detach()
+        rot, move0 = (x.detach() for x in self._skinning(rots, joints))
+
+        def change(d: torch.Tensor) -> torch.Tensor:
+            shift = (rot * (d @ self.expr_dirs).reshape(b, -1, 1, 3)).sum(-1)
+            _, move = self._skinning(rots, joints + (d @ self.j_expr).reshape(b, N_JOINTS, 3))
+            return self._at_points(shift + move - move0)
+
+        return change
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -211,7 +267,8 @@ def rigid_start(points: NDArray[np.float64], model: NDArray[np.float64], weights
     return R, t
 
 
-def _second_diff(x: torch.Tensor) -> torch.Tensor:
+def second_difference(x: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of the squared second difference of per-frame values (F, K): the temporal terms."""
     if x.shape[0] < 3:
         return x.new_zeros(())
     return (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum(-1).mean()
@@ -243,7 +300,7 @@ def fit_video(
         raise TrackingError("no frame has a face to track; check that the video shows a face")
     if eyelids is not None and flame.l_eyelid is None:
         flame = _with_eyelids(flame, eyelids)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -255,7 +312,8 @@ def fit_video(
     weights_np[np.isin(lm, IRIS_CENTRES)] *= cfg.iris_weight
     weights_np[np.isin(lm, UPPER_LIDS + LOWER_LIDS)] *= cfg.lid_weight
 
-    model = LandmarkFlame(flame, correspondence, dev)
+    correspondence.check_faces(len(flame.faces))
+    model = SurfaceFlame(flame, correspondence.face_idx, correspondence.bary, dev)
     neutral = model(torch.zeros(1, device=dev), torch.zeros(1, N_EXPR, device=dev),
                     torch.eye(3, device=dev).expand(1, N_JOINTS, 3, 3), None)[0].cpu().numpy().astype(np.float64)
     centre_model = neutral.mean(0)
@@ -286,14 +344,11 @@ def fit_video(
     slide = None if correspondence.view_offsets is None or not cfg.sliding else \
         torch.as_tensor(correspondence.view_offsets, dtype=torch.float32, device=dev)
     view_lim = [math.radians(a) for a in VIEW_RANGE_DEG]
-    eye3 = torch.eye(3, device=dev)
     flip = torch.as_tensor(FLIP, dtype=torch.float32, device=dev)
     frames_ok = max(float(ok.sum()), 1.0)
 
     def landmarks_3d() -> torch.Tensor:
-        rots = torch.stack([eye3.expand(n_frames, 3, 3), eye3.expand(n_frames, 3, 3), axis_angle_to_matrix(jaw),
-                            axis_angle_to_matrix(eyes[:, :3]), axis_angle_to_matrix(eyes[:, 3:])], dim=1)
-        return model(shape, expr, rots, lids)
+        return model(shape, expr, model.joint_rotations(jaw, eyes), lids)
 
     def project(x: torch.Tensor) -> torch.Tensor:
         R = axis_angle_to_matrix(rot) @ flip
@@ -313,7 +368,7 @@ def fit_video(
         return (err * lm_w).mean(1).mul(frame_w).sum() / frames_ok
 
     def smooth_term(groups: list[torch.Tensor]) -> torch.Tensor:
-        return sum((_second_diff(g) for g in groups), torch.zeros((), device=dev))
+        return sum((second_difference(g) for g in groups), torch.zeros((), device=dev))
 
     sc = SMOOTH_SCALE
     total = cfg.rigid_steps + cfg.full_steps + cfg.robust_steps
