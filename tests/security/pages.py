@@ -24,6 +24,7 @@ ATTACKS: dict[str, object] = {
     "/api/passthrough": {"delay_ms": 4321},
     "/api/midi/learn/start": {"target": "blend/jawOpen"},
     "/api/scene/background": {"name": "green"},
+    "/api/record": {"recording": True},
 }
 
 ATTACK_SCRIPT = """<script>

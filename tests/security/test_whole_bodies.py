@@ -37,6 +37,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/api/midi/learn/stop": {},
     "/api/passthrough": {"delay_ms": 120},
     "/api/scene/background": {"name": "default"},
+    "/api/record": {"recording": False},  # not recording: the same answer however often
     "/api/sessions": {"name": "in-pieces"},  # refused (a created session's id is random), before any model loads
     # The same handlers under the default session's own paths (bridge.http.scope).
     "/api/sessions/default/control": {"target": "blend/jawOpen", "values": [0.25]},
