@@ -252,6 +252,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
                 per.append(m)
             figures["per"] = per
             figures["batches"] = hop_batches(sessions[0], wall0)
+            figures["late_parts"] = late_parts(sessions)
         finally:
             d.request_stop()
 
@@ -293,7 +294,21 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
         "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
         "threads": figures["threads"], "rendered_total": sum(m.rendered for m in per),
+        "late_parts": figures["late_parts"],
     }
+
+
+def late_parts(sessions: Sequence[Any]) -> dict[str, float] | None:
+    """Where the time of the sessions' most recent late frames went (median ms of each part): the clock
+    handing the frame over late, the frame waiting for its render thread, the render itself."""
+    import statistics
+
+    late = [lf for s in sessions for lf in list(s.pipeline.late_frames)]
+    if not late:
+        return None
+    return {"frames": float(len(late)),
+            **{part: 1000 * statistics.median(getattr(lf, part) for lf in late)
+               for part in ("tick_late", "waited", "render", "late")}}
 
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
@@ -421,8 +436,10 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "gpu_busy_pct": max((p["gpu_busy_pct"] for p in parts if p["gpu_busy_pct"] is not None), default=None),
         "cpu_cores": sum(p["cpu_cores"] for p in parts),
         "hop_batches": first["hop_batches"],
-        "threads": {name: sum((p.get("threads") or {}).get(name, 0.0) for p in parts)
-                    for name in {k for p in parts for k in (p.get("threads") or {})}},
+        "late_parts": first["late_parts"], "rendered_total": sum(p["rendered_total"] for p in parts),
+        "threads": dict(sorted(((name, sum((p.get("threads") or {}).get(name, 0.0) for p in parts))
+                                for name in {k for p in parts for k in (p.get("threads") or {})}),
+                               key=lambda kv: -kv[1])),
     }
 
 
@@ -462,6 +479,12 @@ def print_curve(results: list[dict[str, Any]]) -> None:
         top = list((r.get("threads") or {}).items())[:8]
         if top:
             print(f"N={r['n']}: cores by thread: " + ", ".join(f"{name} {cores:.2f}" for name, cores in top))
+    for r in results:
+        lp = r.get("late_parts")
+        if lp:
+            print(f"N={r['n']}: the last {lp['frames']:.0f} late frames, median ms: clock handed over "
+                  f"{lp['tick_late']:.1f} late, waited {lp['waited']:.1f} for the render thread, rendered in "
+                  f"{lp['render']:.1f}, done {lp['late']:.1f} past their pts")
     for r in results:
         hb = r.get("hop_batches")
         if hb:
