@@ -230,16 +230,19 @@ class CpuSplatRenderer:
         ra, rb, rc = _take(a, row_g), _take(b, row_g), _take(c, row_g)
         dy = (_take(my, row_g) - 0.5) - row_y
         # 0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= ln(opacity / min_alpha), solved for dx = (mx - 0.5) - px.
-        thresh = _take(torch.log(proj.opacity / s.min_alpha), row_g)
-        disc = (rb * dy) ** 2 - ra * (rc * dy * dy - 2.0 * thresh)
-        root = torch.sqrt(disc.clamp_min(0.0))
-        inv_a = 1.0 / ra.clamp_min(1e-12)
-        dx_lo = (-rb * dy - root) * inv_a
-        dx_hi = (-rb * dy + root) * inv_a
         cx = _take(mx, row_g) - 0.5
-        lo = torch.maximum(torch.ceil(cx - dx_hi - _PAD), _take(x0, row_g))
-        hi = torch.minimum(torch.floor(cx - dx_lo + _PAD), _take(x1, row_g))
-        count = torch.where(disc >= 0, (hi - lo + 1).clamp_min(0), torch.zeros_like(hi)).long()
+        # The span's ends are pixel indices: no gradient flows through them (the square root's, at a clamped
+        # zero, would be 0/0: a NaN that reaches every Gaussian's gradient).
+        with torch.no_grad():
+            thresh = _take(torch.log(proj.opacity / s.min_alpha), row_g)
+            disc = (rb * dy) ** 2 - ra * (rc * dy * dy - 2.0 * thresh)
+            root = torch.sqrt(disc.clamp_min(0.0))
+            inv_a = 1.0 / ra.clamp_min(1e-12)
+            dx_lo = (-rb * dy - root) * inv_a
+            dx_hi = (-rb * dy + root) * inv_a
+            lo = torch.maximum(torch.ceil(cx - dx_hi - _PAD), _take(x0, row_g))
+            hi = torch.minimum(torch.floor(cx - dx_lo + _PAD), _take(x1, row_g))
+            count = torch.where(disc >= 0, (hi - lo + 1).clamp_min(0), torch.zeros_like(hi)).long()
         n_pairs = int(count.sum())
         if n_pairs == 0:
             return empty, empty, torch.zeros(0, device=dev, dtype=dt)

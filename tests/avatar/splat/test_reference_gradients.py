@@ -9,7 +9,7 @@ import torch
 
 from drivers.avatar.splat.cameras import intrinsics, look_at
 from drivers.avatar.splat.gaussians import Camera, Gaussians, RasterSettings
-from drivers.avatar.splat.reference import CpuSplatRenderer
+from drivers.avatar.splat.reference import CpuSplatRenderer, Projected
 
 W, H = 20, 16
 
@@ -76,3 +76,21 @@ def test_gradients_agree_with_gsplat() -> None:
     for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), *grads):
         rel = float((a - b).norm() / b.norm().clamp_min(1e-12))
         assert rel < 2e-2, f"{name}: reference vs gsplat gradient differ by {rel:.3g} (relative)"
+
+
+
+
+def test_no_gradient_flows_through_the_span_of_a_row_its_splat_just_reaches() -> None:
+    """A row that a splat's threshold ellipse just touches has a zero discriminant, and its span of pixels is
+    one pixel. The span's ends are pixel indices and take no gradient; through the square root they took 0/0,
+    a NaN that spread to every Gaussian and ended a training run after thousands of iterations."""
+    s = RasterSettings()
+    mean2d = torch.tensor([[4.5, 4.5]], requires_grad=True)  # on pixel (4, 4)'s centre
+    conic = torch.tensor([[1.0, 0.0, 1.0]], requires_grad=True)
+    opacity = torch.tensor([s.min_alpha], requires_grad=True)  # the ellipse shrinks to the centre: disc = 0
+    proj = Projected(torch.zeros(1, dtype=torch.long), mean2d, conic, torch.ones(1),
+                     torch.tensor([[2, 2]]), opacity)
+    pix, _, alpha = CpuSplatRenderer._pairs(proj, 9, 9, s)
+    assert pix.tolist() == [4 * 9 + 4]  # the one pixel the row's span holds
+    alpha.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (mean2d, conic, opacity))
