@@ -52,12 +52,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (bridge/cli.py)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN, REPO, golden_flame_model  # (puts the checkout on the path)
+
+if TYPE_CHECKING:
+    from drivers.batch_window import BatchWindow
 
 INTERPRETER_BOUND = 0.8  # cores per process past which its interpreter lock, not the GPU, is the likely limit
 GOALS = {"g2g_p95_ms": 250.0, "extra_session_mib": 100.0, "cpu_demo_rendered": 0.90}
@@ -157,6 +160,14 @@ def gpu_allocated() -> int | None:
     return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
 
+def gpu_reserved() -> int | None:
+    """What torch's allocator holds from the driver (tensors, free blocks and graph pools): nearer what
+    `nvidia-smi` shows for the process than the allocated bytes."""
+    import torch
+
+    return int(torch.cuda.memory_reserved()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
 def extra_session_bytes(first: Any, second: Any) -> int:
     """Tensor bytes the second session's avatar and face driver hold beyond what they share with the first's."""
     from drivers.memory import tensor_bytes
@@ -209,7 +220,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
                                           "--duty", str(args.competing_duty)])
     t0 = time.monotonic()
     daemon = Daemon(session_config(args, n), http_app=build_app)
-    alloc_first = gpu_allocated()
+    alloc_first, reserved_first = gpu_allocated(), gpu_reserved()
     done = threading.Event()
     figures: dict[str, Any] = {}
     threads: list[threading.Thread] = []
@@ -219,7 +230,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         try:
             sessions = await open_sessions(d, n)
             figures["build_s"] = time.monotonic() - t0
-            figures["alloc_all"] = gpu_allocated()
+            figures["alloc_all"], figures["reserved_all"] = gpu_allocated(), gpu_reserved()
             figures["counted"] = extra_session_bytes(sessions[0], sessions[1]) if n > 1 else None
             probes = [Probe() for _ in sessions]
             viewers.extend(Viewer() for _ in sessions)
@@ -252,6 +263,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
                 per.append(m)
             figures["per"] = per
             figures["batches"] = hop_batches(sessions[0], wall0)
+            figures["frame_batches"] = frame_batches(sessions[0], wall0)
             figures["late_parts"] = late_parts(sessions)
         finally:
             d.request_stop()
@@ -289,10 +301,13 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "gpu_alloc_first_mib": None if alloc_first is None else alloc_first / 2**20,
         "gpu_alloc_all_mib": None if figures["alloc_all"] is None else figures["alloc_all"] / 2**20,
         "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "gpu_reserved_first_mib": None if reserved_first is None else reserved_first / 2**20,
+        "gpu_reserved_all_mib": None if figures["reserved_all"] is None else figures["reserved_all"] / 2**20,
         "extra_session_counted_mib": None if figures["counted"] is None else figures["counted"] / 2**20,
         "gpu_busy_pct": figures["gpu_busy"], "cpu_cores": figures["cpu_s"] / wall if wall > 0 else float("nan"),
         "cpu_count": os.cpu_count(), "competing_achieved": achieved, "load_average": os.getloadavg()[0],
         "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
+        "frame_batches": figures["frame_batches"],
         "threads": figures["threads"], "rendered_total": sum(m.rendered for m in per),
         "late_parts": figures["late_parts"],
     }
@@ -352,14 +367,28 @@ def meet(folder: Path, peers: int, timeout_s: float = 600.0) -> None:
 
 
 def hop_batches(session: Any, since: float) -> dict[str, float] | None:
-    """The DiffPoseTalk batches run since `since` (time.monotonic): how many per second, their mean size, and
-    their median and p95 run time."""
+    """The DiffPoseTalk batches run since `since` (time.monotonic) (see `batch_figures`)."""
     from drivers.face.diffposetalk.streaming import DiffPoseTalkFaceDriver
 
     driver = session.face_driver
     batcher = driver.hop_batcher if isinstance(driver, DiffPoseTalkFaceDriver) else None
-    if batcher is None:
-        return None
+    return None if batcher is None else batch_figures(batcher, since)
+
+
+def frame_batches(session: Any, since: float) -> dict[str, float] | None:
+    """The FlashAvatar frame batches run since `since` (see `batch_figures`), once enough sessions share the
+    avatar for its frames to render together."""
+    from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
+    from drivers.avatar.scene.avatar import SceneAvatar
+
+    head = session.avatar.head if isinstance(session.avatar, SceneAvatar) else session.avatar
+    batcher = head.frame_batcher if isinstance(head, FlashAvatarAvatar) else None
+    return None if batcher is None else batch_figures(batcher, since)
+
+
+def batch_figures(batcher: BatchWindow[Any], since: float) -> dict[str, float] | None:
+    """A batcher's batches since `since`: how many per second, their mean size, and their median and p95 run
+    time."""
     recent = [b for b in list(batcher.history) if b.started >= since]
     if not recent:
         return None
@@ -435,7 +464,8 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "gpu_alloc_all_mib": total("gpu_alloc_all_mib"), "gpu_peak_mib": total("gpu_peak_mib"),
         "gpu_busy_pct": max((p["gpu_busy_pct"] for p in parts if p["gpu_busy_pct"] is not None), default=None),
         "cpu_cores": sum(p["cpu_cores"] for p in parts),
-        "hop_batches": first["hop_batches"],
+        "hop_batches": first["hop_batches"], "frame_batches": first["frame_batches"],
+        "gpu_reserved_all_mib": total("gpu_reserved_all_mib"),
         "late_parts": first["late_parts"], "rendered_total": sum(p["rendered_total"] for p in parts),
         "threads": dict(sorted(((name, sum((p.get("threads") or {}).get(name, 0.0) for p in parts))
                                 for name in {k for p in parts for k in (p.get("threads") or {})}),
@@ -490,6 +520,14 @@ def print_curve(results: list[dict[str, Any]]) -> None:
         if hb:
             print(f"N={r['n']}: DiffPoseTalk batches {hb['per_s']:.0f}/s of {hb['mean_size']:.1f} hops on average, "
                   f"{hb['p50_ms']:.1f} ms median, {hb['p95_ms']:.1f} ms p95 each")
+        fb = r.get("frame_batches")
+        if fb:
+            print(f"N={r['n']}: FlashAvatar frame batches {fb['per_s']:.0f}/s of {fb['mean_size']:.1f} frames on "
+                  f"average, {fb['p50_ms']:.1f} ms median, {fb['p95_ms']:.1f} ms p95 each")
+        if r["n"] > 1 and r.get("gpu_reserved_first_mib") is not None and r.get("gpu_reserved_all_mib") is not None:
+            extra = (r["gpu_reserved_all_mib"] - r["gpu_reserved_first_mib"]) / (r["n"] - 1)
+            print(f"N={r['n']}: GPU memory reserved by torch {r['gpu_reserved_all_mib']:.0f} MiB, "
+                  f"{extra:.1f} MiB per session beyond the first (allocated: the table's 'per extra')")
 
 
 def meets_goals(r: dict[str, Any], viewers: bool) -> bool:

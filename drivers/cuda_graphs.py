@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -18,7 +19,12 @@ CAPTURE_LOCK = threading.Lock()
 
 
 @contextmanager
-def capturing(graph: torch.cuda.CUDAGraph, mode: str = "thread_local") -> Iterator[None]:
-    """`torch.cuda.graph(graph)` under the process-wide capture lock, without autograd."""
-    with CAPTURE_LOCK, torch.cuda.graph(graph, capture_error_mode=mode), torch.no_grad():  # type: ignore[arg-type]
+def capturing(graph: torch.cuda.CUDAGraph, mode: str = "thread_local", pool: Any = None) -> Iterator[None]:
+    """`torch.cuda.graph(graph)` under the process-wide capture lock, without autograd; with `pool` (a
+    `torch.cuda.graph_pool_handle()`) the graph's memory comes from that pool, shared with the other graphs
+    captured into it. Graphs may share a pool when they are never replayed at the same time and none reads
+    another's memory after its replay (each output is copied out or held by a live tensor): then the pool holds
+    what the largest of them needs rather than the sum."""
+    with (CAPTURE_LOCK, torch.cuda.graph(graph, pool=pool, capture_error_mode=mode),  # type: ignore[arg-type]
+          torch.no_grad()):
         yield

@@ -533,6 +533,9 @@ class SessionsConfig(Section):
     record_dir: Path | None = None
     # Sessions recording at once (the default session's outputs.record.path counts too); 0: none over HTTP.
     max_recordings: int = Field(4, ge=0, le=64)
+    # From this many sessions showing one FlashAvatar checkpoint on, their frames that fall due together render
+    # as one batch (one deformation pass, one gsplat call); fewer render each on its own. 0: never batch.
+    batch_frames_from: int = Field(8, ge=0, le=256)
 
     @field_validator("max")
     @classmethod

@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,9 @@ from bridge.core.models import ModelCache, process_models
 from bridge.core.rotations_torch import axis_angle_to_matrix, matrix_to_rotation_6d
 from drivers.avatar.flame.model import head_motion, head_motion_batch
 from drivers.avatar.flame.tracker import load_tracker_frame, tracker_camera
+from drivers.avatar.flashavatar.frame_batcher import DEFAULT_BATCHED_FROM, FrameBatcher
 from drivers.avatar.flashavatar.model import FlashAvatarModel, FlashFrame, SubjectFiles
+from drivers.avatar.flashavatar.pending import PendingFrame
 from drivers.avatar.scene.framing import HeadFraming, RoiCamera
 from drivers.avatar.scene.layers import DeviceRegion
 from drivers.avatar.splat.cameras import default_camera
@@ -156,26 +157,6 @@ def load_model(checkpoint: Path, flame_model: Path, masks: Path, mesh: Path, eye
     return models.get(key, lambda: build(files))
 
 
-@dataclass
-class PendingFrame:
-    """A frame whose GPU work and device→host copy have been queued; `done` fires when `rgb` is filled."""
-
-    rgb: torch.Tensor
-    alpha: torch.Tensor | None
-    done: Any  # torch.cuda.Event on CUDA, None on the CPU (already complete)
-    count: torch.Tensor | None = None  # frame graph: the true tile-intersection count (pinned host)
-    redo: Callable[[int], PendingFrame | None] | None = None  # frame graph: re-render if the count did not fit
-
-    def image(self) -> RenderedImage:
-        if self.done is not None:
-            self.done.synchronize()
-        if self.count is not None and self.redo is not None:
-            again = self.redo(int(self.count))
-            if again is not None:
-                return again.image()
-        return RenderedImage(self.rgb.numpy(), None if self.alpha is None else self.alpha.numpy())
-
-
 def warm_up_poses() -> list[FaceParams]:
     """Poses at the edges of what speech and head motion produce (mouth open, head turned and tilted, a strong
     expression), ending on neutral."""
@@ -217,6 +198,7 @@ class FlashAvatarAvatar:
         models: ModelCache | None = None,
         gpu_priority: bool = True,
         framing: HeadFraming | None = None,
+        frame_batching: int = DEFAULT_BATCHED_FROM,
     ) -> None:
         if checkpoint is None or flame_model is None:
             raise AvatarSetupError("FlashAvatar needs avatar.checkpoint (chkpnt*.pth) and avatar.flame_model "
@@ -288,6 +270,17 @@ class FlashAvatarAvatar:
             self._stream.wait_stream(torch.cuda.current_stream(dev))  # after the captures' warm-up work
         if self._cuda:
             self._warm_up()
+        # Avatars of one model that render their frames together once `frame_batching` of them (0: never) share
+        # it: its frame batcher comes from `models`, like the model.
+        self.batch_key: Hashable = (id(self.model), self.width, self.height, tuple(self.base_camera.K.flatten().tolist()),
+                                    tuple(self.background.tolist()), self.transparent, self.base_camera.near,
+                                    self.base_camera.far, self.renderer.name, repr(self.settings))
+        self._batcher: FrameBatcher | None = None
+        if models is not None and frame_batching > 0:
+            model = self.model
+            self._batcher = models.get(models.key("flashavatar-frames", [], device, (id(model), frame_batching)),
+                                       lambda: FrameBatcher(model, batched_from=frame_batching, priority=gpu_priority))
+            self._batcher.join()
 
     @classmethod
     def from_config(cls, config: Config, *, models: ModelCache | None = None,
@@ -301,7 +294,8 @@ class FlashAvatarAvatar:
                    flame_mesh=a.flame_mesh, eyelids_dir=a.eyelids_dir, tracker_frame=a.tracker_frame, shape=a.shape,
                    width=config.video.width, height=config.video.height, renderer=a.renderer, device=a.device,
                    background=background, transparent=a.transparent, zoom=a.zoom,
-                   models=models or process_models(), gpu_priority=config.pipeline.gpu_priority, framing=framing)
+                   models=models or process_models(), gpu_priority=config.pipeline.gpu_priority, framing=framing,
+                   frame_batching=config.sessions.batch_frames_from)
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _frame(self, framing: HeadFraming) -> None:
@@ -322,6 +316,11 @@ class FlashAvatarAvatar:
         self._placed = placed
         self._joints_host = self.model.joints0.detach().cpu().double().numpy()
         self._view_host = view
+
+    @property
+    def frame_batcher(self) -> FrameBatcher | None:
+        """The batcher this avatar's frames render in once enough sessions share its model, if any."""
+        return self._batcher
 
     @property
     def placement(self) -> RoiCamera | None:
@@ -411,6 +410,8 @@ class FlashAvatarAvatar:
         so the host's share of a frame is a copy."""
         vec = np.concatenate([params.expression, params.jaw, params.eyes.reshape(6), params.head, params.neck,
                               params.eyelids, params.translation]).astype(np.float32, copy=False)
+        if vec.size != PACK:
+            raise ValueError(f"face parameters pack to {vec.size} values, not {PACK}: a field has the wrong length")
         return torch.from_numpy(vec)[None]
 
     def gaussians(self, params: FaceParams) -> tuple[Gaussians, Camera]:
@@ -447,8 +448,14 @@ class FlashAvatarAvatar:
 
     # -- rendering -----------------------------------------------------------------------
     def render(self, params: FaceParams) -> RenderedImage:
-        """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path."""
-        image = self._submit(params).image()
+        """This frame's image (waits for the device): the `Avatar` protocol's per-frame-latency path; with enough
+        sessions sharing the model, rendered together with theirs (`frame_batcher`)."""
+        if self._batcher is not None and self._batcher.batching:
+            return self._batcher.render(self, params)
+        return self.placed(self.submit_alone(params).image(), params)
+
+    def placed(self, image: RenderedImage, params: FaceParams) -> RenderedImage:
+        """`image` with where this (framed) head's region sits in the frame and its neck pose for `params`."""
         if self._placed is not None:
             image.origin, image.neck = self.origin, self.neck_pose(params)
         return image
@@ -456,7 +463,14 @@ class FlashAvatarAvatar:
     def render_on_device(self, params: FaceParams) -> DeviceRegion:
         """This frame's region as uint8 tensors left on the device (valid until the next render), for a scene
         that composites there: nothing crosses to the host but the frame graph's intersection count. Waits for
-        the device; the caller's stream is ordered after the work."""
+        the device; the caller's stream is ordered after the work. With enough sessions sharing the model,
+        rendered together with theirs."""
+        if self._batcher is not None and self._batcher.batching:
+            return self._batcher.render_on_device(self, params)
+        return self.region_alone(params)
+
+    def region_alone(self, params: FaceParams) -> DeviceRegion:
+        """`render_on_device` for this frame alone."""
         if self._stream is None:
             return self._region_here(params)
         self._stream.wait_stream(torch.cuda.current_stream(self._dev))
@@ -495,6 +509,10 @@ class FlashAvatarAvatar:
                 f32.mul_(255.0).add_(0.5)
                 u8.copy_(f32)  # float → uint8 truncates: round half up, as the host path
         return DeviceRegion(self._u8, self._a8, self.origin, neck)
+
+    def submit_alone(self, params: FaceParams) -> PendingFrame:
+        """Queue this frame's work alone (on the avatar's stream) without waiting for it."""
+        return self._submit(params)
 
     def _submit(self, params: FaceParams) -> PendingFrame:
         if self._stream is None:
@@ -567,6 +585,9 @@ class FlashAvatarAvatar:
         return host.copy_(u8, non_blocking=True)
 
     def close(self) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.leave()
         self._graph = None
         self._static_out = None
         self._frame_graph = None

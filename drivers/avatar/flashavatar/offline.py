@@ -17,8 +17,8 @@ from bridge.core.interfaces import RenderedImage
 from bridge.core.rotations_torch import matrix_to_quat, quat_product
 from drivers.avatar.flame.model import head_motion
 from drivers.avatar.flashavatar.avatar import FlashAvatarAvatar
-from drivers.avatar.splat.gaussians import Camera, Gaussians
-from drivers.avatar.splat.gsplat_backend import GsplatRenderer
+from drivers.avatar.flashavatar.frame_batcher import render_frames
+from drivers.avatar.splat.gaussians import Gaussians
 from drivers.avatar.splat.images import to_uint8
 
 MAX_BATCH = 16  # frames per batched deformation/rasterisation pass (bounds device memory)
@@ -43,30 +43,12 @@ def render_batch(avatar: FlashAvatarAvatar, params: Sequence[FaceParams],
 
 def _render_chunk(avatar: FlashAvatarAvatar, params: Sequence[FaceParams], views: torch.Tensor | None
                   ) -> list[RenderedImage]:
-    b = len(params)
-    dev = torch.device(avatar.device)
     packed = torch.cat([avatar.pack(p) for p in params])
-    if dev.type == "cuda":
-        packed = packed.pin_memory()
-    dev_in = packed.to(dev, non_blocking=True)
-    base_cam = avatar.base_camera
-    base = base_cam.viewmat if views is None else views.to(dev, non_blocking=True)
-    m = avatar.model
-    with torch.no_grad():
-        means, quats, scales, viewmats = avatar.deform_batch(dev_in, base)
-        cam = Camera(base_cam.viewmat, base_cam.K, avatar.width, avatar.height, base_cam.near, base_cam.far)
-        g = Gaussians(means, quats, scales, m.opacities, m.sh, m.sh_degree)
-        if isinstance(avatar.renderer, GsplatRenderer):  # B frames in one call
-            rgb, alpha = avatar.renderer.render_batch(g, viewmats, cam, avatar.background, avatar.settings)
-        else:
-            pairs = [avatar.renderer.render(Gaussians(means[i], quats[i], scales[i], m.opacities, m.sh, m.sh_degree),
-                                            Camera(viewmats[i], cam.K, cam.width, cam.height, cam.near, cam.far),
-                                            avatar.background, avatar.settings) for i in range(b)]
-            rgb = torch.stack([p[0] for p in pairs])
-            alpha = torch.stack([p[1] for p in pairs])
-        rgbs = to_uint8(rgb)
-        alphas = to_uint8(alpha) if avatar.transparent else None
-    return [RenderedImage(rgbs[i], None if alphas is None else alphas[i]) for i in range(b)]
+    base = avatar.base_camera.viewmat.expand(len(params), 4, 4) if views is None else views
+    rgb, alpha = render_frames(avatar, packed, base)
+    rgbs = to_uint8(rgb)
+    alphas = to_uint8(alpha) if avatar.transparent else None
+    return [RenderedImage(rgbs[i], None if alphas is None else alphas[i]) for i in range(len(params))]
 
 
 def world_gaussians(avatar: FlashAvatarAvatar, params: FaceParams, apply_head_motion: bool = True) -> Gaussians:

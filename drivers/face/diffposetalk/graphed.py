@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -32,8 +33,9 @@ class GraphedCall:
     function of its inputs on one CUDA device (no host synchronisation, no host-side randomness)."""
 
     def __init__(self, net: Callable[..., torch.Tensor], warmup: int = 2, what: str = "DiffPoseTalk",
-                 capture_error_mode: str = "thread_local") -> None:
+                 capture_error_mode: str = "thread_local", pool: Any = None) -> None:
         self.net = net
+        self.pool = pool  # a graph pool shared with other calls replayed by the same thread (see `capturing`)
         self.what = what
         # "thread_local": CUDA calls of other threads (the avatar's render thread) do not void this capture.
         self.capture_error_mode = capture_error_mode
@@ -72,7 +74,7 @@ class GraphedCall:
                     self.net(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with capturing(graph, self.capture_error_mode):
+            with capturing(graph, self.capture_error_mode, self.pool):
                 output = self.net(*static)
         except RuntimeError as exc:  # an optimisation only: keep running eagerly
             if self.what not in _warned:

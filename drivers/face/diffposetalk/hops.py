@@ -17,14 +17,21 @@ from drivers.face.diffposetalk.sampler import NoiseFn, SamplerOptions, sample_wi
 
 class HopGraphs:
     """CUDA graphs of hops on one model: the HuBERT front end, and per sampler setting the whole DDIM window
-    (or each DDPM denoiser call). Each graph is captured per input signature, which includes the batch size."""
+    (or each DDPM denoiser call). Each graph is captured per input signature, which includes the batch size.
+
+    All of them draw their memory from one graph pool: they are replayed by one thread at a time (the hop
+    batcher's, under its lock) and every call's output is copied out, so the pool holds what the largest batch
+    size needs instead of the sum over every size and kind (each size's HuBERT activations, captured apart,
+    came to about 200 MiB)."""
 
     def __init__(self, model: DiffPoseTalkModel) -> None:
         self.model = model
-        self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser")
+        self.pool = torch.cuda.graph_pool_handle()
+        self.denoise = GraphedCall(model.denoising_net, what="the DiffPoseTalk denoiser", pool=self.pool)
         spf = model.args.samples_per_frame
         self.features = GraphedCall(lambda wav: model.audio_features(wav, wav.shape[1] // spf),
-                                    what="the DiffPoseTalk HuBERT front end", capture_error_mode="relaxed")
+                                    what="the DiffPoseTalk HuBERT front end", capture_error_mode="relaxed",
+                                    pool=self.pool)
         self._windows: dict[SamplerOptions, GraphedCall] = {}
 
     def captured(self) -> int:
@@ -44,7 +51,7 @@ class HopGraphs:
                 return sample_window(model, feat, shape, style, prev_motion, prev_audio, x_T, indicator, _no_noise,
                                      sampler)[0]
 
-            self._windows[sampler] = GraphedCall(window, what="a DiffPoseTalk DDIM window")
+            self._windows[sampler] = GraphedCall(window, what="a DiffPoseTalk DDIM window", pool=self.pool)
         return self._windows[sampler]
 
 

@@ -48,7 +48,7 @@ def test_two_avatars_share_one_model_loaded_once(pair) -> None:  # type: ignore[
     cache, first, second = pair
     assert second.model is first.model
     assert second.model.flame is first.model.flame
-    assert cache.loads == 2  # the FLAME files and the checkpoint, once each
+    assert cache.loads == 3  # the FLAME files, the checkpoint and the model's frame batcher, once each
     assert second._host_in[0].data_ptr() != first._host_in[0].data_ptr()  # per-avatar buffers stay apart
 
 
