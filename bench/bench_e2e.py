@@ -270,6 +270,23 @@ def best_lag(signal: np.ndarray, reference: np.ndarray, rate: int, max_lag_s: fl
     return float(lags[int(np.argmax(values))] / rate)
 
 
+def g2g_values(arrivals: Sequence[tuple[float, float]], first_video: float | None, probe: Probe,
+               clock_origin: float, after_pts: float) -> list[float]:
+    """Glass-to-glass of each frame that arrived (seconds): its arrival (time.monotonic()) less the capture time
+    of the audio that drove it. `arrivals` are (arrival, seconds since the first frame by RTP), `first_video`
+    the media time of the sender's first frame, `clock_origin` the media clock's zero in time.monotonic()."""
+    if first_video is None:
+        return []
+    by_pts = {round(pts * 1000): a for pts, a in probe.frames.values()}
+    g2g = []
+    for arrival, t in arrivals:
+        media = first_video + t
+        a = by_pts.get(round(media * 1000))
+        if a is not None and media >= after_pts:
+            g2g.append(arrival - clock_origin - a)
+    return g2g
+
+
 def webrtc_numbers(viewer: Viewer, probe: Probe, clock_origin: float, av_delay: float,
                    after_pts: float) -> dict[str, float]:
     """Glass-to-glass at the viewer, the browser's A/V offset (sender hand-off delays) and aiortc's own."""
@@ -278,17 +295,9 @@ def webrtc_numbers(viewer: Viewer, probe: Probe, clock_origin: float, av_delay: 
     out: dict[str, float] = {}
     first_video = getattr(video, "first_media_time", None)
     first_audio = getattr(audio, "first_media_time", None)
-    by_pts = {round(pts * 1000): a for pts, a in probe.frames.values()}
     for key, arrivals in (("g2g", viewer.complete), ("decoded_g2g", viewer.video)):
-        g2g = []
-        for arrival, t in arrivals:
-            if first_video is None:
-                break
-            media = first_video + t
-            a = by_pts.get(round(media * 1000))
-            if a is not None and media >= after_pts:
-                g2g.append(arrival - clock_origin - a)
-        out[f"{key}_p50_ms"], out[f"{key}_p95_ms"] = percentiles(g2g)
+        out[f"{key}_p50_ms"], out[f"{key}_p95_ms"] = percentiles(
+            g2g_values(arrivals, first_video, probe, clock_origin, after_pts))
     lateness = face_lateness(probe, av_delay, after_pts)
     face = float(np.median(lateness)) if lateness else 0.0
     video_lag, audio_lag = getattr(video, "lag", None), getattr(audio, "lag", None)

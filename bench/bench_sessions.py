@@ -1,5 +1,6 @@
 """Many talking avatars on one GPU: N sessions in one process, each DiffPoseTalk (DDIM) + FlashAvatar at 512²
-25 fps with one WHEP viewer (an aiortc client on loopback), speech from a file in real time. Sessions share the
+25 fps with one WHEP viewer (an aiortc client on loopback, in viewer processes of their own as remote browsers
+would be: `whep_viewers.py`), speech from a file in real time. Sessions share the
 process's models (one copy of each) and their DiffPoseTalk hops run as batches.
 
 Prints the curve N → late frames, g2g p95 (the worst session's), GPU memory (and per session beyond the first),
@@ -66,6 +67,8 @@ INTERPRETER_BOUND = 0.8  # cores per process past which its interpreter lock, no
 GOALS = {"g2g_p95_ms": 250.0, "extra_session_mib": 100.0, "cpu_demo_rendered": 0.90}
 WARMUP_S = 2.0  # measurements start this long after each session's first frame
 RESULT = "RESULT "  # a child's one line of figures for the parent
+VIEWERS_PER_PROCESS = 8  # WHEP viewers one viewer process receives and decodes
+VIEWER_START_S = 120.0  # how long a viewer process may take to connect its viewers
 
 
 # ------------------------------------------------------------------------------------------- sessions
@@ -200,10 +203,8 @@ class Measured:
 async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """Serve `n` sessions with one viewer each and measure them for --seconds once all are built and warm (see
     the module docstring)."""
-    import aiohttp  # noqa: F401  # the viewers' modules load before the run, not on the sessions' frames
-    import aiortc.mediastreams  # noqa: F401
     import torch
-    from bench_e2e import Probe, Viewer, close_viewer, connect_viewer, start_probe, webrtc_numbers
+    from bench_e2e import Probe, g2g_values, percentiles, start_probe
 
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
@@ -224,7 +225,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
     done = threading.Event()
     figures: dict[str, Any] = {}
     threads: list[threading.Thread] = []
-    viewers: list[Any] = []
+    viewers = RemoteViewers()
 
     async def measure(d: Any) -> None:
         try:
@@ -233,11 +234,12 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             figures["alloc_all"], figures["reserved_all"] = gpu_allocated(), gpu_reserved()
             figures["counted"] = extra_session_bytes(sessions[0], sessions[1]) if n > 1 else None
             probes = [Probe() for _ in sessions]
-            viewers.extend(Viewer() for _ in sessions)
             for s, p in zip(sessions, probes):
                 threads.extend(start_probe(s, p, done))
             if args.viewers:
-                await asyncio.gather(*(connect_viewer(d, v, s) for s, v in zip(sessions, viewers)))
+                base = f"http://127.0.0.1:{d.http_port}"
+                await viewers.start([base + ("/whep" if s is d.session else f"/sessions/{s.name}/whep")
+                                     for s in sessions])
             if args.barrier is not None:  # the other processes of this run measure over the same seconds
                 await asyncio.to_thread(meet, args.barrier, args.peers)
             await asyncio.sleep(WARMUP_S)
@@ -253,14 +255,17 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             figures["gpu_busy"] = busy.stop()
             figures["wall"] = wall
             figures["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-            per = []
-            for s, p, v, b, a in zip(sessions, probes, viewers, before, after_pts):
-                m = counts(s) - b
-                if args.viewers:
+            per = [counts(s) - b for s, b in zip(sessions, before)]
+            if args.viewers:
+                seen = await viewers.stop()
+                for s, p, a, m, (location, watched) in zip(sessions, probes, after_pts, per, seen):
+                    peer = s.viewers.peers.get(location.rsplit("/", 1)[-1])
+                    video = next((t for t in (peer.tracks if peer else []) if getattr(t, "kind", "") == "video"),
+                                 None)
                     clock_origin = time.monotonic() - s.clock.now()
-                    web = webrtc_numbers(v, p, clock_origin, s.av_delay, a)
-                    m.g2g_p95_ms, m.viewer_frames = web["g2g_p95_ms"], int(web["frames_received"])
-                per.append(m)
+                    g2g = g2g_values(watched["complete"], getattr(video, "first_media_time", None), p,
+                                     clock_origin, a)
+                    m.g2g_p95_ms, m.viewer_frames = percentiles(g2g)[1], int(watched["decoded"])
             figures["per"] = per
             figures["batches"] = hop_batches(sessions[0], wall0)
             figures["frame_batches"] = frame_batches(sessions[0], wall0)
@@ -276,8 +281,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        for v in viewers:
-            await close_viewer(v)
+        await viewers.close()
         for t in threads:
             t.join(2.0)
         achieved = load.stop() if load is not None else None
@@ -364,6 +368,67 @@ def meet(folder: Path, peers: int, timeout_s: float = 600.0) -> None:
         if time.monotonic() > end:
             raise RuntimeError(f"the other processes of the run did not build their sessions in {timeout_s:.0f} s")
         time.sleep(0.05)
+
+
+class RemoteViewers:
+    """The sessions' WHEP viewers, in processes of their own (`whep_viewers.py`, VIEWERS_PER_PROCESS each):
+    like remote browsers, their receiving and decoding take neither the measured process's cores nor its
+    interpreter lock."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.locations: list[str] = []
+
+    async def start(self, urls: Sequence[str]) -> None:
+        from whep_viewers import READY
+
+        script = str(Path(__file__).with_name("whep_viewers.py"))
+        for i in range(0, len(urls), VIEWERS_PER_PROCESS):
+            proc = await asyncio.create_subprocess_exec(sys.executable, script, *urls[i:i + VIEWERS_PER_PROCESS],
+                                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self.procs.append(proc)
+        for proc in self.procs:
+            line = await self._line(proc, READY, VIEWER_START_S)
+            self.locations += json.loads(line)
+
+    async def stop(self) -> list[tuple[str, dict[str, Any]]]:
+        """End the viewers: per viewer (its resource's Location, what it saw)."""
+        from whep_viewers import RESULT
+
+        seen: list[dict[str, Any]] = []
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"stop\n")
+            await proc.stdin.drain()
+        for proc in self.procs:
+            seen += json.loads(await self._line(proc, RESULT, 60.0))
+        return list(zip(self.locations, seen))
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 10)
+        self.procs = []
+
+    @staticmethod
+    async def _line(proc: asyncio.subprocess.Process, prefix: str, timeout_s: float) -> str:
+        """The rest of the first line of `proc`'s output that starts with `prefix`."""
+        assert proc.stdout is not None
+
+        async def find() -> str:
+            assert proc.stdout is not None
+            while True:
+                raw = await proc.stdout.readline()
+                if not raw:
+                    raise RuntimeError(f"a viewer process ended before it printed {prefix.strip()}")
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith(prefix):
+                    return line[len(prefix):]
+
+        return await asyncio.wait_for(find(), timeout_s)
 
 
 def hop_batches(session: Any, since: float) -> dict[str, float] | None:
