@@ -35,6 +35,7 @@ class FlatAvatar:
     name = "demo"
     render_seconds = 0.0  # time each render takes (released to other threads, as a GPU wait would be)
     slow_after = 0  # renders before that are instant
+    slow_for: int | None = None  # renders from slow_after on that are slow (None: all of them)
     expression_channels: ClassVar[dict[str, int]] = {"smile": 0, "brow_raise": 1, "frown": 2, "pucker": 3, "wide": 4}
 
     def __init__(self, width: int = 128, height: int = 128, transparent: bool = False,
@@ -55,7 +56,9 @@ class FlatAvatar:
         return cls(config.video.width, config.video.height, a.transparent or framing is not None, background)
 
     def render(self, params: FaceParams) -> RenderedImage:
-        if self.render_seconds > 0 and self.renders >= self.slow_after:
+        slow = self.renders >= self.slow_after and (self.slow_for is None or
+                                                     self.renders < self.slow_after + self.slow_for)
+        if self.render_seconds > 0 and slow:
             self.closed.wait(self.render_seconds)
         w, h = self.width, self.height
         cx = w / 2 + float(params.head[1]) * w / 3

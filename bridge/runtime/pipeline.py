@@ -227,6 +227,14 @@ class Pipeline:
         little headroom, capped by `max_render_lead`."""
         return min(self.max_render_lead, 1.25 * self._render_time + 0.002)
 
+    def late_within(self, seconds: float) -> bool:
+        """Whether a frame missed its slot in the last `seconds` of the stream."""
+        late = self.late_frames
+        if not late:
+            return False
+        now_index = (self.clock.now() - self.stream_origin) * self.fps
+        return late[-1].index >= now_index - seconds * self.fps
+
     @property
     def stream_origin(self) -> float:
         """Presentation time of frame 0."""

@@ -7,7 +7,10 @@ whoever created it holds the id, and ending it needs the id and the API's token.
 
 Capacity is `sessions.max`, or measured ("auto"): what the running sessions' renders and face-driver hops cost
 per second of video, and how many more sessions costing what the default one does fit in what is left. A
-session more than that would make every session late, so it is refused with a time to retry instead.
+session more than that would make every session late, so it is refused with a time to retry instead. A
+measured capacity is an estimate (the cost of a GPU's work says nothing of the process's own limits, such as
+its interpreter's lock), so it is also checked against what happens: while a running session has had late
+frames in the last `LATE_WINDOW_S`, the daemon is at its limit already and takes no new session.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ _NAME = re.compile(SESSION_NAME)
 RESERVED = frozenset({*MODIFIERS, *IDLE_FEATURES, "blend", "preset", "emotion", "head", "reset", "flame", "idle",
                       "ping", "pong", "state", "get", "value", "avatar", "sessions"})
 MIN_SAMPLES = 25  # renders the default session must have timed before its cost says anything
+LATE_WINDOW_S = 10.0  # with a measured capacity, no session is added while one had late frames this recently
 BUDGET = 0.75  # share of the compute the sessions may fill: the rest absorbs jitter (a burst, a GC pause)
 
 
@@ -154,12 +158,22 @@ class SessionRegistry:
             self.refused += 1
             raise SessionsFull("the daemon is still measuring how many sessions it can serve",
                                retry_after=min(retry, 5))
+        late = self.late_sessions() if self._config.max == "auto" else []
+        if late:
+            self.refused += 1
+            raise SessionsFull(f"session {late[0]!r} missed frame deadlines in the last {LATE_WINDOW_S:.0f} s: the "
+                               "daemon is at its limit and one more session would make every session late",
+                               retry_after=retry)
         if len(self._sessions) + self._pending >= cap:
             self.refused += 1
             how = "sessions.max" if self._config.max != "auto" else "measured from render and face-driver cost"
             raise SessionsFull(f"the daemon already serves {cap} sessions ({how}); one more would make every "
                                "session late", retry_after=retry)
         self._pending += 1
+
+    def late_sessions(self, window_s: float = LATE_WINDOW_S) -> list[str]:
+        """The running sessions that had a late frame within the last `window_s` of their streams."""
+        return [s.name for s in self if s.pipeline.late_within(window_s)]
 
     def release(self) -> None:
         """Give back a place taken by `reserve` (the session was added, or its build failed)."""

@@ -18,7 +18,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from pythonosc.udp_client import SimpleUDPClient
 
-from tests.avatars import as_demo_avatar
+from tests.avatars import FlatAvatar, as_demo_avatar
 from tests.http.conftest import running_daemon
 from tests.output.conftest import wait_until, watch
 
@@ -299,3 +299,29 @@ async def test_an_automatic_capacity_is_measured_from_the_default_session() -> N
         status, body, _ = await api.call("GET", "/api/sessions")
         assert isinstance(body["capacity"], int) and body["capacity"] >= 1
         await api.create()
+
+
+class StallingAvatar(FlatAvatar):
+    """The flat avatar on a GPU that stalls once: from its 40th render on, three renders take 0.2 s each."""
+
+    render_seconds = 0.2
+    slow_after = 40
+    slow_for = 3
+
+
+async def test_a_measured_capacity_takes_no_session_while_frames_are_late() -> None:
+    from bridge.runtime.sessions import LATE_WINDOW_S
+
+    with as_demo_avatar(f"{__name__}:StallingAvatar"):  # (the registry's demo avatar as it is: this one)
+        async with running_daemon(demo_head=True, video=SMALL) as daemon, aiohttp.ClientSession() as http:
+            api = Api(daemon, http)
+            await wait_until(lambda: daemon.sessions.late_sessions(), 20, "the stall made frames late")
+            cap = daemon.sessions.capacity()
+            assert cap is not None and cap > 1  # by the measured cost there is room
+            status, body, headers = await api.call("POST", "/api/sessions", {})
+            assert status == 503 and "'default' missed frame deadlines" in body["error"], body
+            assert int(headers["Retry-After"]) == 30 and daemon.sessions.refused == 1
+            assert LATE_WINDOW_S >= 5  # a short stall keeps sessions out for seconds, not for good:
+            await wait_until(lambda: not daemon.sessions.late_sessions(window_s=1.0), 10, "the stall passed")
+            assert daemon.sessions.late_sessions()  # (still within the default window)
+
