@@ -127,6 +127,8 @@ def start_probe(daemon: Any, probe: Probe, done: threading.Event) -> list[thread
         while not done.is_set():
             frame = frames.get(timeout=0.2)
             if frame is None:
+                if frames.closed:  # the stream ended: get() no longer waits
+                    break
                 continue
             if probe.first_frame_wall is None:
                 probe.first_frame_wall = time.monotonic()
@@ -138,6 +140,8 @@ def start_probe(daemon: Any, probe: Probe, done: threading.Event) -> list[thread
     def pull_audio() -> None:
         while not done.is_set():
             chunk = audio.get(timeout=0.2)
+            if chunk is None and audio.closed:
+                break
             if chunk is not None:
                 probe.audio.append((chunk.pts, np.asarray(chunk.samples, np.float32)))
         audio.close()
