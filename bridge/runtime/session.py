@@ -28,6 +28,7 @@ from bridge.core.interfaces import (
     AudioChunk,
     ControlEvent,
     ControlSurface,
+    FaceDriver,
     FrameSink,
     VideoFrame,
 )
@@ -82,32 +83,40 @@ class Session:
         say(f"loading the {config.avatar.kind} avatar")
         self._alpha_demand = AlphaDemand()
         self.avatar = build.avatar(config, self._alpha_demand, models)
-        self._backgrounds = build.backgrounds(config, self.avatar)
-        say(f"starting the {config.face.driver} face driver")
-        self.face_driver = build.face_driver(config, self.avatar, models)
-        self._remote_audio: RemoteAudioInbox = build.remote_audio()
-        self.audio_source = build.audio_source(config, self._remote_audio)
-        self.mixer = build.mixer(config, self.avatar)
-        if live is None:
-            live = not (config.audio.source == "file" and not config.audio.realtime)
-        av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
-        self.pipeline = Pipeline(
-            self._clock,
-            self.audio_source,
-            self.face_driver,
-            self.avatar,
-            stats=self._stats,
-            mixer=self.mixer,
-            live=live,
-            duration=duration,
-            render_queue=config.pipeline.render_queue,
-            sink_queue=config.pipeline.sink_queue,
-            av_delay=av_delay,
-            margin=config.pipeline.margin_s(self.avatar.device),
-        )
-        self._initial_sinks = build.sinks(config)
-        record_to = config.outputs.record.path  # the config's own recording (the default session's)
-        self._first_recorder = build.recorder(config, record_to) if record_to is not None else None
+        face_driver: FaceDriver | None = None
+        try:  # a part that fails to build leaves the shared ones it joined (a frame or hop batcher), as an end would
+            self._backgrounds = build.backgrounds(config, self.avatar)
+            say(f"starting the {config.face.driver} face driver")
+            self.face_driver = face_driver = build.face_driver(config, self.avatar, models)
+            self._remote_audio: RemoteAudioInbox = build.remote_audio()
+            self.audio_source = build.audio_source(config, self._remote_audio)
+            self.mixer = build.mixer(config, self.avatar)
+            if live is None:
+                live = not (config.audio.source == "file" and not config.audio.realtime)
+            av_delay = None if config.pipeline.av_delay_ms == "auto" else float(config.pipeline.av_delay_ms) / 1000.0
+            self.pipeline = Pipeline(
+                self._clock,
+                self.audio_source,
+                self.face_driver,
+                self.avatar,
+                stats=self._stats,
+                mixer=self.mixer,
+                live=live,
+                duration=duration,
+                render_queue=config.pipeline.render_queue,
+                sink_queue=config.pipeline.sink_queue,
+                av_delay=av_delay,
+                margin=config.pipeline.margin_s(self.avatar.device),
+            )
+            self._initial_sinks = build.sinks(config)
+            record_to = config.outputs.record.path  # the config's own recording (the default session's)
+            self._first_recorder = build.recorder(config, record_to) if record_to is not None else None
+        except BaseException:
+            for part in (face_driver, self.avatar):
+                if part is not None:
+                    with contextlib.suppress(Exception):
+                        part.close()
+            raise
         self._recording: Recording | None = None
         self._viewers: ViewerHub | None = None
         self.publishers: dict[str, Publisher] = {}

@@ -1,7 +1,8 @@
 """Sessions showing one FlashAvatar checkpoint render their frames together once `sessions.batch_frames_from`
 (here 2) of them run: through the daemon as a user runs it (its scene, head framing and torso, the procedural face
 driver, real-time speech), on the CPU renderer at a small size. The frames come from the shared batcher, every
-session keeps rendering, and ending sessions below the threshold returns them to rendering alone."""
+session keeps rendering, and ending sessions below the threshold returns them to rendering alone; a session
+that fails to build leaves the batcher its avatar joined."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ async def test_sessions_of_one_avatar_render_their_frames_together(tmp_path: Pat
         head = daemon.session.avatar.head
         batcher = head.frame_batcher
         assert batcher is not None and not batcher.batching  # one session: each frame alone
+        status, body, _ = await api.call("POST", "/api/sessions", {"face": "diffposetalk"})  # no checkpoint set
+        assert status == 400 and "checkpoint" in body["error"], body
+        assert batcher.members == 1  # the session that failed to build left the batcher its avatar had joined
         names = ["default", await api.create(), await api.create()]
         assert batcher.members == 3 and batcher.batching  # (from 2 on)
         for name in names[1:]:
