@@ -50,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avatar_common import DEFAULT_GOLDEN, REPO, golden_flame_model  # (puts the checkout on the path)
+from whep_viewers import WhepViewer, close, connect
 
 GOALS = {"g2g_p95_ms": 250.0, "av_offset_ms": 40.0}
 WARMUP_S = 2.0  # measurements start this long after the first frame
@@ -153,77 +154,24 @@ def start_probe(daemon: Any, probe: Probe, done: threading.Event) -> list[thread
 
 
 @dataclass
-class Viewer:
-    """One WHEP viewer: (arrival monotonic time, RTP-derived pts in seconds) per decoded frame and kind."""
+class Viewer(WhepViewer):
+    """One WHEP viewer of the daemon in this process, with the daemon's sending tracks to it."""
 
-    pc: Any = None
-    location: str | None = None
-    video: list[tuple[float, float]] = field(default_factory=list)
-    audio: list[tuple[float, float]] = field(default_factory=list)
-    complete: list[tuple[float, float]] = field(default_factory=list)  # a video frame's last RTP packet in
-    first_rtp: int | None = None  # RTP timestamp of the first complete frame
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracks: list[Any] = field(default_factory=list)  # the daemon's sending tracks of this viewer
 
 
 async def connect_viewer(daemon: Any, viewer: Viewer, session: Any = None) -> None:
     """A WHEP viewer of `session` (default: the daemon's default session, at /whep)."""
-    import aiohttp
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
-
-    pc = RTCPeerConnection()
-    viewer.pc = pc
-    receiver = pc.addTransceiver("video", direction="recvonly").receiver
-    pc.addTransceiver("audio", direction="recvonly")
-    handle_rtp = receiver._handle_rtp_packet
-
-    async def timed(packet: Any, arrival_time_ms: int) -> None:
-        """When each frame is complete at the viewer (its marker packet): where a browser's jitter buffer hands
-        it to the decoder. aiortc's own hands a frame on only when the next frame's first packet arrives."""
-        if packet.marker:  # timed from the first frame, as aiortc times decoded frames
-            if viewer.first_rtp is None:
-                viewer.first_rtp = packet.timestamp
-            viewer.complete.append((time.monotonic(), ((packet.timestamp - viewer.first_rtp) % 2**32) / 90000.0))
-        await handle_rtp(packet, arrival_time_ms)
-
-    receiver._handle_rtp_packet = timed  # type: ignore[method-assign]  # the measuring client, not the daemon
-
-    async def consume(track: Any) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                entry = (time.monotonic(), float(frame.pts * frame.time_base))
-                (viewer.video if track.kind == "video" else viewer.audio).append(entry)
-
-    @pc.on("track")
-    def on_track(track: Any) -> None:
-        viewer.tasks.append(asyncio.get_running_loop().create_task(consume(track)))
-
-    await pc.setLocalDescription(await pc.createOffer())
     session = session or daemon.session
     path = "/whep" if session is daemon.session else f"/sessions/{session.name}/whep"
     hub = session.viewers
     before = set(hub.peers)
-    async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{daemon.http_port}{path}", data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:
-        if r.status != 201:
-            raise RuntimeError(f"WHEP answered {r.status}: {await r.text()}")
-        viewer.location = r.headers.get("Location")
-        answer = await r.text()
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await connect(f"http://127.0.0.1:{daemon.http_port}{path}", viewer)
     new = [p for key, p in hub.peers.items() if key not in before]
     viewer.tracks = list(new[0].tracks) if new else []
 
 
-async def close_viewer(viewer: Viewer) -> None:
-    for task in viewer.tasks:
-        task.cancel()
-    for task in viewer.tasks:
-        with contextlib.suppress(BaseException):
-            await task
-    if viewer.pc is not None:
-        await viewer.pc.close()
+close_viewer = close
 
 
 def percentiles(values: Sequence[float]) -> tuple[float, float]:

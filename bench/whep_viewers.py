@@ -28,68 +28,74 @@ RESULT = "VIEWERS "
 
 
 @dataclass
-class Watched:
+class WhepViewer:
+    """One viewer: when each video frame was complete (its marker packet: where a browser's jitter buffer hands
+    it to the decoder; aiortc's own hands a frame on only when the next frame's first packet arrives) and when
+    each video and audio frame was decoded, as (time.monotonic(), seconds by RTP since the first)."""
+
     pc: Any = None
     location: str = ""
     complete: list[tuple[float, float]] = field(default_factory=list)
-    decoded: int = 0
-    first_rtp: int | None = None
+    video: list[tuple[float, float]] = field(default_factory=list)  # decoded: (arrival, its pts)
+    audio: list[tuple[float, float]] = field(default_factory=list)
+    first_rtp: int | None = None  # RTP timestamp of the first complete frame
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def connect(url: str, watched: Watched) -> None:
+async def connect(url: str, viewer: WhepViewer) -> None:
+    """Offer to the WHEP endpoint `url` and start receiving."""
     import aiohttp
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
 
     pc = RTCPeerConnection()
-    watched.pc = pc
+    viewer.pc = pc
     receiver = pc.addTransceiver("video", direction="recvonly").receiver
     pc.addTransceiver("audio", direction="recvonly")
     handle_rtp = receiver._handle_rtp_packet
 
     async def timed(packet: Any, arrival_time_ms: int) -> None:
-        if packet.marker:
-            if watched.first_rtp is None:
-                watched.first_rtp = packet.timestamp
-            watched.complete.append((time.monotonic(), ((packet.timestamp - watched.first_rtp) % 2**32) / 90000.0))
+        if packet.marker:  # timed from the first frame, as aiortc times decoded frames
+            if viewer.first_rtp is None:
+                viewer.first_rtp = packet.timestamp
+            viewer.complete.append((time.monotonic(), ((packet.timestamp - viewer.first_rtp) % 2**32) / 90000.0))
         await handle_rtp(packet, arrival_time_ms)
 
-    receiver._handle_rtp_packet = timed  # type: ignore[method-assign]  # the measuring client
+    receiver._handle_rtp_packet = timed  # type: ignore[method-assign]  # the measuring client, not the daemon
 
     async def consume(track: Any) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                await track.recv()
-                if track.kind == "video":
-                    watched.decoded += 1
+                frame = await track.recv()
+                entry = (time.monotonic(), float(frame.pts * frame.time_base))
+                (viewer.video if track.kind == "video" else viewer.audio).append(entry)
 
     @pc.on("track")
     def on_track(track: Any) -> None:
-        watched.tasks.append(asyncio.get_running_loop().create_task(consume(track)))
+        viewer.tasks.append(asyncio.get_running_loop().create_task(consume(track)))
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http, http.post(
             url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}) as r:
         if r.status != 201:
             raise RuntimeError(f"WHEP at {url} answered {r.status}: {await r.text()}")
-        watched.location = r.headers.get("Location", "")
+        viewer.location = r.headers.get("Location", "")
         answer = await r.text()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
 
-async def close(watched: Watched) -> None:
-    for task in watched.tasks:
+async def close(viewer: WhepViewer) -> None:
+    for task in viewer.tasks:
         task.cancel()
-    for task in watched.tasks:
+    for task in viewer.tasks:
         with contextlib.suppress(BaseException):
             await task
-    if watched.pc is not None:
-        await watched.pc.close()
+    if viewer.pc is not None:
+        await viewer.pc.close()
 
 
 async def run(urls: Sequence[str]) -> int:
-    viewers = [Watched() for _ in urls]
+    viewers = [WhepViewer() for _ in urls]
     try:
         await asyncio.gather(*(connect(u, v) for u, v in zip(urls, viewers)))
         print(READY + json.dumps([v.location for v in viewers]), flush=True)
@@ -98,7 +104,7 @@ async def run(urls: Sequence[str]) -> int:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line or line.strip() == "stop":
                 break
-        print(RESULT + json.dumps([{"complete": v.complete, "decoded": v.decoded} for v in viewers]), flush=True)
+        print(RESULT + json.dumps([{"complete": v.complete, "decoded": len(v.video)} for v in viewers]), flush=True)
     finally:
         for v in viewers:
             await close(v)
