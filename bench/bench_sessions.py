@@ -67,6 +67,7 @@ INTERPRETER_BOUND = 0.8  # cores per process past which its interpreter lock, no
 GOALS = {"g2g_p95_ms": 250.0, "extra_session_mib": 100.0, "cpu_demo_rendered": 0.90}
 WARMUP_S = 2.0  # measurements start this long after each session's first frame
 RESULT = "RESULT "  # a child's one line of figures for the parent
+STALL_S = 0.004  # a wake-up this late counts as a stall of the process's threads
 VIEWERS_PER_PROCESS = 8  # WHEP viewers one viewer process receives and decodes
 VIEWER_START_S = 120.0  # how long a viewer process may take to connect its viewers
 
@@ -204,7 +205,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """Serve `n` sessions with one viewer each and measure them for --seconds once all are built and warm (see
     the module docstring)."""
     import torch
-    from bench_e2e import Probe, g2g_values, percentiles, start_probe
+    from bench_e2e import Probe, g2g_values, percentiles, start_probe, watch_stalls
 
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
@@ -246,12 +247,16 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             before = [counts(s) for s in sessions]
             after_pts = [s.clock.now() for s in sessions]
             busy = GpuBusy().start()
+            stalls: list[tuple[float, float]] = []
+            threads.append(watch_stalls(time.monotonic, stalls, done, threshold=STALL_S))
             threads0 = thread_cpu()
             cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
             await asyncio.sleep(args.seconds)
             wall = time.monotonic() - wall0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             figures["threads"] = thread_groups(threads0, thread_cpu(), wall)
+            figures["stalls"] = {"count": len(stalls), "stalled_s": sum(d for _, d in stalls),
+                                 "longest_ms": 1000 * max((d for _, d in stalls), default=0.0)}
             figures["gpu_busy"] = busy.stop()
             figures["wall"] = wall
             figures["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -313,7 +318,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "device": torch.cuda.get_device_name() if cuda else "cpu", "hop_batches": figures["batches"],
         "frame_batches": figures["frame_batches"],
         "threads": figures["threads"], "rendered_total": sum(m.rendered for m in per),
-        "late_parts": figures["late_parts"],
+        "late_parts": figures["late_parts"], "stalls": figures["stalls"],
     }
 
 
@@ -532,6 +537,7 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "hop_batches": first["hop_batches"], "frame_batches": first["frame_batches"],
         "gpu_reserved_all_mib": total("gpu_reserved_all_mib"),
         "late_parts": first["late_parts"], "rendered_total": sum(p["rendered_total"] for p in parts),
+        "stalls": max((p["stalls"] for p in parts), key=lambda st: st["stalled_s"]),  # the most stalled process
         "threads": dict(sorted(((name, sum((p.get("threads") or {}).get(name, 0.0) for p in parts))
                                 for name in {k for p in parts for k in (p.get("threads") or {})}),
                                key=lambda kv: -kv[1])),
@@ -585,6 +591,11 @@ def print_curve(results: list[dict[str, Any]]) -> None:
         if hb:
             print(f"N={r['n']}: DiffPoseTalk batches {hb['per_s']:.0f}/s of {hb['mean_size']:.1f} hops on average, "
                   f"{hb['p50_ms']:.1f} ms median, {hb['p95_ms']:.1f} ms p95 each")
+        st = r.get("stalls")
+        if st:
+            print(f"N={r['n']}: interpreter stalls over {STALL_S * 1000:.0f} ms (a thread waking every 2 ms found "
+                  f"the lock held, whose switch interval is 5 ms, or no core free): {st['count']}, "
+                  f"{100 * st['stalled_s'] / r['seconds']:.0f} % of the time, longest {st['longest_ms']:.0f} ms")
         fb = r.get("frame_batches")
         if fb:
             print(f"N={r['n']}: FlashAvatar frame batches {fb['per_s']:.0f}/s of {fb['mean_size']:.1f} frames on "
