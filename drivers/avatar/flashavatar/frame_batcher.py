@@ -11,8 +11,9 @@ avatar's own path (on CUDA its frame graph).
 Below `batched_from` members the avatars render on their sessions' threads as before and the batcher's thread
 idles. Sessions' frames are not aligned: each comes its pipeline's render lead before its presentation time, and
 the window (`window_s`) is what gathers them; the pipeline's render lead grows by the wait (it follows the
-render time it measures), so frames are still done by their presentation time. On CUDA the batches run on a
-high-priority stream and each session's stream waits for its frame's batch.
+render time it measures, up to one frame period), so a frame can still be done by its presentation time while
+the wait and the batch together take less than that. On CUDA the batches run on a high-priority stream and each
+session's stream waits for its frame's batch.
 """
 
 from __future__ import annotations
