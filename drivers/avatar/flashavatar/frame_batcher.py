@@ -76,21 +76,16 @@ class BatchedAvatar(Protocol):
     def region_alone(self, params: FaceParams) -> DeviceRegion: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Frame(Request):
-    avatar: BatchedAvatar | None = None  # always given (a default only because the base's fields have them)
-    params: FaceParams | None = None
-    packed: torch.Tensor | None = None  # `avatar.pack(params)`, made on the session's thread (a bad frame fails there)
+    avatar: BatchedAvatar
+    params: FaceParams
+    packed: torch.Tensor  # `avatar.pack(params)`, made on the session's thread (a bad frame fails there)
     on_device: bool = False  # a DeviceRegion for a scene compositing on the device, else a host image
     image: RenderedImage | None = None
     region: DeviceRegion | None = None
     finished: Any = None  # torch.cuda.Event on the batcher's stream: the frame's work is done
     fresh: bool = False  # the region's tensors were made by this batch (the caller's stream must own them)
-
-
-def _parts(req: _Frame) -> tuple[BatchedAvatar, FaceParams]:
-    assert req.avatar is not None and req.params is not None
-    return req.avatar, req.params
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +146,7 @@ class FrameBatcher(BatchWindow[_Frame]):
     # ------------------------------------------------------------------------------------- members' calls
     def render(self, avatar: BatchedAvatar, params: FaceParams, deadline: float = math.inf) -> RenderedImage:
         """The frame's host image, rendered in the next batch (blocks the calling session's thread)."""
-        req = self._wait(_Frame(deadline, avatar=avatar, params=params, packed=avatar.pack(params)))
+        req = self._wait(_Frame(deadline=deadline, avatar=avatar, params=params, packed=avatar.pack(params)))
         assert req.image is not None
         return req.image
 
@@ -159,7 +154,8 @@ class FrameBatcher(BatchWindow[_Frame]):
                          ) -> DeviceRegion:
         """The frame's region left on the device (valid until the avatar's next frame); the calling thread's
         stream is ordered after the batch's work and owns the region's memory."""
-        req = self._wait(_Frame(deadline, avatar=avatar, params=params, packed=avatar.pack(params), on_device=True))
+        req = self._wait(_Frame(deadline=deadline, avatar=avatar, params=params, packed=avatar.pack(params),
+                                on_device=True))
         region = req.region
         assert region is not None
         if req.finished is not None:
@@ -174,7 +170,7 @@ class FrameBatcher(BatchWindow[_Frame]):
     def _run_batch(self, batch: list[_Frame]) -> None:
         groups: dict[Hashable, list[_Frame]] = {}
         for req in batch:
-            groups.setdefault(_parts(req)[0].batch_key, []).append(req)
+            groups.setdefault(req.avatar.batch_key, []).append(req)
         for reqs in groups.values():
             started = time.monotonic()
             try:
@@ -199,14 +195,14 @@ class FrameBatcher(BatchWindow[_Frame]):
 
     def _render_group(self, reqs: list[_Frame]) -> None:
         if len(reqs) < self.batched_from:
+            pending: list[tuple[_Frame, PendingFrame]] = []
             for r in reqs:  # on CUDA each launches its frame graph; the host copies are waited for at the end
-                avatar, params = _parts(r)
                 if r.on_device:
-                    r.region = avatar.region_alone(params)
-            pending = [(r, _parts(r)[0].submit_alone(_parts(r)[1])) for r in reqs if not r.on_device]
+                    r.region = r.avatar.region_alone(r.params)
+                else:
+                    pending.append((r, r.avatar.submit_alone(r.params)))
             for r, frame in pending:
-                avatar, params = _parts(r)
-                r.image = avatar.placed(frame.image(), params)
+                r.image = r.avatar.placed(frame.image(), r.params)
             return
         for start in range(0, len(reqs), PASS):
             self._render_pass(reqs[start:start + PASS])
@@ -214,12 +210,11 @@ class FrameBatcher(BatchWindow[_Frame]):
 
     def _render_pass(self, reqs: Sequence[_Frame]) -> None:
         """Frames of avatars with one `batch_key`: one deformation pass, one rasterisation (gsplat)."""
-        avatars = [_parts(r)[0] for r in reqs]
         cuda = self.device.type == "cuda"
-        packed = torch.cat([r.packed if r.packed is not None else a.pack(_parts(r)[1]) for a, r in zip(avatars, reqs)])
-        views = torch.stack([a.base_camera.viewmat for a in avatars])
+        packed = torch.cat([r.packed for r in reqs])
+        views = torch.stack([r.avatar.base_camera.viewmat for r in reqs])
         with torch.no_grad():
-            rgb, alpha = render_frames(avatars[0], packed, views)
+            rgb, alpha = render_frames(reqs[0].avatar, packed, views)
             rgb8, alpha8 = _u8(rgb), _u8(alpha)
         host: tuple[torch.Tensor, torch.Tensor] | None = None
         if any(not r.on_device for r in reqs):
@@ -227,12 +222,12 @@ class FrameBatcher(BatchWindow[_Frame]):
                     torch.empty(alpha8.shape, dtype=torch.uint8, pin_memory=cuda).copy_(alpha8, non_blocking=cuda))
             if cuda:
                 torch.cuda.current_stream(self.device).synchronize()
-        for i, (a, r) in enumerate(zip(avatars, reqs)):
-            params = _parts(r)[1]
+        for i, r in enumerate(reqs):
+            a = r.avatar
             if r.on_device:
-                r.region = DeviceRegion(rgb8[i], alpha8[i], a.origin, a.neck_pose(params))
+                r.region = DeviceRegion(rgb8[i], alpha8[i], a.origin, a.neck_pose(r.params))
                 r.fresh = True
             else:
                 assert host is not None
                 image = RenderedImage(host[0][i].numpy(), host[1][i].numpy() if a.transparent else None)
-                r.image = a.placed(image, params)
+                r.image = a.placed(image, r.params)

@@ -34,17 +34,12 @@ DEFAULT_WINDOW_S = 0.004  # how long the first hop of a batch waits for others a
 DEFAULT_MAX_BATCH = 32
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Request(Request):
-    hop: HopInput | None = None  # always given (a default only because the base's fields have them)
+    hop: HopInput
     ready: Any = None  # torch.cuda.Event: the hop's inputs are made (on the submitting thread's stream)
     result: tuple[torch.Tensor, torch.Tensor] | None = None
     finished: Any = None  # torch.cuda.Event: the result is computed (on the batcher's stream)
-
-
-def _hop(req: _Request) -> HopInput:
-    assert req.hop is not None
-    return req.hop
 
 
 class HopBatcher(BatchWindow[_Request]):
@@ -71,7 +66,7 @@ class HopBatcher(BatchWindow[_Request]):
         """The hop's (window x0, window features), computed in a batch that stops waiting for other hops early
         enough to end by `deadline` (time.monotonic(); less the batch's measured run time). Called by a member's
         own thread."""
-        req = _Request(deadline, hop=hop)
+        req = _Request(deadline=deadline, hop=hop)
         if self.stream is not None:
             req.ready = torch.cuda.Event()
             req.ready.record()
@@ -100,7 +95,7 @@ class HopBatcher(BatchWindow[_Request]):
     def _run_batch(self, batch: list[_Request]) -> None:
         groups: dict[Hashable, list[_Request]] = {}
         for req in batch:
-            groups.setdefault(_hop(req).batch_key(), []).append(req)
+            groups.setdefault(req.hop.batch_key(), []).append(req)
         for reqs in sorted(groups.values(), key=lambda rs: rs[0].deadline):
             started = time.monotonic()
             size = bucket(len(reqs)) if self.graphs is not None else len(reqs)
@@ -108,7 +103,7 @@ class HopBatcher(BatchWindow[_Request]):
                 if self.stream is not None:
                     for r in reqs:
                         self.stream.wait_event(r.ready)
-                results = self._on_stream([_hop(r) for r in reqs], pad_to=size)
+                results = self._on_stream([r.hop for r in reqs], pad_to=size)
                 finished = None
                 if self.stream is not None:
                     finished = torch.cuda.Event()
