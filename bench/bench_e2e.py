@@ -160,18 +160,16 @@ class Viewer(WhepViewer):
     tracks: list[Any] = field(default_factory=list)  # the daemon's sending tracks of this viewer
 
 
-async def connect_viewer(daemon: Any, viewer: Viewer, session: Any = None) -> None:
-    """A WHEP viewer of `session` (default: the daemon's default session, at /whep)."""
-    session = session or daemon.session
-    path = "/whep" if session is daemon.session else f"/sessions/{session.name}/whep"
-    hub = session.viewers
-    before = set(hub.peers)
-    await connect(f"http://127.0.0.1:{daemon.http_port}{path}", viewer)
-    new = [p for key, p in hub.peers.items() if key not in before]
-    viewer.tracks = list(new[0].tracks) if new else []
+def sending_tracks(session: Any, location: str) -> list[Any]:
+    """The session's sending tracks to the WHEP viewer whose resource is `location` (its peer id ends it)."""
+    peer = session.viewers.peers.get(location.rsplit("/", 1)[-1])
+    return list(peer.tracks) if peer is not None else []
 
 
-close_viewer = close
+async def connect_viewer(daemon: Any, viewer: Viewer) -> None:
+    """A WHEP viewer of the daemon's default session (at /whep), with the daemon's tracks to it."""
+    await connect(f"http://127.0.0.1:{daemon.http_port}/whep", viewer)
+    viewer.tracks = sending_tracks(daemon.session, viewer.location)
 
 
 def percentiles(values: Sequence[float]) -> tuple[float, float]:
@@ -316,7 +314,7 @@ async def run(args: argparse.Namespace) -> int:
         for task in connecting:
             with contextlib.suppress(BaseException):
                 await task
-        await close_viewer(viewer)
+        await close(viewer)
         for t in threads:
             t.join(2.0)
     origin = daemon.pipeline.stream_origin

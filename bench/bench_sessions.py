@@ -205,7 +205,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """Serve `n` sessions with one viewer each and measure them for --seconds once all are built and warm (see
     the module docstring)."""
     import torch
-    from bench_e2e import Probe, g2g_values, percentiles, start_probe, watch_stalls
+    from bench_e2e import Probe, g2g_values, percentiles, sending_tracks, start_probe, watch_stalls
 
     from bridge.http.app import build_app
     from bridge.runtime.daemon import Daemon
@@ -264,9 +264,7 @@ async def run_sessions(args: argparse.Namespace, n: int) -> dict[str, Any]:
             if args.viewers:
                 seen = await viewers.stop()
                 for s, p, a, m, (location, watched) in zip(sessions, probes, after_pts, per, seen):
-                    peer = s.viewers.peers.get(location.rsplit("/", 1)[-1])
-                    video = next((t for t in (peer.tracks if peer else []) if getattr(t, "kind", "") == "video"),
-                                 None)
+                    video = next((t for t in sending_tracks(s, location) if getattr(t, "kind", "") == "video"), None)
                     clock_origin = time.monotonic() - s.clock.now()
                     g2g = g2g_values(watched["complete"], getattr(video, "first_media_time", None), p,
                                      clock_origin, a)
